@@ -1,0 +1,393 @@
+"""Validation and normalization of calibration records.
+
+One place for the record rules of PROTOCOL.md, shared by the client store and
+the archive service: ids, file names, column names, timestamps, versions,
+booleans and checksums. Every function raises
+:class:`~koa_middleware.errors.InvalidRecordError` with a message that says
+what to fix.
+
+Examples
+--------
+>>> from koa_middleware.records import normalize_timestamp, validate_filename
+>>> normalize_timestamp("Thu, 12 Feb 2026 00:00:00 GMT")
+'2026-02-12T00:00:00.000'
+>>> validate_filename("dark_001.fits")
+'dark_001.fits'
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+from typing import Any
+
+from .errors import InvalidRecordError
+
+logger = logging.getLogger(__name__)
+
+#: Fields every record must carry locally.
+LOCAL_REQUIRED_FIELDS = ("id", "filename", "cal_type", "datetime_obs")
+#: Fields every record must carry on the archive (PROTOCOL.md, Records).
+ARCHIVE_REQUIRED_FIELDS = LOCAL_REQUIRED_FIELDS + ("origin", "cal_version")
+#: Fields the archive sets itself and never takes from a client.
+SERVER_FIELDS = ("last_updated", "seq")
+#: Columns whose values are booleans stored as 0/1.
+BOOLEAN_COLUMNS = frozenset({"master_cal"})
+
+MAX_VERSION = 999
+MAX_FILENAME_BYTES = 255
+
+_COLUMN_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+_ISO_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}$")
+_MD5_RE = re.compile(r"^[0-9a-f]{32}$")
+_VERSION_RE = re.compile(r"^\d{3}$")
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+_TRUE = frozenset({"1", "true", "t", "yes", "y", "on"})
+_FALSE = frozenset({"0", "false", "f", "no", "n", "off"})
+
+
+def validate_column_name(name: Any) -> str:
+    """Check that ``name`` may be used as a column name in SQL.
+
+    Parameters
+    ----------
+    name : Any
+        The candidate column name.
+
+    Returns
+    -------
+    str
+        ``name`` unchanged.
+
+    Raises
+    ------
+    InvalidRecordError
+        If ``name`` does not match ``^[A-Za-z_][A-Za-z0-9_]{0,62}$``.
+
+    Examples
+    --------
+    >>> validate_column_name("mjd_start")
+    'mjd_start'
+    """
+    if not isinstance(name, str) or not _COLUMN_RE.match(name):
+        raise InvalidRecordError(
+            f"Invalid column name {name!r}: a column name must start with a letter or "
+            "underscore and hold only letters, digits and underscores (at most 63). "
+            "Rename the field."
+        )
+    return name
+
+
+def validate_cal_id(cal_id: Any) -> str:
+    """Check and normalize a calibration id (a UUID string, lower case).
+
+    Raises
+    ------
+    InvalidRecordError
+        If ``cal_id`` is not a UUID in its canonical hyphenated form.
+
+    Examples
+    --------
+    >>> validate_cal_id("1B4E28BA-2FA1-4D2B-883F-0016D3CCA427")
+    '1b4e28ba-2fa1-4d2b-883f-0016d3cca427'
+    """
+    if isinstance(cal_id, uuid.UUID):
+        return str(cal_id)
+    if isinstance(cal_id, str) and len(cal_id) == 36:
+        try:
+            return str(uuid.UUID(cal_id))
+        except ValueError:
+            pass
+    raise InvalidRecordError(
+        f"Invalid calibration id {cal_id!r}: an id must be a UUID such as "
+        "'1b4e28ba-2fa1-4d2b-883f-0016d3cca427'. Leave 'id' out to have one assigned."
+    )
+
+
+def is_cal_id(value: Any) -> bool:
+    """Return True when ``value`` is a valid calibration id."""
+    try:
+        validate_cal_id(value)
+    except InvalidRecordError:
+        return False
+    return True
+
+
+def new_cal_id() -> str:
+    """Return a fresh random calibration id (UUID4)."""
+    return str(uuid.uuid4())
+
+
+def validate_filename(name: Any) -> str:
+    """Check that ``name`` is a plain file name that cannot leave its folder.
+
+    Raises
+    ------
+    InvalidRecordError
+        If ``name`` holds a path separator, is ``.`` or ``..``, is empty, holds a
+        NUL or control character, or is longer than 255 bytes in UTF-8.
+
+    Examples
+    --------
+    >>> validate_filename("../x.fits")
+    Traceback (most recent call last):
+    ...
+    koa_middleware.errors.InvalidRecordError: Invalid file name '../x.fits': ...
+    """
+    problem = _filename_problem(name)
+    if problem:
+        raise InvalidRecordError(
+            f"Invalid file name {name!r}: {problem}. A calibration file name must be a "
+            "plain name such as 'hispec_dark_001.fits'."
+        )
+    return name
+
+
+def _filename_problem(name: Any) -> str | None:
+    if not isinstance(name, str):
+        return "it is not a string"
+    if name in ("", ".", ".."):
+        return "it is empty, '.' or '..'"
+    if "/" in name or "\\" in name:
+        return "it holds a path separator"
+    if _CONTROL_RE.search(name):
+        return "it holds a NUL or control character"
+    if len(name.encode("utf-8", "surrogatepass")) > MAX_FILENAME_BYTES:
+        return f"it is longer than {MAX_FILENAME_BYTES} bytes"
+    return None
+
+
+def safe_path(directory: str | Path, filename: str) -> Path:
+    """Join a validated file name to ``directory``, refusing anything that leaves it.
+
+    This is the one function through which every path built from a record goes.
+
+    Parameters
+    ----------
+    directory : str | Path
+        The folder the file must live in (e.g. ``calibrations/<instrument>``).
+    filename : str
+        The file name from a record.
+
+    Returns
+    -------
+    Path
+        ``directory / filename``, absolute.
+
+    Raises
+    ------
+    InvalidRecordError
+        If ``filename`` is not a plain name, or the joined path resolves outside
+        ``directory``.
+    """
+    validate_filename(filename)
+    base = Path(directory).absolute()
+    path = base / filename
+    if path.parent != base:
+        raise InvalidRecordError(f"Invalid file name {filename!r}: it leaves {base}.")
+    return path
+
+
+def normalize_timestamp(value: Any, field: str = "timestamp") -> str:
+    """Normalize a timestamp to UTC ``YYYY-MM-DDTHH:MM:SS.sss``.
+
+    Accepts the ISO 8601 forms (with ``T`` or a space, any fraction, an optional
+    ``Z`` or offset), the HTTP-date form (``Thu, 12 Feb 2026 00:00:00 GMT``) and
+    ``datetime`` objects. Naive times are taken as UTC.
+
+    Raises
+    ------
+    InvalidRecordError
+        If ``value`` cannot be read as a timestamp.
+
+    Examples
+    --------
+    >>> normalize_timestamp("2026-02-12T03:04:05Z")
+    '2026-02-12T03:04:05.000'
+    """
+    if isinstance(value, str) and _ISO_RE.match(value):
+        return value
+    moment = _parse_timestamp(value)
+    if moment is None:
+        raise InvalidRecordError(
+            f"Invalid {field} {value!r}: use UTC 'YYYY-MM-DDTHH:MM:SS.sss', "
+            "e.g. '2026-02-12T03:04:05.000'."
+        )
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC).replace(tzinfo=None)
+    return moment.isoformat(timespec="milliseconds")
+
+
+def _parse_timestamp(value: Any) -> datetime | None:
+    if isinstance(value, datetime):
+        return value
+    if not isinstance(value, str) or not value.strip():
+        return None
+    text = value.strip()
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        pass
+    try:
+        return parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+
+
+def utc_now() -> str:
+    """Return the current UTC time as ``YYYY-MM-DDTHH:MM:SS.sss``."""
+    return datetime.now(UTC).replace(tzinfo=None).isoformat(timespec="milliseconds")
+
+
+def format_version(number: int) -> str:
+    """Format a version number as three digits, refusing anything past 999.
+
+    Raises
+    ------
+    InvalidRecordError
+        If ``number`` is not within 1..999.
+
+    Examples
+    --------
+    >>> format_version(7)
+    '007'
+    """
+    if not isinstance(number, int) or isinstance(number, bool) or not 1 <= number <= MAX_VERSION:
+        raise InvalidRecordError(
+            f"Invalid cal_version {number!r}: versions run from '001' to '999'."
+        )
+    return f"{number:03d}"
+
+
+def normalize_version(value: Any) -> str:
+    """Normalize a ``cal_version`` given as ``'7'``, ``7`` or ``'007'`` to ``'007'``."""
+    if isinstance(value, str) and _VERSION_RE.match(value) and value != "000":
+        return value
+    try:
+        number = int(value) if not isinstance(value, bool) else None
+    except (TypeError, ValueError):
+        number = None
+    if number is None:
+        raise InvalidRecordError(
+            f"Invalid cal_version {value!r}: versions run from '001' to '999'."
+        )
+    return format_version(number)
+
+
+def normalize_bool(value: Any, field: str = "value") -> int:
+    """Normalize ``true``/``false``, ``1``/``0`` (and yes/no, on/off) to 1 or 0."""
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, int | float) and value in (0, 1):
+        return int(value)
+    if isinstance(value, str):
+        lowered = value.strip().lower()
+        if lowered in _TRUE:
+            return 1
+        if lowered in _FALSE:
+            return 0
+    raise InvalidRecordError(f"Invalid {field} {value!r}: use true/false or 1/0.")
+
+
+def validate_md5(value: Any) -> str:
+    """Check and lower-case an MD5 hex digest."""
+    if isinstance(value, str) and _MD5_RE.match(value.lower()):
+        return value.lower()
+    raise InvalidRecordError(f"Invalid file_md5 {value!r}: it must be 32 hexadecimal digits.")
+
+
+def _normalize_value(key: str, value: Any) -> Any:
+    if value is None:
+        return None
+    if key == "id":
+        return validate_cal_id(value)
+    if key == "filename":
+        return validate_filename(value)
+    if key in ("datetime_obs", "last_updated"):
+        return normalize_timestamp(value, key)
+    if key == "cal_version":
+        return normalize_version(value)
+    if key == "origin":
+        if not isinstance(value, str) or not value.strip():
+            raise InvalidRecordError(f"Invalid origin {value!r}: use a word such as 'KECK'.")
+        return value.strip().upper()
+    if key == "file_md5":
+        return validate_md5(value)
+    if key == "file_size":
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise InvalidRecordError(f"Invalid file_size {value!r}: use a byte count >= 0.")
+        return value
+    if key in BOOLEAN_COLUMNS:
+        return normalize_bool(value, key)
+    if isinstance(value, dict | list | tuple | set):
+        raise InvalidRecordError(
+            f"Invalid value for {key!r}: nested values ({type(value).__name__}) are not "
+            "allowed; store strings, numbers, booleans or null."
+        )
+    if isinstance(value, bool):
+        return int(value)
+    if not isinstance(value, str | int | float):
+        raise InvalidRecordError(
+            f"Invalid value for {key!r}: {type(value).__name__} is not a string, number, "
+            "boolean or null."
+        )
+    return value
+
+
+def validate_record(
+    record: Mapping[str, Any],
+    required: Iterable[str] = LOCAL_REQUIRED_FIELDS,
+    drop: Iterable[str] = (),
+) -> dict[str, Any]:
+    """Validate a record and return a normalized copy.
+
+    Parameters
+    ----------
+    record : Mapping
+        The calibration record.
+    required : iterable of str
+        Fields that must be present and not null.
+    drop : iterable of str
+        Fields to leave out of the copy (e.g. server-set fields).
+
+    Returns
+    -------
+    dict
+        A new dict with normalized values.
+
+    Raises
+    ------
+    InvalidRecordError
+        If the record is not a mapping, misses a required field, or breaks a rule.
+
+    Examples
+    --------
+    >>> rec = validate_record({"id": "1b4e28ba-2fa1-4d2b-883f-0016d3cca427",
+    ...     "filename": "d.fits", "cal_type": "dark", "datetime_obs": "2024-01-01 00:00:00",
+    ...     "master_cal": "true"})
+    >>> rec["datetime_obs"], rec["master_cal"]
+    ('2024-01-01T00:00:00.000', 1)
+    """
+    if not isinstance(record, Mapping):
+        raise InvalidRecordError(
+            f"A calibration record must be a dict, not {type(record).__name__}."
+        )
+    skip = set(drop)
+    normalized: dict[str, Any] = {}
+    for key, value in record.items():
+        if key in skip:
+            continue
+        validate_column_name(key)
+        normalized[key] = _normalize_value(key, value)
+    missing = [field for field in required if normalized.get(field) is None]
+    if missing:
+        raise InvalidRecordError(
+            f"Calibration record {record.get('filename') or record.get('id') or ''!s} "
+            f"is missing required field(s) {', '.join(missing)}; add them to the record."
+        )
+    return normalized
