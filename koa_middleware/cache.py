@@ -1,0 +1,117 @@
+"""The layout of the local calibration cache, and putting files into it atomically.
+
+::
+
+    <cache_dir>/
+      calibrations/<instrument>/<filename>     the files
+      database/<instrument>_calibrations.db    SQLite
+      tmp/<instrument>/                        files being written (cleaned on start)
+      locks/<instrument>/<id>.lock             one writer per calibration id
+
+Every path built from a record goes through :meth:`CacheLayout.path_for`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+from filelock import FileLock
+
+from .records import safe_path, validate_cal_id
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["CacheLayout", "place_file"]
+
+
+class CacheLayout:
+    """Paths of one instrument's part of a calibration cache.
+
+    Parameters
+    ----------
+    cache_dir : str | Path
+        The cache's root folder; ``~`` is expanded and the path made absolute.
+    instrument : str
+        The instrument name (lower-cased here).
+
+    Examples
+    --------
+    >>> layout = CacheLayout("/tmp/koa_cache", "HISPEC")
+    >>> layout.path_for("dark.fits").as_posix()
+    '/tmp/koa_cache/calibrations/hispec/dark.fits'
+    """
+
+    def __init__(self, cache_dir: str | os.PathLike, instrument: str):
+        self.root = Path(cache_dir).expanduser().absolute()
+        self.instrument = instrument.lower()
+        self.calibrations_dir = self.root / "calibrations" / self.instrument
+        self.database_dir = self.root / "database"
+        self.tmp_dir = self.root / "tmp" / self.instrument
+        self.locks_dir = self.root / "locks" / self.instrument
+
+    def create(self) -> None:
+        """Create the cache folders if they do not exist yet."""
+        for folder in (self.calibrations_dir, self.database_dir, self.tmp_dir, self.locks_dir):
+            folder.mkdir(parents=True, exist_ok=True)
+
+    def path_for(self, filename: str) -> Path:
+        """Return the cache path of a calibration file name, refusing any that leaves the cache.
+
+        Raises
+        ------
+        InvalidRecordError
+            If ``filename`` is not a plain file name.
+        """
+        return safe_path(self.calibrations_dir, filename)
+
+    def temp_path(self, hint: str = "") -> Path:
+        """Return a fresh, unused path in the temporary folder."""
+        suffix = Path(hint).suffix if hint else ""
+        return self.tmp_dir / f"{uuid.uuid4().hex}{suffix}.part"
+
+    def lock(self, cal_id: str, timeout: float = -1) -> FileLock:
+        """Return the inter-process lock that guards writing calibration ``cal_id``."""
+        return FileLock(str(self.locks_dir / f"{validate_cal_id(cal_id)}.lock"), timeout=timeout)
+
+    def clean_temp(self) -> None:
+        """Remove leftovers of interrupted writes from the temporary folder.
+
+        Only files older than a minute go, so that a write under way in another
+        process is left alone.
+        """
+        import time
+
+        if not self.tmp_dir.is_dir():
+            return
+        cutoff = time.time() - 60
+        for entry in self.tmp_dir.iterdir():
+            try:
+                if entry.stat().st_mtime >= cutoff:
+                    continue
+                if entry.is_dir():
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    entry.unlink()
+                logger.debug("Removed stale temporary file %s", entry)
+            except FileNotFoundError:
+                continue
+
+
+def place_file(source: Path, destination: Path) -> None:
+    """Move a complete file into place atomically (same file system), durably.
+
+    The data is flushed to disk before the rename, and the rename itself is
+    flushed, so a crash at any instant leaves either no file or the complete one.
+    """
+    with open(source, "rb") as handle:
+        os.fsync(handle.fileno())
+    os.replace(source, destination)
+    directory = os.open(destination.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
