@@ -13,10 +13,14 @@ Every path built from a record goes through :meth:`CacheLayout.path_for`.
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import shutil
+import time
 import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from filelock import FileLock
@@ -25,7 +29,7 @@ from .records import safe_path, validate_cal_id
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CacheLayout", "place_file"]
+__all__ = ["CacheLayout", "PendingWrite", "place_file"]
 
 
 class CacheLayout:
@@ -83,12 +87,12 @@ class CacheLayout:
         Only files older than a minute go, so that a write under way in another
         process is left alone.
         """
-        import time
-
         if not self.tmp_dir.is_dir():
             return
         cutoff = time.time() - 60
         for entry in self.tmp_dir.iterdir():
+            if entry.suffix == ".pending":
+                continue
             try:
                 if entry.stat().st_mtime >= cutoff:
                     continue
@@ -99,6 +103,78 @@ class CacheLayout:
                 logger.debug("Removed stale temporary file %s", entry)
             except FileNotFoundError:
                 continue
+
+    @contextmanager
+    def pending_write(self, cal_id: str) -> Iterator[PendingWrite]:
+        """Mark a write as under way, for crash recovery.
+
+        While the block runs, ``tmp/<instrument>/<id>.pending`` exists and is locked
+        by this process; call ``note(filename)`` on what the block yields before
+        renaming a file into place. Leave the block only after the record is
+        committed, or, on error, after removing the placed file: a marker left by a
+        killed process tells :meth:`recover_pending` to remove a file whose record
+        never landed.
+        """
+        marker = self.tmp_dir / f"{validate_cal_id(cal_id)}.pending"
+        fd = os.open(marker, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield PendingWrite(fd)
+        finally:
+            marker.unlink(missing_ok=True)
+            os.close(fd)
+
+    def recover_pending(self, record_owns: Callable[[str, str], bool]) -> list[Path]:
+        """Remove files that a killed writer placed but never committed.
+
+        Parameters
+        ----------
+        record_owns : callable
+            ``record_owns(cal_id, filename)`` is True when a committed record with
+            that id, or any record with that file name, exists.
+
+        Returns
+        -------
+        list[Path]
+            The files removed.
+        """
+        removed: list[Path] = []
+        if not self.tmp_dir.is_dir():
+            return removed
+        for marker in self.tmp_dir.glob("*.pending"):
+            try:
+                fd = os.open(marker, os.O_RDWR)
+            except FileNotFoundError:
+                continue
+            try:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue  # its writer is alive
+                filename = os.read(fd, 4096).decode("utf-8", "replace")
+                cal_id = marker.stem
+                if filename and not record_owns(cal_id, filename):
+                    path = self.path_for(filename)
+                    if path.exists():
+                        path.unlink()
+                        removed.append(path)
+                        logger.warning("Removed %s: its registration was interrupted", path)
+                marker.unlink(missing_ok=True)
+            finally:
+                os.close(fd)
+        return removed
+
+
+class PendingWrite:
+    """The open marker of a write under way (see :meth:`CacheLayout.pending_write`)."""
+
+    def __init__(self, fd: int):
+        self._fd = fd
+
+    def note(self, filename: str) -> None:
+        """Record the name of the file about to be renamed into place."""
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, filename.encode("utf-8"), 0)
 
 
 def place_file(source: Path, destination: Path) -> None:

@@ -14,6 +14,7 @@ __all__ = [
     "InvalidRecordError",
     "VersionLimitError",
     "CalibrationNotFoundError",
+    "CalibrationSaveError",
     "ChecksumMismatchError",
     "ArchiveError",
     "RemoteUnavailableError",
@@ -70,3 +71,7 @@ class RemoteUnavailableError(ArchiveError, ConnectionError):
 
 class AuthenticationError(ArchiveError, PermissionError):
     """The archive refused the credentials (401) or their scope (403)."""
+
+
+class CalibrationSaveError(KOAError):
+    """A calibration model's ``save()`` failed or wrote no file."""

@@ -1,0 +1,18 @@
+"""The local (SQLite) and remote (archive) calibration databases."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .local_database import LocalCalibrationDB
+
+__all__ = ["LocalCalibrationDB", "RemoteCalibrationDB"]
+
+
+def __getattr__(name: str) -> Any:
+    # The HTTP client is imported on first use, so local-only work never loads it.
+    if name == "RemoteCalibrationDB":
+        from .remote_database import RemoteCalibrationDB
+
+        return RemoteCalibrationDB
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

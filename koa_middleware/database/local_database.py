@@ -1,0 +1,482 @@
+"""LocalCalibrationDB: the calibration records of one instrument in a SQLite file.
+
+The database runs in WAL mode with a busy timeout, so several pipeline
+processes can read and write one cache at once. Column names that reach SQL
+come only from :func:`koa_middleware.records.validate_column_name`; values
+always go as bound parameters.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from ..errors import InvalidRecordError
+from ..records import (
+    LOCAL_REQUIRED_FIELDS,
+    normalize_timestamp,
+    normalize_version,
+    validate_cal_id,
+    validate_column_name,
+    validate_record,
+)
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["LocalCalibrationDB"]
+
+#: Columns every calibration table starts with, and their SQLite types.
+BASE_COLUMNS = {
+    "id": "TEXT",
+    "filename": "TEXT",
+    "cal_type": "TEXT",
+    "datetime_obs": "TEXT",
+    "origin": "TEXT",
+    "cal_version": "TEXT",
+    "last_updated": "TEXT",
+    "file_md5": "TEXT",
+    "file_size": "INTEGER",
+}
+INDEXED_COLUMNS = ("cal_type", "datetime_obs", "last_updated", "origin", "file_md5")
+META_TABLE = "_koa_meta"
+_SQL_TYPES = {bool: "INTEGER", int: "INTEGER", float: "REAL"}
+
+
+def _q(name: str) -> str:
+    """Quote a validated identifier for SQL."""
+    return '"' + validate_column_name(name) + '"'
+
+
+def _parse_order_by(order_by: str) -> str:
+    """Turn ``'column'`` or ``'column DESC'`` into safe SQL, refusing anything else."""
+    parts = order_by.split()
+    direction = parts[1].upper() if len(parts) == 2 else "ASC"
+    if len(parts) not in (1, 2) or direction not in ("ASC", "DESC"):
+        raise InvalidRecordError(
+            f"Invalid order_by {order_by!r}: use a column name, optionally followed by ASC or DESC."
+        )
+    return f"{_q(parts[0])} {direction}"
+
+
+class LocalCalibrationDB:
+    """The calibration records of one instrument in a SQLite database.
+
+    Parameters
+    ----------
+    db_path : str | Path
+        Path of the SQLite file, or ``':memory:'``.
+    table_name : str
+        Name of the table holding the records (the lower-cased instrument name).
+    timeout : float
+        Seconds to wait for another process's write lock before failing.
+
+    Examples
+    --------
+    >>> db = LocalCalibrationDB(":memory:", "hispec")
+    >>> _ = db.add({"id": "1b4e28ba-2fa1-4d2b-883f-0016d3cca427", "filename": "d.fits",
+    ...             "cal_type": "dark", "datetime_obs": "2024-01-01T00:00:00.000"})
+    >>> db.query(cal_type="dark")[0]["filename"]
+    'd.fits'
+    """
+
+    def __init__(self, db_path: str | Path, table_name: str, timeout: float = 30.0):
+        self.db_path = str(db_path)
+        self.table_name = validate_column_name(table_name)
+        self._lock = threading.RLock()
+        self._depth = 0
+        self.conn = sqlite3.connect(
+            self.db_path, timeout=timeout, isolation_level=None, check_same_thread=False
+        )
+        self.conn.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
+        if self.db_path != ":memory:":
+            self.conn.execute("PRAGMA journal_mode = WAL")
+            self.conn.execute("PRAGMA synchronous = NORMAL")
+        self.db = sqlite_utils.Database(self.conn)
+        self._closed = False
+        self._create_schema()
+        self._columns = self._read_columns()
+
+    def __repr__(self) -> str:
+        return f"LocalCalibrationDB(db_path={self.db_path!r}, table_name={self.table_name!r})"
+
+    # -- schema -------------------------------------------------------------
+
+    def _create_schema(self) -> None:
+        table = _q(self.table_name)
+        columns = ", ".join(
+            f"{_q(name)} {kind}{' PRIMARY KEY' if name == 'id' else ''}"
+            for name, kind in BASE_COLUMNS.items()
+        )
+        with self.write_transaction():
+            self.conn.execute(f"CREATE TABLE IF NOT EXISTS {table} ({columns})")
+            self.conn.execute(
+                f'CREATE UNIQUE INDEX IF NOT EXISTS "ux_{self.table_name}_filename" '
+                f'ON {table} ("filename")'
+            )
+            for name in INDEXED_COLUMNS:
+                self.conn.execute(
+                    f'CREATE INDEX IF NOT EXISTS "ix_{self.table_name}_{name}" '
+                    f"ON {table} ({_q(name)})"
+                )
+            self.conn.execute(
+                f'CREATE TABLE IF NOT EXISTS "{META_TABLE}" (key TEXT PRIMARY KEY, value TEXT)'
+            )
+
+    def _read_columns(self) -> dict[str, str]:
+        rows = self.conn.execute(f"PRAGMA table_info({_q(self.table_name)})").fetchall()
+        return {row[1]: row[2] for row in rows}
+
+    @property
+    def columns(self) -> list[str]:
+        """The names of the table's columns."""
+        return list(self._read_columns())
+
+    def ensure_index(self, columns: Iterable[str]) -> None:
+        """Create an index over ``columns`` (in order) if there is none yet.
+
+        Columns the table does not have yet are skipped. Selectors and version
+        families that filter on instrument columns use this to stay fast.
+
+        Examples
+        --------
+        >>> db = LocalCalibrationDB(":memory:", "hispec")
+        >>> db.ensure_index(["cal_type", "datetime_obs"])
+        """
+        known = self._read_columns()
+        names = [validate_column_name(c) for c in columns if c in known]
+        if not names:
+            return
+        index = f"ix_{self.table_name}_" + "_".join(names)
+        index = index[:60] + (f"_{abs(hash(tuple(names))) % 10**6}" if len(index) > 60 else "")
+        with self.write_transaction():
+            self.conn.execute(
+                f'CREATE INDEX IF NOT EXISTS "{index}" ON {_q(self.table_name)} '
+                f"({', '.join(_q(n) for n in names)})"
+            )
+
+    def _add_missing_columns(self, records: list[dict], alter: bool) -> None:
+        """Add columns that the records bring, inside the current write transaction."""
+        wanted: dict[str, Any] = {}
+        for record in records:
+            for key, value in record.items():
+                if key not in self._columns and (key not in wanted or wanted[key] is None):
+                    wanted[key] = value
+        if not wanted:
+            return
+        self._columns = self._read_columns()  # another process may have added them
+        missing = {k: v for k, v in wanted.items() if k not in self._columns}
+        if not missing:
+            return
+        if not alter:
+            raise InvalidRecordError(
+                f"The records bring new column(s) {sorted(missing)} that table "
+                f"{self.table_name!r} lacks; pass alter=True to add them."
+            )
+        for name, value in missing.items():
+            kind = _SQL_TYPES.get(type(value), "TEXT")
+            self.conn.execute(f"ALTER TABLE {_q(self.table_name)} ADD COLUMN {_q(name)} {kind}")
+            logger.info("Added column %s (%s) to %s", name, kind, self.table_name)
+        self._columns = self._read_columns()
+
+    # -- transactions ------------------------------------------------------
+
+    @contextmanager
+    def write_transaction(self) -> Iterator[sqlite3.Connection]:
+        """Hold SQLite's write lock for the enclosed block; commit on success, roll back on error.
+
+        Nested use joins the outer transaction.
+
+        Examples
+        --------
+        >>> db = LocalCalibrationDB(":memory:", "hispec")
+        >>> with db.write_transaction():
+        ...     db.set_meta("cursor", "42")
+        >>> db.get_meta("cursor")
+        '42'
+        """
+        with self._lock:
+            if self._depth:
+                self._depth += 1
+                try:
+                    yield self.conn
+                finally:
+                    self._depth -= 1
+                return
+            self.conn.execute("BEGIN IMMEDIATE")
+            self._depth = 1
+            try:
+                yield self.conn
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
+            else:
+                self.conn.execute("COMMIT")
+            finally:
+                self._depth = 0
+
+    # -- writing -----------------------------------------------------------
+
+    def add(self, cals: Mapping | Iterable[Mapping], alter: bool = True) -> list[dict]:
+        """Insert or update records by ``id``, all in one transaction.
+
+        Parameters
+        ----------
+        cals : dict | iterable of dict
+            One record or many. Each needs ``id``, ``filename``, ``cal_type`` and
+            ``datetime_obs``; values are validated and normalized.
+        alter : bool
+            Add columns that the records bring and the table lacks. If False,
+            such records are refused.
+
+        Returns
+        -------
+        list[dict]
+            The records as stored.
+
+        Raises
+        ------
+        InvalidRecordError
+            If any record breaks a rule, or two records claim one file name;
+            then nothing is written.
+        """
+        if isinstance(cals, Mapping):
+            cals = [cals]
+        records = [validate_record(cal, LOCAL_REQUIRED_FIELDS) for cal in cals]
+        if not records:
+            return []
+        with self.write_transaction():
+            self._add_missing_columns(records, alter)
+            for group in _group_by_keys(records):
+                self._upsert(group)
+        return records
+
+    def _upsert(self, records: list[dict]) -> None:
+        keys = list(records[0])
+        names = ", ".join(_q(k) for k in keys)
+        marks = ", ".join("?" for _ in keys)
+        updates = ", ".join(f"{_q(k)} = excluded.{_q(k)}" for k in keys if k != "id")
+        sql = f"INSERT INTO {_q(self.table_name)} ({names}) VALUES ({marks}) ON CONFLICT(id) DO "
+        sql += f"UPDATE SET {updates}" if updates else "NOTHING"
+        try:
+            self.conn.executemany(sql, ([r[k] for k in keys] for r in records))
+        except sqlite3.IntegrityError as exc:
+            raise InvalidRecordError(
+                f"Could not store the records: {exc}. Each calibration file name may "
+                "belong to one calibration id only; rename the file or reuse the id."
+            ) from exc
+
+    def delete(self, cal_id: str) -> bool:
+        """Delete the record with this id; return True if there was one."""
+        with self.write_transaction():
+            cursor = self.conn.execute(
+                f"DELETE FROM {_q(self.table_name)} WHERE id = ?", (validate_cal_id(cal_id),)
+            )
+        return cursor.rowcount > 0
+
+    def _reset(self, confirm: bool = False) -> None:
+        """Delete every record (not the files). Refuses unless ``confirm=True``."""
+        if not confirm:
+            raise ValueError("_reset() deletes every record; call _reset(confirm=True) to do so.")
+        with self.write_transaction():
+            self.conn.execute(f"DELETE FROM {_q(self.table_name)}")
+            self.conn.execute(f'DELETE FROM "{META_TABLE}"')
+
+    # -- small key/value store (sync cursors) --------------------------------
+
+    def get_meta(self, key: str) -> str | None:
+        """Return a stored setting of this database (such as a sync cursor), or None."""
+        row = self.conn.execute(
+            f'SELECT value FROM "{META_TABLE}" WHERE key = ?', (key,)
+        ).fetchone()
+        return row[0] if row else None
+
+    def set_meta(self, key: str, value: str | None) -> None:
+        """Store (or with None, remove) a setting of this database."""
+        with self.write_transaction():
+            if value is None:
+                self.conn.execute(f'DELETE FROM "{META_TABLE}" WHERE key = ?', (key,))
+            else:
+                self.conn.execute(
+                    f'INSERT INTO "{META_TABLE}" (key, value) VALUES (?, ?) '
+                    "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                    (key, str(value)),
+                )
+
+    # -- reading -----------------------------------------------------------
+
+    @property
+    def table(self) -> sqlite_utils.db.Table:
+        """The sqlite-utils Table of the records, for ``rows_where`` and friends."""
+        return self.db.table(self.table_name)
+
+    @property
+    def rows(self) -> Iterator[dict]:
+        """Every record, as dicts."""
+        return self.table.rows
+
+    def rows_where(self, where: str | None = None, where_args: Any = None, **kwargs) -> Iterator:
+        """Records matching an SQL ``where`` fragment; see sqlite-utils' ``Table.rows_where``."""
+        return self.table.rows_where(where, where_args, **kwargs)
+
+    def custom_query(self, sql: str, params: Any = None) -> list[dict]:
+        """Run a read-only SQL statement with bound parameters and return its rows as dicts."""
+        with self._lock:
+            cursor = self.conn.execute(sql, params or ())
+            names = [d[0] for d in cursor.description or ()]
+            return [dict(zip(names, row, strict=True)) for row in cursor]
+
+    def query(
+        self,
+        filename: str | None = None,
+        cal_type: str | None = None,
+        cal_id: str | None = None,
+        cal_version_min: str | None = None,
+        cal_version_max: str | None = None,
+        date_time_start: str | None = None,
+        date_time_end: str | None = None,
+        last_updated_start: str | None = None,
+        last_updated_end: str | None = None,
+        origin: str | None = None,
+        order_by: str = "last_updated",
+        fetch: str = "all",
+        **filters: Any,
+    ) -> list[dict] | dict | None:
+        """Records matching every given filter, ordered by ``order_by`` then ``id``.
+
+        Parameters
+        ----------
+        filename, cal_type, cal_id, origin : str | None
+            Equality filters.
+        cal_version_min, cal_version_max : str | None
+            Inclusive bounds on ``cal_version``.
+        date_time_start, date_time_end : str | None
+            Inclusive bounds on ``datetime_obs``.
+        last_updated_start : str | None
+            Records updated strictly after this time.
+        last_updated_end : str | None
+            Records updated at or before this time.
+        order_by : str
+            A column, optionally followed by ``ASC`` or ``DESC``.
+        fetch : {'all', 'first'}
+            ``'first'`` returns one record or None.
+        **filters
+            Equality filters on any other column.
+
+        Returns
+        -------
+        list[dict] | dict | None
+            A list, or with ``cal_id`` or ``fetch='first'`` one record or None.
+
+        Examples
+        --------
+        >>> db = LocalCalibrationDB(":memory:", "hispec")
+        >>> db.query(cal_type="dark")
+        []
+        """
+        if fetch not in ("all", "first"):
+            raise ValueError(f"Invalid fetch {fetch!r}: use 'all' or 'first'.")
+        conditions: list[str] = []
+        params: list[Any] = []
+
+        def add(sql: str, value: Any) -> None:
+            conditions.append(sql)
+            params.append(value)
+
+        if cal_id is not None:
+            add("id = ?", validate_cal_id(cal_id))
+        for column, value in (("filename", filename), ("cal_type", cal_type)):
+            if value is not None:
+                add(f"{column} = ?", value)
+        if origin is not None:
+            add("origin = ?", str(origin).upper())
+        bounds = (
+            ("cal_version", ">=", cal_version_min, normalize_version),
+            ("cal_version", "<=", cal_version_max, normalize_version),
+            ("datetime_obs", ">=", date_time_start, normalize_timestamp),
+            ("datetime_obs", "<=", date_time_end, normalize_timestamp),
+            ("last_updated", ">", last_updated_start, normalize_timestamp),
+            ("last_updated", "<=", last_updated_end, normalize_timestamp),
+        )
+        for column, operator, value, normalize in bounds:
+            if value is not None:
+                add(f"{column} {operator} ?", normalize(value))
+        known = self._read_columns() if filters else {}
+        for column, value in filters.items():
+            if validate_column_name(column) not in known:
+                return None if fetch == "first" or cal_id is not None else []
+            add(f"{_q(column)} = ?", value)
+        sql = f"SELECT * FROM {_q(self.table_name)}"
+        if conditions:
+            sql += " WHERE " + " AND ".join(conditions)
+        sql += f" ORDER BY {_parse_order_by(order_by)}, id"
+        if fetch == "first" or cal_id is not None:
+            rows = self.custom_query(sql + " LIMIT 1", params)
+            return rows[0] if rows else None
+        return self.custom_query(sql, params)
+
+    def query_id(self, cal_id: str) -> dict | None:
+        """The record with this id, or None."""
+        rows = self.custom_query(
+            f"SELECT * FROM {_q(self.table_name)} WHERE id = ?", (validate_cal_id(cal_id),)
+        )
+        return rows[0] if rows else None
+
+    def query_filename(self, filename: str) -> dict | None:
+        """The record whose file has this name, or None."""
+        rows = self.custom_query(
+            f"SELECT * FROM {_q(self.table_name)} WHERE filename = ?", (filename,)
+        )
+        return rows[0] if rows else None
+
+    def get_last_updated(self) -> str | None:
+        """The newest ``last_updated`` of any record, or None when there are none."""
+        row = self.conn.execute(f"SELECT MAX(last_updated) FROM {_q(self.table_name)}").fetchone()
+        return row[0]
+
+    def get_column(self, name: str) -> list:
+        """Every value of one column, in rowid order."""
+        sql = f"SELECT {_q(name)} FROM {_q(self.table_name)} ORDER BY rowid"
+        return [row[0] for row in self.conn.execute(sql)]
+
+    def max_version(self, family: Mapping[str, Any], origin: str) -> int:
+        """The highest version number (0 if none) within a version family and origin."""
+        conditions = ["origin = ?"]
+        params: list[Any] = [origin]
+        for column, value in family.items():
+            if validate_column_name(column) not in self._columns:
+                return 0
+            if value is None:
+                conditions.append(f"{_q(column)} IS NULL")
+            else:
+                conditions.append(f"{_q(column)} = ?")
+                params.append(value)
+        row = self.conn.execute(
+            f"SELECT MAX(CAST(cal_version AS INTEGER)) FROM {_q(self.table_name)} "
+            f"WHERE {' AND '.join(conditions)}",
+            params,
+        ).fetchone()
+        return row[0] or 0
+
+    def __len__(self) -> int:
+        return self.conn.execute(f"SELECT COUNT(*) FROM {_q(self.table_name)}").fetchone()[0]
+
+    def close(self) -> None:
+        """Close the connection. Calling it again does nothing."""
+        if not self._closed:
+            self._closed = True
+            self.conn.close()
+
+
+def _group_by_keys(records: list[dict]) -> list[list[dict]]:
+    """Group records that have the same fields, so each group is one executemany."""
+    groups: dict[tuple, list[dict]] = {}
+    for record in records:
+        groups.setdefault(tuple(record), []).append(record)
+    return list(groups.values())

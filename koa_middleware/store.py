@@ -1,0 +1,697 @@
+"""CalibrationStore: the one facade pipelines use.
+
+It orchestrates the local database (:mod:`koa_middleware.database.local_database`),
+the archive client (:mod:`koa_middleware.database.remote_database`), the cache
+files (:mod:`koa_middleware.cache`, :mod:`koa_middleware.transfer`) and
+synchronization (:mod:`koa_middleware.sync`); it holds no SQL and no HTTP of
+its own.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from .cache import CacheLayout
+from .config import DEFAULT_URL, resolve_config
+from .database.local_database import LocalCalibrationDB
+from .datamodel_protocol import SupportsCalibrationModelIO
+from .errors import (
+    CalibrationNotFoundError,
+    InvalidRecordError,
+    KOAError,
+    RemoteUnavailableError,
+)
+from .hashing import file_digest, file_md5
+from .records import (
+    MAX_VERSION,
+    format_version,
+    is_cal_id,
+    new_cal_id,
+    normalize_timestamp,
+    utc_now,
+    validate_cal_id,
+)
+from .registration import register_model
+from .selector_base import CalibrationSelector
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["CalibrationStore"]
+
+_MODES = ("id", "last_updated")
+
+
+class CalibrationStore:
+    """Manage the storage, retrieval and synchronization of calibrations.
+
+    Parameters
+    ----------
+    instrument_name : str | None
+        The instrument (``'hispec'``, ``'liger'``, ...). None reads
+        ``KOA_INSTRUMENT_NAME``.
+    cache_dir : str | None
+        The cache folder. None reads ``KOA_CALIBRATION_CACHE``. Required either way.
+    local_database_filename : str | None
+        File name of the SQLite database in ``cache_dir/database`` (or
+        ``':memory:'``). None reads ``KOA_LOCAL_CALIBRATION_DATABASE_FILENAME``,
+        else ``<instrument>_calibrations.db``.
+    connect_remote : bool
+        Connect to the archive (``KOA_CALIBRATIONS_URL``) when credentials or an
+        explicit URL are configured.
+    use_cached : bool | None
+        Serve cached files; False fetches fresh copies from the archive. None
+        reads ``KOA_USE_CACHED_CALIBRATIONS`` (default true).
+    origin : str | None
+        Origin of calibrations registered here. None reads
+        ``KOA_CALIBRATION_ORIGIN``, else ``'LOCAL'``.
+    sync_on_init : bool
+        Pull new records from the archive on construction (when connected).
+
+    Raises
+    ------
+    ConfigurationError
+        If the instrument or cache folder is set nowhere.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> store = CalibrationStore("hispec", tempfile.mkdtemp(), connect_remote=False)
+    >>> store.query(cal_type="dark")
+    []
+    >>> store.close()
+    """
+
+    def __init__(
+        self,
+        instrument_name: str | None = None,
+        cache_dir: str | None = None,
+        local_database_filename: str | None = None,
+        connect_remote: bool = True,
+        use_cached: bool | None = None,
+        origin: str | None = None,
+        sync_on_init: bool = True,
+    ):
+        self.config = resolve_config(
+            instrument_name, cache_dir, local_database_filename, use_cached, origin
+        )
+        self.instrument_name: str = self.config.instrument_name
+        self.origin: str = self.config.origin
+        self.use_cached: bool = self.config.use_cached
+        self.layout = CacheLayout(self.config.cache_dir, self.instrument_name)
+        self.layout.create()
+        self.cache_dir = str(self.layout.root)
+        self.data_dir = str(self.layout.calibrations_dir)
+        self.database_dir = str(self.layout.database_dir)
+        filename = self.config.local_database_filename
+        db_path = filename if filename == ":memory:" else self.layout.database_dir / filename
+        self.local_db = LocalCalibrationDB(db_path, self.config.table_name)
+        self._family_indexes: set[tuple[str, ...]] = set()
+        self._closed = False
+        self.layout.recover_pending(self._record_owns)
+        self.layout.clean_temp()
+        self.remote_db = self._connect_remote() if connect_remote else None
+        if self.remote_db is not None and sync_on_init:
+            try:
+                self.sync_records_from_remote()
+            except RemoteUnavailableError as exc:
+                logger.warning("Working from the local cache only: %s", exc)
+
+    def _connect_remote(self) -> Any:
+        cfg = self.config
+        has_login = bool(cfg.keck_email and cfg.keck_password)
+        if not (cfg.token or has_login) and cfg.url.rstrip("/") == DEFAULT_URL:
+            logger.info(
+                "Not connecting to %s: no KOA_API_TOKEN or KECK_OBSERVER_EMAIL/"
+                "KECK_OBSERVER_PASSWORD is set; working from the local cache.",
+                cfg.url,
+            )
+            return None
+        from .database.remote_database import RemoteCalibrationDB
+
+        return RemoteCalibrationDB(self.instrument_name, url=cfg.url, token=cfg.token)
+
+    def __repr__(self) -> str:
+        remote = getattr(self.remote_db, "url", None)
+        return (
+            f"CalibrationStore(instrument_name={self.instrument_name!r}, "
+            f"cache_dir={self.cache_dir!r}, origin={self.origin!r}, remote={remote!r})"
+        )
+
+    def __enter__(self) -> CalibrationStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the local database and the archive client. Calling it again does nothing."""
+        if self._closed:
+            return
+        self._closed = True
+        self.local_db.close()
+        if self.remote_db is not None and hasattr(self.remote_db, "close"):
+            self.remote_db.close()
+
+    # -- records and version families --------------------------------------
+
+    def record_from(self, cal: dict | SupportsCalibrationModelIO) -> dict:
+        """Return the record of ``cal``: the dict itself, or a model's ``to_record()``.
+
+        Raises
+        ------
+        InvalidRecordError
+            (a ``ValueError``) if ``cal`` is neither a dict nor a model, or its
+            ``to_record()`` does not return a dict.
+        """
+        if isinstance(cal, dict):
+            return cal
+        if hasattr(cal, "to_record"):
+            record = cal.to_record()
+            if not isinstance(record, dict):
+                raise InvalidRecordError(
+                    f"{type(cal).__name__}.to_record() returned {type(record).__name__}; "
+                    "it must return a dict."
+                )
+            return record
+        raise InvalidRecordError(
+            f"Expected a calibration record (dict) or a model with to_record(), "
+            f"got {type(cal).__name__}."
+        )
+
+    def get_version_family_column_names(self, cal_type: str) -> list[str]:
+        """Columns whose values define a version family; override per instrument.
+
+        Parameters
+        ----------
+        cal_type : str
+            The type of calibration.
+
+        Returns
+        -------
+        list[str]
+            ``['cal_type', 'datetime_obs']`` by default.
+        """
+        return ["cal_type", "datetime_obs"]
+
+    def get_version_family_values(self, cal: dict | SupportsCalibrationModelIO) -> dict:
+        """The values of ``cal``'s version-family columns.
+
+        Raises
+        ------
+        InvalidRecordError
+            If the record has no ``cal_type``.
+        """
+        record = self.record_from(cal)
+        if not record.get("cal_type"):
+            raise InvalidRecordError(
+                "The record has no cal_type, so its version family is unknown; add cal_type."
+            )
+        names = self.get_version_family_column_names(record["cal_type"])
+        values = {name: record.get(name) for name in names}
+        if values.get("datetime_obs") is not None:
+            values["datetime_obs"] = normalize_timestamp(values["datetime_obs"], "datetime_obs")
+        return values
+
+    def _family_index(self, family: dict) -> None:
+        key = tuple(family)
+        if key not in self._family_indexes:
+            self.local_db.ensure_index(("origin", *key))
+            self._family_indexes.add(key)
+
+    def generate_calibration_version(
+        self, cal: dict | SupportsCalibrationModelIO, origin: str | None = None
+    ) -> str:
+        """The next version (``'001'``, ``'002'``, ...) in ``cal``'s family and origin.
+
+        Raises
+        ------
+        VersionLimitError
+            If the family already has version 999.
+        """
+        record = self.record_from(cal)
+        origin = (origin or record.get("origin") or self.origin).upper()
+        family = self.get_version_family_values(record)
+        return self._next_version(family, origin)
+
+    def _next_version(self, family: dict, origin: str) -> str:
+        from .errors import VersionLimitError
+
+        current = self.local_db.max_version(family, origin)
+        if current >= MAX_VERSION:
+            raise VersionLimitError(
+                f"Version family {family} of origin {origin} already holds version "
+                f"{MAX_VERSION}; versions never wrap. Change a family value (such as "
+                "datetime_obs) or register under another origin."
+            )
+        return format_version(current + 1)
+
+    # -- registering -------------------------------------------------------
+
+    def register_calibration(
+        self,
+        cal: SupportsCalibrationModelIO,
+        origin: str | None = None,
+        new_version: bool = False,
+    ) -> tuple[str, dict]:
+        """Save a calibration into the cache and record it in the local database.
+
+        Assigns ``id`` (when missing), ``origin``, ``cal_version``,
+        ``last_updated``, ``file_md5`` and ``file_size``; the version is allocated
+        and the record inserted in one write transaction, so concurrent processes
+        never share a version. The model sees its version before ``save()`` runs.
+
+        Parameters
+        ----------
+        cal : SupportsCalibrationModelIO
+            The calibration model.
+        origin : str | None
+            Origin to register under; else the record's, else the store's.
+        new_version : bool
+            If False, an existing calibration of the same version family and
+            origin is returned instead of registering a new version.
+
+        Returns
+        -------
+        tuple[str, dict]
+            The cached file's path and the stored record.
+
+        Raises
+        ------
+        InvalidRecordError
+            If the record breaks a rule; nothing is stored.
+        VersionLimitError
+            If the family already holds version 999.
+        CalibrationSaveError
+            If ``save()`` raises or writes no file; nothing is stored.
+        """
+        return register_model(self, cal, origin, new_version)
+
+    def save_calibration_file(
+        self, cal: SupportsCalibrationModelIO, cal_record: dict | None = None
+    ) -> str:
+        """Write a model's file into the cache, atomically, without recording it.
+
+        Parameters
+        ----------
+        cal : SupportsCalibrationModelIO
+            The model to save.
+        cal_record : dict | None
+            Its record; None uses ``cal.to_record()``. Its ``filename`` names the file.
+
+        Returns
+        -------
+        str
+            The cached file's path.
+        """
+        from .registration import save_model_to_cache
+
+        record = cal_record if cal_record is not None else self.record_from(cal)
+        return str(save_model_to_cache(self.layout, cal, record))
+
+    def _record_owns(self, cal_id: str, filename: str) -> bool:
+        return (
+            self.local_db.query_id(cal_id) is not None
+            or self.local_db.query_filename(filename) is not None
+        )
+
+    # -- looking up the cache ---------------------------------------------
+
+    def _lookup_local(self, cal: Any) -> dict | None:
+        """The local record of an id, path, file name, record or model (None if absent)."""
+        if isinstance(cal, str | os.PathLike):
+            text = os.fspath(cal)
+            if is_cal_id(text):
+                return self.local_db.query_id(text)
+            return self.local_db.query_filename(os.path.basename(text))
+        record = self.record_from(cal)
+        if record.get("id") is not None:
+            return self.local_db.query_id(validate_cal_id(record["id"]))
+        if record.get("filename"):
+            return self.local_db.query_filename(record["filename"])
+        return None
+
+    def calibration_record_in_cache(
+        self, cal: dict | str | SupportsCalibrationModelIO, mode: str = "id"
+    ) -> dict | None:
+        """The local record matching ``cal``, or None.
+
+        Parameters
+        ----------
+        cal : dict | str | SupportsCalibrationModelIO
+            An id, a file path, a record or a model.
+        mode : {'id', 'version-family', 'md5'}
+            Match by id (or file name for a path), by version family (the highest
+            version of the family and origin), or by the file's MD5.
+        """
+        if mode == "id":
+            return self._lookup_local(cal)
+        if mode == "md5":
+            if isinstance(cal, str | os.PathLike) and os.path.isfile(cal):
+                md5 = file_md5(cal)
+            else:
+                source = self._lookup_local(cal) if isinstance(cal, str) else None
+                md5 = (source or self.record_from(cal)).get("file_md5")
+            if not md5:
+                raise InvalidRecordError(
+                    "Cannot match by MD5: the input has no file_md5 and is not a file path."
+                )
+            return self.local_db.query(fetch="first", file_md5=str(md5).lower())
+        if mode == "version-family":
+            record = self._lookup_local(cal) if isinstance(cal, str) else self.record_from(cal)
+            if record is None:
+                return None
+            family = self.get_version_family_values(record)
+            origin = (record.get("origin") or self.origin).upper()
+            return self.local_db.query(
+                origin=origin, order_by="cal_version DESC", fetch="first", **family
+            )
+        raise ValueError(f"Invalid mode {mode!r}: use 'id', 'version-family' or 'md5'.")
+
+    def calibration_file_in_cache(
+        self, cal: dict | str | SupportsCalibrationModelIO, filename: str | None = None
+    ) -> str | None:
+        """The cached file's absolute path if the file is present, else None."""
+        if filename is None:
+            record = self._lookup_local(cal)
+            if record is None and not isinstance(cal, str):
+                record = self.record_from(cal)
+            if record is None:
+                if isinstance(cal, str) and not is_cal_id(cal):
+                    filename = os.path.basename(cal)
+                else:
+                    return None
+            else:
+                filename = record.get("filename")
+        if not filename:
+            return None
+        path = self.layout.path_for(filename)
+        return str(path) if path.is_file() else None
+
+    def _cached_path(self, record: dict) -> Path | None:
+        """The record's cached file if present with the recorded size."""
+        path = self.layout.path_for(record["filename"])
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            return None
+        expected = record.get("file_size")
+        if expected is not None and size != expected:
+            logger.warning("%s has %d bytes, its record %s; refetching", path, size, expected)
+            return None
+        return path
+
+    # -- getting calibrations ----------------------------------------------
+
+    def get_calibration(self, cal: dict | str) -> tuple[str, dict]:
+        """The local path and record of a calibration, downloading what is missing.
+
+        Parameters
+        ----------
+        cal : dict | str
+            A record, an id, or a path or file name in the cache.
+
+        Returns
+        -------
+        tuple[str, dict]
+            The cached file's absolute path and the local record.
+
+        Raises
+        ------
+        CalibrationNotFoundError
+            If the calibration is neither in the cache nor on the archive.
+        RemoteUnavailableError
+            If the file must be fetched and no archive is reachable.
+        """
+        record = self._lookup_local(cal)
+        if record is None:
+            record = self._fetch_remote_record(cal)
+        path = self._cached_path(record)
+        if path is not None and (self.use_cached or self.remote_db is None):
+            return str(path), record
+        return str(self._download(record)), record
+
+    def _fetch_remote_record(self, cal: Any) -> dict:
+        described = cal if isinstance(cal, str) else self.record_from(cal).get("id")
+        if self.remote_db is None:
+            raise CalibrationNotFoundError(
+                f"Calibration {described!r} is not in the local cache and no archive is "
+                "configured; set KOA_CALIBRATIONS_URL and credentials, or sync first."
+            )
+        if isinstance(cal, str) and is_cal_id(cal):
+            record = self.remote_db.query(cal_id=cal)
+        elif isinstance(cal, str):
+            record = self.remote_db.query(filename=os.path.basename(cal), fetch="first")
+        else:
+            record = self.record_from(cal)
+            record = self.remote_db.query(cal_id=validate_cal_id(record.get("id")))
+        if not record:
+            raise CalibrationNotFoundError(
+                f"Calibration {described!r} is neither in the local cache nor on the "
+                f"archive at {self.remote_db.url}."
+            )
+        return self.local_db.add(record)[0]
+
+    def _require_remote(self, action: str) -> Any:
+        if self.remote_db is None:
+            raise RemoteUnavailableError(
+                f"Cannot {action}: no archive is configured. Set KOA_CALIBRATIONS_URL "
+                "and KOA_API_TOKEN (or KECK_OBSERVER_EMAIL/KECK_OBSERVER_PASSWORD), and "
+                "construct the store with connect_remote=True."
+            )
+        return self.remote_db
+
+    def _download(self, record: dict) -> Path:
+        from .transfer import fetch_to_cache
+
+        remote = self._require_remote(f"fetch {record['filename']}")
+        return fetch_to_cache(remote, record, self.layout, progress=self.config.progress)
+
+    def download_calibration_file(self, calibration: dict | str) -> str:
+        """Download a calibration's file from the archive into the cache (no local record).
+
+        Most callers want :meth:`get_calibration`.
+
+        Raises
+        ------
+        RemoteUnavailableError
+            If no archive is configured or reachable.
+        CalibrationNotFoundError
+            If the archive has no such calibration.
+        """
+        remote = self._require_remote("download a calibration")
+        if isinstance(calibration, str):
+            record = remote.query(cal_id=validate_cal_id(calibration))
+            if not record:
+                raise CalibrationNotFoundError(
+                    f"Calibration {calibration} is not on the archive at {remote.url}."
+                )
+        else:
+            record = calibration
+        return str(self._download(record))
+
+    def prefetch(self, cals: Iterable[dict | str], workers: int = 8) -> list[str]:
+        """Download many calibrations in parallel; return their cached paths in order.
+
+        Records the archive has but the local database lacks are added locally.
+        """
+        from .transfer import prefetch
+
+        remote = self._require_remote("prefetch calibrations")
+        records = []
+        for cal in cals:
+            record = self._lookup_local(cal)
+            records.append(record if record is not None else self._fetch_remote_record(cal))
+        return prefetch(remote, records, self.layout, workers=workers)
+
+    def select_and_get_calibration(
+        self, input: Any, selector: CalibrationSelector, **kwargs: Any
+    ) -> tuple[str, dict]:
+        """Select the best calibration for ``input`` with ``selector``, then get it.
+
+        Returns
+        -------
+        tuple[str, dict]
+            The cached file's path and the selected record.
+
+        Raises
+        ------
+        CalibrationNotFoundError
+            If the selector finds nothing.
+
+        Examples
+        --------
+        >>> # path, record = store.select_and_get_calibration(frame, DarkSelector())
+        """
+        record = selector.select(input, self.local_db, **kwargs)
+        if record is None:
+            raise CalibrationNotFoundError(
+                f"{selector!r} found no calibration for input {_describe(input)}; check "
+                "the local database (koa-cal query) or sync from the archive."
+            )
+        return self.get_calibration(record)
+
+    def get_missing_local_files(self) -> list[dict]:
+        """Records in the local database whose file is missing from the cache."""
+        present = set(os.listdir(self.layout.calibrations_dir))
+        return [row for row in self.local_db.rows if row["filename"] not in present]
+
+    # -- querying ----------------------------------------------------------
+
+    def _db(self, source: str | None, default: str) -> Any:
+        source = (source or default).lower()
+        if source == "local":
+            return self.local_db
+        if source == "remote":
+            return self._require_remote("query the archive")
+        raise ValueError(f"Invalid source {source!r}: use 'local' or 'remote'.")
+
+    def query(self, source: str | None = None, **kwargs: Any) -> list[dict] | dict | None:
+        """Query the local (default) or remote database; see ``LocalCalibrationDB.query``."""
+        return self._db(source, "local").query(**kwargs)
+
+    def get_last_updated(self, source: str | None = None, **kwargs: Any) -> str | None:
+        """Newest ``last_updated`` of the remote database if connected, else the local one."""
+        default = "remote" if self.remote_db is not None else "local"
+        return self._db(source, default).get_last_updated(**kwargs)
+
+    # -- synchronizing -----------------------------------------------------
+
+    def get_missing_records(self, source: str = "remote", mode: str = "id") -> list[dict]:
+        """Records in ``source`` (``'remote'`` or ``'local'``) that the other side lacks."""
+        from .sync import missing_records
+
+        _check_mode(mode)
+        if source not in ("remote", "local"):
+            raise ValueError(f"Invalid source {source!r}: use 'remote' or 'local'.")
+        remote = self._require_remote("compare with the archive")
+        return missing_records(self.local_db, remote, source=source, mode=mode)
+
+    def sync_records_from_remote(self, cals: Any = None, mode: str = "id") -> list[dict]:
+        """Add to the local database the archive's records it lacks; return them.
+
+        Parameters
+        ----------
+        cals : list of records or ids, optional
+            Sync only these. ``'id'`` or ``'last_updated'`` here is read as ``mode``.
+        mode : {'id', 'last_updated'}
+            How to tell what is missing (incremental through the archive's
+            changes feed where it offers one).
+        """
+        from .sync import pull_records
+
+        if isinstance(cals, str) and cals in _MODES:
+            cals, mode = None, cals
+        _check_mode(mode)
+        remote = self._require_remote("sync from the archive")
+        return pull_records(
+            self.local_db, remote, cals=cals, mode=mode, progress=self.config.progress
+        )
+
+    def sync_records_to_remote(self, mode: str = "id") -> list[dict]:
+        """Upload local calibrations the archive lacks (file first, then record)."""
+        from .sync import push_records
+
+        _check_mode(mode)
+        remote = self._require_remote("push to the archive")
+        return push_records(self.local_db, remote, self.layout, mode=mode)
+
+    def sync_records_from_cached_files(
+        self, cals: SupportsCalibrationModelIO | dict | Sequence[Any]
+    ) -> None:
+        """Record in the local database calibrations whose files are already in the cache.
+
+        Each record is completed as by registration (``id``, ``origin``,
+        ``cal_version``, ``last_updated``, ``file_md5``, ``file_size``).
+
+        Raises
+        ------
+        CalibrationNotFoundError
+            If a record's file is not in the cache; nothing is added.
+        ChecksumMismatchError
+            If a file's MD5 differs from the record's ``file_md5``.
+        """
+        if isinstance(cals, dict) or not isinstance(cals, Sequence):
+            cals = [cals]
+        records = [self._record_for_cached_file(dict(self.record_from(cal))) for cal in cals]
+        with self.local_db.write_transaction():
+            for record in records:
+                if record.get("cal_version") is None:
+                    family = self.get_version_family_values(record)
+                    record["cal_version"] = self._next_version(family, record["origin"])
+                self.local_db.add(record)
+
+    def _record_for_cached_file(self, record: dict) -> dict:
+        from .errors import ChecksumMismatchError
+
+        if not record.get("filename"):
+            raise InvalidRecordError("The record has no filename; add the cached file's name.")
+        path = self.layout.path_for(record["filename"])
+        if not path.is_file():
+            raise CalibrationNotFoundError(
+                f"{record['filename']} is not in {self.layout.calibrations_dir}; copy it "
+                "there first or use register_calibration()."
+            )
+        md5, size = file_digest(path)
+        if record.get("file_md5") and str(record["file_md5"]).lower() != md5:
+            raise ChecksumMismatchError(
+                f"{path.name} has MD5 {md5}, its record {record['file_md5']}."
+            )
+        record.setdefault("id", None)
+        record["id"] = record["id"] or new_cal_id()
+        record["origin"] = (record.get("origin") or self.origin).upper()
+        record.update(file_md5=md5, file_size=size, last_updated=utc_now())
+        return record
+
+    # -- checks ------------------------------------------------------------
+
+    def detect_version_issues(self) -> list[dict]:
+        """Problems in version numbering: duplicates, gaps and invalid versions.
+
+        Returns
+        -------
+        list[dict]
+            One dict per problem with ``issue`` (``'duplicate'``, ``'gap'`` or
+            ``'invalid'``), ``origin``, ``family``, ``cal_version`` and ``ids``.
+            Empty when every family runs ``001``, ``002``, ... without repeats.
+        """
+        families: dict[tuple, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
+        for row in self.local_db.rows:
+            try:
+                family = self.get_version_family_values(row)
+            except KOAError:
+                continue
+            key = (row.get("origin"), tuple(sorted(family.items(), key=lambda kv: kv[0])))
+            families[key][str(row.get("cal_version"))].append(row["id"])
+        issues = []
+        for (origin, family), versions in families.items():
+            base = {"origin": origin, "family": dict(family)}
+            numbers = []
+            for version, ids in sorted(versions.items()):
+                if not (len(version) == 3 and version.isdigit() and version != "000"):
+                    issues.append({**base, "issue": "invalid", "cal_version": version, "ids": ids})
+                    continue
+                numbers.append(int(version))
+                if len(ids) > 1:
+                    issues.append(
+                        {**base, "issue": "duplicate", "cal_version": version, "ids": ids}
+                    )
+            for missing in sorted(set(range(1, max(numbers, default=0) + 1)) - set(numbers)):
+                issues.append(
+                    {**base, "issue": "gap", "cal_version": format_version(missing), "ids": []}
+                )
+        return issues
+
+
+def _check_mode(mode: str) -> None:
+    if mode not in _MODES:
+        raise ValueError(f"Invalid mode {mode!r}: use 'id' or 'last_updated'.")
+
+
+def _describe(input: Any) -> str:
+    text = repr(input)
+    return text if len(text) <= 200 else text[:197] + "..."
