@@ -1,0 +1,555 @@
+"""Verified, atomic, resumable downloads of calibration files.
+
+A download is written under a temporary name, hashed while it arrives, checked
+against the record's ``file_size`` and ``file_md5``, and only then renamed into
+place, so a crash at any instant leaves either no file or the complete, correct
+one. Into the cache, :func:`fetch_to_cache` takes the per-id inter-process lock,
+so several processes asking for one file cause one download.
+
+- v2 archives: ``GET files/ID``; an interrupted download resumes with
+  ``Range: bytes=N-`` (also across processes: the partial file of a killed
+  process is picked up by the next one).
+- v1 archives: the zip of ``GET download?cal_id=ID`` is read safely: exactly
+  one plain member whose name equals the record's ``filename``; anything else
+  (two members, ``../`` names, links, another name) is refused.
+
+Progress bars (tqdm) appear only on a terminal; see :func:`progress_enabled`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import stat
+import sys
+import time
+import zipfile
+from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+import httpx
+from tqdm.auto import tqdm
+
+from .cache import CacheLayout, place_file
+from .errors import (
+    ArchiveError,
+    CalibrationNotFoundError,
+    ChecksumMismatchError,
+    KOAError,
+    RemoteUnavailableError,
+)
+from .hashing import verify_file
+from .records import is_cal_id, validate_cal_id, validate_record
+
+if TYPE_CHECKING:
+    from .database.remote_database import RemoteCalibrationDB
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "progress_enabled",
+    "progress_bar",
+    "fetch_to_cache",
+    "download_record_file",
+    "prefetch",
+    "extract_single_member",
+]
+
+_CHUNK = 1 << 20
+_OFF = frozenset({"0", "false", "no", "off"})
+
+
+def progress_enabled(progress: bool | None = None, stream: IO | None = None) -> bool:
+    """Decide whether to show a progress bar.
+
+    Bars appear only when ``stream`` (default ``sys.stderr``) is a terminal,
+    never when ``KOA_PROGRESS=0`` (or false/no/off) or ``progress`` is False.
+
+    Examples
+    --------
+    >>> import io
+    >>> progress_enabled(True, io.StringIO())
+    False
+    """
+    if os.environ.get("KOA_PROGRESS", "").strip().lower() in _OFF or progress is False:
+        return False
+    stream = sys.stderr if stream is None else stream
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
+def progress_bar(total: int | None, desc: str, progress: bool | None, unit: str = "B") -> tqdm:
+    """Return a tqdm bar that shows only when :func:`progress_enabled` says so."""
+    enabled = progress_enabled(progress)
+    return tqdm(
+        total=total,
+        desc=desc,
+        unit=unit,
+        unit_scale=unit == "B",
+        unit_divisor=1024 if unit == "B" else 1000,
+        disable=not enabled,
+        leave=False,
+        file=sys.stderr,
+    )
+
+
+class _Incoming:
+    """The partial file of one download, hashed as it grows."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.md5 = hashlib.md5(usedforsecurity=False)
+        self.size = 0
+        self._handle: IO[bytes] | None = None
+
+    def open(self, resume: bool) -> None:
+        """Open for appending to what is there (hashing it first), or from scratch."""
+        self.close()
+        self.md5 = hashlib.md5(usedforsecurity=False)
+        self.size = 0
+        if resume and self.path.exists():
+            with open(self.path, "rb") as handle:
+                while chunk := handle.read(_CHUNK):
+                    self.md5.update(chunk)
+                    self.size += len(chunk)
+            self._handle = open(self.path, "ab")
+        else:
+            self._handle = open(self.path, "wb")
+
+    def write(self, chunk: bytes) -> None:
+        assert self._handle is not None
+        self._handle.write(chunk)
+        self.md5.update(chunk)
+        self.size += len(chunk)
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+
+    def discard(self) -> None:
+        self.close()
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+
+
+def _check_against_record(name: str, md5: str, size: int, record: Mapping[str, Any]) -> None:
+    """Compare a download's size and MD5 (computed while it arrived) with its record."""
+    expected_size = record.get("file_size")
+    if expected_size is not None and size != int(expected_size):
+        raise ChecksumMismatchError(
+            f"The download of {name} has {size} bytes but its record says {expected_size}; "
+            "nothing was stored. Try again; if it persists, report it to the archive operators."
+        )
+    expected_md5 = record.get("file_md5")
+    if expected_md5 and md5 != str(expected_md5).lower():
+        raise ChecksumMismatchError(
+            f"The download of {name} has MD5 {md5} but its record says {expected_md5}; "
+            "nothing was stored. The archive's copy is corrupt: report it to the archive "
+            "operators."
+        )
+
+
+def download_record_file(
+    remote_db: RemoteCalibrationDB,
+    record: Mapping[str, Any],
+    destination: Path,
+    *,
+    partial: Path,
+    progress: bool | None = None,
+) -> Path:
+    """Download a record's file to ``destination``: verified, then renamed into place.
+
+    Parameters
+    ----------
+    remote_db : RemoteCalibrationDB
+        The archive client.
+    record : Mapping
+        The calibration record (``id``, ``filename``; ``file_size`` and
+        ``file_md5`` are checked when present).
+    destination : Path
+        The final path.
+    partial : Path
+        Where the download grows; on the same file system as ``destination``.
+        A partial file left there by an interrupted download is resumed (v2).
+        The caller makes sure only one writer uses it (a lock).
+    progress : bool | None
+        Show a progress bar (terminal only).
+
+    Returns
+    -------
+    Path
+        ``destination``.
+
+    Raises
+    ------
+    ChecksumMismatchError
+        If the bytes do not match the record; nothing is left behind.
+    ArchiveError, RemoteUnavailableError
+        If the archive refuses or stays unreachable through all retries.
+    """
+    cal_id = validate_cal_id(record["id"])
+    incoming = _Incoming(partial)
+    try:
+        if remote_db.protocol >= 2:
+            _download_raw(remote_db, record, incoming, progress)
+        else:
+            _download_zip(remote_db, record, incoming, progress)
+        incoming.close()
+        _check_against_record(record["filename"], incoming.md5.hexdigest(), incoming.size, record)
+    except ChecksumMismatchError:
+        incoming.discard()
+        raise
+    except BaseException:
+        # Keep a partial raw download for the next attempt to resume; drop anything else.
+        incoming.close()
+        raise
+    place_file(partial, destination)
+    logger.info("Downloaded calibration %s to %s (%d bytes).", cal_id, destination, incoming.size)
+    return destination
+
+
+def _download_raw(
+    remote_db: RemoteCalibrationDB,
+    record: Mapping[str, Any],
+    incoming: _Incoming,
+    progress: bool | None,
+) -> None:
+    """v2: ``GET files/ID``, resuming with ``Range`` after an interruption."""
+    cal_id = record["id"]
+    expected_md5 = record.get("file_md5")
+    incoming.open(resume=True)
+    failures = 0
+    with progress_bar(record.get("file_size"), record["filename"], progress) as bar:
+        bar.update(incoming.size)
+        while True:
+            headers = {}
+            if incoming.size:
+                headers["Range"] = f"bytes={incoming.size}-"
+                if expected_md5:
+                    # Resume only if the archive still serves the same bytes.
+                    headers["If-Range"] = f'"{expected_md5}"'
+            try:
+                with remote_db.open_file_stream(cal_id, headers) as response:
+                    if not _accept_resume(response, incoming, bar):
+                        continue
+                    for chunk in response.iter_raw(_CHUNK):
+                        incoming.write(chunk)
+                        bar.update(len(chunk))
+                    return
+            except (httpx.TransportError, RemoteUnavailableError) as exc:
+                failures += 1
+                if failures > remote_db.retries:
+                    raise RemoteUnavailableError(
+                        f"The download of {record['filename']} from {remote_db.display_url} failed "
+                        f"{failures} times ({type(exc).__name__}); {incoming.size} bytes are kept "
+                        "and the next attempt resumes from there.",
+                        url=getattr(exc, "url", None),
+                    ) from exc
+                delay = min(30.0, remote_db.backoff * 2 ** (failures - 1))
+                logger.warning(
+                    "The download of %s broke off at %d bytes (%s); resuming in %.1f s.",
+                    record["filename"],
+                    incoming.size,
+                    type(exc).__name__,
+                    delay,
+                )
+                time.sleep(delay)
+                incoming.open(resume=True)
+
+
+def _accept_resume(response: httpx.Response, incoming: _Incoming, bar: tqdm) -> bool:
+    """Line the partial file up with the answer; False when the request must be repeated."""
+    if response.status_code == 416:
+        # The partial file is not a prefix of the archive's file: start over.
+        logger.info("The archive refused to resume %s; starting over.", incoming.path.name)
+        incoming.open(resume=False)
+        bar.reset()
+        return False
+    if response.status_code == 206:
+        content_range = response.headers.get("content-range", "")
+        start = content_range.removeprefix("bytes ").split("-", 1)[0]
+        if start.isdigit() and int(start) == incoming.size:
+            return True
+        logger.info("Unexpected Content-Range %r; starting over.", content_range)
+        incoming.open(resume=False)
+        bar.reset()
+        return False
+    if incoming.size:
+        # A 200 to a range request is the whole file (it changed, or no ranges).
+        incoming.open(resume=False)
+        bar.reset()
+    return True
+
+
+def _download_zip(
+    remote_db: RemoteCalibrationDB,
+    record: Mapping[str, Any],
+    incoming: _Incoming,
+    progress: bool | None,
+) -> None:
+    """v1: download the zip of ``download?cal_id=ID`` and extract its single member."""
+    zip_path = incoming.path.with_name(incoming.path.name + ".zip")
+    failures = 0
+    try:
+        while True:
+            try:
+                with (
+                    remote_db.open_zip_stream(record["id"]) as response,
+                    open(zip_path, "wb") as handle,
+                    progress_bar(None, record["filename"], progress) as bar,
+                ):
+                    for chunk in response.iter_raw(_CHUNK):
+                        handle.write(chunk)
+                        bar.update(len(chunk))
+                break
+            except (httpx.TransportError, RemoteUnavailableError) as exc:
+                # v1 has no ranges: a broken zip download starts over.
+                failures += 1
+                if failures > remote_db.retries:
+                    raise RemoteUnavailableError(
+                        f"The download of {record['filename']} from {remote_db.display_url} failed "
+                        f"{failures} times ({type(exc).__name__}); try again later.",
+                        url=getattr(exc, "url", None),
+                    ) from exc
+                time.sleep(min(30.0, remote_db.backoff * 2 ** (failures - 1)))
+        incoming.open(resume=False)
+        extract_single_member(zip_path, record, incoming)
+    except BaseException:
+        incoming.discard()
+        raise
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            zip_path.unlink()
+
+
+def extract_single_member(
+    zip_path: Path, record: Mapping[str, Any], incoming: _Incoming | Path
+) -> None:
+    """Extract the one member of a v1 download zip, refusing anything unexpected.
+
+    The zip must hold exactly one regular member whose name equals the record's
+    ``filename`` (so ``../`` names, absolute names, folders, links and other
+    names are all refused), unencrypted, no larger than the record's
+    ``file_size``. The member is streamed, never written under its own name.
+
+    Parameters
+    ----------
+    zip_path : Path
+        The downloaded zip.
+    record : Mapping
+        The calibration record.
+    incoming : Path
+        Where to write the member's bytes (a path, or an open partial file).
+
+    Raises
+    ------
+    ArchiveError
+        If the zip is invalid or holds anything but that one member.
+    ChecksumMismatchError
+        If the member's size differs from the record's ``file_size``.
+    """
+    filename = record["filename"]
+    if isinstance(incoming, Path):
+        target = _Incoming(incoming)
+        target.open(resume=False)
+        try:
+            extract_single_member(zip_path, record, target)
+        finally:
+            target.close()
+        return
+
+    def refuse(problem: str) -> ArchiveError:
+        return ArchiveError(
+            f"The archive's download of calibration {record['id']} ({filename}) {problem}; "
+            f"a download must be a zip with exactly one member named {filename!r}. Nothing "
+            "was extracted; report it to the archive operators."
+        )
+
+    try:
+        archive = zipfile.ZipFile(zip_path)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise refuse(f"is not a valid zip ({exc})") from exc
+    with archive:
+        members = archive.infolist()
+        if len(members) != 1:
+            names = ", ".join(repr(m.filename) for m in members[:5])
+            raise refuse(f"holds {len(members)} members ({names})")
+        member = members[0]
+        if member.filename != filename:
+            raise refuse(f"holds a member named {member.filename!r}")
+        mode = member.external_attr >> 16
+        if member.is_dir() or (mode and not stat.S_ISREG(mode)):
+            raise refuse("holds a folder or link, not a plain file")
+        if member.flag_bits & 0x1:
+            raise refuse("holds an encrypted member")
+        expected = record.get("file_size")
+        if expected is not None and member.file_size != int(expected):
+            raise ChecksumMismatchError(
+                f"The download of {filename} holds {member.file_size} bytes but its record "
+                f"says {expected}; nothing was stored. Report it to the archive operators."
+            )
+        try:
+            with archive.open(member) as source:
+                while chunk := source.read(_CHUNK):
+                    incoming.write(chunk)
+                    if incoming.size > member.file_size:
+                        raise refuse("holds more bytes than its header says")
+        except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError) as exc:
+            raise refuse(f"is corrupt ({exc})") from exc
+
+
+def fetch_to_cache(
+    remote_db: RemoteCalibrationDB,
+    record: Mapping[str, Any],
+    layout: CacheLayout,
+    *,
+    progress: bool | None = None,
+    force: bool = False,
+) -> Path:
+    """Put a record's file into the cache, verified; one download across processes.
+
+    Takes the calibration's inter-process lock (:meth:`CacheLayout.lock`). When
+    the file is already in the cache and matches the record (placed by this or
+    another process), it is returned at once; otherwise it is downloaded
+    (resuming a partial download left by an interrupted process), verified and
+    renamed into place.
+
+    Parameters
+    ----------
+    remote_db : RemoteCalibrationDB
+        The archive client.
+    record : Mapping
+        The calibration record.
+    layout : CacheLayout
+        The cache.
+    progress : bool | None
+        Show a progress bar (terminal only).
+    force : bool
+        Download a fresh copy even when a verified one is cached (``use_cached=False``).
+
+    Returns
+    -------
+    Path
+        The file in the cache.
+
+    Raises
+    ------
+    InvalidRecordError
+        If the record is invalid (e.g. its file name leaves the cache).
+    ChecksumMismatchError
+        If the download does not match the record; the cache keeps no trace of it.
+    ArchiveError, RemoteUnavailableError, AuthenticationError
+        If the archive refuses or cannot be reached.
+
+    Examples
+    --------
+    >>> path = fetch_to_cache(remote, record, CacheLayout(cache_dir, "hispec"))  # doctest: +SKIP
+    """
+    record = validate_record(record)
+    cal_id = record["id"]
+    destination = layout.path_for(record["filename"])
+    layout.create()
+    with layout.lock(cal_id):
+        if not force and destination.is_file():
+            try:
+                verify_file(destination, record)
+                logger.debug("Calibration %s is already cached at %s.", cal_id, destination)
+                return destination
+            except ChecksumMismatchError as exc:
+                logger.warning(
+                    "Cached %s does not match its record (%s); fetching it again.",
+                    destination.name,
+                    exc,
+                )
+        partial = layout.tmp_dir / f"{cal_id}.download"
+        download_record_file(remote_db, record, destination, partial=partial, progress=progress)
+    return destination
+
+
+def prefetch(
+    remote_db: RemoteCalibrationDB,
+    records: Iterable[Mapping[str, Any] | str],
+    layout: CacheLayout,
+    workers: int = 8,
+    *,
+    progress: bool | None = None,
+    force: bool = False,
+) -> list[str]:
+    """Download many calibration files into the cache in parallel.
+
+    Parameters
+    ----------
+    remote_db : RemoteCalibrationDB
+        The archive client (its connection pool is shared by the workers).
+    records : Iterable[dict | str]
+        Records, or ids (looked up on the archive).
+    layout : CacheLayout
+        The cache.
+    workers : int
+        Parallel downloads.
+    progress : bool | None
+        Show one progress bar over the files (terminal only).
+    force : bool
+        Download fresh copies even when verified ones are cached.
+
+    Returns
+    -------
+    list[str]
+        The cache paths, in the order of ``records``.
+
+    Raises
+    ------
+    KOAError
+        The first failure, after every other download finished (those that
+        succeeded stay in the cache).
+
+    Examples
+    --------
+    >>> prefetch(remote, records, CacheLayout(cache_dir, "hispec"), workers=8)  # doctest: +SKIP
+    ['/.../calibrations/hispec/a.fits', ...]
+    """
+    items = list(records)
+    workers = max(1, int(workers))
+
+    def resolve(item: Mapping[str, Any] | str) -> Mapping[str, Any]:
+        if isinstance(item, Mapping):
+            return item
+        if not is_cal_id(item):
+            raise CalibrationNotFoundError(f"{item!r} is not a calibration id or record.")
+        found = remote_db.query(cal_id=item)
+        if found is None:
+            raise CalibrationNotFoundError(
+                f"The archive at {remote_db.display_url} has no calibration {item}."
+            )
+        return found
+
+    def one(item: Mapping[str, Any] | str) -> str:
+        return str(fetch_to_cache(remote_db, resolve(item), layout, progress=False, force=force))
+
+    paths: list[str | None] = [None] * len(items)
+    errors: list[tuple[int, BaseException]] = []
+    with (
+        ThreadPoolExecutor(max_workers=workers, thread_name_prefix="koa-prefetch") as pool,
+        progress_bar(len(items), "calibrations", progress, unit="file") as bar,
+    ):
+        futures = {pool.submit(one, item): index for index, item in enumerate(items)}
+        for future in as_completed(futures):
+            index = futures[future]
+            try:
+                paths[index] = future.result()
+            except (KOAError, OSError) as exc:
+                errors.append((index, exc))
+            bar.update(1)
+    if errors:
+        errors.sort(key=lambda pair: pair[0])
+        index, first = errors[0]
+        logger.error("%d of %d downloads failed; the first: %s", len(errors), len(items), first)
+        raise first
+    return [str(path) for path in paths]
