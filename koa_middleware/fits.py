@@ -39,6 +39,7 @@ __all__ = [
     "CAL_TYPE_ALIASES",
     "FITSCalibration",
     "fits_record",
+    "fits_metadata",
     "read_fits_header",
     "mjd_from_datetime",
     "datetime_from_mjd",
@@ -228,6 +229,55 @@ def _combine_date_time(date: Any, time: Any) -> Any:
     return date
 
 
+def _fields_from_headers(
+    path: Path, header_map: Mapping[str, tuple[str, ...]], overrides: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Collect the fields of ``header_map`` from a file's headers, then apply ``overrides``."""
+    headers = read_fits_header(path)
+    found: dict[str, Any] = {}
+    for field, keywords in header_map.items():
+        value = _header_value(headers, keywords)
+        if value is not None:
+            found[field] = value
+    if "cal_type" in found:
+        found["cal_type"] = _normalize_cal_type(found["cal_type"])
+    if "datetime_obs" in found:
+        found["datetime_obs"] = _combine_date_time(found["datetime_obs"], found.get("time_obs"))
+    record: dict[str, Any] = {"filename": path.name}
+    record.update((k, v) for k, v in found.items() if k not in _HELPER_FIELDS)
+    record.update(overrides)
+    if "cal_type" in overrides and isinstance(record["cal_type"], str):
+        record["cal_type"] = _normalize_cal_type(record["cal_type"])
+    _complete_times(record, overrides)
+    return record
+
+
+def _complete_times(record: dict[str, Any], overrides: Mapping[str, Any]) -> None:
+    """Fill ``datetime_obs`` from ``mjd_start`` or the other way round."""
+    mjd = record.get("mjd_start")
+    if record.get("datetime_obs") in (None, "") and isinstance(mjd, int | float):
+        if not isinstance(mjd, bool):
+            record["datetime_obs"] = datetime_from_mjd(mjd)
+    derive_mjd = "mjd_start" not in record or (
+        "datetime_obs" in overrides and "mjd_start" not in overrides
+    )
+    if record.get("datetime_obs") and derive_mjd:
+        try:
+            stamp = normalize_timestamp(record["datetime_obs"], "datetime_obs")
+        except InvalidRecordError:
+            return  # validate_record reports the bad value with its own message
+        record["mjd_start"] = round(mjd_from_datetime(stamp), 8)
+
+
+def _validated(path: Path, record: dict[str, Any], required: Sequence[str]) -> dict[str, Any]:
+    try:
+        return validate_record(record, required=required)
+    except InvalidRecordError as exc:
+        raise InvalidRecordError(
+            f"{path.name}: {exc} Fix the header keyword or pass the field as an override."
+        ) from exc
+
+
 class FITSCalibration:
     """A calibration FITS file on disk, ready to register in a calibration store.
 
@@ -305,49 +355,11 @@ class FITSCalibration:
         return self._record
 
     def _build_record(self) -> dict[str, Any]:
-        headers = read_fits_header(self.path)
-        found: dict[str, Any] = {}
-        for field, keywords in self.header_map.items():
-            value = _header_value(headers, keywords)
-            if value is not None:
-                found[field] = value
-        record: dict[str, Any] = {"filename": self.path.name}
-        if "cal_type" in found:
-            found["cal_type"] = _normalize_cal_type(found["cal_type"])
-        if "datetime_obs" in found:
-            found["datetime_obs"] = _combine_date_time(found["datetime_obs"], found.get("time_obs"))
-        for field, value in found.items():
-            if field not in _HELPER_FIELDS:
-                record[field] = value
-        record.update(self.overrides)
-        if "cal_type" in self.overrides and isinstance(record["cal_type"], str):
-            record["cal_type"] = _normalize_cal_type(record["cal_type"])
-        self._complete_times(record)
+        record = _fields_from_headers(self.path, self.header_map, self.overrides)
         missing = [field for field in _REQUIRED if record.get(field) in (None, "")]
         if missing:
             raise InvalidRecordError(self._missing_message(missing))
-        try:
-            return validate_record(record, required=_REQUIRED)
-        except InvalidRecordError as exc:
-            raise InvalidRecordError(
-                f"{self.path.name}: {exc} Fix the header keyword or pass the field as an override."
-            ) from exc
-
-    def _complete_times(self, record: dict[str, Any]) -> None:
-        """Fill ``datetime_obs`` from ``mjd_start`` or the other way round."""
-        mjd = record.get("mjd_start")
-        if record.get("datetime_obs") in (None, "") and isinstance(mjd, int | float):
-            if not isinstance(mjd, bool):
-                record["datetime_obs"] = datetime_from_mjd(mjd)
-        derive_mjd = "mjd_start" not in record or (
-            "datetime_obs" in self.overrides and "mjd_start" not in self.overrides
-        )
-        if record.get("datetime_obs") and derive_mjd:
-            try:
-                stamp = normalize_timestamp(record["datetime_obs"], "datetime_obs")
-            except InvalidRecordError:
-                return  # validate_record reports the bad value with its own message
-            record["mjd_start"] = round(mjd_from_datetime(stamp), 8)
+        return _validated(self.path, record, _REQUIRED)
 
     def _missing_message(self, missing: list[str]) -> str:
         hints = []
@@ -444,3 +456,46 @@ def fits_record(
     'spec_b'
     """
     return dict(FITSCalibration(path, header_map, **overrides).to_record())
+
+
+def fits_metadata(
+    path: str | os.PathLike, header_map: Mapping[str, Any] | None = None, **overrides: Any
+) -> dict[str, Any]:
+    """Return the metadata of any FITS file (a science frame, say) through the header map.
+
+    Unlike :func:`fits_record`, no field is required: a science frame has no
+    ``cal_type``. Times are completed and normalized as for records
+    (``datetime_obs`` from ``DATE-OBS`` and a time keyword, or from ``MJD-OBS``;
+    ``mjd_start`` from ``datetime_obs``).
+
+    Parameters
+    ----------
+    path : str | os.PathLike
+        The FITS file.
+    header_map : Mapping | None
+        Changes to :data:`DEFAULT_HEADER_MAP`.
+    **overrides
+        Fields that win over the header.
+
+    Returns
+    -------
+    dict
+        The fields found, plus ``filename``.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    InvalidRecordError
+        If the file is not FITS or a value breaks the record rules.
+
+    Examples
+    --------
+    >>> fits_metadata("science_0001.fits")["spectrograph"]  # doctest: +SKIP
+    'spec_a'
+    """
+    path = Path(path).expanduser().absolute()
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist or is not a file; check the path.")
+    record = _fields_from_headers(path, _merge_header_map(header_map), overrides)
+    return _validated(path, record, ())

@@ -11,16 +11,109 @@ from __future__ import annotations
 import logging
 import os
 import re
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
+
+from .errors import InvalidRecordError
+from .fits import FITSCalibration, datetime_from_mjd, fits_metadata, mjd_from_datetime
+from .records import normalize_timestamp
 
 if TYPE_CHECKING:
     from .database.local_database import LocalCalibrationDB
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CalibrationSelector"]
+__all__ = ["CalibrationSelector", "input_metadata", "record_mjd"]
+
+#: Fields of a record shown for each candidate in :meth:`CalibrationSelector.explain`.
+SUMMARY_FIELDS = ("id", "filename", "cal_type", "cal_version", "origin", "datetime_obs")
 
 _PLACEHOLDER_RE = re.compile(r":([A-Za-z_]\w*)")
+
+
+def input_metadata(input: Any, header_map: Mapping[str, Any] | None = None) -> dict:
+    """Turn a selector's input into a metadata dict with normalized times.
+
+    Parameters
+    ----------
+    input : Any
+        A dict of metadata; a path to a FITS file (read through
+        :func:`koa_middleware.fits.fits_metadata`); a
+        :class:`~koa_middleware.fits.FITSCalibration`; or any object with a
+        ``to_record()`` method (a data model).
+    header_map : Mapping | None
+        Changes to :data:`koa_middleware.fits.DEFAULT_HEADER_MAP` for FITS paths.
+
+    Returns
+    -------
+    dict
+        A new dict. ``datetime_obs`` is normalized to UTC ISO form when present;
+        ``mjd_start`` and ``datetime_obs`` are computed from each other when only
+        one is known.
+
+    Raises
+    ------
+    TypeError
+        If ``input`` is none of the above.
+    InvalidRecordError
+        If a FITS file cannot be read or a time is malformed.
+
+    Examples
+    --------
+    >>> input_metadata({"datetime_obs": "2024-01-01 12:00", "spectrograph": "spec_a"})
+    {'datetime_obs': '2024-01-01T12:00:00.000', 'spectrograph': 'spec_a', 'mjd_start': 60310.5}
+    """
+    if isinstance(input, Mapping):
+        meta = dict(input)
+    elif isinstance(input, str | os.PathLike):
+        return fits_metadata(input, header_map)
+    elif isinstance(input, FITSCalibration):
+        return fits_metadata(input.path, input.header_map, **input.overrides)
+    elif callable(getattr(input, "to_record", None)):
+        meta = dict(input.to_record())
+    else:
+        raise TypeError(
+            f"A selector cannot read a {type(input).__name__}: pass a dict of metadata, the "
+            "path of a FITS file, or a data model with a to_record() method."
+        )
+    if meta.get("datetime_obs") not in (None, ""):
+        meta["datetime_obs"] = normalize_timestamp(meta["datetime_obs"], "datetime_obs")
+        if not _is_number(meta.get("mjd_start")):
+            meta["mjd_start"] = round(mjd_from_datetime(meta["datetime_obs"]), 8)
+    elif _is_number(meta.get("mjd_start")):
+        meta["datetime_obs"] = datetime_from_mjd(meta["mjd_start"])
+    return meta
+
+
+def record_mjd(record: Mapping[str, Any]) -> float | None:
+    """The observation time of a record or frame as an MJD (``mjd_start``, else ``datetime_obs``).
+
+    Examples
+    --------
+    >>> record_mjd({"datetime_obs": "2024-01-01T12:00:00.000"})
+    60310.5
+    """
+    if _is_number(record.get("mjd_start")):
+        return float(record["mjd_start"])
+    stamp = record.get("datetime_obs")
+    if stamp in (None, ""):
+        return None
+    try:
+        return mjd_from_datetime(normalize_timestamp(stamp, "datetime_obs"))
+    except (InvalidRecordError, ValueError):
+        return None
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, tuple | list | set | frozenset):
+        return [_json_value(item) for item in value]
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return repr(value)
 
 
 class CalibrationSelector:
@@ -151,3 +244,172 @@ class CalibrationSelector:
                 f"The input lacks the value(s) {sorted(missing)} that the query needs."
             )
         return params
+
+    # -- explaining a choice ---------------------------------------------------
+
+    def get_metadata(self, input: Any) -> dict:
+        """Turn the input into a metadata dict; see :func:`input_metadata`.
+
+        Override this when your frames are data models of your own.
+        """
+        return input_metadata(input)
+
+    def explain(self, input: Any, db: LocalCalibrationDB, **kwargs: Any) -> dict:
+        """Run the selection and report every candidate considered, the choice, and why.
+
+        The choice is the one :meth:`select` makes. Pipelines can log the
+        result; ``koa-cal explain`` prints it.
+
+        Parameters
+        ----------
+        input : Any
+            The frame (or its metadata) that needs a calibration.
+        db : LocalCalibrationDB
+            The local calibration database to query.
+        **kwargs
+            Passed on to the selection methods.
+
+        Returns
+        -------
+        dict
+            ``selector`` (``module:Class``), ``options`` (the selector's
+            settings), ``input`` (the frame's metadata), ``candidates`` (each
+            with its rank, the columns it matched, its time distance in days
+            from the frame and whether it was chosen), ``candidates_total``,
+            ``chosen`` (the record, or None), ``fallback`` (whether
+            :meth:`select_fallback` supplied it), ``reason`` (one sentence) and
+            ``eliminated_by`` (for an empty result of a selector that can tell:
+            which condition removed the last candidates, else None).
+
+        Examples
+        --------
+        >>> report = selector.explain(frame, store.local_db)  # doctest: +SKIP
+        >>> report["reason"]  # doctest: +SKIP
+        'nearest in time: 2.0 h before the frame, version 002, ...'
+        """
+        try:
+            meta = self.get_metadata(input)
+        except TypeError:
+            meta = {"input": repr(input)}
+        candidates = [dict(c) for c in self.explain_candidates(input, db, **kwargs) or ()]
+        chosen = self.select_best(input, list(candidates), **kwargs)
+        fallback = False
+        if chosen is None:
+            chosen = self.select_fallback(input, db, **kwargs)
+            fallback = chosen is not None
+        chosen_id = chosen.get("id") if chosen else None
+        described = []
+        for rank, candidate in enumerate(candidates, start=1):
+            entry = self.describe_candidate(meta, candidate)
+            entry["rank"] = rank
+            entry["chosen"] = chosen_id is not None and candidate.get("id") == chosen_id
+            described.append(entry)
+        total = self.count_candidates(input, db, **kwargs) if candidates else 0
+        eliminated = None
+        if chosen is None:
+            eliminated = self.explain_empty(input, db, **kwargs)
+        return {
+            "selector": f"{type(self).__module__}:{type(self).__qualname__}",
+            "options": {
+                key: _json_value(value)
+                for key, value in vars(self).items()
+                if not key.startswith("_")
+            },
+            "input": {key: _json_value(value) for key, value in meta.items()},
+            "candidates": described,
+            "candidates_total": total if total is not None else len(candidates),
+            "chosen": chosen,
+            "fallback": fallback,
+            "reason": self.explain_reason(
+                meta, candidates, chosen, fallback, eliminated, total or len(candidates)
+            ),
+            "eliminated_by": eliminated,
+        }
+
+    def explain_candidates(self, input: Any, db: LocalCalibrationDB, **kwargs: Any) -> list:
+        """The candidates :meth:`explain` reports, best first; by default :meth:`get_candidates`.
+
+        Selectors whose ``get_candidates`` stops at the best one override this to
+        return more of the ranking.
+        """
+        candidates = self.get_candidates(input, db, **kwargs)
+        if candidates is None:
+            return []
+        if isinstance(candidates, Mapping):
+            return [dict(candidates)]
+        return [dict(candidate) for candidate in candidates]
+
+    def count_candidates(self, input: Any, db: LocalCalibrationDB, **kwargs: Any) -> int | None:
+        """How many records qualify in all, when more than those listed may; None if unknown.
+
+        :meth:`explain` then reports the number of candidates it lists.
+        """
+        return None
+
+    def describe_candidate(self, meta: Mapping[str, Any], candidate: Mapping[str, Any]) -> dict:
+        """Summarize one candidate for :meth:`explain`: its key fields and time distance.
+
+        Returns
+        -------
+        dict
+            The fields of :data:`SUMMARY_FIELDS`, ``matched`` (columns whose
+            value equals the frame's) and ``time_distance_days`` (candidate time
+            minus frame time, None when either is unknown).
+        """
+        entry = {field: candidate.get(field) for field in SUMMARY_FIELDS}
+        entry["matched"] = {
+            key: candidate[key]
+            for key in meta
+            if key in candidate
+            and key not in SUMMARY_FIELDS
+            and key != "mjd_start"
+            and candidate[key] == meta[key]
+        }
+        frame_time, cal_time = record_mjd(meta), record_mjd(candidate)
+        entry["time_distance_days"] = (
+            None if frame_time is None or cal_time is None else round(cal_time - frame_time, 6)
+        )
+        return entry
+
+    def explain_empty(self, input: Any, db: LocalCalibrationDB, **kwargs: Any) -> dict | None:
+        """Say which condition eliminated the last candidates; None if the selector cannot tell."""
+        return None
+
+    def explain_reason(
+        self,
+        meta: Mapping[str, Any],
+        candidates: list[dict],
+        chosen: dict | None,
+        fallback: bool,
+        eliminated: dict | None,
+        total: int | None = None,
+    ) -> str:
+        """One sentence saying why ``chosen`` was chosen, or why nothing was.
+
+        Parameters
+        ----------
+        meta : Mapping
+            The frame's metadata.
+        candidates : list of dict
+            The candidates listed, best first.
+        chosen : dict | None
+            The chosen record.
+        fallback : bool
+            Whether :meth:`select_fallback` supplied ``chosen``.
+        eliminated : dict | None
+            What :meth:`explain_empty` returned.
+        total : int | None
+            How many records qualified in all.
+
+        Returns
+        -------
+        str
+            The sentence.
+        """
+        if chosen is not None and fallback:
+            return "get_candidates found nothing; select_fallback supplied this calibration"
+        if chosen is not None:
+            return f"select_best chose it among {total or len(candidates)} candidate(s)"
+        if eliminated and eliminated.get("summary"):
+            return str(eliminated["summary"])
+        return "get_candidates found no candidate and select_fallback returned none"

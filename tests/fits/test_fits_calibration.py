@@ -296,3 +296,20 @@ def test_missing_astropy_gives_the_install_command(tmp_path):
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert "pip install 'koa_middleware[fits]'" in result.stdout
+
+
+def test_fits_metadata_of_a_science_frame_needs_no_cal_type(tmp_path):
+    from koa_middleware.fits import fits_metadata
+
+    path = write_fits(
+        tmp_path / "sci.fits", DATE_OBS="2024-01-01", UTC="06:00:00", SPECTROG="spec_b"
+    )
+    meta = fits_metadata(path)
+    assert meta["datetime_obs"] == "2024-01-01T06:00:00.000"
+    assert meta["mjd_start"] == pytest.approx(60310.25)
+    assert meta["spectrograph"] == "spec_b"
+    assert "cal_type" not in meta
+    bare = write_fits(tmp_path / "bare.fits")
+    assert fits_metadata(bare) == {"filename": "bare.fits"}
+    with pytest.raises(FileNotFoundError):
+        fits_metadata(tmp_path / "nope.fits")
