@@ -1,0 +1,581 @@
+"""The archive catalog: records, per-instrument ``seq`` counters and stored-file entries.
+
+SQLAlchemy 2 Core over SQLite (default ``DIR/archive.db``) or PostgreSQL
+(``postgresql://`` URLs, through psycopg 3). Every write of an instrument's
+records runs in one transaction that first locks that instrument's counter
+row (``SELECT ... FOR UPDATE`` on PostgreSQL; ``BEGIN IMMEDIATE`` on SQLite,
+which serializes all writers), so ``seq`` numbers become visible in the order
+they are handed out and a reader following ``changes`` never skips one.
+
+Examples
+--------
+>>> catalog = Catalog.open("/tmp/archive", instruments=["hispec"])  # doctest: +SKIP
+>>> catalog.add("hispec", [record])  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from ..errors import ConfigurationError, InvalidRecordError
+from ..records import (
+    BOOLEAN_COLUMNS,
+    format_version,
+    normalize_bool,
+    normalize_timestamp,
+    normalize_version,
+    utc_now,
+    validate_cal_id,
+    validate_column_name,
+)
+from .problems import BadRequest, Conflict
+from .schema import RECORD_COLUMNS, files, metadata, records, seq_counters
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["Catalog", "StoredFile", "catalog_url", "make_engine"]
+
+#: Ids fetched per ``IN (...)`` statement, well below SQLite's bound-parameter limit.
+_CHUNK = 500
+_CORE_FIELDS = frozenset(RECORD_COLUMNS) - {"seq"}
+
+
+def catalog_url(root: str | Path, db_url: str | None = None) -> str:
+    """Return the SQLAlchemy URL of an archive's catalog.
+
+    Parameters
+    ----------
+    root : str | Path
+        The archive folder; the default catalog is SQLite at ``root/archive.db``.
+    db_url : str | None
+        ``sqlite:///PATH`` or ``postgresql://USER@HOST:PORT/DB``.
+
+    Raises
+    ------
+    ConfigurationError
+        If ``db_url`` is neither SQLite nor PostgreSQL.
+
+    Examples
+    --------
+    >>> catalog_url("/srv/archive")
+    'sqlite:////srv/archive/archive.db'
+    >>> catalog_url("/srv/archive", "postgresql://u@db/koa")
+    'postgresql+psycopg://u@db/koa'
+    """
+    if not db_url:
+        return f"sqlite:///{Path(root).expanduser().absolute() / 'archive.db'}"
+    for prefix in ("postgresql+psycopg://", "postgresql://", "postgres://"):
+        if db_url.startswith(prefix):
+            return "postgresql+psycopg://" + db_url[len(prefix) :]
+    if db_url.startswith("sqlite:///"):
+        return db_url
+    raise ConfigurationError(
+        "Unsupported --db URL: use sqlite:///PATH or postgresql://USER@HOST:PORT/DATABASE."
+    )
+
+
+def make_engine(url: str) -> Engine:
+    """Create the engine for a catalog URL from :func:`catalog_url`.
+
+    SQLite runs in WAL mode with full syncs and a long busy timeout; a connection
+    opened with the execution option ``koa_write=True`` begins its transactions
+    with ``BEGIN IMMEDIATE`` (take the write lock first, so no writer ever fails
+    half-way on a lock upgrade).
+    """
+    if not url.startswith("sqlite"):
+        return sa.create_engine(url, pool_size=16, max_overflow=16, pool_pre_ping=True)
+    engine = sa.create_engine(url, connect_args={"timeout": 60, "check_same_thread": False})
+
+    @sa.event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection, _record) -> None:
+        dbapi_connection.isolation_level = None  # SQLAlchemy emits BEGIN itself, below
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.close()
+
+    @sa.event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        immediate = conn.get_execution_options().get("koa_write")
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    return engine
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    """A verified file in storage: its MD5 (lower-case hex) and size in bytes."""
+
+    md5: str
+    size: int
+
+
+class Catalog:
+    """Records, ``seq`` counters and stored-file entries of an archive.
+
+    Parameters
+    ----------
+    engine : sqlalchemy.engine.Engine
+        From :func:`make_engine`.
+    """
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self.is_postgres = engine.dialect.name == "postgresql"
+
+    def __repr__(self) -> str:
+        return f"Catalog({self.engine.url.render_as_string(hide_password=True)!r})"
+
+    @classmethod
+    def open(
+        cls, root: str | Path, db_url: str | None = None, instruments: Iterable[str] = ()
+    ) -> Catalog:
+        """Open (and create if needed) the catalog of the archive in ``root``.
+
+        Parameters
+        ----------
+        root : str | Path
+            The archive folder.
+        db_url : str | None
+            The catalog URL (``--db``); default SQLite in ``root``.
+        instruments : iterable of str
+            Instruments whose counters must exist.
+        """
+        Path(root).mkdir(parents=True, exist_ok=True)
+        catalog = cls(make_engine(catalog_url(root, db_url)))
+        catalog.create_schema()
+        catalog.ensure_instruments(instruments)
+        return catalog
+
+    def close(self) -> None:
+        """Close every pooled connection."""
+        self.engine.dispose()
+
+    # -- schema --------------------------------------------------------------------
+    def create_schema(self) -> None:
+        """Create the tables that do not exist yet (safe when several processes start)."""
+        for attempt in range(3):
+            try:
+                metadata.create_all(self.engine)
+                return
+            except sa.exc.DBAPIError:
+                # Another process created the same table between check and create.
+                if attempt == 2:
+                    raise
+                logger.debug("Catalog schema creation raced another process; retrying")
+
+    def ensure_instruments(self, names: Iterable[str]) -> None:
+        """Make sure each instrument has its ``seq`` counter row."""
+        for name in names:
+            with self.engine.begin() as conn:
+                exists = conn.execute(
+                    sa.select(seq_counters.c.instrument).where(seq_counters.c.instrument == name)
+                ).first()
+                if exists:
+                    continue
+                try:
+                    with conn.begin_nested():
+                        conn.execute(seq_counters.insert().values(instrument=name, last_seq=0))
+                except sa.exc.IntegrityError:
+                    pass  # created by another process meanwhile
+
+    # -- reading -------------------------------------------------------------------
+    def query(
+        self,
+        instrument: str,
+        filters: Mapping[str, str],
+        limit: int | None = None,
+        offset: int | None = None,
+        include_seq: bool = True,
+    ) -> list[dict[str, Any]]:
+        """Return the records matching ``filters``, ordered by ``last_updated``, then ``id``.
+
+        Parameters
+        ----------
+        instrument : str
+            The instrument.
+        filters : Mapping[str, str]
+            The v1 query filters (``cal_id``, ``filename``, ``cal_type``, ``origin``,
+            ``date_time_start``/``date_time_end``, ``last_updated_start``/``_end``,
+            ``cal_version_min``/``_max``) and any other column as equality.
+        limit, offset : int | None
+            Paging.
+        include_seq : bool
+            Include ``seq`` in each record (v2).
+
+        Raises
+        ------
+        BadRequest
+            If a filter name or value is invalid.
+        """
+        statement = (
+            sa.select(records)
+            .where(records.c.instrument == instrument, *self._conditions(filters))
+            .order_by(records.c.last_updated, records.c.id)
+        )
+        if limit is not None:
+            statement = statement.limit(limit)
+        if offset:
+            statement = statement.offset(offset)
+        with self.engine.connect() as conn:
+            rows = conn.execute(statement).mappings().all()
+        return [_row_to_record(row, include_seq) for row in rows]
+
+    def get(self, instrument: str, cal_id: str) -> dict[str, Any] | None:
+        """Return the record with id ``cal_id``, or None."""
+        with self.engine.connect() as conn:
+            row = (
+                conn.execute(
+                    sa.select(records).where(
+                        records.c.instrument == instrument, records.c.id == cal_id
+                    )
+                )
+                .mappings()
+                .first()
+            )
+        return None if row is None else _row_to_record(row, True)
+
+    def last_updated(self, instrument: str) -> str | None:
+        """Return the newest ``last_updated`` of the instrument's records, or None."""
+        with self.engine.connect() as conn:
+            return conn.execute(
+                sa.select(sa.func.max(records.c.last_updated)).where(
+                    records.c.instrument == instrument
+                )
+            ).scalar()
+
+    def changes(
+        self, instrument: str, since: int, limit: int
+    ) -> tuple[list[dict[str, Any]], int, bool]:
+        """Return ``(records, next, more)``: the records with ``seq > since``, in ``seq`` order.
+
+        Examples
+        --------
+        >>> records, next_seq, more = catalog.changes("hispec", 0, 1000)  # doctest: +SKIP
+        """
+        statement = (
+            sa.select(records)
+            .where(records.c.instrument == instrument, records.c.seq > since)
+            .order_by(records.c.seq)
+            .limit(limit + 1)
+        )
+        with self.engine.connect() as conn:
+            rows = conn.execute(statement).mappings().all()
+        more = len(rows) > limit
+        page = [_row_to_record(row, True) for row in rows[:limit]]
+        return page, (page[-1]["seq"] if page else since), more
+
+    def file(self, instrument: str, cal_id: str) -> StoredFile | None:
+        """Return the stored file entry of ``cal_id``, or None."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(files.c.md5, files.c.size).where(
+                    files.c.instrument == instrument, files.c.id == cal_id
+                )
+            ).first()
+        return None if row is None else StoredFile(row.md5, row.size)
+
+    # -- writing -------------------------------------------------------------------
+    def add_file(self, instrument: str, cal_id: str, stored: StoredFile) -> StoredFile:
+        """Enter a verified, placed file; return the entry that is in the catalog afterwards.
+
+        When another entry already exists for ``cal_id`` it is returned unchanged,
+        so the caller can compare it with ``stored``.
+        """
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(
+                    files.insert().values(
+                        instrument=instrument,
+                        id=cal_id,
+                        md5=stored.md5,
+                        size=stored.size,
+                        stored_at=utc_now(),
+                    )
+                )
+            return stored
+        except sa.exc.IntegrityError:
+            existing = self.file(instrument, cal_id)
+            if existing is None:  # pragma: no cover - removed in between; nothing deletes
+                raise
+            return existing
+
+    def add(
+        self,
+        instrument: str,
+        batch: Sequence[dict[str, Any]],
+        version_family: Sequence[str] | None = None,
+    ) -> list[str]:
+        """Upsert validated records by id, all or nothing; return their ids.
+
+        Each inserted or changed record gets the next ``seq`` and a fresh
+        ``last_updated``; a record identical to the stored one is left as it is.
+
+        Parameters
+        ----------
+        instrument : str
+            The instrument.
+        batch : sequence of dict
+            Records already checked by ``records.validate_record`` (no server fields).
+        version_family : sequence of str | None
+            When given, a record without ``cal_version`` gets the next version of
+            its family: the records with the same ``cal_type``, ``origin`` and values
+            of these columns. It is allocated under the write lock, so concurrent
+            publishers never hand out one version twice. The dicts are updated in place.
+
+        Raises
+        ------
+        Conflict
+            If a file name belongs to another record, or a record's ``file_md5`` or
+            ``file_size`` disagrees with the stored file. Nothing is changed.
+        """
+        ids = [record["id"] for record in batch]
+        with self._writing(instrument) as (conn, last_seq, last_stamp):
+            if version_family is not None:
+                self._assign_versions(conn, instrument, batch, version_family)
+            existing = self._fetch(conn, records, instrument, ids)
+            owners = self._filename_owners(conn, instrument, [r["filename"] for r in batch])
+            stored_files = self._fetch(conn, files, instrument, ids)
+            batch_ids = set(ids)
+            for record in batch:
+                owner = owners.get(record["filename"])
+                if owner is not None and owner != record["id"] and owner not in batch_ids:
+                    raise Conflict(
+                        f"File name {record['filename']!r} already belongs to calibration "
+                        f"{owner}; file names are unique within an instrument: rename the file."
+                    )
+                _check_against_file(record, stored_files.get(record["id"]))
+            stamp = max(utc_now(), last_stamp or "")
+            seq = last_seq
+            inserts = []
+            for record in batch:
+                old = existing.get(record["id"])
+                if old is not None and _comparable(_row_to_record(old, False)) == _comparable(
+                    record
+                ):
+                    continue  # unchanged: no new seq, so followers of changes see nothing new
+                seq += 1
+                values = _row_values(instrument, record, seq, stamp)
+                if old is None:
+                    inserts.append(values)
+                else:
+                    conn.execute(
+                        records.update()
+                        .where(records.c.instrument == instrument, records.c.id == record["id"])
+                        .values(values)
+                    )
+            if inserts:
+                conn.execute(records.insert(), inserts)
+            if seq != last_seq:
+                conn.execute(
+                    seq_counters.update()
+                    .where(seq_counters.c.instrument == instrument)
+                    .values(last_seq=seq, last_updated=stamp)
+                )
+        return ids
+
+    def _assign_versions(
+        self,
+        conn: Connection,
+        instrument: str,
+        batch: Sequence[dict[str, Any]],
+        family_columns: Sequence[str],
+    ) -> None:
+        handed_out: dict[tuple, int] = {}
+        for record in batch:
+            if record.get("cal_version") is not None:
+                continue
+            columns = ("cal_type", "origin", *family_columns)
+            family = {name: record.get(name) for name in columns}
+            key = tuple(sorted((k, repr(v)) for k, v in family.items()))
+            if key not in handed_out:
+                filters = {k: str(v) for k, v in family.items() if v is not None}
+                highest = conn.execute(
+                    sa.select(sa.func.max(records.c.cal_version)).where(
+                        records.c.instrument == instrument, *self._conditions(filters)
+                    )
+                ).scalar()
+                handed_out[key] = int(highest) if highest else 0
+            handed_out[key] += 1
+            try:
+                record["cal_version"] = format_version(handed_out[key])
+            except InvalidRecordError as exc:
+                raise Conflict(
+                    f"Calibration {record['filename']}: {exc} The family is full."
+                ) from None
+
+    @contextmanager
+    def _writing(self, instrument: str) -> Iterator[tuple[Connection, int, str | None]]:
+        """Open a write transaction holding the instrument's counter row lock."""
+        try:
+            with self.engine.connect() as conn:
+                conn.execution_options(koa_write=True)
+                with conn.begin():
+                    statement = sa.select(
+                        seq_counters.c.last_seq, seq_counters.c.last_updated
+                    ).where(seq_counters.c.instrument == instrument)
+                    if self.is_postgres:
+                        statement = statement.with_for_update()
+                    row = conn.execute(statement).first()
+                    if row is None:
+                        raise ConfigurationError(
+                            f"Instrument {instrument!r} has no seq counter; restart the server."
+                        )
+                    yield conn, row.last_seq, row.last_updated
+        except sa.exc.IntegrityError as exc:
+            # Rolled back: e.g. two records of one batch swapping file names.
+            raise Conflict(
+                "The records conflict with stored ones (a file name or id is already taken); "
+                "nothing was changed."
+            ) from exc
+
+    @staticmethod
+    def _fetch(
+        conn: Connection, table: sa.Table, instrument: str, ids: Sequence[str]
+    ) -> dict[str, Mapping[str, Any]]:
+        found: dict[str, Mapping[str, Any]] = {}
+        for start in range(0, len(ids), _CHUNK):
+            chunk = ids[start : start + _CHUNK]
+            rows = conn.execute(
+                sa.select(table).where(table.c.instrument == instrument, table.c.id.in_(chunk))
+            ).mappings()
+            found.update((row["id"], row) for row in rows)
+        return found
+
+    @staticmethod
+    def _filename_owners(
+        conn: Connection, instrument: str, filenames: Sequence[str]
+    ) -> dict[str, str]:
+        owners: dict[str, str] = {}
+        for start in range(0, len(filenames), _CHUNK):
+            chunk = filenames[start : start + _CHUNK]
+            rows = conn.execute(
+                sa.select(records.c.filename, records.c.id).where(
+                    records.c.instrument == instrument, records.c.filename.in_(chunk)
+                )
+            )
+            owners.update((row.filename, row.id) for row in rows)
+        return owners
+
+    # -- filters -------------------------------------------------------------------
+    def _conditions(self, filters: Mapping[str, str]) -> list[sa.ColumnElement[bool]]:
+        conditions = []
+        for name, value in filters.items():
+            try:
+                conditions.append(self._condition(name, value))
+            except InvalidRecordError as exc:
+                raise BadRequest(f"Query parameter {name!r}: {exc}") from exc
+        return conditions
+
+    def _condition(self, name: str, value: str) -> sa.ColumnElement[bool]:
+        c = records.c
+        ranges = {
+            "date_time_start": (c.datetime_obs, ">=", "datetime_obs"),
+            "date_time_end": (c.datetime_obs, "<=", "datetime_obs"),
+            "last_updated_start": (c.last_updated, ">", "last_updated"),
+            "last_updated_end": (c.last_updated, "<=", "last_updated"),
+            "cal_version_min": (c.cal_version, ">=", "cal_version"),
+            "cal_version_max": (c.cal_version, "<=", "cal_version"),
+        }
+        if name in ranges:
+            column, op, field = ranges[name]
+            bound = (
+                normalize_version(value)
+                if field == "cal_version"
+                else normalize_timestamp(value, name)
+            )
+            return column.op(op)(bound)
+        if name in ("cal_id", "id"):
+            return c.id == validate_cal_id(value)
+        if name in ("datetime_obs", "last_updated"):
+            return c[name] == normalize_timestamp(value, name)
+        if name == "cal_version":
+            return c.cal_version == normalize_version(value)
+        if name == "origin":
+            return c.origin == value.strip().upper()
+        if name == "file_md5":
+            return c.file_md5 == value.lower()
+        if name in ("file_size", "seq"):
+            try:
+                return c[name] == int(value)
+            except ValueError:
+                raise InvalidRecordError(f"{value!r} is not a whole number.") from None
+        if name in ("filename", "cal_type"):
+            return c[name] == value
+        return self._extra_condition(validate_column_name(name), value)
+
+    def _extra_condition(self, name: str, value: str) -> sa.ColumnElement[bool]:
+        """Equality on an instrument column kept in ``extra``: as text, or as a number."""
+        number = _as_number(normalize_bool(value, name) if name in BOOLEAN_COLUMNS else value)
+        extra = records.c.extra
+        if self.is_postgres:
+            text = extra.op("->>", return_type=sa.Text)(sa.literal(name))
+            kind = sa.func.jsonb_typeof(extra.op("->")(sa.literal(name)))
+            as_number = sa.case((kind == "number", sa.cast(text, sa.Float)))
+        else:
+            path = sa.literal(f'$."{name}"')
+            kind = sa.func.json_type(extra, path)
+            text = sa.cast(sa.func.json_extract(extra, path), sa.Text)
+            as_number = sa.case((kind.in_(["integer", "real"]), sa.func.json_extract(extra, path)))
+        condition = text == value
+        if number is not None:
+            condition = sa.or_(condition, as_number == number)
+        return condition
+
+
+def _as_number(value: Any) -> float | None:
+    if isinstance(value, int | float):
+        return float(value)
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _check_against_file(record: Mapping[str, Any], stored: Mapping[str, Any] | None) -> None:
+    if stored is None:
+        return
+    md5, size = record.get("file_md5"), record.get("file_size")
+    if md5 is not None and md5 != stored["md5"]:
+        raise Conflict(
+            f"Calibration {record['id']}: file_md5 {md5} disagrees with the stored file "
+            f"(MD5 {stored['md5']}); upload the right file under a new id, or fix the record."
+        )
+    if size is not None and size != stored["size"]:
+        raise Conflict(
+            f"Calibration {record['id']}: file_size {size} disagrees with the stored file "
+            f"({stored['size']} bytes); fix the record."
+        )
+
+
+def _row_values(instrument: str, record: Mapping[str, Any], seq: int, stamp: str) -> dict:
+    values = {name: record.get(name) for name in _CORE_FIELDS}
+    values.update(instrument=instrument, seq=seq, last_updated=stamp)
+    values["extra"] = {k: v for k, v in record.items() if k not in _CORE_FIELDS and k != "seq"}
+    return values
+
+
+def _row_to_record(row: Mapping[str, Any], include_seq: bool) -> dict[str, Any]:
+    record = {name: row[name] for name in RECORD_COLUMNS if name != "seq"}
+    if include_seq:
+        record["seq"] = row["seq"]
+    record.update(row["extra"] or {})
+    return record
+
+
+def _comparable(record: Mapping[str, Any]) -> dict[str, Any]:
+    """The part of a record a client controls (no server fields, absent = null)."""
+    result = {k: v for k, v in record.items() if k not in ("last_updated", "seq")}
+    result.setdefault("file_md5", None)
+    result.setdefault("file_size", None)
+    return result

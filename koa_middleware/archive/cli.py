@@ -1,0 +1,273 @@
+"""``koa-archive``: run the calibration archive, manage its tokens, ingest files.
+
+Every command that touches the catalog takes ``--root DIR`` and optionally
+``--db URL`` (default SQLite at ``DIR/archive.db``).
+
+Examples
+--------
+::
+
+    koa-archive serve --root /srv/koa --port 8750 --instrument hispec
+    koa-archive token create --root /srv/koa --scope write --name pipeline
+    koa-archive ingest --root /srv/koa --instrument hispec dark_001.fits
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import sys
+from pathlib import Path
+
+import click
+
+from ..errors import KOAError
+from ..records import validate_column_name
+from .problems import ArchiveProblem
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["main"]
+
+DEFAULT_INSTRUMENTS = ("hispec", "liger")
+
+
+def _root_option(function):
+    function = click.option(
+        "--db",
+        "db_url",
+        default=None,
+        metavar="URL",
+        help="Catalog database: sqlite:///PATH or postgresql://USER@HOST:PORT/DB "
+        "(default: SQLite at DIR/archive.db).",
+    )(function)
+    return click.option(
+        "--root",
+        required=True,
+        type=click.Path(file_okay=False, path_type=Path),
+        help="The archive folder (files, and the default catalog).",
+    )(function)
+
+
+def _open_catalog(root: Path, db_url: str | None, instruments=()):
+    from .catalog import Catalog
+
+    try:
+        return Catalog.open(root.expanduser().absolute(), db_url, instruments)
+    except KOAError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _instrument_names(names) -> tuple[str, ...]:
+    result = []
+    for name in names:
+        try:
+            result.append(validate_column_name(name.strip().lower()))
+        except KOAError:
+            raise click.BadParameter(
+                f"{name!r} is not an instrument name (letters, digits, underscores).",
+                param_hint="--instrument",
+            ) from None
+    return tuple(dict.fromkeys(result))
+
+
+@click.group()
+@click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
+def main(verbose: int) -> None:
+    """The KOA calibration archive service."""
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(
+        level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+
+@main.command()
+@_root_option
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option(
+    "--port",
+    default=8750,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="Port; 0 takes a free one.",
+)
+@click.option(
+    "--instrument",
+    "instruments",
+    multiple=True,
+    metavar="NAME",
+    help="An instrument to serve (repeatable); default hispec and liger.",
+)
+@click.option("--anonymous-read", is_flag=True, help="Allow reading without a token.")
+@click.option(
+    "--protocol",
+    type=click.Choice(["2", "1"]),
+    default="2",
+    show_default=True,
+    help="1 serves only the v1 routes (as the Keck service does).",
+)
+@click.option(
+    "--max-upload-bytes",
+    type=click.IntRange(min=0),
+    default=None,
+    metavar="N",
+    help="Refuse uploads larger than N bytes (413).",
+)
+@click.option("--access-log", is_flag=True, help="Log every request.")
+def serve(
+    root, db_url, host, port, instruments, anonymous_read, protocol, max_upload_bytes, access_log
+) -> None:
+    """Serve the calibrations API under http://HOST:PORT/api/calibrations."""
+    import uvicorn
+
+    from .app import API_PREFIX, ArchiveSettings, create_app
+    from .storage import LocalFileStorage
+
+    root = root.expanduser().absolute()
+    names = _instrument_names(instruments) or DEFAULT_INSTRUMENTS
+    settings = ArchiveSettings(
+        root=root,
+        db_url=db_url,
+        instruments=names,
+        anonymous_read=anonymous_read,
+        protocol=int(protocol),
+        max_upload_bytes=max_upload_bytes,
+    )
+    catalog = _open_catalog(root, db_url, names)
+    storage = LocalFileStorage(root)
+    storage.clean_incoming()
+    app = create_app(settings, catalog=catalog, storage=storage)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        raise click.ClickException(f"Cannot listen on {host}:{port}: {exc}") from None
+    sock.listen(1024)
+    bound_port = sock.getsockname()[1]
+    shown_host = f"[{host}]" if family == socket.AF_INET6 else host
+    base_url = f"http://{shown_host}:{bound_port}{API_PREFIX}"
+    config = uvicorn.Config(
+        app,
+        log_level=logging.getLevelName(logging.getLogger().level).lower(),
+        access_log=access_log,
+        timeout_graceful_shutdown=10,
+        log_config=None,
+    )
+    server = uvicorn.Server(config)
+
+    async def run() -> None:
+        task = asyncio.create_task(server.serve(sockets=[sock]))
+        while not server.started and not task.done():
+            await asyncio.sleep(0.01)
+        if server.started:
+            click.echo(f"koa-archive listening on {base_url}")
+            sys.stdout.flush()
+        await task
+
+    try:
+        asyncio.run(run())
+    finally:
+        catalog.close()
+    if not server.started:
+        raise click.ClickException("The server did not start; see the log above.")
+
+
+@main.group()
+def token() -> None:
+    """Create, list and revoke API tokens."""
+
+
+@token.command("create")
+@_root_option
+@click.option("--scope", required=True, type=click.Choice(["read", "write", "admin"]))
+@click.option("--name", default=None, help="A unique name (default: SCOPE-RANDOM).")
+def token_create(root, db_url, scope, name) -> None:
+    """Create a token and print it (alone, once; only its hash is kept)."""
+    from .tokens import TokenStore
+
+    catalog = _open_catalog(root, db_url)
+    try:
+        secret = TokenStore(catalog.engine).create(name, scope)
+    except KOAError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        catalog.close()
+    click.echo(secret)
+
+
+@token.command("list")
+@_root_option
+def token_list(root, db_url) -> None:
+    """List tokens: name, scope, created (never the secret)."""
+    from .tokens import TokenStore
+
+    catalog = _open_catalog(root, db_url)
+    try:
+        for info in TokenStore(catalog.engine).list():
+            click.echo(f"{info.name}\t{info.scope}\t{info.created}")
+    finally:
+        catalog.close()
+
+
+@token.command("revoke")
+@_root_option
+@click.argument("name")
+def token_revoke(root, db_url, name) -> None:
+    """Revoke the token NAME; every server sharing the catalog refuses it at once."""
+    from .tokens import TokenStore
+
+    catalog = _open_catalog(root, db_url)
+    try:
+        if not TokenStore(catalog.engine).revoke(name):
+            raise click.ClickException(f"No token named {name!r}; see 'koa-archive token list'.")
+    finally:
+        catalog.close()
+    click.echo(f"revoked {name}")
+
+
+@main.command()
+@_root_option
+@click.option("--instrument", required=True, metavar="NAME", help="Publish under this instrument.")
+@click.option("--origin", default="KECK", show_default=True, help="Origin of records naming none.")
+@click.option(
+    "--family-column",
+    "family_columns",
+    multiple=True,
+    metavar="NAME",
+    help="A column that, beside cal_type and origin, defines a version family (repeatable).",
+)
+@click.argument(
+    "files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
+def ingest(root, db_url, instrument, origin, family_columns, files) -> None:
+    """Publish calibration FILES (FITS header and/or FILE.json sidecar as the record).
+
+    Prints one line per published file: ID, FILENAME, CAL_VERSION. Each file is
+    published on its own; the exit status is 1 if any failed.
+    """
+    from .ingest import ingest_file
+    from .storage import LocalFileStorage
+
+    (name,) = _instrument_names([instrument])
+    for column in family_columns:
+        _instrument_names([column])
+    root = root.expanduser().absolute()
+    catalog = _open_catalog(root, db_url, [name])
+    storage = LocalFileStorage(root)
+    failures = 0
+    try:
+        for path in files:
+            try:
+                result = ingest_file(catalog, storage, name, path, origin.upper(), family_columns)
+            except (KOAError, ArchiveProblem, OSError) as exc:
+                failures += 1
+                click.echo(f"error: {path}: {exc}", err=True)
+                continue
+            click.echo(f"{result.id}\t{result.filename}\t{result.cal_version}")
+    finally:
+        catalog.close()
+    if failures:
+        raise click.ClickException(f"{failures} of {len(files)} file(s) were not ingested.")

@@ -1,0 +1,165 @@
+"""Publishing calibration files that have no pipeline behind them (``koa-archive ingest``).
+
+A file's record comes from its FITS header, read through
+:class:`koa_middleware.fits.FITSCalibration` when that module and astropy are
+available, and from a JSON sidecar ``FILE.json`` (a record object), whose fields
+win over the header's. The archive completes what is missing: ``id`` (uuid4),
+``origin`` (default ``KECK``), ``filename`` (the file's name) and
+``cal_version``: the next version of the record's family (same ``cal_type``,
+``origin`` and ``--family-column`` values), ``001`` for a new family. It always
+sets ``file_md5`` and ``file_size`` from the bytes.
+
+Each file is published on its own: its bytes are stored (verified, atomically)
+before its record is added, so the archive never holds a record whose file it
+cannot serve.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import InvalidRecordError
+from ..records import ARCHIVE_REQUIRED_FIELDS, SERVER_FIELDS, new_cal_id, validate_record
+from .catalog import Catalog
+from .problems import ArchiveProblem
+from .storage import FileStorage
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["FITS_SUFFIXES", "IngestResult", "read_record", "ingest_file"]
+
+FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fits.fz", ".fz")
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    """What ``ingest`` published for one file."""
+
+    id: str
+    filename: str
+    cal_version: str
+    stored: bool
+
+
+def _is_fits(path: Path) -> bool:
+    return path.name.lower().endswith(FITS_SUFFIXES)
+
+
+def read_record(path: Path) -> dict[str, Any]:
+    """Return the record of ``path`` from its FITS header and/or its JSON sidecar.
+
+    Raises
+    ------
+    InvalidRecordError
+        If there is neither a readable FITS header nor a sidecar, or the sidecar is
+        not a JSON object.
+    """
+    sidecar = path.with_name(path.name + ".json")
+    fields: dict[str, Any] = {}
+    if sidecar.is_file():
+        try:
+            fields = json.loads(sidecar.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise InvalidRecordError(f"{sidecar} is not valid JSON ({exc}); fix it.") from None
+        if not isinstance(fields, dict):
+            raise InvalidRecordError(f"{sidecar} must hold one JSON object (the record).")
+    if _is_fits(path):
+        try:
+            from ..fits import FITSCalibration  # lazy: needs astropy, the [fits] extra
+        except ImportError as exc:
+            if not fields:
+                raise InvalidRecordError(
+                    f"{path.name}: reading FITS headers needs astropy ({exc}); "
+                    "pip install 'koa_middleware[fits]', or write the record to "
+                    f"{sidecar.name}."
+                ) from None
+            logger.warning("Cannot read FITS headers (%s); using %s alone", exc, sidecar.name)
+        else:
+            return dict(FITSCalibration(path, **fields).to_record())
+    if not fields:
+        raise InvalidRecordError(
+            f"{path.name} has no record: it is not a FITS file and {sidecar.name} does not "
+            "exist. Write the record (cal_type, datetime_obs, ...) as JSON to that file."
+        )
+    return fields
+
+
+def ingest_file(
+    catalog: Catalog,
+    storage: FileStorage,
+    instrument: str,
+    path: Path,
+    origin: str = "KECK",
+    family_columns: Sequence[str] = (),
+) -> IngestResult:
+    """Store one file and add its record.
+
+    Parameters
+    ----------
+    catalog : Catalog
+        The archive's catalog.
+    storage : FileStorage
+        The archive's file storage.
+    instrument : str
+        The instrument to publish under.
+    path : Path
+        The calibration file.
+    origin : str
+        The origin of records that name none.
+    family_columns : sequence of str
+        Columns that, beside ``cal_type`` and ``origin``, define a version family.
+
+    Returns
+    -------
+    IngestResult
+
+    Raises
+    ------
+    InvalidRecordError
+        If the record breaks a rule, or names a ``file_md5``/``file_size`` that
+        differs from the file.
+    ArchiveProblem
+        If the archive refuses it (e.g. its id already has different bytes).
+    """
+    record = {k: v for k, v in read_record(path).items() if k not in SERVER_FIELDS}
+    record.setdefault("filename", path.name)
+    record["id"] = record.get("id") or new_cal_id()
+    record["origin"] = record.get("origin") or origin
+    declared = {k: record.get(k) for k in ("file_md5", "file_size")}
+    pending = storage.begin(instrument)
+    try:
+        with open(path, "rb") as source:
+            while chunk := source.read(1 << 20):
+                pending.write(chunk)
+        stored = pending.finish()
+        for key, actual in (("file_md5", stored.md5), ("file_size", stored.size)):
+            if declared[key] not in (None, actual):
+                raise InvalidRecordError(
+                    f"{path.name}: the record says {key} {declared[key]!r} but the file has "
+                    f"{actual!r}; fix the record or the file."
+                )
+        record.update(file_md5=stored.md5, file_size=stored.size)
+        required = [f for f in ARCHIVE_REQUIRED_FIELDS if f != "cal_version"]
+        record = validate_record(record, required=required)
+        placed = storage.place(pending, instrument, record["id"])
+    finally:
+        pending.discard()
+    if placed:
+        entry = catalog.add_file(instrument, record["id"], stored)
+    else:
+        entry = catalog.file(instrument, record["id"]) or catalog.add_file(
+            instrument, record["id"], storage.digest(instrument, record["id"])
+        )
+    if entry != stored:
+        raise ArchiveProblem(
+            f"{path.name}: different bytes are already stored for id {record['id']}; "
+            "give the record a new id."
+        )
+    catalog.add(instrument, [record], version_family=list(family_columns))
+    logger.info("Ingested %s as %s version %s", path.name, record["id"], record["cal_version"])
+    return IngestResult(record["id"], record["filename"], record["cal_version"], placed)

@@ -1,0 +1,86 @@
+"""The archive catalog's tables (SQLAlchemy Core), the same on SQLite and PostgreSQL.
+
+``records`` holds one row per calibration: the fields every record has get a
+column of their own (indexed where queries need them), every instrument column
+goes into the JSON ``extra``. ``seq_counters`` holds each instrument's ``seq``
+counter; writers of an instrument serialize on its row. ``files`` lists the
+verified files in storage, ``tokens`` the hashed API tokens.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
+
+logger = logging.getLogger(__name__)
+
+metadata = sa.MetaData()
+
+#: JSON on SQLite, JSONB on PostgreSQL.
+JSONType = sa.JSON().with_variant(JSONB(), "postgresql")
+
+records = sa.Table(
+    "records",
+    metadata,
+    sa.Column("instrument", sa.String(64), primary_key=True),
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("seq", sa.BigInteger, nullable=False),
+    sa.Column("filename", sa.Text, nullable=False),
+    sa.Column("cal_type", sa.Text, nullable=False),
+    sa.Column("datetime_obs", sa.String(23), nullable=False),
+    sa.Column("origin", sa.Text, nullable=False),
+    sa.Column("cal_version", sa.String(3), nullable=False),
+    sa.Column("last_updated", sa.String(23), nullable=False),
+    sa.Column("file_md5", sa.String(32)),
+    sa.Column("file_size", sa.BigInteger),
+    sa.Column("extra", JSONType, nullable=False),
+    sa.UniqueConstraint("instrument", "filename", name="uq_records_filename"),
+    sa.UniqueConstraint("instrument", "seq", name="uq_records_seq"),
+    sa.Index("ix_records_last_updated", "instrument", "last_updated", "id"),
+    sa.Index("ix_records_cal_type", "instrument", "cal_type", "datetime_obs"),
+    sa.Index("ix_records_datetime_obs", "instrument", "datetime_obs"),
+)
+
+#: Columns of ``records`` that hold record fields, in the order records are shown.
+RECORD_COLUMNS = (
+    "id",
+    "filename",
+    "cal_type",
+    "datetime_obs",
+    "origin",
+    "cal_version",
+    "last_updated",
+    "file_md5",
+    "file_size",
+    "seq",
+)
+
+seq_counters = sa.Table(
+    "seq_counters",
+    metadata,
+    sa.Column("instrument", sa.String(64), primary_key=True),
+    sa.Column("last_seq", sa.BigInteger, nullable=False),
+    # The newest last_updated handed out, so that last_updated never goes back in time.
+    sa.Column("last_updated", sa.String(23)),
+)
+
+files = sa.Table(
+    "files",
+    metadata,
+    sa.Column("instrument", sa.String(64), primary_key=True),
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("md5", sa.String(32), nullable=False),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("stored_at", sa.String(23), nullable=False),
+)
+
+tokens = sa.Table(
+    "tokens",
+    metadata,
+    sa.Column("name", sa.String(128), primary_key=True),
+    sa.Column("token_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("scope", sa.String(16), nullable=False),
+    sa.Column("created", sa.String(23), nullable=False),
+)

@@ -1,0 +1,173 @@
+"""Where the archive keeps calibration files, behind a small interface.
+
+:class:`FileStorage` is what the service needs from a file store: write a new
+file under a temporary name, then place it under its id, atomically and
+without ever replacing a file already there, and read it back.
+:class:`LocalFileStorage` keeps files in ``DIR/files/<instrument>/<id>``; an
+object store can take its place later.
+"""
+
+from __future__ import annotations
+
+import abc
+import hashlib
+import logging
+import os
+import time
+import uuid
+from pathlib import Path
+from typing import BinaryIO
+
+from ..records import safe_path, validate_cal_id, validate_column_name
+from .catalog import StoredFile
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["FileStorage", "LocalFileStorage", "PendingFile"]
+
+
+class PendingFile:
+    """A file being received: written under a temporary name, hashed as it is written.
+
+    Examples
+    --------
+    >>> pending = storage.begin("hispec")  # doctest: +SKIP
+    >>> pending.write(b"data"); stored = pending.finish()  # doctest: +SKIP
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.size = 0
+        self._md5 = hashlib.md5(usedforsecurity=False)
+        self._handle: BinaryIO | None = open(path, "xb")  # noqa: SIM115 - closed in finish/discard
+
+    def write(self, data: bytes) -> None:
+        """Append ``data`` to the file and to its checksum."""
+        assert self._handle is not None, "write after finish or discard"
+        self._handle.write(data)
+        self._md5.update(data)
+        self.size += len(data)
+
+    def finish(self) -> StoredFile:
+        """Flush the file to disk and return its MD5 and size."""
+        assert self._handle is not None, "finish after discard"
+        self._handle.flush()
+        os.fsync(self._handle.fileno())
+        self._handle.close()
+        self._handle = None
+        return StoredFile(self._md5.hexdigest(), self.size)
+
+    def discard(self) -> None:
+        """Close and delete the temporary file."""
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+        self.path.unlink(missing_ok=True)
+
+
+class FileStorage(abc.ABC):
+    """The file store of an archive: files named by instrument and calibration id."""
+
+    @abc.abstractmethod
+    def begin(self, instrument: str) -> PendingFile:
+        """Start receiving a new file for ``instrument``."""
+
+    @abc.abstractmethod
+    def place(self, pending: PendingFile, instrument: str, cal_id: str) -> bool:
+        """Make a finished file visible under ``cal_id``.
+
+        Returns
+        -------
+        bool
+            True when placed; False when a file was already stored under that id
+            (it is left as it was and ``pending`` is discarded).
+        """
+
+    @abc.abstractmethod
+    def exists(self, instrument: str, cal_id: str) -> bool:
+        """Return True when a file is stored under ``cal_id``."""
+
+    @abc.abstractmethod
+    def open(self, instrument: str, cal_id: str) -> BinaryIO:
+        """Open the stored file for reading (raises FileNotFoundError when missing)."""
+
+    @abc.abstractmethod
+    def digest(self, instrument: str, cal_id: str) -> StoredFile:
+        """Read a stored file through and return its MD5 and size."""
+
+
+class LocalFileStorage(FileStorage):
+    """Files in ``ROOT/files/<instrument>/<id>``; uploads land in ``ROOT/files/.incoming``.
+
+    Parameters
+    ----------
+    root : str | Path
+        The archive folder.
+    """
+
+    def __init__(self, root: str | Path):
+        self.files_dir = Path(root).expanduser().absolute() / "files"
+        self.incoming_dir = self.files_dir / ".incoming"
+        self.incoming_dir.mkdir(parents=True, exist_ok=True)
+
+    def __repr__(self) -> str:
+        return f"LocalFileStorage({str(self.files_dir)!r})"
+
+    def path_for(self, instrument: str, cal_id: str) -> Path:
+        """Return where the file of ``cal_id`` lives (never outside its instrument's folder)."""
+        folder = self.files_dir / validate_column_name(instrument)
+        return safe_path(folder, validate_cal_id(cal_id))
+
+    def begin(self, instrument: str) -> PendingFile:
+        return PendingFile(self.incoming_dir / f"{uuid.uuid4().hex}.part")
+
+    def place(self, pending: PendingFile, instrument: str, cal_id: str) -> bool:
+        destination = self.path_for(instrument, cal_id)
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            # A hard link never replaces an existing file, unlike rename.
+            os.link(pending.path, destination)
+        except FileExistsError:
+            pending.discard()
+            return False
+        pending.path.unlink()
+        _fsync_directory(destination.parent)
+        return True
+
+    def exists(self, instrument: str, cal_id: str) -> bool:
+        return self.path_for(instrument, cal_id).is_file()
+
+    def open(self, instrument: str, cal_id: str) -> BinaryIO:
+        return open(self.path_for(instrument, cal_id), "rb")
+
+    def digest(self, instrument: str, cal_id: str) -> StoredFile:
+        md5 = hashlib.md5(usedforsecurity=False)
+        size = 0
+        with self.open(instrument, cal_id) as handle:
+            while chunk := handle.read(1 << 20):
+                md5.update(chunk)
+                size += len(chunk)
+        return StoredFile(md5.hexdigest(), size)
+
+    def clean_incoming(self, max_age: float = 3600.0) -> int:
+        """Delete uploads abandoned by a crash (untouched for ``max_age`` seconds)."""
+        cutoff = time.time() - max_age
+        removed = 0
+        for entry in self.incoming_dir.glob("*.part"):
+            try:
+                if entry.stat().st_mtime < cutoff:
+                    entry.unlink()
+                    removed += 1
+            except FileNotFoundError:
+                continue
+        if removed:
+            logger.info("Removed %d abandoned upload(s) from %s", removed, self.incoming_dir)
+        return removed
+
+
+def _fsync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,159 @@
+"""Streaming file bodies in and out of the archive, never holding a whole file in memory.
+
+- :func:`receive_file` writes a request body to a :class:`PendingFile` in 1 MiB
+  blocks (disk writes and hashing off the event loop), enforcing the upload limit.
+- :func:`file_chunks` reads a stored file, or the tail of it for ``Range: bytes=N-``.
+- :func:`zip_chunks` wraps a stored file as the single member of a zip archive
+  (v1 ``download``), built on the fly.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import zipfile
+from collections.abc import AsyncIterator, Iterator
+from typing import BinaryIO
+
+import anyio
+
+from .catalog import StoredFile
+from .problems import BadRequest, PayloadTooLarge, RangeNotSatisfiable
+from .storage import PendingFile
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["BLOCK", "receive_file", "parse_range", "file_chunks", "zip_chunks"]
+
+#: Bytes per disk read or write.
+BLOCK = 1 << 20
+_RANGE_RE = re.compile(r"^bytes=(\d+)-(\d*)$")
+
+
+async def receive_file(
+    body: AsyncIterator[bytes], pending: PendingFile, max_bytes: int | None
+) -> StoredFile:
+    """Write a streamed body into ``pending`` and return its MD5 and size.
+
+    Raises
+    ------
+    PayloadTooLarge
+        As soon as more than ``max_bytes`` arrived.
+    """
+    blocks: list[bytes] = []
+    buffered = 0
+    received = 0
+    async for chunk in body:
+        received += len(chunk)
+        if max_bytes is not None and received > max_bytes:
+            raise PayloadTooLarge(
+                f"The upload exceeds this archive's limit of {max_bytes} bytes; "
+                "ask the operator to raise --max-upload-bytes."
+            )
+        blocks.append(chunk)
+        buffered += len(chunk)
+        if buffered >= BLOCK:
+            await anyio.to_thread.run_sync(pending.write, b"".join(blocks))
+            blocks.clear()
+            buffered = 0
+    if blocks:
+        await anyio.to_thread.run_sync(pending.write, b"".join(blocks))
+    return await anyio.to_thread.run_sync(pending.finish)
+
+
+def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """Read a single ``Range: bytes=START-[END]`` header into ``(start, end_exclusive)``.
+
+    Returns None when there is no header (the whole file).
+
+    Raises
+    ------
+    BadRequest
+        If the header is not a single byte range.
+    RangeNotSatisfiable
+        If it starts at or past the end of the file.
+
+    Examples
+    --------
+    >>> parse_range("bytes=10-", 100), parse_range("bytes=0-9", 100)
+    ((10, 100), (0, 10))
+    """
+    if header is None:
+        return None
+    match = _RANGE_RE.match(header.strip())
+    if not match:
+        raise BadRequest(
+            f"Unsupported Range {header!r}: send one range as 'bytes=START-' or 'bytes=START-END'."
+        )
+    start = int(match.group(1))
+    end = int(match.group(2)) + 1 if match.group(2) else size
+    if start >= size:
+        raise RangeNotSatisfiable(
+            f"Range starts at byte {start} but the file has {size} bytes; "
+            "the download is already complete.",
+            headers={"Content-Range": f"bytes */{size}"},
+        )
+    if end <= start:
+        raise BadRequest(f"Invalid Range {header!r}: the end is before the start.")
+    return start, min(end, size)
+
+
+def file_chunks(handle: BinaryIO, start: int, end: int) -> Iterator[bytes]:
+    """Yield bytes ``start`` to ``end`` (exclusive) of an open file, then close it."""
+    try:
+        handle.seek(start)
+        remaining = end - start
+        while remaining > 0:
+            chunk = handle.read(min(BLOCK, remaining))
+            if not chunk:
+                break
+            remaining -= len(chunk)
+            yield chunk
+    finally:
+        handle.close()
+
+
+class _Sink:
+    """A write-only, unseekable stream collecting what zipfile writes."""
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+        self.position = 0
+
+    def write(self, data: bytes) -> int:
+        self.parts.append(bytes(data))
+        self.position += len(data)
+        return len(data)
+
+    def tell(self) -> int:
+        return self.position
+
+    def flush(self) -> None:
+        pass
+
+    def drain(self) -> bytes:
+        data = b"".join(self.parts)
+        self.parts.clear()
+        return data
+
+
+def zip_chunks(handle: BinaryIO, member_name: str, size: int) -> Iterator[bytes]:
+    """Yield a zip archive holding the open file ``handle`` as ``member_name``, then close it.
+
+    The member is stored uncompressed: calibration files are large and a v1
+    client only unpacks them.
+    """
+    sink = _Sink()
+    try:
+        with zipfile.ZipFile(sink, mode="w", compression=zipfile.ZIP_STORED) as archive:  # type: ignore[arg-type]
+            info = zipfile.ZipInfo(member_name, date_time=time.gmtime()[:6])
+            info.compress_type = zipfile.ZIP_STORED
+            info.file_size = size
+            with archive.open(info, mode="w", force_zip64=size >= zipfile.ZIP64_LIMIT) as member:
+                while chunk := handle.read(BLOCK):
+                    member.write(chunk)
+                    yield sink.drain()
+        yield sink.drain()
+    finally:
+        handle.close()
