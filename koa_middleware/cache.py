@@ -178,16 +178,12 @@ class PendingWrite:
 
 
 def place_file(source: Path, destination: Path) -> None:
-    """Move a complete file into place atomically (same file system), durably.
+    """Move a complete file into place atomically (same file system).
 
-    The data is flushed to disk before the rename, and the rename itself is
-    flushed, so a crash at any instant leaves either no file or the complete one.
+    The data is flushed to disk before the rename, so the name never points at
+    a file whose contents could still be lost: a crash at any instant leaves
+    either no file or the complete one.
     """
     with open(source, "rb") as handle:
         os.fsync(handle.fileno())
     os.replace(source, destination)
-    directory = os.open(destination.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)

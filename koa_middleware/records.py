@@ -47,6 +47,7 @@ _ISO_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}$")
 _MD5_RE = re.compile(r"^[0-9a-f]{32}$")
 _VERSION_RE = re.compile(r"^\d{3}$")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+_VALID_COLUMNS: set[str] = set()  # names already checked, for speed
 _TRUE = frozenset({"1", "true", "t", "yes", "y", "on"})
 _FALSE = frozenset({"0", "false", "f", "no", "n", "off"})
 
@@ -74,12 +75,16 @@ def validate_column_name(name: Any) -> str:
     >>> validate_column_name("mjd_start")
     'mjd_start'
     """
+    if name in _VALID_COLUMNS:
+        return name
     if not isinstance(name, str) or not _COLUMN_RE.match(name):
         raise InvalidRecordError(
             f"Invalid column name {name!r}: a column name must start with a letter or "
             "underscore and hold only letters, digits and underscores (at most 63). "
             "Rename the field."
         )
+    if len(_VALID_COLUMNS) < 10_000:
+        _VALID_COLUMNS.add(name)
     return name
 
 

@@ -1,0 +1,115 @@
+"""Several pipeline processes on one cache, and processes killed mid-registration."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from koa_middleware import CalibrationStore
+from koa_middleware.hashing import file_digest
+
+TESTS_DIR = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+
+def start_worker(cache: Path, prefix: str, count: int) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(TESTS_DIR)}
+    return subprocess.Popen(
+        [sys.executable, "-m", "support.register_worker", str(cache), prefix, str(count)],
+        env=env,
+        stderr=subprocess.PIPE,
+    )
+
+
+def assert_cache_consistent(store: CalibrationStore) -> int:
+    """Every record's file is complete and correct; every file has a record."""
+    rows = list(store.local_db.rows)
+    for row in rows:
+        path = store.layout.path_for(row["filename"])
+        assert path.is_file(), f"record {row['id']} has no file"
+        assert file_digest(path) == (row["file_md5"], row["file_size"]), path
+    on_disk = {p.name for p in store.layout.calibrations_dir.iterdir()}
+    assert on_disk == {row["filename"] for row in rows}, "files without records"
+    return len(rows)
+
+
+def test_four_processes_register_one_family(tmp_path):
+    cache = tmp_path / "cache"
+    CalibrationStore("hispec", str(cache), connect_remote=False).close()
+    workers = [start_worker(cache, f"w{n}", 200) for n in range(4)]
+    time.sleep(1.0)  # let every worker open its store
+    (cache / "go").touch()
+    for worker in workers:
+        _, err = worker.communicate(timeout=240)
+        assert worker.returncode == 0, err.decode()
+    with CalibrationStore("hispec", str(cache), connect_remote=False) as store:
+        assert assert_cache_consistent(store) == 800
+        versions = sorted(store.local_db.get_column("cal_version"))
+        assert versions == [f"{v:03d}" for v in range(1, 801)]
+        assert store.detect_version_issues() == []
+
+
+def test_process_killed_while_registering_leaves_a_consistent_cache(tmp_path):
+    cache = tmp_path / "cache"
+    CalibrationStore("hispec", str(cache), connect_remote=False).close()
+    (cache / "go").touch()
+    rng = random.Random(20261126)
+    total = 0
+    for round_ in range(12):
+        worker = start_worker(cache, f"r{round_}", 0)
+        time.sleep(0.4 + rng.random() * 0.6)  # start-up, then a random moment of work
+        worker.send_signal(signal.SIGKILL)
+        worker.wait()
+        with CalibrationStore("hispec", str(cache), connect_remote=False) as store:
+            count = assert_cache_consistent(store)
+            assert count > total, "the worker registered nothing before it was killed"
+            total = count
+            allowed = ("calibrations", "database", "tmp", "locks")
+            leftovers = [
+                p
+                for p in store.layout.root.rglob("*")
+                if p.is_file()
+                and p.name != "go"
+                and p.relative_to(store.layout.root).parts[0] not in allowed
+            ]
+            assert leftovers == [], leftovers
+
+
+KILL_AFTER_RENAME = """
+import os, signal, sys
+sys.path.insert(0, {tests!r})
+import koa_middleware.registration as registration
+from support.models import FileModel
+from koa_middleware import CalibrationStore
+
+real_place_file = registration.place_file
+
+def place_then_die(source, destination):
+    real_place_file(source, destination)
+    os.kill(os.getpid(), signal.SIGKILL)  # the worst moment: file in place, not committed
+
+registration.place_file = place_then_die
+store = CalibrationStore("hispec", {cache!r}, connect_remote=False)
+store.register_calibration(FileModel({{"filename": "doomed.fits", "cal_type": "dark",
+                                       "datetime_obs": "2024-05-01T00:00:00"}}))
+"""
+
+
+def test_kill_between_rename_and_commit_is_recovered(tmp_path):
+    cache = tmp_path / "cache"
+    code = KILL_AFTER_RENAME.format(tests=str(TESTS_DIR), cache=str(cache))
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True)
+    assert result.returncode == -signal.SIGKILL, result.stderr.decode()
+    assert (cache / "calibrations" / "hispec" / "doomed.fits").is_file()  # the stray file
+    with CalibrationStore("hispec", str(cache), connect_remote=False) as store:
+        assert store.local_db.query_filename("doomed.fits") is None
+        assert not (cache / "calibrations" / "hispec" / "doomed.fits").exists()
+        assert list(store.layout.tmp_dir.glob("*.pending")) == []
+        assert_cache_consistent(store)
