@@ -239,7 +239,7 @@ def _download_raw(
                 with remote_db.open_file_stream(cal_id, headers) as response:
                     if not _accept_resume(response, incoming, bar):
                         continue
-                    for chunk in response.iter_raw(_CHUNK):
+                    for chunk in response.iter_raw():
                         incoming.write(chunk)
                         bar.update(len(chunk))
                     return
@@ -305,7 +305,7 @@ def _download_zip(
                     open(zip_path, "wb") as handle,
                     progress_bar(None, record["filename"], progress) as bar,
                 ):
-                    for chunk in response.iter_raw(_CHUNK):
+                    for chunk in response.iter_raw():
                         handle.write(chunk)
                         bar.update(len(chunk))
                 break
@@ -384,8 +384,8 @@ def extract_single_member(
         member = members[0]
         if member.filename != filename:
             raise refuse(f"holds a member named {member.filename!r}")
-        mode = member.external_attr >> 16
-        if member.is_dir() or (mode and not stat.S_ISREG(mode)):
+        kind = stat.S_IFMT(member.external_attr >> 16) if member.create_system == 3 else 0
+        if member.is_dir() or kind not in (0, stat.S_IFREG):
             raise refuse("holds a folder or link, not a plain file")
         if member.flag_bits & 0x1:
             raise refuse("holds an encrypted member")

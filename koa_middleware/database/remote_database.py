@@ -573,7 +573,7 @@ class RemoteCalibrationDB:
             records: list[dict] = []
         elif isinstance(data, list):
             records = self._records(data, response, required)
-        elif isinstance(data, Mapping):
+        elif isinstance(data, Mapping) and "id" in data:
             records = [self._record(data, response, required)]
         else:
             raise self._shape_error(response, "a JSON array of records")
