@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -159,8 +160,9 @@ def _int_param(name: str, value: str | None, default: int, low: int, high: int |
         number = int(value)
     except ValueError:
         number = None
-    if number is None or number < low or (high is not None and number > high):
-        bounds = f"{low}..{high}" if high is not None else f">= {low}"
+    high = MAX_INT if high is None else high
+    if number is None or number < low or number > high:
+        bounds = f"{low}..{high}"
         raise BadRequest(
             f"Query parameter {name!r} must be a whole number {bounds}, not {value!r}."
         )
@@ -255,6 +257,7 @@ def _add_v1_routes(app: FastAPI, v2: bool) -> None:
         single = fetch_mode == "first" or "cal_id" in filters
         if single:
             page_limit = 1 if page_limit is None else min(page_limit, 1)
+        _check_filters(filters)
         found = archive.catalog.query(
             instrument, filters, limit=page_limit, offset=page_offset, include_seq=v2
         )
@@ -489,7 +492,7 @@ async def _read_json_body(request: Request) -> Any:
         chunks.append(chunk)
     try:
         return json.loads(b"".join(chunks))
-    except (UnicodeDecodeError, ValueError) as exc:
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise BadRequest(
             f"The body is not valid JSON ({exc}); send one record object or an array of them."
         ) from None
@@ -503,7 +506,9 @@ def _parse_batch(body: Any) -> list[dict[str, Any]]:
     for index, item in enumerate(items):
         try:
             record = validate_record(item, required=ARCHIVE_REQUIRED_FIELDS, drop=SERVER_FIELDS)
-        except InvalidRecordError as exc:
+            for key, value in record.items():
+                _check_storable(key, value)
+        except (ValueError, OverflowError) as exc:  # InvalidRecordError is a ValueError
             errors.append({"index": index, "reason": str(exc)})
             continue
         for key in ("id", "filename"):
@@ -521,6 +526,39 @@ def _parse_batch(body: Any) -> list[dict[str, Any]]:
         problem.extra = {"errors": errors}  # type: ignore[attr-defined]
         raise problem
     return batch
+
+
+#: The largest integer both catalog databases store (signed 64 bits).
+MAX_INT = 2**63 - 1
+
+
+def _check_storable(key: str, value: Any) -> None:
+    """Refuse values the catalog databases cannot hold faithfully."""
+    if isinstance(value, str):
+        problem = _text_problem(value)
+        if problem:
+            raise InvalidRecordError(f"Invalid value for {key!r}: {problem}.")
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise InvalidRecordError(f"Invalid value for {key!r}: {value} is not a finite number.")
+    elif isinstance(value, int) and key in ("file_size",) and value > MAX_INT:
+        raise InvalidRecordError(f"Invalid {key} {value}: larger than {MAX_INT}.")
+
+
+def _text_problem(value: str) -> str | None:
+    if "\x00" in value:
+        return "it holds a NUL character"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "it is not valid Unicode text (lone surrogate)"
+    return None
+
+
+def _check_filters(filters: dict[str, str]) -> None:
+    for name, value in filters.items():
+        problem = _text_problem(name) or _text_problem(value)
+        if problem:
+            raise BadRequest(f"Query parameter {name!r}: {problem}.")
 
 
 def _expected_size(request: Request, declared: str | None) -> int | None:

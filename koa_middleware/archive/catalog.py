@@ -472,7 +472,7 @@ class Catalog:
         for name, value in filters.items():
             try:
                 conditions.append(self._condition(name, value))
-            except InvalidRecordError as exc:
+            except (ValueError, OverflowError) as exc:  # InvalidRecordError is a ValueError
                 raise BadRequest(f"Query parameter {name!r}: {exc}") from exc
         return conditions
 
@@ -505,10 +505,10 @@ class Catalog:
         if name == "file_md5":
             return c.file_md5 == value.lower()
         if name in ("file_size", "seq"):
-            try:
-                return c[name] == int(value)
-            except ValueError:
-                raise InvalidRecordError(f"{value!r} is not a whole number.") from None
+            number = int(value) if value.strip().lstrip("-").isdigit() else None
+            if number is None or abs(number) > 2**63 - 1:
+                raise InvalidRecordError(f"{value!r} is not a whole number within 64 bits.")
+            return c[name] == number
         if name in ("filename", "cal_type"):
             return c[name] == value
         return self._extra_condition(validate_column_name(name), value)

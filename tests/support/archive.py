@@ -10,6 +10,7 @@ Examples
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import signal
@@ -18,11 +19,23 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from pathlib import Path
+from typing import Any
+
+import httpx
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ArchiveServer", "create_token", "archive_command"]
+__all__ = [
+    "ArchiveServer",
+    "create_token",
+    "archive_command",
+    "make_record",
+    "md5_hex",
+    "upload",
+    "publish",
+]
 
 READY_PREFIX = "koa-archive listening on "
 START_TIMEOUT = 60.0
@@ -191,9 +204,7 @@ class ArchiveServer:
             Path(self._log.name).unlink(missing_ok=True)
 
 
-def create_token(
-    root: Path, scope: str, db_url: str | None = None, name: str | None = None
-) -> str:
+def create_token(root: Path, scope: str, db_url: str | None = None, name: str | None = None) -> str:
     """Create a token with ``koa-archive token create`` and return it.
 
     Parameters
@@ -219,3 +230,38 @@ def create_token(
     if result.returncode != 0:
         raise RuntimeError(f"koa-archive token create failed: {result.stderr}")
     return result.stdout.strip()
+
+
+# -- records and files for tests -------------------------------------------------
+def make_record(**fields: Any) -> dict[str, Any]:
+    """Return a valid archive record with a fresh id; ``fields`` override."""
+    cal_id = str(uuid.uuid4())
+    record = {
+        "id": cal_id,
+        "filename": f"cal_{cal_id[:8]}.fits",
+        "cal_type": "dark",
+        "datetime_obs": "2024-01-01T00:00:00.000",
+        "origin": "KECK",
+        "cal_version": "001",
+    }
+    record.update(fields)
+    return record
+
+
+def md5_hex(data: bytes) -> str:
+    """Return the MD5 hex digest of ``data``."""
+    return hashlib.md5(data).hexdigest()
+
+
+def upload(client: httpx.Client, cal_id: str, data: bytes, inst: str = "hispec") -> httpx.Response:
+    """PUT ``data`` as the file of ``cal_id`` (v2), with its MD5."""
+    return client.put(f"{inst}/files/{cal_id}", content=data, headers={"X-File-MD5": md5_hex(data)})
+
+
+def publish(client: httpx.Client, data: bytes, inst: str = "hispec", **fields: Any) -> dict:
+    """Upload a file and add its record, as a pipeline does; return the record sent."""
+    record = make_record(file_md5=md5_hex(data), file_size=len(data), **fields)
+    assert upload(client, record["id"], data, inst).status_code == 201
+    response = client.post(f"{inst}/add", json=record)
+    assert response.status_code == 200, response.text
+    return record

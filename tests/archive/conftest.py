@@ -1,0 +1,130 @@
+"""Fixtures of the archive tests: a real koa-archive server per test, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from koa_middleware.archive.catalog import Catalog
+from koa_middleware.archive.tokens import TokenStore
+from support.archive import ArchiveServer
+from support.postgres import catalog_url, postgres_url  # noqa: F401  (fixtures)
+
+
+def make_tokens(root: Path, db_url: str | None) -> dict[str, str]:
+    """Create one read, write and admin token in the archive's catalog."""
+    catalog = Catalog.open(root, db_url)
+    try:
+        store = TokenStore(catalog.engine)
+        return {scope: store.create(f"test-{scope}", scope) for scope in ("read", "write", "admin")}
+    finally:
+        catalog.close()
+
+
+@dataclass
+class Archive:
+    """A running archive server with a token of each scope."""
+
+    server: ArchiveServer
+    tokens: dict[str, str]
+    clients: list[httpx.Client] = field(default_factory=list)
+
+    @property
+    def base(self) -> str:
+        return self.server.base_url
+
+    @property
+    def root(self) -> Path:
+        return self.server.root
+
+    def client(self, scope: str | None = "write", token: str | None = None) -> httpx.Client:
+        """An HTTP client on BASE; ``scope=None`` sends no token."""
+        headers = {}
+        secret = token or (self.tokens[scope] if scope else None)
+        if secret:
+            headers["Authorization"] = f"Bearer {secret}"
+        client = httpx.Client(base_url=self.base + "/", headers=headers, timeout=60)
+        self.clients.append(client)
+        return client
+
+    def close(self) -> None:
+        for client in self.clients:
+            client.close()
+
+
+@pytest.fixture
+def start_archive(tmp_path: Path, catalog_url: str | None):  # noqa: F811
+    """Start a server on this test's catalog backend: ``start_archive(protocol=2, ...)``."""
+    started: list[Archive] = []
+
+    def start(**options: Any) -> Archive:
+        root = tmp_path / f"archive{len(started)}"
+        root.mkdir()
+        tokens = make_tokens(root, catalog_url)
+        server = ArchiveServer(root, db_url=catalog_url, **options).start()
+        archive = Archive(server, tokens)
+        started.append(archive)
+        return archive
+
+    yield start
+    for archive in started:
+        archive.close()
+        archive.server.__exit__(None, None, None)
+
+
+@pytest.fixture
+def archive(start_archive) -> Archive:
+    """A protocol-2 archive server on a clean catalog (SQLite, then PostgreSQL)."""
+    return start_archive()
+
+
+@pytest.fixture
+def sentinel(tmp_path: Path) -> Path:
+    """A file outside every archive root that traversal attempts aim at."""
+    path = tmp_path / "sentinel.txt"
+    path.write_text("untouched")
+    return path
+
+
+@pytest.fixture
+def snapshot():
+    """``snapshot(archive)``: everything a client sees plus the stored files."""
+    return take_snapshot
+
+
+def take_snapshot(archive: Archive) -> tuple:
+    """Everything a client can see plus the stored files: to prove nothing changed."""
+    client = archive.client("read")
+    feeds = []
+    for inst in archive.server.instruments:
+        if archive.server.protocol == 2:
+            feeds.append(client.get(f"{inst}/changes", params={"limit": 10000}).json())
+        feeds.append(client.get(f"{inst}/query").json())
+    files_dir = archive.root / "files"
+    stored = sorted(
+        (str(p.relative_to(files_dir)), p.stat().st_size)
+        for p in files_dir.rglob("*")
+        if p.is_file()
+    )
+    return tuple(map(repr, feeds)), tuple(stored)
+
+
+@pytest.fixture
+def iter_changes():
+    """Follow an archive's changes feed: ``iter_changes(client, inst, limit)``."""
+
+    def follow(client: httpx.Client, inst: str, limit: int = 1000) -> Iterator[dict]:
+        since = 0
+        while True:
+            page = client.get(f"{inst}/changes", params={"since": since, "limit": limit}).json()
+            yield from page["records"]
+            since = page["next"]
+            if not page["more"]:
+                return
+
+    return follow
