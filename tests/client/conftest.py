@@ -1,0 +1,104 @@
+"""Fixtures of the client tests: real koa-archive servers (v2 and v1) on one shared catalog.
+
+One archive folder is served by two processes for the whole session, one
+speaking protocol 2 and one only protocol 1, so both see the same records and
+files. Each test takes an instrument of its own, so tests never see each
+other's records. Tests that stop, kill or restart a server start their own.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from koa_middleware.database.local_database import LocalCalibrationDB
+from koa_middleware.database.remote_database import RemoteCalibrationDB
+from support.archive import ArchiveServer, create_token
+
+INSTRUMENTS = tuple(f"inst{i:03d}" for i in range(160))
+_next_instrument = itertools.count()
+
+
+@dataclass
+class SharedArchive:
+    """Two servers (v2 and v1) over one archive folder, and tokens of each scope."""
+
+    root: Path
+    servers: dict[int, ArchiveServer]
+    tokens: dict[str, str]
+
+    def url(self, protocol: int) -> str:
+        return self.servers[protocol].base_url
+
+
+@pytest.fixture(scope="session")
+def shared_archive(tmp_path_factory) -> Iterator[SharedArchive]:
+    root = tmp_path_factory.mktemp("shared-archive")
+    tokens = {scope: create_token(root, scope) for scope in ("read", "write")}
+    servers = {
+        protocol: ArchiveServer(root, protocol=protocol, instruments=INSTRUMENTS)
+        for protocol in (2, 1)
+    }
+    try:
+        for server in servers.values():
+            server.start()
+        yield SharedArchive(root, servers, tokens)
+    finally:
+        for server in servers.values():
+            server.__exit__(None, None, None)
+
+
+@pytest.fixture(autouse=True)
+def _no_credentials_from_the_environment(monkeypatch, tmp_path):
+    for name in (
+        "KOA_API_TOKEN",
+        "KECK_OBSERVER_EMAIL",
+        "KECK_OBSERVER_PASSWORD",
+        "KOA_CALIBRATIONS_URL",
+        "KOA_PROGRESS",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+
+
+@pytest.fixture
+def instrument() -> str:
+    """An instrument no other test uses."""
+    return INSTRUMENTS[next(_next_instrument)]
+
+
+@pytest.fixture(params=[2, 1], ids=["v2", "v1"])
+def protocol(request) -> int:
+    return request.param
+
+
+def make_client(url: str, instrument: str, token: str | None, **options) -> RemoteCalibrationDB:
+    options.setdefault("retries", 3)
+    options.setdefault("backoff", 0.05)
+    return RemoteCalibrationDB(instrument, url=url, token=token, **options)
+
+
+@pytest.fixture
+def remote(shared_archive, protocol, instrument) -> Iterator[RemoteCalibrationDB]:
+    """A client with a write token, speaking ``protocol``."""
+    with make_client(shared_archive.url(protocol), instrument, shared_archive.tokens["write"]) as r:
+        yield r
+
+
+@pytest.fixture
+def publisher(shared_archive, instrument) -> Iterator[RemoteCalibrationDB]:
+    """A v2 client with a write token, to put records and files on the archive."""
+    with make_client(shared_archive.url(2), instrument, shared_archive.tokens["write"]) as r:
+        yield r
+
+
+@pytest.fixture
+def local_db(tmp_path, instrument) -> Iterator[LocalCalibrationDB]:
+    (tmp_path / "local").mkdir(exist_ok=True)
+    db = LocalCalibrationDB(tmp_path / "local" / f"{instrument}_calibrations.db", instrument)
+    yield db
+    db.close()
