@@ -45,6 +45,7 @@ MAX_FILENAME_BYTES = 255
 _COLUMN_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 _ISO_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}$")
 _MD5_RE = re.compile(r"^[0-9a-f]{32}$")
+_UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 _VERSION_RE = re.compile(r"^\d{3}$")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 _VALID_COLUMNS: set[str] = set()  # names already checked, for speed
@@ -101,6 +102,8 @@ def validate_cal_id(cal_id: Any) -> str:
     >>> validate_cal_id("1B4E28BA-2FA1-4D2B-883F-0016D3CCA427")
     '1b4e28ba-2fa1-4d2b-883f-0016d3cca427'
     """
+    if isinstance(cal_id, str) and _UUID_RE.match(cal_id):
+        return cal_id
     if isinstance(cal_id, uuid.UUID):
         return str(cal_id)
     if isinstance(cal_id, str) and len(cal_id) == 36:
@@ -271,7 +274,7 @@ def format_version(number: int) -> str:
 
 def normalize_version(value: Any) -> str:
     """Normalize a ``cal_version`` given as ``'7'``, ``7`` or ``'007'`` to ``'007'``."""
-    if isinstance(value, str) and _VERSION_RE.match(value) and value != "000":
+    if type(value) is str and _VERSION_RE.match(value) and value != "000":
         return value
     try:
         number = int(value) if not isinstance(value, bool) else None
@@ -306,42 +309,55 @@ def validate_md5(value: Any) -> str:
     raise InvalidRecordError(f"Invalid file_md5 {value!r}: it must be 32 hexadecimal digits.")
 
 
+def _normalize_origin(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidRecordError(f"Invalid origin {value!r}: use a word such as 'KECK'.")
+    return value.strip().upper()
+
+
+def _normalize_size(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidRecordError(f"Invalid file_size {value!r}: use a byte count >= 0.")
+    return value
+
+
+#: How each field with a rule of its own is normalized.
+_NORMALIZERS = {
+    "id": validate_cal_id,
+    "filename": validate_filename,
+    "datetime_obs": lambda v: normalize_timestamp(v, "datetime_obs"),
+    "last_updated": lambda v: normalize_timestamp(v, "last_updated"),
+    "cal_version": normalize_version,
+    "origin": _normalize_origin,
+    "file_md5": validate_md5,
+    "file_size": _normalize_size,
+    **{name: (lambda v, n=name: normalize_bool(v, n)) for name in BOOLEAN_COLUMNS},
+}
+_PLAIN_TYPES = (str, int, float)
+
+
 def _normalize_value(key: str, value: Any) -> Any:
     if value is None:
         return None
-    if key == "id":
-        return validate_cal_id(value)
-    if key == "filename":
-        return validate_filename(value)
-    if key in ("datetime_obs", "last_updated"):
-        return normalize_timestamp(value, key)
-    if key == "cal_version":
-        return normalize_version(value)
-    if key == "origin":
-        if not isinstance(value, str) or not value.strip():
-            raise InvalidRecordError(f"Invalid origin {value!r}: use a word such as 'KECK'.")
-        return value.strip().upper()
-    if key == "file_md5":
-        return validate_md5(value)
-    if key == "file_size":
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise InvalidRecordError(f"Invalid file_size {value!r}: use a byte count >= 0.")
+    normalize = _NORMALIZERS.get(key)
+    if normalize is not None:
+        return normalize(value)
+    kind = type(value)
+    if kind in _PLAIN_TYPES:
         return value
-    if key in BOOLEAN_COLUMNS:
-        return normalize_bool(value, key)
+    if kind is bool:
+        return int(value)
     if isinstance(value, dict | list | tuple | set):
         raise InvalidRecordError(
             f"Invalid value for {key!r}: nested values ({type(value).__name__}) are not "
             "allowed; store strings, numbers, booleans or null."
         )
-    if isinstance(value, bool):
-        return int(value)
-    if not isinstance(value, str | int | float):
-        raise InvalidRecordError(
-            f"Invalid value for {key!r}: {type(value).__name__} is not a string, number, "
-            "boolean or null."
-        )
-    return value
+    if isinstance(value, _PLAIN_TYPES):
+        return value
+    raise InvalidRecordError(
+        f"Invalid value for {key!r}: {type(value).__name__} is not a string, number, "
+        "boolean or null."
+    )
 
 
 def validate_record(
@@ -387,7 +403,8 @@ def validate_record(
     for key, value in record.items():
         if key in skip:
             continue
-        validate_column_name(key)
+        if key not in _VALID_COLUMNS:
+            validate_column_name(key)
         normalized[key] = _normalize_value(key, value)
     missing = [field for field in required if normalized.get(field) is None]
     if missing:

@@ -27,6 +27,7 @@ from ..records import (
     validate_column_name,
     validate_record,
 )
+from .calibration_table import CalibrationTable
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ BASE_COLUMNS = {
     "file_md5": "TEXT",
     "file_size": "INTEGER",
 }
-INDEXED_COLUMNS = ("cal_type", "datetime_obs", "last_updated", "origin", "file_md5")
+INDEXED_COLUMNS = ("cal_type", "datetime_obs", "last_updated", "origin")
 META_TABLE = "_koa_meta"
 _SQL_TYPES = {bool: "INTEGER", int: "INTEGER", float: "REAL"}
 
@@ -98,8 +99,11 @@ class LocalCalibrationDB:
         if self.db_path != ":memory:":
             self.conn.execute("PRAGMA journal_mode = WAL")
             self.conn.execute("PRAGMA synchronous = NORMAL")
+            # room for the indexes of ~100,000 records, so bulk adds stay in memory
+            self.conn.execute("PRAGMA cache_size = -65536")
         self.db = sqlite_utils.Database(self.conn)
         self._closed = False
+        self._table: CalibrationTable | None = None
         self._create_schema()
         self._columns = self._read_columns()
 
@@ -254,6 +258,7 @@ class LocalCalibrationDB:
         with self.write_transaction():
             self._add_missing_columns(records, alter)
             for group in _group_by_keys(records):
+                group.sort(key=_by_id)  # in key order, the primary-key index grows at its end
                 self._upsert(group)
         return records
 
@@ -312,9 +317,11 @@ class LocalCalibrationDB:
     # -- reading -----------------------------------------------------------
 
     @property
-    def table(self) -> sqlite_utils.db.Table:
+    def table(self) -> CalibrationTable:
         """The sqlite-utils Table of the records, for ``rows_where`` and friends."""
-        return self.db.table(self.table_name)
+        if self._table is None:
+            self._table = CalibrationTable(self.db, self.table_name, self.ensure_index)
+        return self._table
 
     @property
     def rows(self) -> Iterator[dict]:
@@ -472,6 +479,10 @@ class LocalCalibrationDB:
         if not self._closed:
             self._closed = True
             self.conn.close()
+
+
+def _by_id(record: dict) -> str:
+    return record["id"]
 
 
 def _group_by_keys(records: list[dict]) -> list[list[dict]]:

@@ -1,0 +1,162 @@
+"""Benchmark of the local calibration store.
+
+Run: ``python bench/local.py`` (``--sizes 1000 10000`` for a shorter run).
+
+For caches of N records laid out like a real instrument's (record i observed
+at 2024-01-01T00:00 + i hours, cal_type cycling dark/flat/arc/bias,
+spectrograph by (i // 4) % 2, instrument_era by (i // 8) % 2, master_cal 1, a
+1 KiB file each) it prints:
+
+- the time per ``register_calibration`` over the first and last 10% of 10,000
+  registrations;
+- ``store.local_db.add`` of N records in one call;
+- p50 and p95 of ``select_and_get_calibration`` with a dark selector;
+- p50 of ``get_calibration(id)`` of a cached file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from koa_middleware import CalibrationSelector, CalibrationStore
+from koa_middleware.hashing import file_digest
+
+START = datetime(2024, 1, 1)
+MJD_OF_START = 60310.0  # MJD of 2024-01-01T00:00
+PAYLOAD = b"\0" * 1024
+SELECT_SQL = (
+    "cal_type = :cal_type AND instrument_era = :era AND spectrograph = :spec AND master_cal = 1"
+)
+
+
+class DarkSelector(CalibrationSelector):
+    """Nearest master dark of the frame's era and spectrograph."""
+
+    def get_candidates(self, input, db, **kwargs):
+        params = {"cal_type": "dark", "era": input["era"], "spec": input["spec"]}
+        params["mjd"] = input["mjd"]
+        return db.table.rows_where(
+            SELECT_SQL, params, order_by="ABS(mjd_start - :mjd)", limit=1
+        )
+
+
+class BenchModel:
+    """A 1 KiB calibration file and its record."""
+
+    def __init__(self, record: dict):
+        self.record = record
+
+    def to_record(self) -> dict:
+        return self.record
+
+    def save(self, output_dir=None, output_path=None) -> str:
+        path = output_path or os.path.join(output_dir, self.record["filename"])
+        with open(path, "wb") as handle:
+            handle.write(PAYLOAD)
+        return path
+
+
+def layout_record(i: int) -> dict:
+    when = START + timedelta(hours=i)
+    return {
+        "filename": f"cal_{i:07d}.fits",
+        "cal_type": ("dark", "flat", "arc", "bias")[i % 4],
+        "datetime_obs": when.isoformat(timespec="milliseconds"),
+        "mjd_start": MJD_OF_START + i / 24,
+        "spectrograph": ("spec_a", "spec_b")[(i // 4) % 2],
+        "instrument_era": ("era1", "era2")[(i // 8) % 2],
+        "master_cal": 1,
+    }
+
+
+def percentile(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def bench_register(root: Path, count: int = 10_000) -> None:
+    with CalibrationStore("hispec", str(root / "register"), connect_remote=False) as store:
+        times = []
+        for i in range(count):
+            model = BenchModel(layout_record(i))
+            t0 = time.perf_counter()
+            store.register_calibration(model)
+            times.append(time.perf_counter() - t0)
+    tenth = count // 10
+    first = statistics.mean(times[:tenth]) * 1e3
+    last = statistics.mean(times[-tenth:]) * 1e3
+    print(f"register_calibration x{count}: first 10% {first:.3f} ms/call, "
+          f"last 10% {last:.3f} ms/call, ratio {last / first:.2f}")
+
+
+def bench_size(root: Path, n: int, lookups: int) -> None:
+    cache = root / f"n{n}"
+    with CalibrationStore("hispec", str(cache), connect_remote=False) as store:
+        md5, size = file_digest_of_payload(root)
+        records = []
+        for i in range(n):
+            record = layout_record(i)
+            record.update(
+                id=str(uuid.uuid4()), origin="KECK", cal_version="001",
+                last_updated=record["datetime_obs"], file_md5=md5, file_size=size,
+            )
+            records.append(record)
+            (store.layout.calibrations_dir / record["filename"]).write_bytes(PAYLOAD)
+        t0 = time.perf_counter()
+        store.local_db.add(records)
+        add_s = time.perf_counter() - t0
+
+        selector = DarkSelector()
+        select_times = []
+        for k in range(lookups):
+            i = (k * 7919) % n
+            frame = {"era": ("era1", "era2")[(i // 8) % 2],
+                     "spec": ("spec_a", "spec_b")[(i // 4) % 2],
+                     "mjd": MJD_OF_START + i / 24 + 0.3}
+            t0 = time.perf_counter()
+            path, record = store.select_and_get_calibration(frame, selector)
+            select_times.append(time.perf_counter() - t0)
+            assert record["cal_type"] == "dark" and os.path.isfile(path)
+
+        get_times = []
+        for k in range(lookups):
+            cal_id = records[(k * 104729) % n]["id"]
+            t0 = time.perf_counter()
+            store.get_calibration(cal_id)
+            get_times.append(time.perf_counter() - t0)
+    print(f"N={n:>7,}: local_db.add of N records {add_s:.3f} s | "
+          f"select_and_get_calibration p50 {percentile(select_times, 0.5) * 1e3:.3f} ms "
+          f"p95 {percentile(select_times, 0.95) * 1e3:.3f} ms | "
+          f"get_calibration(id) p50 {percentile(get_times, 0.5) * 1e3:.4f} ms")
+
+
+def file_digest_of_payload(root: Path) -> tuple[str, int]:
+    probe = root / "payload"
+    probe.write_bytes(PAYLOAD)
+    return file_digest(probe)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1_000, 10_000, 100_000])
+    parser.add_argument("--registrations", type=int, default=10_000)
+    parser.add_argument("--lookups", type=int, default=2_000)
+    args = parser.parse_args()
+    print("command:", " ".join([os.path.basename(sys.executable), *sys.argv]))
+    with tempfile.TemporaryDirectory(prefix="koa_bench_") as tmp:
+        root = Path(tmp)
+        bench_register(root, args.registrations)
+        for n in args.sizes:
+            bench_size(root, n, args.lookups)
+
+
+if __name__ == "__main__":
+    main()
