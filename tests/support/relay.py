@@ -96,9 +96,15 @@ class Relay:
 
     def _serve(self, client: socket.socket) -> None:
         try:
-            upstream = socket.create_connection(("127.0.0.1", self.target_port), timeout=5)
+            upstream = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            # A small receive buffer, so that little of an answer is in flight when the
+            # server dies: what the client gets is what the server had sent by then.
+            upstream.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+            upstream.settimeout(5)
+            upstream.connect(("127.0.0.1", self.target_port))
             upstream.settimeout(None)
         except OSError:
+            upstream.close()
             client.close()
             return
         with self._lock:
