@@ -21,6 +21,7 @@ from .config import DEFAULT_URL, resolve_config
 from .database.local_database import LocalCalibrationDB
 from .datamodel_protocol import SupportsCalibrationModelIO
 from .errors import (
+    ArchiveError,
     CalibrationNotFoundError,
     InvalidRecordError,
     KOAError,
@@ -433,7 +434,15 @@ class CalibrationStore:
         path = self._cached_path(record)
         if path is not None and (self.use_cached or self.remote_db is None):
             return str(path), record
-        return str(self._download(record)), record
+        try:
+            return str(self._download(record, force=path is not None)), record
+        except ArchiveError as exc:
+            if path is None or exc.status != 404:
+                raise
+            logger.warning(
+                "%s is not on the archive (%s); using the cached copy.", record["filename"], exc
+            )
+            return str(path), record
 
     def _fetch_remote_record(self, cal: Any) -> dict:
         described = cal if isinstance(cal, str) else self.record_from(cal).get("id")
@@ -465,11 +474,13 @@ class CalibrationStore:
             )
         return self.remote_db
 
-    def _download(self, record: dict) -> Path:
+    def _download(self, record: dict, force: bool = False) -> Path:
         from .transfer import fetch_to_cache
 
         remote = self._require_remote(f"fetch {record['filename']}")
-        return fetch_to_cache(remote, record, self.layout, progress=self.config.progress)
+        return fetch_to_cache(
+            remote, record, self.layout, progress=self.config.progress, force=force
+        )
 
     def download_calibration_file(self, calibration: dict | str) -> str:
         """Download a calibration's file from the archive into the cache (no local record).
@@ -598,7 +609,9 @@ class CalibrationStore:
 
         _check_mode(mode)
         remote = self._require_remote("push to the archive")
-        return push_records(self.local_db, remote, self.layout, mode=mode)
+        return push_records(
+            self.local_db, remote, self.layout, mode=mode, progress=self.config.progress
+        )
 
     def sync_records_from_cached_files(
         self, cals: SupportsCalibrationModelIO | dict | Sequence[Any]
