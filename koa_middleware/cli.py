@@ -285,7 +285,7 @@ def get(state: State, items: tuple[str, ...]) -> None:
 
 
 @cli.command()
-@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("--cal-type", help="Calibration type, when the header does not say.")
 @click.option("--origin", help="Origin to register under (else the store's).")
 @click.option("--new-version", is_flag=True, help="Register as a new version of its family.")
@@ -302,7 +302,16 @@ def register(state, files, cal_type, origin, new_version, fields) -> None:
     models = []
     for name in files:  # read every header first: a bad file stops all before anything is stored
         model = FITSCalibration(name, **overrides)
-        model.to_record()
+        try:
+            model.to_record()
+        except InvalidRecordError as exc:
+            missing = getattr(exc, "missing_fields", None)
+            if missing:
+                flags = " or ".join(
+                    "--cal-type" if f == "cal_type" else f"--set {f}=VALUE" for f in missing
+                )
+                raise InvalidRecordError(f"{exc} With koa-cal register: {flags}.") from exc
+            raise
         models.append(model)
     rows = []
     with _open_store(state) as store:

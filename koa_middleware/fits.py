@@ -358,7 +358,9 @@ class FITSCalibration:
         record = _fields_from_headers(self.path, self.header_map, self.overrides)
         missing = [field for field in _REQUIRED if record.get(field) in (None, "")]
         if missing:
-            raise InvalidRecordError(self._missing_message(missing))
+            error = InvalidRecordError(self._missing_message(missing))
+            error.missing_fields = missing  # lets a caller phrase its own hint
+            raise error
         return _validated(self.path, record, _REQUIRED)
 
     def _missing_message(self, missing: list[str]) -> str:
