@@ -20,7 +20,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .cache import CacheLayout, place_file
-from .errors import CalibrationSaveError, InvalidRecordError
+from .errors import (
+    CalibrationNotFoundError,
+    CalibrationSaveError,
+    ChecksumMismatchError,
+    InvalidRecordError,
+)
 from .hashing import file_digest
 from .records import LOCAL_REQUIRED_FIELDS, new_cal_id, utc_now, validate_record
 
@@ -29,7 +34,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["register_model", "save_model_to_cache"]
+__all__ = ["complete_cached_file_record", "register_model", "save_model_to_cache"]
 
 
 def register_model(
@@ -150,3 +155,32 @@ def save_model_to_cache(layout: CacheLayout, cal: Any, record: dict) -> Path:
     finally:
         temp.unlink(missing_ok=True)
     return destination
+
+
+def complete_cached_file_record(layout: CacheLayout, record: dict, origin: str) -> dict:
+    """Complete the record of a file already in the cache (checksums, id, origin, time).
+
+    Raises
+    ------
+    InvalidRecordError
+        If the record has no file name.
+    CalibrationNotFoundError
+        If the file is not in the cache.
+    ChecksumMismatchError
+        If the file's MD5 differs from the record's ``file_md5``.
+    """
+    if not record.get("filename"):
+        raise InvalidRecordError("The record has no filename; add the cached file's name.")
+    path = layout.path_for(record["filename"])
+    if not path.is_file():
+        raise CalibrationNotFoundError(
+            f"{record['filename']} is not in {layout.calibrations_dir}; copy it there first "
+            "or use register_calibration()."
+        )
+    md5, size = file_digest(path)
+    if record.get("file_md5") and str(record["file_md5"]).lower() != md5:
+        raise ChecksumMismatchError(f"{path.name} has MD5 {md5}, its record {record['file_md5']}.")
+    record["id"] = record.get("id") or new_cal_id()
+    record["origin"] = str(record.get("origin") or origin).upper()
+    record.update(file_md5=md5, file_size=size, last_updated=utc_now())
+    return record

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,21 +23,17 @@ from .errors import (
     ArchiveError,
     CalibrationNotFoundError,
     InvalidRecordError,
-    KOAError,
     RemoteUnavailableError,
 )
-from .hashing import file_digest, file_md5
+from .hashing import file_md5
 from .records import (
-    MAX_VERSION,
-    format_version,
     is_cal_id,
-    new_cal_id,
     normalize_timestamp,
-    utc_now,
     validate_cal_id,
 )
-from .registration import register_model
+from .registration import complete_cached_file_record, register_model
 from .selector_base import CalibrationSelector
+from .versions import find_version_issues, next_version
 
 logger = logging.getLogger(__name__)
 
@@ -240,16 +235,7 @@ class CalibrationStore:
         return self._next_version(family, origin)
 
     def _next_version(self, family: dict, origin: str) -> str:
-        from .errors import VersionLimitError
-
-        current = self.local_db.max_version(family, origin)
-        if current >= MAX_VERSION:
-            raise VersionLimitError(
-                f"Version family {family} of origin {origin} already holds version "
-                f"{MAX_VERSION}; versions never wrap. Change a family value (such as "
-                "datetime_obs) or register under another origin."
-            )
-        return format_version(current + 1)
+        return next_version(self.local_db.max_version(family, origin), family, origin)
 
     # -- registering -------------------------------------------------------
 
@@ -630,35 +616,16 @@ class CalibrationStore:
         """
         if isinstance(cals, dict) or not isinstance(cals, Sequence):
             cals = [cals]
-        records = [self._record_for_cached_file(dict(self.record_from(cal))) for cal in cals]
+        records = [
+            complete_cached_file_record(self.layout, dict(self.record_from(cal)), self.origin)
+            for cal in cals
+        ]
         with self.local_db.write_transaction():
             for record in records:
                 if record.get("cal_version") is None:
                     family = self.get_version_family_values(record)
                     record["cal_version"] = self._next_version(family, record["origin"])
                 self.local_db.add(record)
-
-    def _record_for_cached_file(self, record: dict) -> dict:
-        from .errors import ChecksumMismatchError
-
-        if not record.get("filename"):
-            raise InvalidRecordError("The record has no filename; add the cached file's name.")
-        path = self.layout.path_for(record["filename"])
-        if not path.is_file():
-            raise CalibrationNotFoundError(
-                f"{record['filename']} is not in {self.layout.calibrations_dir}; copy it "
-                "there first or use register_calibration()."
-            )
-        md5, size = file_digest(path)
-        if record.get("file_md5") and str(record["file_md5"]).lower() != md5:
-            raise ChecksumMismatchError(
-                f"{path.name} has MD5 {md5}, its record {record['file_md5']}."
-            )
-        record.setdefault("id", None)
-        record["id"] = record["id"] or new_cal_id()
-        record["origin"] = (record.get("origin") or self.origin).upper()
-        record.update(file_md5=md5, file_size=size, last_updated=utc_now())
-        return record
 
     # -- checks ------------------------------------------------------------
 
@@ -672,32 +639,7 @@ class CalibrationStore:
             ``'invalid'``), ``origin``, ``family``, ``cal_version`` and ``ids``.
             Empty when every family runs ``001``, ``002``, ... without repeats.
         """
-        families: dict[tuple, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
-        for row in self.local_db.rows:
-            try:
-                family = self.get_version_family_values(row)
-            except KOAError:
-                continue
-            key = (row.get("origin"), tuple(sorted(family.items(), key=lambda kv: kv[0])))
-            families[key][str(row.get("cal_version"))].append(row["id"])
-        issues = []
-        for (origin, family), versions in families.items():
-            base = {"origin": origin, "family": dict(family)}
-            numbers = []
-            for version, ids in sorted(versions.items()):
-                if not (len(version) == 3 and version.isdigit() and version != "000"):
-                    issues.append({**base, "issue": "invalid", "cal_version": version, "ids": ids})
-                    continue
-                numbers.append(int(version))
-                if len(ids) > 1:
-                    issues.append(
-                        {**base, "issue": "duplicate", "cal_version": version, "ids": ids}
-                    )
-            for missing in sorted(set(range(1, max(numbers, default=0) + 1)) - set(numbers)):
-                issues.append(
-                    {**base, "issue": "gap", "cal_version": format_version(missing), "ids": []}
-                )
-        return issues
+        return find_version_issues(self.local_db.rows, self.get_version_family_values)
 
 
 def _check_mode(mode: str) -> None:
