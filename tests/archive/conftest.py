@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,8 +13,13 @@ import pytest
 
 from koa_middleware.archive.catalog import Catalog
 from koa_middleware.archive.tokens import TokenStore
-from support.archive import ArchiveServer
-from support.postgres import catalog_url, postgres_url  # noqa: F401  (fixtures)
+from support.archive import ArchiveServer, publish
+from support.postgres import (  # noqa: F401  (fixtures)
+    CATALOG_BACKENDS,
+    catalog_url,
+    fresh_postgres_database,
+    postgres_url,
+)
 
 
 def make_tokens(root: Path, db_url: str | None) -> dict[str, str]:
@@ -32,7 +38,7 @@ class Archive:
 
     server: ArchiveServer
     tokens: dict[str, str]
-    clients: list[httpx.Client] = field(default_factory=list)
+    clients: dict[tuple, httpx.Client] = field(default_factory=dict)
 
     @property
     def base(self) -> str:
@@ -44,17 +50,17 @@ class Archive:
 
     def client(self, scope: str | None = "write", token: str | None = None) -> httpx.Client:
         """An HTTP client on BASE; ``scope=None`` sends no token."""
-        headers = {}
         secret = token or (self.tokens[scope] if scope else None)
-        if secret:
-            headers["Authorization"] = f"Bearer {secret}"
-        client = httpx.Client(base_url=self.base + "/", headers=headers, timeout=60)
-        self.clients.append(client)
-        return client
+        key = (secret, self.base)
+        if key not in self.clients:  # one client (and connection pool) per token and server
+            headers = {"Authorization": f"Bearer {secret}"} if secret else {}
+            self.clients[key] = httpx.Client(base_url=self.base + "/", headers=headers, timeout=60)
+        return self.clients[key]
 
     def close(self) -> None:
-        for client in self.clients:
+        for client in self.clients.values():
             client.close()
+        self.clients.clear()
 
 
 @pytest.fixture
@@ -128,3 +134,26 @@ def iter_changes():
                 return
 
     return follow
+
+
+@pytest.fixture(scope="module", params=CATALOG_BACKENDS)
+def shared_archive(request: pytest.FixtureRequest, tmp_path_factory) -> Iterator[Archive]:
+    """One server per module and backend, for tests that each leave the catalog unchanged.
+
+    Uploads are limited to 100,000 bytes. Holds one published calibration,
+    ``shared_archive.seed``, whose file is ``b"seed bytes"``.
+    """
+    with contextlib.ExitStack() as stack:
+        url = None
+        if request.param == "postgres":
+            url = stack.enter_context(fresh_postgres_database())
+        root = tmp_path_factory.mktemp("shared") / "archive"
+        root.mkdir()
+        tokens = make_tokens(root, url)
+        server = stack.enter_context(
+            ArchiveServer(root, db_url=url, extra_args=("--max-upload-bytes", "100000"))
+        )
+        archive = Archive(server, tokens)
+        stack.callback(archive.close)
+        archive.seed = publish(archive.client("write"), b"seed bytes")  # type: ignore[attr-defined]
+        yield archive
