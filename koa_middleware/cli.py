@@ -11,12 +11,10 @@ adds the traceback.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 import sys
 import traceback
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,28 +22,13 @@ import click
 
 from . import __version__
 from . import cli_output as out
-from .errors import InvalidRecordError, KOAError, RemoteUnavailableError
+from .cli_support import State, load_selector, open_store, parse_pairs
+from .errors import InvalidRecordError, KOAError
 from .records import validate_column_name
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["cli", "main"]
-
-SELECTOR_ALIASES = {
-    "nearest": "koa_middleware.selectors:NearestInTimeSelector",
-    "latest": "koa_middleware.selectors:LatestVersionSelector",
-}
-
-
-@dataclass
-class State:
-    """The global options, shared with every command."""
-
-    instrument: str | None = None
-    cache_dir: str | None = None
-    url: str | None = None
-    json: bool = False
-    retries: int = 2
 
 
 def _set_json(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
@@ -60,53 +43,6 @@ json_flag = click.option(
     callback=_set_json,
     help="Print JSON instead of text (also a global option).",
 )
-
-
-def _pairs(values: tuple[str, ...], option: str, validate_keys: bool = True) -> dict[str, str]:
-    """Parse ``KEY=VALUE`` options, refusing malformed ones and unsafe column names."""
-    result = {}
-    for item in values:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise click.BadParameter(f"{item!r} is not KEY=VALUE.", param_hint=option)
-        key = key.strip()
-        if validate_keys:
-            try:
-                validate_column_name(key)
-            except InvalidRecordError as exc:
-                raise click.BadParameter(str(exc), param_hint=option) from None
-        result[key] = value
-    return result
-
-
-def _open_store(state: State, remote: bool = False, probe: bool = False) -> Any:
-    """Open the store; with ``probe``, make sure the archive answers before touching the cache."""
-    from .store import CalibrationStore
-
-    if probe:
-        _probe_archive(state)
-    store = CalibrationStore(
-        state.instrument, state.cache_dir, connect_remote=remote, sync_on_init=False
-    )
-    if store.remote_db is not None:
-        store.remote_db.retries = state.retries
-    return store
-
-
-def _probe_archive(state: State) -> None:
-    from .config import DEFAULT_URL, resolve_config
-    from .database.remote_database import RemoteCalibrationDB
-
-    cfg = resolve_config(state.instrument, state.cache_dir, url=state.url)
-    has_login = bool(cfg.keck_email and cfg.keck_password)
-    if not (cfg.token or has_login) and cfg.url.rstrip("/") == DEFAULT_URL:
-        raise RemoteUnavailableError(
-            f"No archive credentials for {DEFAULT_URL}: set KOA_API_TOKEN (or "
-            "KECK_OBSERVER_EMAIL/KECK_OBSERVER_PASSWORD), or point --url / "
-            "KOA_CALIBRATIONS_URL at another archive."
-        )
-    with RemoteCalibrationDB(cfg.instrument_name, url=cfg.url, retries=state.retries) as remote:
-        remote.get_last_updated()  # reachable, and the credentials are accepted
 
 
 def _emit(state: State, data: Any, text: str | None = None) -> None:
@@ -173,7 +109,7 @@ def status(state: State) -> None:
     from .cache_report import cache_status
 
     failed = None
-    with _open_store(state, remote=True) as store:
+    with open_store(state, remote=True) as store:
         data = cache_status(store)
         archive: dict[str, Any] = {"url": getattr(store.remote_db, "display_url", None)}
         if store.remote_db is not None:
@@ -196,7 +132,7 @@ def sync(state: State, mode: str, files: bool) -> None:
     """Pull new and changed records (and with --files their files)."""
     from .transfer import progress_bar
 
-    with _open_store(state, remote=True, probe=True) as store:
+    with open_store(state, remote=True, probe=True) as store:
         added = store.sync_records_from_remote(mode=mode)
         fetched, size = [], 0
         if files:
@@ -236,7 +172,7 @@ def sync(state: State, mode: str, files: bool) -> None:
 @click.pass_obj
 def query(state, cal_type, since, until, origin, where, source, fmt, columns, limit) -> None:
     """List calibration records here (or on the archive)."""
-    filters = _pairs(where, "--where")
+    filters = parse_pairs(where, "--where")
     chosen = [c.strip() for c in columns.split(",") if c.strip()] if columns else None
     for column in chosen or []:
         try:
@@ -246,7 +182,7 @@ def query(state, cal_type, since, until, origin, where, source, fmt, columns, li
     kwargs = {"cal_type": cal_type, "origin": origin, "date_time_start": since,
               "date_time_end": until, **filters}  # fmt: skip
     kwargs = {key: value for key, value in kwargs.items() if value is not None}
-    with _open_store(state, remote=source == "remote", probe=source == "remote") as store:
+    with open_store(state, remote=source == "remote", probe=source == "remote") as store:
         records = store.query(source=source, **kwargs)
     if isinstance(records, dict):
         records = [records]
@@ -267,7 +203,7 @@ def query(state, cal_type, since, until, origin, where, source, fmt, columns, li
 def get(state: State, items: tuple[str, ...]) -> None:
     """Print local paths of calibrations, downloading what is missing."""
     results, errors = [], []
-    with _open_store(state, remote=True) as store:
+    with open_store(state, remote=True) as store:
         for item in items:
             try:
                 path, record = store.get_calibration(item)
@@ -296,7 +232,7 @@ def register(state, files, cal_type, origin, new_version, fields) -> None:
     """Register FITS calibration FILES into the local cache."""
     from .fits import FITSCalibration
 
-    overrides: dict[str, Any] = _pairs(fields, "--set")
+    overrides: dict[str, Any] = parse_pairs(fields, "--set")
     if cal_type:
         overrides["cal_type"] = cal_type
     models = []
@@ -314,7 +250,7 @@ def register(state, files, cal_type, origin, new_version, fields) -> None:
             raise
         models.append(model)
     rows = []
-    with _open_store(state) as store:
+    with open_store(state) as store:
         for model in models:
             path, record = store.register_calibration(model, origin=origin, new_version=new_version)
             new_id = model.to_record().get("id")
@@ -332,7 +268,7 @@ def push(state: State) -> None:
 
     Each file is uploaded (and checked by MD5 on the archive) before its record.
     """
-    with _open_store(state, remote=True, probe=True) as store:
+    with open_store(state, remote=True, probe=True) as store:
         pushed = store.sync_records_to_remote()
         url = store.remote_db.display_url
     rows = [{k: r.get(k) for k in ("id", "filename", "cal_type", "cal_version", "file_size")}
@@ -353,7 +289,7 @@ def verify(state: State, repair: bool) -> None:
     """Check cached files against their records (size, MD5)."""
     from .cache_report import verify_cache
 
-    with _open_store(state, remote=repair) as store:
+    with open_store(state, remote=repair) as store:
         report = verify_cache(store, repair=repair)
     lines = []
     if report["problems"]:
@@ -379,7 +315,7 @@ def versions(state: State, check: bool) -> None:
     """List version families, or check their numbering."""
     from .cache_report import version_families
 
-    with _open_store(state) as store:
+    with open_store(state) as store:
         if not check:
             families = version_families(store)
             _emit(state, families, out.render_table(families, ["origin", "family", "versions"]))
@@ -389,28 +325,6 @@ def versions(state: State, check: bool) -> None:
     _emit(state, issues, text if issues else "No version issues.")
     if issues:
         raise click.ClickException(f"{len(issues)} version issue(s) found")
-
-
-def _load_selector(spec: str, options: dict[str, str]) -> Any:
-    from .selector_base import CalibrationSelector
-
-    target = SELECTOR_ALIASES.get(spec, spec)
-    module_name, _, class_name = target.partition(":")
-    if not module_name or not class_name:
-        raise click.BadParameter(f"{spec!r}: use MODULE:CLASS, 'nearest' or 'latest'.",
-                                 param_hint="--selector")  # fmt: skip
-    try:
-        cls = getattr(importlib.import_module(module_name), class_name)
-    except (ImportError, AttributeError) as exc:
-        raise click.BadParameter(f"cannot load {target}: {exc}", param_hint="--selector") from None
-    if not (isinstance(cls, type) and issubclass(cls, CalibrationSelector)):
-        raise click.BadParameter(f"{target} is not a CalibrationSelector.", param_hint="--selector")
-    try:
-        return cls(**options)
-    except (TypeError, ValueError) as exc:
-        raise click.BadParameter(
-            f"cannot build {class_name}: {exc}", param_hint="--option"
-        ) from None
 
 
 @cli.command()
@@ -441,10 +355,10 @@ def explain(state, spec, options, frame, meta) -> None:  # fmt: skip
     """Show the candidates a selector considers, its choice and why."""
     if bool(frame) == bool(meta):
         raise click.UsageError("give either --input FRAME.fits or --meta KEY=VALUE ...")
-    selector = _load_selector(spec, _pairs(options, "--option", validate_keys=False))
+    selector = load_selector(spec, parse_pairs(options, "--option", validate_keys=False))
     input_data: Any = frame
     if meta:
-        input_data = _pairs(meta, "--meta")
+        input_data = parse_pairs(meta, "--meta")
         if "mjd_start" in input_data:
             try:
                 input_data["mjd_start"] = float(input_data["mjd_start"])
@@ -452,7 +366,7 @@ def explain(state, spec, options, frame, meta) -> None:  # fmt: skip
                 raise click.BadParameter(
                     "mjd_start must be a number.", param_hint="--meta"
                 ) from None
-    with _open_store(state) as store:
+    with open_store(state) as store:
         report = selector.explain(input_data, store.local_db)
     _emit(state, report, out.render_explain(report))
     if report["chosen"] is None:
