@@ -5,19 +5,19 @@ show it; secrets are masked whenever a setting is shown.
 
 Environment variables
 ---------------------
-=========================================== ==============================================
-``KOA_INSTRUMENT_NAME``                     instrument (required unless passed)
-``KOA_CALIBRATION_CACHE``                   cache folder (required unless passed)
-``KOA_LOCAL_CALIBRATION_DATABASE_FILENAME`` ``<instrument>_calibrations.db``
+============================================= ===========================================
+``KOA_INSTRUMENT_NAME``                       instrument (required unless passed)
+``KOA_CALIBRATION_CACHE``                     cache folder (required unless passed)
+``KOA_LOCAL_CALIBRATION_DATABASE_FILENAME``   ``<instrument>_calibrations.db``
 ``KOA_LOCAL_CALIBRATION_DATABASE_TABLE_NAME`` ``<instrument>``
-``KOA_CALIBRATION_ORIGIN``                  ``LOCAL`` (``KOA_CALIBRATIONS_ORIGIN`` too)
-``KOA_USE_CACHED_CALIBRATIONS``             ``true``
-``KOA_CALIBRATIONS_URL``                    the Keck calibrations API
-``KOA_API_TOKEN``                           none (bearer token for the archive)
-``KECK_OBSERVER_EMAIL``                     none (Keck observer login)
-``KECK_OBSERVER_PASSWORD``                  none (Keck observer login)
-``KOA_PROGRESS``                            ``1`` (progress bars on a terminal)
-=========================================== ==============================================
+``KOA_CALIBRATION_ORIGIN``                    ``LOCAL`` (``KOA_CALIBRATIONS_ORIGIN`` too)
+``KOA_USE_CACHED_CALIBRATIONS``               ``true``
+``KOA_CALIBRATIONS_URL``                      the Keck calibrations API
+``KOA_API_TOKEN``                             none (bearer token for the archive)
+``KECK_OBSERVER_EMAIL``                       none (Keck observer login)
+``KECK_OBSERVER_PASSWORD``                    none (Keck observer login)
+``KOA_PROGRESS``                              ``1`` (progress bars on a terminal)
+============================================= ===========================================
 """
 
 from __future__ import annotations
