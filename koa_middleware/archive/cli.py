@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import socket
 import sys
 from pathlib import Path
@@ -170,10 +171,18 @@ def serve(
             sys.stdout.flush()
         await task
 
+    def _stopped(signum, _frame) -> None:
+        raise SystemExit(0)
+
+    # uvicorn shuts down gracefully on SIGTERM/SIGINT, then raises the signal again
+    # for the previous handler: make that a clean exit rather than a kill or a traceback.
+    signal.signal(signal.SIGTERM, _stopped)
+    signal.signal(signal.SIGINT, _stopped)
     try:
         asyncio.run(run())
     finally:
         catalog.close()
+        logger.info("koa-archive on %s stopped", base_url)
     if not server.started:
         raise click.ClickException("The server did not start; see the log above.")
 
