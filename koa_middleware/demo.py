@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import KOAError
-from .fits import FITSCalibration, _import_fits, mjd_from_datetime
+from .fits import FITSCalibration, import_astropy_fits, mjd_from_datetime
 from .hashing import verify_file
 from .selectors import LatestVersionSelector, NearestInTimeSelector
 from .store import CalibrationStore
@@ -136,7 +136,7 @@ def write_calibrations(folder: Path) -> list[tuple[Path, bool]]:
         Every file, first versions before later ones; the flag is True for a
         reprocessed version (to register with ``new_version=True``).
     """
-    fits = _import_fits()
+    fits = import_astropy_fits()
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     seed = 0
@@ -169,7 +169,7 @@ def write_calibrations(folder: Path) -> list[tuple[Path, bool]]:
 
 def write_science_frames(folder: Path) -> list[Path]:
     """Write the synthetic science frames (``IMAGETYP = 'OBJECT'``); return their paths."""
-    fits = _import_fits()
+    fits = import_astropy_fits()
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for seed, (stem, stamp, spec, era) in enumerate(SCIENCE_FRAMES, start=1000):

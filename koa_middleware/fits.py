@@ -41,6 +41,7 @@ __all__ = [
     "fits_record",
     "fits_metadata",
     "read_fits_header",
+    "import_astropy_fits",
     "mjd_from_datetime",
     "datetime_from_mjd",
 ]
@@ -88,8 +89,19 @@ _OLD_DATE_RE = re.compile(r"^(\d{2})/(\d{2})/(\d{2})$")  # DD/MM/YY, pre-1999 FI
 _CHUNK = 1 << 20
 
 
-def _import_fits() -> Any:
-    """Import ``astropy.io.fits``, or explain how to install it."""
+def import_astropy_fits() -> Any:
+    """Import and return ``astropy.io.fits``, or explain how to install it.
+
+    Returns
+    -------
+    module
+        ``astropy.io.fits``.
+
+    Raises
+    ------
+    ImportError
+        If astropy is missing; the message gives ``pip install 'koa_middleware[fits]'``.
+    """
     try:
         from astropy.io import fits
     except ImportError as exc:  # pragma: no cover - depends on the environment
@@ -157,7 +169,7 @@ def read_fits_header(path: str | os.PathLike) -> list[Mapping[str, Any]]:
     ImportError
         If astropy is not installed.
     """
-    fits = _import_fits()
+    fits = import_astropy_fits()
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist or is not a file; check the path.")
