@@ -377,7 +377,7 @@ def _add_v2_routes(app: FastAPI) -> None:
     def get_file(
         request: Request,
         instrument: str = Depends(read_access),
-        cal_id: str = PathParam(description=m.ID_DOC),
+        cal_id: str = PathParam(description=m.ID_DOC, json_schema_extra={"format": "uuid"}),
         range_header: str | None = Header(None, alias="Range"),
     ) -> Response:
         archive: Archive = request.app.state.archive
@@ -423,8 +423,12 @@ def _add_v2_routes(app: FastAPI) -> None:
     async def put_file(
         request: Request,
         instrument: str = Depends(write_access),
-        cal_id: str = PathParam(description=m.ID_DOC),
-        x_file_md5: str = Header(alias="X-File-MD5", description="Lower-case hex MD5"),
+        cal_id: str = PathParam(description=m.ID_DOC, json_schema_extra={"format": "uuid"}),
+        x_file_md5: str = Header(
+            alias="X-File-MD5",
+            description="Lower-case hex MD5",
+            json_schema_extra={"pattern": "^[0-9a-f]{32}$"},
+        ),
         x_file_size: str | None = Header(None, alias="X-File-Size", description="Bytes"),
     ) -> Response:
         archive: Archive = request.app.state.archive
