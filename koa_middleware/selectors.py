@@ -21,6 +21,7 @@ Examples
 from __future__ import annotations
 
 import logging
+import sqlite3
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -38,6 +39,8 @@ __all__ = ["Condition", "ColumnMatchSelector", "NearestInTimeSelector", "LatestV
 
 # MJD = JD - 2400000.5; records without mjd_start fall back to datetime_obs.
 _JULIAN_OFFSET = 2400000.5
+# Days added to a narrowing window so rounding never drops a row at its edge.
+_WINDOW_SLACK = 1e-6
 
 
 @dataclass(frozen=True)
@@ -131,6 +134,7 @@ class ColumnMatchSelector(CalibrationSelector):
         self.match = _columns_option(match)
         self.master_only = bool(normalize_bool(master_only, "master_only"))
         self.explain_limit = int(explain_limit)
+        self._indexed: set[tuple] = set()
 
     def __repr__(self) -> str:
         return (
@@ -224,16 +228,54 @@ class ColumnMatchSelector(CalibrationSelector):
         order_by = self.ranking.format(time=self.time_expression(columns))
         return conditions, order_by, params
 
-    def _run(self, input: Any, db: LocalCalibrationDB, limit: int) -> list[dict]:
+    def _run(
+        self, input: Any, db: LocalCalibrationDB, limit: int, narrow: bool = False
+    ) -> list[dict]:
         meta = self.get_metadata(input)
         columns = db.table.columns_dict
         conditions, order_by, params = self.build_query(meta, columns)
         where = " AND ".join(f"({c.sql})" for c in conditions)
+        if narrow and "mjd_start" in columns and all(c.sql != "0" for c in conditions):
+            window = self._indexed_window(db, where, params, columns)
+            if window is not None:
+                where += " AND (mjd_start BETWEEN :window_lo AND :window_hi)"
+                params = {**params, "window_lo": window[0], "window_hi": window[1]}
         return list(db.table.rows_where(where, params, order_by=order_by, limit=limit))
+
+    def _indexed_window(
+        self, db: LocalCalibrationDB, where: str, params: dict, columns: Iterable[str]
+    ) -> tuple[float, float] | None:
+        """An ``mjd_start`` range that holds the best candidate, found through an index.
+
+        The range only narrows the query (its own conditions and order stay), so
+        the answer is the same as without it; None when it cannot be bounded
+        (some matching record has no ``mjd_start``).
+        """
+        key = ("cal_type", *[c for c in self.match if c in columns], "mjd_start")
+        if (id(db), key) not in self._indexed and callable(getattr(db, "ensure_index", None)):
+            self._indexed.add((id(db), key))
+            try:
+                db.ensure_index(key)
+            except sqlite3.Error as exc:  # e.g. a read-only cache: slower, still correct
+                logger.info("No index on %s (%s); selecting without it.", key, exc)
+        untimed = db.table.rows_where(f"{where} AND mjd_start IS NULL", params, select="1", limit=1)
+        if next(untimed, None) is not None:
+            return None
+        return self.time_window(db, where, params)
+
+    def time_window(
+        self, db: LocalCalibrationDB, where: str, params: dict
+    ) -> tuple[float, float] | None:
+        """The ``mjd_start`` range the best candidate lies in; None when unknown.
+
+        Subclasses bound it so that :meth:`get_candidates` reads a few index
+        entries instead of every matching record.
+        """
+        return None
 
     def get_candidates(self, input: Any, db: LocalCalibrationDB, **kwargs: Any) -> list[dict]:
         """The best candidate (a one-element list), or an empty list."""
-        return self._run(input, db, limit=1)
+        return self._run(input, db, limit=1, narrow=True)
 
     # -- explaining ---------------------------------------------------------
 
@@ -392,6 +434,28 @@ class NearestInTimeSelector(ColumnMatchSelector):
             )
         return result
 
+    def time_window(
+        self, db: LocalCalibrationDB, where: str, params: dict
+    ) -> tuple[float, float] | None:
+        """From the nearest times below and above the frame (two index seeks)."""
+        frame = params["frame_mjd"]
+        nearest = []
+        for side, order in (("<", "DESC"), (">=", "ASC")):
+            rows = db.table.rows_where(
+                f"{where} AND mjd_start {side} :frame_mjd",
+                params,
+                # rowid keeps the order off the plain-column fast path: the index
+                # on (cal_type, match..., mjd_start) already serves it
+                order_by=f"mjd_start {order}, rowid {order}",
+                select="mjd_start",
+                limit=1,
+            )
+            nearest += [abs(row["mjd_start"] - frame) for row in rows]
+        if not nearest:
+            return (frame, frame - 1.0)  # an empty range: nothing matches
+        distance = min(nearest) + _WINDOW_SLACK
+        return (frame - distance, frame + distance)
+
     def explain_reason(self, meta, candidates, chosen, fallback, eliminated, total=None) -> str:
         """Say how near the chosen calibration is and what it matched."""
         if chosen is None or fallback:
@@ -459,6 +523,16 @@ class LatestVersionSelector(ColumnMatchSelector):
                 {"validity_days": self.validity_days},
             ),
         ]
+
+    def time_window(
+        self, db: LocalCalibrationDB, where: str, params: dict
+    ) -> tuple[float, float] | None:
+        """The validity window itself."""
+        frame = params["frame_mjd"]
+        return (
+            frame - self.validity_days - _WINDOW_SLACK,
+            frame + self.validity_days + _WINDOW_SLACK,
+        )
 
     def explain_reason(self, meta, candidates, chosen, fallback, eliminated, total=None) -> str:
         """Say which version was chosen, how near it is and what it matched."""

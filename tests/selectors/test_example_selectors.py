@@ -245,3 +245,66 @@ def test_fits_inputs_select_like_their_metadata(db, tmp_path):
     assert dark.select(FITSCalibration(path), db)["filename"] == expected
     report = dark.explain(str(path), db)
     assert report["input"]["datetime_obs"] == "2024-01-05T02:00:00.000"
+
+
+# -- the index-narrowed query answers exactly as the plain ranking ------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_record = st.fixed_dictionaries(
+    {
+        "cal_type": st.sampled_from(["dark", "flat"]),
+        "spectrograph": st.sampled_from(["spec_a", "spec_b"]),
+        "instrument_era": st.sampled_from(["era1", "era2"]),
+        "mjd_start": st.integers(0, 40).map(lambda n: 60000 + n / 4),  # quarter days make ties
+        "cal_version": st.integers(1, 3).map(lambda n: f"{n:03d}"),
+        "master_cal": st.sampled_from([0, 1]),
+        "origin": st.sampled_from(["KECK", "LOCAL"]),
+    }
+)
+_selector = st.one_of(
+    st.builds(
+        NearestInTimeSelector,
+        st.sampled_from(["dark", "flat"]),
+        max_days=st.sampled_from([None, 0.5, 3]),
+        master_only=st.booleans(),
+        origin=st.sampled_from(["ANY", "KECK"]),
+    ),
+    st.builds(
+        LatestVersionSelector,
+        st.sampled_from(["dark", "flat"]),
+        validity_days=st.sampled_from([0.25, 1, 4]),
+        master_only=st.booleans(),
+        origin=st.sampled_from(["ANY", "LOCAL"]),
+    ),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    records=st.lists(_record, max_size=30),
+    untimed=st.booleans(),
+    selector=_selector,
+    frame_mjd=st.integers(-8, 48).map(lambda n: 60000 + n / 4 + 0.01 * (n % 3)),
+    spectrograph=st.sampled_from(["spec_a", "spec_b"]),
+)
+def test_select_matches_the_full_ranking(records, untimed, selector, frame_mjd, spectrograph):
+    from koa_middleware.fits import datetime_from_mjd
+
+    db = LocalCalibrationDB(":memory:", "hispec")
+    if untimed and records:  # a record without mjd_start: its time comes from datetime_obs
+        records[0] = dict(records[0], mjd_start=None)
+    rows = []
+    for index, record in enumerate(records):
+        mjd = record["mjd_start"] if record["mjd_start"] is not None else 60000 + index / 8
+        rows.append(
+            dict(record, id=str(uuid.uuid4()), filename=f"c{index}.fits",
+                 datetime_obs=datetime_from_mjd(mjd), last_updated=f"2024-01-01T00:00:{index:02d}")
+        )  # fmt: skip
+    if rows:
+        db.add(rows)
+    frame = {"mjd_start": frame_mjd, "spectrograph": spectrograph, "instrument_era": "era1"}
+    ranking = selector.explain_candidates(frame, db)
+    assert selector.select(frame, db) == (ranking[0] if ranking else None)
+    db.close()
