@@ -14,12 +14,12 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fastapi import Depends, FastAPI, Header, Query, Request
+from fastapi import Depends, FastAPI, Header, Request
 from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
@@ -90,23 +90,45 @@ class Archive:
 _bearer = HTTPBearer(auto_error=False, description="A token from `koa-archive token create`")
 
 
-def _access(needed: str) -> Callable[..., str]:
-    """A dependency that checks the token's scope, then the instrument; returns the instrument."""
+class Access:
+    """A request's claim to an instrument, checked by :meth:`granted` (in a worker thread).
 
-    def dependency(
+    The token lookup needs the catalog, so it runs inside the route's own worker
+    thread rather than in an extra one of its own.
+    """
+
+    def __init__(self, archive: Archive, request: Request, needed: str, instrument: str):
+        self.archive = archive
+        self.request = request
+        self.needed = needed
+        self.instrument = instrument
+
+    def granted(self) -> str:
+        """Check the token's scope, then the instrument; return the instrument's name.
+
+        Raises
+        ------
+        Unauthorized, Forbidden, NotFound
+        """
+        _authorize(self.archive, self.request, self.needed)
+        name = self.instrument.lower()
+        if name not in self.archive.settings.instruments:
+            raise NotFound(
+                f"Unknown instrument {self.instrument!r}: this archive serves "
+                f"{', '.join(self.archive.settings.instruments)}."
+            )
+        return name
+
+
+def _access(needed: str) -> Callable[..., Awaitable[Access]]:
+    """A dependency that hands the route an :class:`Access` needing scope ``needed``."""
+
+    async def dependency(
         request: Request,
         instrument: str = PathParam(description="Instrument name, lower case (e.g. hispec)"),
         credentials: HTTPAuthorizationCredentials | None = Depends(_bearer),
-    ) -> str:
-        archive: Archive = request.app.state.archive
-        _authorize(archive, request, needed)
-        name = instrument.lower()
-        if name not in archive.settings.instruments:
-            raise NotFound(
-                f"Unknown instrument {instrument!r}: this archive serves "
-                f"{', '.join(archive.settings.instruments)}."
-            )
-        return name
+    ) -> Access:
+        return Access(request.app.state.archive, request, needed, instrument)
 
     return dependency
 
@@ -212,6 +234,43 @@ def create_app(
 
 
 # -- routes ------------------------------------------------------------------------------
+def _param(
+    name: str, description: str, required: bool = False, kind: str = "string", fmt: str = ""
+) -> dict[str, Any]:
+    """An OpenAPI query parameter. Routes read their query parameters themselves (no
+    per-request model building), so they are documented here rather than in signatures."""
+    schema: dict[str, Any] = {"type": kind}
+    if fmt:
+        schema["format"] = fmt
+    return {
+        "name": name,
+        "in": "query",
+        "required": required,
+        "description": description,
+        "schema": schema,
+    }
+
+
+QUERY_PARAMETERS = [
+    _param("cal_id", m.ID_DOC, fmt="uuid"),
+    _param("filename", "Equal to this file name"),
+    _param("cal_type", "Equal to this calibration type"),
+    _param("origin", "Equal to this origin"),
+    _param("date_time_start", "datetime_obs >= this"),
+    _param("date_time_end", "datetime_obs <= this"),
+    _param("last_updated_start", "last_updated > this"),
+    _param("last_updated_end", "last_updated <= this"),
+    _param("cal_version_min", "cal_version >= this"),
+    _param("cal_version_max", "cal_version <= this"),
+    _param("fetch", "all (default) or first"),
+]
+V2_QUERY_PARAMETERS = [
+    _param("columns", "Comma-separated columns to return"),
+    _param("limit", "At most this many records", kind="integer"),
+    _param("offset", "Skip this many records", kind="integer"),
+]
+
+
 def _add_v1_routes(app: FastAPI, v2: bool) -> None:
     base = API_PREFIX + "/{instrument}"
 
@@ -223,26 +282,11 @@ def _add_v1_routes(app: FastAPI, v2: bool) -> None:
         description="Filters combine with AND; any other query parameter is an equality "
         "filter on that column. Ordered by last_updated, then id. With cal_id or "
         "fetch=first the answer is one record.",
+        openapi_extra={"parameters": QUERY_PARAMETERS + (V2_QUERY_PARAMETERS if v2 else [])},
     )
-    def query(
-        request: Request,
-        instrument: str = Depends(read_access),
-        cal_id: str | None = Query(None, description=m.ID_DOC),
-        filename: str | None = None,
-        cal_type: str | None = None,
-        origin: str | None = None,
-        date_time_start: str | None = Query(None, description="datetime_obs >= this"),
-        date_time_end: str | None = Query(None, description="datetime_obs <= this"),
-        last_updated_start: str | None = Query(None, description="last_updated > this"),
-        last_updated_end: str | None = Query(None, description="last_updated <= this"),
-        cal_version_min: str | None = None,
-        cal_version_max: str | None = None,
-        fetch: str | None = Query(None, description="all (default) or first"),
-        columns: str | None = Query(None, description="v2: comma-separated columns to return"),
-        limit: str | None = Query(None, description="v2: at most this many records"),
-        offset: str | None = Query(None, description="v2: skip this many records"),
-    ) -> Response:
+    def query(request: Request, access: Access = Depends(read_access)) -> Response:
         archive: Archive = request.app.state.archive
+        instrument = access.granted()
         filters = dict(request.query_params)
         fetch_mode = filters.pop("fetch", None) or "all"
         if fetch_mode not in ("all", "first"):
@@ -273,8 +317,9 @@ def _add_v1_routes(app: FastAPI, v2: bool) -> None:
         response_model=m.LastUpdated,
         responses=m.error_responses(401, 403, 404),
     )
-    def last_updated(request: Request, instrument: str = Depends(read_access)) -> Response:
+    def last_updated(request: Request, access: Access = Depends(read_access)) -> Response:
         archive: Archive = request.app.state.archive
+        instrument = access.granted()
         return JSONResponse({"last_updated": archive.catalog.last_updated(instrument)})
 
     @app.post(
@@ -301,8 +346,9 @@ def _add_v1_routes(app: FastAPI, v2: bool) -> None:
             }
         },
     )
-    async def add(request: Request, instrument: str = Depends(write_access)) -> Response:
+    async def add(request: Request, access: Access = Depends(write_access)) -> Response:
         archive: Archive = request.app.state.archive
+        instrument = await run_in_threadpool(access.granted)
         batch = _parse_batch(await _read_json_body(request))
         ids = await run_in_threadpool(archive.catalog.add, instrument, batch)
         logger.info("Added %d record(s) to %s", len(ids), instrument)
@@ -320,14 +366,12 @@ def _add_v1_routes(app: FastAPI, v2: bool) -> None:
             },
             **m.error_responses(400, 401, 403, 404),
         },
+        openapi_extra={"parameters": [_param("cal_id", m.ID_DOC, required=True, fmt="uuid")]},
     )
-    def download(
-        request: Request,
-        instrument: str = Depends(read_access),
-        cal_id: str = Query(description=m.ID_DOC),
-    ) -> Response:
+    def download(request: Request, access: Access = Depends(read_access)) -> Response:
         archive: Archive = request.app.state.archive
-        cal_id = _cal_id(cal_id)
+        instrument = access.granted()
+        cal_id = _cal_id(request.query_params.get("cal_id", ""))
         record = archive.catalog.get(instrument, cal_id)
         if record is None:
             raise NotFound(f"No calibration {cal_id} in {instrument}.")
@@ -351,14 +395,20 @@ def _add_v2_routes(app: FastAPI) -> None:
         summary="Records changed after seq",
         response_model=m.ChangesPage,
         responses=m.error_responses(400, 401, 403, 404),
+        openapi_extra={
+            "parameters": [
+                _param("since", "Last seq seen (default 0)", kind="integer"),
+                _param(
+                    "limit", f"Page size, 1..{MAX_CHANGES_LIMIT} (default 1000)", kind="integer"
+                ),
+            ]
+        },
     )
-    def changes(
-        request: Request,
-        instrument: str = Depends(read_access),
-        since: str | None = Query(None, description="Last seq seen (default 0)"),
-        limit: str | None = Query(None, description=f"Page size, 1..{MAX_CHANGES_LIMIT}"),
-    ) -> Response:
+    def changes(request: Request, access: Access = Depends(read_access)) -> Response:
         archive: Archive = request.app.state.archive
+        instrument = access.granted()
+        since = request.query_params.get("since")
+        limit = request.query_params.get("limit")
         since_seq = _int_param("since", since, 0, 0, None)
         page_size = _int_param("limit", limit, 1000, 1, MAX_CHANGES_LIMIT)
         found, next_seq, more = archive.catalog.changes(instrument, since_seq, page_size)
@@ -376,11 +426,12 @@ def _add_v2_routes(app: FastAPI) -> None:
     )
     def get_file(
         request: Request,
-        instrument: str = Depends(read_access),
+        access: Access = Depends(read_access),
         cal_id: str = PathParam(description=m.ID_DOC, json_schema_extra={"format": "uuid"}),
         range_header: str | None = Header(None, alias="Range"),
     ) -> Response:
         archive: Archive = request.app.state.archive
+        instrument = access.granted()
         cal_id = _cal_id(cal_id)
         handle, stored = _open_stored(archive, instrument, cal_id)
         try:
@@ -422,7 +473,7 @@ def _add_v2_routes(app: FastAPI) -> None:
     )
     async def put_file(
         request: Request,
-        instrument: str = Depends(write_access),
+        access: Access = Depends(write_access),
         cal_id: str = PathParam(description=m.ID_DOC, json_schema_extra={"format": "uuid"}),
         x_file_md5: str = Header(
             alias="X-File-MD5",
@@ -432,6 +483,7 @@ def _add_v2_routes(app: FastAPI) -> None:
         x_file_size: str | None = Header(None, alias="X-File-Size", description="Bytes"),
     ) -> Response:
         archive: Archive = request.app.state.archive
+        instrument = await run_in_threadpool(access.granted)
         cal_id = _cal_id(cal_id)
         try:
             md5 = validate_md5(x_file_md5)

@@ -92,7 +92,7 @@ def make_engine(url: str) -> Engine:
     half-way on a lock upgrade).
     """
     if not url.startswith("sqlite"):
-        return sa.create_engine(url, pool_size=16, max_overflow=16, pool_pre_ping=True)
+        return sa.create_engine(url, pool_size=16, max_overflow=16)
     engine = sa.create_engine(url, connect_args={"timeout": 60, "check_same_thread": False})
 
     @sa.event.listens_for(engine, "connect")
@@ -105,8 +105,10 @@ def make_engine(url: str) -> Engine:
 
     @sa.event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        immediate = conn.get_execution_options().get("koa_write")
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+        # Writers take the write lock up front. Readers run single statements, each
+        # atomic on its own in autocommit mode, so they skip BEGIN/ROLLBACK round trips.
+        if conn.get_execution_options().get("koa_write"):
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
 
@@ -176,17 +178,11 @@ class Catalog:
     def ensure_instruments(self, names: Iterable[str]) -> None:
         """Make sure each instrument has its ``seq`` counter row."""
         for name in names:
-            with self.engine.begin() as conn:
-                exists = conn.execute(
-                    sa.select(seq_counters.c.instrument).where(seq_counters.c.instrument == name)
-                ).first()
-                if exists:
-                    continue
-                try:
-                    with conn.begin_nested():
-                        conn.execute(seq_counters.insert().values(instrument=name, last_seq=0))
-                except sa.exc.IntegrityError:
-                    pass  # created by another process meanwhile
+            try:
+                with self.engine.begin() as conn:
+                    conn.execute(seq_counters.insert().values(instrument=name, last_seq=0))
+            except sa.exc.IntegrityError:
+                pass  # the counter exists already (perhaps created by another process)
 
     # -- reading -------------------------------------------------------------------
     def query(

@@ -9,14 +9,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import logging
 import re
 import time
 import zipfile
 from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import BinaryIO
-
-import anyio
 
 from .catalog import StoredFile
 from .problems import BadRequest, PayloadTooLarge, RangeNotSatisfiable
@@ -28,6 +29,8 @@ __all__ = ["BLOCK", "receive_file", "parse_range", "file_chunks", "zip_chunks"]
 
 #: Bytes per disk read or write.
 BLOCK = 1 << 20
+#: Blocks of an upload that may wait for the writer thread.
+WRITE_AHEAD = 4
 _RANGE_RE = re.compile(r"^bytes=(\d+)-(\d*)$")
 
 
@@ -36,30 +39,51 @@ async def receive_file(
 ) -> StoredFile:
     """Write a streamed body into ``pending`` and return its MD5 and size.
 
+    Blocks of 1 MiB go to one writer thread (hashing and disk writes release the
+    GIL) while the event loop keeps receiving; at most ``WRITE_AHEAD`` blocks wait,
+    so memory stays bounded whatever the file size.
+
     Raises
     ------
     PayloadTooLarge
         As soon as more than ``max_bytes`` arrived.
     """
+    loop = asyncio.get_running_loop()
+    in_flight: collections.deque[asyncio.Future] = collections.deque()
     blocks: list[bytes] = []
-    buffered = 0
-    received = 0
-    async for chunk in body:
-        received += len(chunk)
-        if max_bytes is not None and received > max_bytes:
-            raise PayloadTooLarge(
-                f"The upload exceeds this archive's limit of {max_bytes} bytes; "
-                "ask the operator to raise --max-upload-bytes."
-            )
-        blocks.append(chunk)
-        buffered += len(chunk)
-        if buffered >= BLOCK:
-            await anyio.to_thread.run_sync(pending.write, b"".join(blocks))
+    buffered = received = 0
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="koa-upload") as writer:
+
+        async def flush() -> None:
+            nonlocal buffered
+            in_flight.append(loop.run_in_executor(writer, pending.write, b"".join(blocks)))
             blocks.clear()
             buffered = 0
-    if blocks:
-        await anyio.to_thread.run_sync(pending.write, b"".join(blocks))
-    return await anyio.to_thread.run_sync(pending.finish)
+            while len(in_flight) >= WRITE_AHEAD:
+                await in_flight.popleft()
+
+        try:
+            async for chunk in body:
+                received += len(chunk)
+                if max_bytes is not None and received > max_bytes:
+                    raise PayloadTooLarge(
+                        f"The upload exceeds this archive's limit of {max_bytes} bytes; "
+                        "ask the operator to raise --max-upload-bytes."
+                    )
+                blocks.append(chunk)
+                buffered += len(chunk)
+                if buffered >= BLOCK:
+                    await flush()
+            if blocks:
+                await flush()
+        finally:
+            # Never leave a write running against a file the caller may discard.
+            waiting = list(in_flight)
+            if waiting:
+                await asyncio.wait(waiting)
+        for future in waiting:
+            future.result()  # a failed disk write fails the upload
+        return await loop.run_in_executor(writer, pending.finish)
 
 
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None:

@@ -1,0 +1,325 @@
+"""Benchmark of the archive service (koa-archive), through real HTTP on loopback.
+
+Run::
+
+    python3 bench/archive.py                      # SQLite catalog
+    python3 bench/archive.py --db postgresql://postgres@127.0.0.1:5432/test
+    python3 bench/archive.py --records 20000 --size-mb 256   # a shorter run
+
+It starts ``koa-archive serve`` in a temporary folder and prints:
+
+- requests per second and p50/p99 latency of ``query?cal_id=`` at 32 concurrent
+  keep-alive clients;
+- records per second read through ``changes`` (100,000 records by default);
+- upload and download throughput of a 1 GiB file (the server checks the MD5 and
+  fsyncs; the download is piped into an MD5), next to ``curl`` reading the same
+  bytes from ``python -m http.server`` on loopback into an MD5, in the same run;
+- the server's peak RSS during the upload.
+
+Targets: at least 0.7 of curl's rate both ways; peak RSS under 150 MB. The
+large files live in a temporary folder that is deleted afterwards. The given
+PostgreSQL database gets the archive's tables: use a scratch database.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import psutil
+
+logger = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parent.parent
+CLIENTS = 32
+
+
+def archive_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "koa_middleware.archive", *args]
+
+
+def start_server(root: Path, db_url: str | None) -> tuple[subprocess.Popen, str]:
+    db = ["--db", db_url] if db_url else []
+    process = subprocess.Popen(
+        archive_command("serve", "--root", str(root), *db, "--port", "0"),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    line = process.stdout.readline()
+    if not line.startswith("koa-archive listening on "):
+        process.kill()
+        sys.exit(f"the server did not start: {line!r}")
+    threading.Thread(target=lambda: process.stdout.read(), daemon=True).start()
+    return process, line.split(" on ", 1)[1].strip()
+
+
+def make_token(root: Path, db_url: str | None) -> str:
+    db = ["--db", db_url] if db_url else []
+    result = subprocess.run(
+        archive_command("token", "create", "--root", str(root), *db, "--scope", "write"),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return result.stdout.strip()
+
+
+def seed(client: httpx.Client, count: int) -> list[str]:
+    """Add ``count`` records in batches of 1000; return their ids."""
+    ids: list[str] = []
+    started = time.perf_counter()
+    for start in range(0, count, 1000):
+        batch = []
+        for index in range(start, min(start + 1000, count)):
+            cal_id = str(uuid.uuid4())
+            batch.append(
+                {
+                    "id": cal_id,
+                    "filename": f"cal_{index:07d}.fits",
+                    "cal_type": ("dark", "flat", "arc")[index % 3],
+                    "datetime_obs": f"2024-01-{1 + index % 28:02d}T00:00:00.000",
+                    "origin": "KECK",
+                    "cal_version": "001",
+                    "spectrograph": ("red", "blue")[index % 2],
+                    "mjd_start": 60310.0 + index / 1000,
+                    "file_md5": "0" * 32,
+                    "file_size": 1000,
+                }
+            )
+            ids.append(cal_id)
+        client.post("hispec/add", json=batch, timeout=120).raise_for_status()
+    elapsed = time.perf_counter() - started
+    print(f"seeded {count} records via add (batches of 1000): {count / elapsed:,.0f} records/s")
+    return ids
+
+
+async def _keep_alive_client(host, port, path_for, token, deadline, latencies, errors):
+    reader, writer = await asyncio.open_connection(host, port)
+    sock = writer.get_extra_info("socket")
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    try:
+        while time.perf_counter() < deadline:
+            request = (
+                f"GET {path_for()} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+                f"Authorization: Bearer {token}\r\n\r\n"
+            ).encode()
+            started = time.perf_counter()
+            writer.write(request)
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = 0
+            for line in head.split(b"\r\n"):
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":", 1)[1])
+            await reader.readexactly(length)
+            latencies.append(time.perf_counter() - started)
+            if not head.startswith(b"HTTP/1.1 200"):
+                errors.append(head.split(b"\r\n", 1)[0])
+    finally:
+        writer.close()
+
+
+def bench_query(base: str, token: str, ids: list[str], seconds: float) -> None:
+    """query?cal_id= at 32 concurrent keep-alive connections (a minimal raw HTTP/1.1 client)."""
+    url = httpx.URL(base)
+    prefix = url.path.rstrip("/")
+    latencies: list[float] = []
+    errors: list[bytes] = []
+    counter = iter(range(10**12))
+
+    def path_for() -> str:
+        return f"{prefix}/hispec/query?cal_id={ids[next(counter) % len(ids)]}"
+
+    async def run() -> float:
+        deadline = time.perf_counter() + seconds
+        started = time.perf_counter()
+        await asyncio.gather(
+            *(
+                _keep_alive_client(url.host, url.port, path_for, token, deadline, latencies, errors)
+                for _ in range(CLIENTS)
+            )
+        )
+        return time.perf_counter() - started
+
+    elapsed = asyncio.run(run())
+    latencies.sort()
+    p50 = latencies[len(latencies) // 2] * 1000
+    p99 = latencies[int(len(latencies) * 0.99)] * 1000
+    print(
+        f"query?cal_id= with {CLIENTS} keep-alive clients for {elapsed:.1f} s: "
+        f"{len(latencies) / elapsed:,.0f} requests/s, p50 {p50:.1f} ms, p99 {p99:.1f} ms"
+        + (f", {len(errors)} non-200 answers" if errors else "")
+    )
+
+
+def bench_changes(client: httpx.Client, expected: int) -> None:
+    for limit in (1000, 10000):
+        since, seen = 0, 0
+        started = time.perf_counter()
+        while True:
+            page = client.get(
+                "hispec/changes", params={"since": since, "limit": limit}, timeout=120
+            ).json()
+            seen += len(page["records"])
+            since = page["next"]
+            if not page["more"]:
+                break
+        elapsed = time.perf_counter() - started
+        assert seen == expected, (seen, expected)
+        print(
+            f"changes, pages of {limit}: {seen:,} records in {elapsed:.2f} s = "
+            f"{seen / elapsed:,.0f} records/s"
+        )
+
+
+def write_random_file(path: Path, size: int) -> str:
+    md5 = hashlib.md5()
+    block = os.urandom(1 << 20)
+    with open(path, "wb") as handle:
+        for index in range(size >> 20):
+            # Vary each block cheaply so the file does not repeat one MiB.
+            chunk = index.to_bytes(8, "little") + block[8:]
+            handle.write(chunk)
+            md5.update(chunk)
+    return md5.hexdigest()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def timed_shell(command: str) -> tuple[float, str]:
+    started = time.perf_counter()
+    output = subprocess.run(
+        ["bash", "-o", "pipefail", "-c", command], capture_output=True, text=True, check=True
+    ).stdout
+    return time.perf_counter() - started, output
+
+
+def peak_rss(process: psutil.Process, stop: threading.Event, result: list[int]) -> None:
+    peak = 0
+    while not stop.is_set():
+        try:
+            peak = max(peak, process.memory_info().rss)
+        except psutil.Error:
+            break
+        time.sleep(0.02)
+    result.append(peak)
+
+
+def bench_large_file(base: str, token: str, server: subprocess.Popen, size_mb: int) -> None:
+    if not shutil.which("curl"):
+        print("curl not found: 1 GiB comparison skipped")
+        return
+    size = size_mb << 20
+    with tempfile.TemporaryDirectory(prefix="koa-bench-large-") as folder:
+        path = Path(folder) / "large.bin"
+        md5 = write_random_file(path, size)
+        port = free_port()
+        static = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "http.server",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--directory",
+                folder,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            for _ in range(100):
+                try:
+                    httpx.head(f"http://127.0.0.1:{port}/large.bin")
+                    break
+                except httpx.HTTPError:
+                    time.sleep(0.1)
+            # Warm the page cache so both sides read the file from memory.
+            timed_shell(f"cat {path} > /dev/null")
+            curl_time, output = timed_shell(f"curl -sf http://127.0.0.1:{port}/large.bin | md5sum")
+            assert output.split()[0] == md5
+            cal_id = str(uuid.uuid4())
+            auth = f"Authorization: Bearer {token}"
+            stop, peak = threading.Event(), []
+            watcher = threading.Thread(
+                target=peak_rss, args=(psutil.Process(server.pid), stop, peak)
+            )
+            watcher.start()
+            up_time, output = timed_shell(
+                f"curl -sf -T {path} -H '{auth}' -H 'X-File-MD5: {md5}' "
+                f"-w '%{{http_code}}' {base}/hispec/files/{cal_id}"
+            )
+            stop.set()
+            watcher.join()
+            assert output.endswith("201"), output
+            down_time, output = timed_shell(
+                f"curl -sf -H '{auth}' {base}/hispec/files/{cal_id} | md5sum"
+            )
+            assert output.split()[0] == md5
+        finally:
+            static.terminate()
+            static.wait()
+    mib = size / (1 << 20)
+    curl_rate, up_rate, down_rate = mib / curl_time, mib / up_time, mib / down_time
+    print(f"{mib:.0f} MiB file, MD5 included:")
+    print(f"  curl from python -m http.server: {curl_rate:,.0f} MiB/s")
+    print(
+        f"  archive upload (curl -T, server MD5 + fsync): {up_rate:,.0f} MiB/s "
+        f"= {up_rate / curl_rate:.2f} of curl (target >= 0.7)"
+    )
+    print(
+        f"  archive download (curl | md5sum): {down_rate:,.0f} MiB/s "
+        f"= {down_rate / curl_rate:.2f} of curl (target >= 0.7)"
+    )
+    print(f"  server peak RSS during the upload: {peak[0] / 1e6:.0f} MB (target < 150 MB)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--db", default=None, help="catalog URL (default SQLite in a temp dir)")
+    parser.add_argument("--records", type=int, default=100_000)
+    parser.add_argument("--size-mb", type=int, default=1024)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    args = parser.parse_args()
+    command = "python3 bench/archive.py " + " ".join(sys.argv[1:])
+    print(f"command: {command.strip()}")
+    print(
+        f"machine: {os.cpu_count()} CPUs, {psutil.virtual_memory().total / 2**30:.0f} GiB RAM; "
+        f"catalog: {'PostgreSQL' if args.db else 'SQLite'}"
+    )
+    with tempfile.TemporaryDirectory(prefix="koa-bench-archive-") as folder:
+        root = Path(folder) / "archive"
+        token = make_token(root, args.db)
+        server, base = start_server(root, args.db)
+        try:
+            headers = {"Authorization": f"Bearer {token}"}
+            with httpx.Client(base_url=base + "/", headers=headers) as client:
+                ids = seed(client, args.records)
+                bench_query(base, token, ids, args.seconds)
+                bench_changes(client, args.records)
+            if args.size_mb:
+                bench_large_file(base, token, server, args.size_mb)
+        finally:
+            server.terminate()
+            server.wait()
+
+
+if __name__ == "__main__":
+    main()
