@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 import uuid
 from urllib.parse import urlsplit
 
@@ -170,8 +171,13 @@ def test_upload_cut_short_leaves_nothing(unchanged):
     )
     with socket.create_connection((parts.hostname, parts.port)) as sock:
         sock.sendall(head.encode() + b"x" * 20000)
-    # The server notices the disconnect; the next request on a new connection sees nothing.
+    # The server notices the disconnect and deletes the partial file; it is never served.
     assert unchanged.client("read").get(f"hispec/files/{cal_id}").status_code == 404
+    incoming = unchanged.root / "files" / ".incoming"
+    deadline = time.monotonic() + 30
+    while any(incoming.iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(incoming.iterdir())
 
 
 def test_upload_larger_than_the_limit(unchanged):
