@@ -137,9 +137,14 @@ class ColumnMatchSelector(CalibrationSelector):
         self._indexed: set[tuple] = set()
 
     def __repr__(self) -> str:
+        extra = "".join(
+            f", {name}={getattr(self, name)!r}"
+            for name in ("max_days", "validity_days", "master_only")
+            if hasattr(self, name)
+        )
         return (
-            f"{type(self).__name__}(cal_type={self.cal_type!r}, match={self.match!r}, "
-            f"origin={self.origin!r})"
+            f"{type(self).__name__}(cal_type={self.cal_type!r}, match={self.match!r}"
+            f"{extra}, origin={self.origin!r})"
         )
 
     # -- the query ----------------------------------------------------------
