@@ -226,8 +226,9 @@ def _start_archive(root: Path, timeout: float = 30.0) -> _Archive:
             break
         time.sleep(0.05)
     _stop_archive(_Archive(process, "", log_path))
-    tail = log_path.read_text(errors="replace")[-2000:]
-    raise KOAError(f"koa-archive did not start (see {log_path}): {tail}")
+    lines = [line for line in log_path.read_text(errors="replace").splitlines() if line.strip()]
+    reason = " | ".join(line.strip() for line in lines[-3:]) or "it printed nothing"
+    raise KOAError(f"koa-archive did not start within {timeout:.0f} s: {reason}")
 
 
 def _stop_archive(archive: _Archive) -> None:
