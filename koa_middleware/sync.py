@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from .cache import CacheLayout
@@ -39,6 +40,8 @@ _SOURCES = ("remote", "local")
 _LOOKUP_CHUNK = 500
 # Records fetched one by one below this many; above it the archive's records are paged.
 _PER_ID_LIMIT = 200
+# Fields whose values are (nearly) never shared between records.
+_UNIQUE_FIELDS = frozenset({"id", "filename", "file_md5"})
 
 
 def cursor_key(remote_db: RemoteCalibrationDB) -> str:
@@ -261,37 +264,60 @@ def _pull_selected(
     return records
 
 
+def _change_pages(remote_db: RemoteCalibrationDB, since: int) -> Iterator[dict]:
+    """Yield the changes feed page by page, asking for the next page while one is processed."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="koa-sync") as pool:
+        pending: Future | None = pool.submit(remote_db.changes, since, remote_db.page_size)
+        while pending is not None:
+            page = pending.result()
+            pending = None
+            if page["more"] and page["records"]:
+                pending = pool.submit(remote_db.changes, page["next"], remote_db.page_size)
+            try:
+                yield page
+            except GeneratorExit:
+                if pending is not None:
+                    pending.cancel()
+                raise
+
+
 def _pull_changes(
     local_db: LocalCalibrationDB, remote_db: RemoteCalibrationDB, progress: bool | None
 ) -> list[dict]:
     key = cursor_key(remote_db)
     stored = local_db.get_meta(key)
     since = int(stored) if stored is not None and str(stored).isdigit() else 0
-    if since and len(local_db) == 0:
+    was_empty = len(local_db) == 0
+    if since and was_empty:
         logger.info("The local database is empty; reading the changes feed from the start.")
         since = 0
     interned: dict[str, str] = {}
     added: list[dict] = []
     with progress_bar(None, "sync", progress, unit="record") as bar:
-        while True:
-            page = remote_db.changes(since=since, limit=remote_db.page_size)
-            records = page["records"]
-            if records:
-                known = _local_versions(local_db, [rec["id"] for rec in records])
-                fresh = [
-                    _share_values(rec, interned)
-                    for rec in records
-                    if rec["id"] not in known or known[rec["id"]] != rec.get("last_updated")
-                ]
-                if fresh:
-                    local_db.add(fresh)
-                    added.extend(fresh)
-                bar.update(len(records))
-            if page["next"] != since:
+        pages = _change_pages(remote_db, since)
+        try:
+            for page in pages:
+                records = page["records"]
+                if was_empty:
+                    fresh = records
+                else:
+                    known = _local_versions(local_db, [rec["id"] for rec in records])
+                    fresh = [
+                        rec
+                        for rec in records
+                        if rec["id"] not in known or known[rec["id"]] != rec.get("last_updated")
+                    ]
+                # The records and the cursor that covers them are stored together.
+                with local_db.write_transaction():
+                    if fresh:
+                        local_db.add(fresh)
+                    if page["next"] != since:
+                        local_db.set_meta(key, str(page["next"]))
                 since = page["next"]
-                local_db.set_meta(key, str(since))
-            if not page["more"] or not records:
-                break
+                added.extend(_share_values(rec, interned) for rec in fresh)
+                bar.update(len(records))
+        finally:
+            pages.close()
     logger.info(
         "Synced %d record(s) from %s (changes up to %d).", len(added), remote_db.display_url, since
     )
@@ -305,7 +331,7 @@ def _share_values(record: dict, interned: dict[str, str]) -> dict:
     values keeps that list small in memory.
     """
     for key, value in record.items():
-        if type(value) is str and len(value) <= 32:
+        if type(value) is str and len(value) <= 32 and key not in _UNIQUE_FIELDS:
             record[key] = interned.setdefault(value, value)
     return record
 

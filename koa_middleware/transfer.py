@@ -19,7 +19,6 @@ Progress bars (tqdm) appear only on a terminal; see :func:`progress_enabled`.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
 import stat
@@ -32,7 +31,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 import httpx
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from .cache import CacheLayout, place_file
 from .errors import (
@@ -43,6 +42,7 @@ from .errors import (
     RemoteUnavailableError,
 )
 from .hashing import verify_file
+from .incoming import IncomingFile
 from .records import is_cal_id, validate_cal_id, validate_record
 
 if TYPE_CHECKING:
@@ -97,46 +97,6 @@ def progress_bar(total: int | None, desc: str, progress: bool | None, unit: str 
         leave=False,
         file=sys.stderr,
     )
-
-
-class _Incoming:
-    """The partial file of one download, hashed as it grows."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.md5 = hashlib.md5(usedforsecurity=False)
-        self.size = 0
-        self._handle: IO[bytes] | None = None
-
-    def open(self, resume: bool) -> None:
-        """Open for appending to what is there (hashing it first), or from scratch."""
-        self.close()
-        self.md5 = hashlib.md5(usedforsecurity=False)
-        self.size = 0
-        if resume and self.path.exists():
-            with open(self.path, "rb") as handle:
-                while chunk := handle.read(_CHUNK):
-                    self.md5.update(chunk)
-                    self.size += len(chunk)
-            self._handle = open(self.path, "ab")
-        else:
-            self._handle = open(self.path, "wb")
-
-    def write(self, chunk: bytes) -> None:
-        assert self._handle is not None
-        self._handle.write(chunk)
-        self.md5.update(chunk)
-        self.size += len(chunk)
-
-    def close(self) -> None:
-        if self._handle is not None:
-            self._handle.close()
-            self._handle = None
-
-    def discard(self) -> None:
-        self.close()
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
 
 
 def _check_against_record(name: str, md5: str, size: int, record: Mapping[str, Any]) -> None:
@@ -195,21 +155,31 @@ def download_record_file(
         If the archive refuses or stays unreachable through all retries.
     """
     cal_id = validate_cal_id(record["id"])
-    incoming = _Incoming(partial)
-    try:
-        if remote_db.protocol >= 2:
-            _download_raw(remote_db, record, incoming, progress)
-        else:
-            _download_zip(remote_db, record, incoming, progress)
-        incoming.close()
-        _check_against_record(record["filename"], incoming.md5.hexdigest(), incoming.size, record)
-    except ChecksumMismatchError:
-        incoming.discard()
-        raise
-    except BaseException:
-        # Keep a partial raw download for the next attempt to resume; drop anything else.
-        incoming.close()
-        raise
+    incoming = IncomingFile(partial, record.get("file_size"))
+    while True:
+        try:
+            if remote_db.protocol >= 2:
+                _download_raw(remote_db, record, incoming, progress)
+            else:
+                _download_zip(remote_db, record, incoming, progress)
+            incoming.close()
+            _check_against_record(record["filename"], incoming.hexdigest(), incoming.size, record)
+            break
+        except ChecksumMismatchError:
+            incoming.discard()
+            if incoming.resumed:
+                # The kept part may be what went wrong: one more try, from the first byte.
+                logger.warning(
+                    "The resumed download of %s does not verify; downloading it again.",
+                    record["filename"],
+                )
+                incoming = IncomingFile(partial, record.get("file_size"))
+                continue
+            raise
+        except BaseException:
+            # Keep a partial raw download for the next attempt to resume; drop anything else.
+            incoming.close()
+            raise
     place_file(partial, destination)
     logger.info("Downloaded calibration %s to %s (%d bytes).", cal_id, destination, incoming.size)
     return destination
@@ -218,7 +188,7 @@ def download_record_file(
 def _download_raw(
     remote_db: RemoteCalibrationDB,
     record: Mapping[str, Any],
-    incoming: _Incoming,
+    incoming: IncomingFile,
     progress: bool | None,
 ) -> None:
     """v2: ``GET files/ID``, resuming with ``Range`` after an interruption."""
@@ -264,7 +234,7 @@ def _download_raw(
                 incoming.open(resume=True)
 
 
-def _accept_resume(response: httpx.Response, incoming: _Incoming, bar: tqdm) -> bool:
+def _accept_resume(response: httpx.Response, incoming: IncomingFile, bar: tqdm) -> bool:
     """Line the partial file up with the answer; False when the request must be repeated."""
     if response.status_code == 416:
         # The partial file is not a prefix of the archive's file: start over.
@@ -291,7 +261,7 @@ def _accept_resume(response: httpx.Response, incoming: _Incoming, bar: tqdm) -> 
 def _download_zip(
     remote_db: RemoteCalibrationDB,
     record: Mapping[str, Any],
-    incoming: _Incoming,
+    incoming: IncomingFile,
     progress: bool | None,
 ) -> None:
     """v1: download the zip of ``download?cal_id=ID`` and extract its single member."""
@@ -330,7 +300,7 @@ def _download_zip(
 
 
 def extract_single_member(
-    zip_path: Path, record: Mapping[str, Any], incoming: _Incoming | Path
+    zip_path: Path, record: Mapping[str, Any], incoming: IncomingFile | Path
 ) -> None:
     """Extract the one member of a v1 download zip, refusing anything unexpected.
 
@@ -357,7 +327,7 @@ def extract_single_member(
     """
     filename = record["filename"]
     if isinstance(incoming, Path):
-        target = _Incoming(incoming)
+        target = IncomingFile(incoming, record.get("file_size"))
         target.open(resume=False)
         try:
             extract_single_member(zip_path, record, target)

@@ -324,3 +324,15 @@ def test_partial_of_other_bytes_is_replaced(remote, server, layout):
     (layout.tmp_dir / f"{CAL_ID}.download").write_bytes(b"x" * (len(DATA) + 5))
     server.route("GET", FILES, file_answer(DATA))
     assert fetch_to_cache(remote, make_record(), layout).read_bytes() == DATA
+
+
+@pytest.mark.parametrize("protocol", [2], ids=["v2"])
+def test_corrupt_partial_is_downloaded_again(remote, server, layout):
+    # Bytes kept from an earlier attempt that are not the file's: the resumed download
+    # does not verify, so it is fetched once more from the first byte.
+    (layout.tmp_dir / f"{CAL_ID}.download").write_bytes(b"\0" * 1000)
+    server.route("GET", FILES, file_answer(DATA))
+    assert fetch_to_cache(remote, make_record(), layout).read_bytes() == DATA
+    ranges = [ex.headers.get("range") for ex in server.exchanges if ex.path == FILES]
+    assert ranges == ["bytes=1000-", None]
+    assert not any(layout.tmp_dir.iterdir())

@@ -1,0 +1,264 @@
+"""Benchmark of the archive client: sync, incremental sync, prefetch, one large download.
+
+Run: ``python bench/sync.py`` (``--records 10000 --files 50 --big-mb 100`` for a
+shorter run).
+
+Against a local ``koa-archive`` on SQLite (started here, protocol 2) it prints:
+
+- the first ``store.sync_records_from_remote()`` of N records (default 100,000),
+  seconds and the client process's peak RSS;
+- an incremental sync that brings 100 new records on top of those, in ms;
+- ``store.prefetch`` of F files of 1 MB (default 500) with ``workers=8`` next to
+  ``workers=1``;
+- one ``store.get_calibration`` of a large file (default 1 GiB, MD5 checked)
+  next to ``curl`` fetching the same file from the archive, in the same run.
+
+Each client measurement runs in a fresh Python process, so its peak RSS is
+the client's own. The archive runs in its own process too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+from koa_middleware.database.remote_database import RemoteCalibrationDB  # noqa: E402
+from support.archive import ArchiveServer, create_token  # noqa: E402
+
+INSTRUMENT = "hispec"
+CAL_TYPES = ("dark", "flat", "arc", "bias")
+
+
+def make_record(index: int, **fields) -> dict:
+    """A record laid out like a real instrument's (13 fields)."""
+    record = {
+        "id": str(uuid.uuid4()),
+        "filename": f"hispec_{CAL_TYPES[index % 4]}_{index:07d}_{uuid.uuid4().hex[:4]}.fits",
+        "cal_type": CAL_TYPES[index % 4],
+        "datetime_obs": (
+            f"2024-{1 + index % 12:02d}-{1 + index % 28:02d}T{index % 24:02d}:00:00.000"
+        ),
+        "origin": "KECK",
+        "cal_version": "001",
+        "file_md5": hashlib.md5(str(index).encode()).hexdigest(),
+        "file_size": 1024 + index,
+        "spectrograph": ("red", "blue")[(index // 4) % 2],
+        "instrument_era": str((index // 8) % 2),
+        "master_cal": 1,
+        "mjd_start": 60310.0 + index / 24,
+    }
+    record.update(fields)
+    return record
+
+
+# The client side of each measurement, run in a fresh process: prints one JSON line.
+CLIENT = r"""
+import json, resource, sys, time
+from koa_middleware.store import CalibrationStore
+
+task, cache = sys.argv[1], sys.argv[2]
+store = CalibrationStore(instrument_name="hispec", cache_dir=cache, sync_on_init=False)
+out = {}
+if task == "sync":
+    start = time.perf_counter()
+    added = store.sync_records_from_remote()
+    out["seconds"] = time.perf_counter() - start
+    out["added"] = len(added)
+elif task == "prefetch":
+    store.sync_records_from_remote()
+    ids = json.loads(sys.argv[3])
+    workers = int(sys.argv[4])
+    start = time.perf_counter()
+    paths = store.prefetch(ids, workers=workers)
+    out["seconds"] = time.perf_counter() - start
+    out["files"] = len(paths)
+elif task == "get":
+    store.sync_records_from_remote(cals=[sys.argv[3]])
+    start = time.perf_counter()
+    path, record = store.get_calibration(sys.argv[3])
+    out["seconds"] = time.perf_counter() - start
+    out["path"] = path
+out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+store.close()
+print(json.dumps(out))
+"""
+
+
+def run_client(env: dict, *args: str) -> dict:
+    result = subprocess.run(
+        [sys.executable, "-c", CLIENT, *args], env=env, capture_output=True, text=True
+    )
+    if result.returncode != 0:
+        raise SystemExit(f"client {args[0]} failed:\n{result.stderr}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def load_records(remote: RemoteCalibrationDB, count: int, start: int = 0) -> None:
+    batch = []
+    for index in range(start, start + count):
+        batch.append(make_record(index))
+        if len(batch) == 5000:
+            remote.add(batch)
+            batch = []
+    if batch:
+        remote.add(batch)
+
+
+def publish_files(remote: RemoteCalibrationDB, folder: Path, count: int, size: int) -> list[str]:
+    folder.mkdir(parents=True, exist_ok=True)
+    records = []
+    for index in range(count):
+        data = os.urandom(size)
+        record = make_record(10_000_000 + index, file_md5=hashlib.md5(data).hexdigest())
+        record["file_size"] = size
+        path = folder / record["filename"]
+        path.write_bytes(data)
+        remote.upload_calibration_file(record["id"], path, record["file_md5"])
+        path.unlink()
+        records.append(record)
+    remote.add(records)
+    return [r["id"] for r in records]
+
+
+def publish_big(remote: RemoteCalibrationDB, folder: Path, size: int) -> dict:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "hispec_big.fits"
+    md5 = hashlib.md5()
+    block = os.urandom(1 << 20)
+    with open(path, "wb") as handle:
+        for index in range(size >> 20):
+            chunk = block[index % 256 :] + block[: index % 256]
+            handle.write(chunk)
+            md5.update(chunk)
+    record = make_record(20_000_000, filename=path.name, file_md5=md5.hexdigest())
+    record["file_size"] = path.stat().st_size
+    remote.upload_calibration_file(record["id"], path, record["file_md5"])
+    remote.add(record)
+    path.unlink()
+    return record
+
+
+def curl_seconds(url: str, token: str, out: Path) -> float:
+    argv = ["curl", "-sS", "-f", "-H", f"Authorization: Bearer {token}", "-o", str(out), url]
+    start = time.perf_counter()
+    subprocess.run(argv, check=True)
+    seconds = time.perf_counter() - start
+    out.unlink()
+    return seconds
+
+
+def verdict(ok: bool) -> str:
+    return "ok" if ok else "MISSED"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--records", type=int, default=100_000)
+    parser.add_argument("--new", type=int, default=100)
+    parser.add_argument("--files", type=int, default=500)
+    parser.add_argument("--file-mb", type=float, default=1.0)
+    parser.add_argument("--big-mb", type=int, default=1024)
+    parser.add_argument("--workdir", type=Path, default=None)
+    options = parser.parse_args()
+    print("command:", shlex.join([sys.executable, *sys.argv]))
+
+    work = Path(options.workdir or tempfile.mkdtemp(prefix="koa-bench-sync-"))
+    work.mkdir(parents=True, exist_ok=True)
+    archive_root = work / "archive"
+    token = create_token(archive_root, "write")
+    env = dict(os.environ, KOA_API_TOKEN=token, KOA_PROGRESS="0")
+    for name in ("KECK_OBSERVER_EMAIL", "KECK_OBSERVER_PASSWORD", "KOA_CALIBRATION_CACHE"):
+        env.pop(name, None)
+    try:
+        with ArchiveServer(archive_root, instruments=(INSTRUMENT,)) as server:
+            env["KOA_CALIBRATIONS_URL"] = server.base_url
+            print(f"archive: {server.base_url} (SQLite catalog in {archive_root})")
+            with RemoteCalibrationDB(INSTRUMENT, url=server.base_url, token=token) as remote:
+                start = time.perf_counter()
+                load_records(remote, options.records)
+                print(
+                    f"loaded {options.records} records into the archive in "
+                    f"{time.perf_counter() - start:.1f} s"
+                )
+
+                cache = work / "cache-sync"
+                first = run_client(env, "sync", str(cache))
+                print(
+                    f"first sync of {first['added']} records: {first['seconds']:.2f} s, "
+                    f"client peak RSS {first['peak_rss_mb']:.0f} MB   "
+                    f"[target < 8 s and < 200 MB: "
+                    f"{verdict(first['seconds'] < 8 and first['peak_rss_mb'] < 200)}]"
+                )
+
+                load_records(remote, options.new, start=options.records)
+                again = run_client(env, "sync", str(cache))
+                print(
+                    f"incremental sync of {again['added']} new records on top: "
+                    f"{again['seconds'] * 1000:.0f} ms   "
+                    f"[target < 100 ms: {verdict(again['seconds'] < 0.1)}]"
+                )
+
+                if options.files:
+                    size = int(options.file_mb * (1 << 20))
+                    ids = publish_files(remote, work / "upload", options.files, size)
+                    timings = {}
+                    for workers in (1, 8):
+                        result = run_client(
+                            env,
+                            "prefetch",
+                            str(work / f"cache-w{workers}"),
+                            json.dumps(ids),
+                            str(workers),
+                        )
+                        timings[workers] = result["seconds"]
+                        shutil.rmtree(work / f"cache-w{workers}")
+                    speedup = timings[1] / timings[8]
+                    print(
+                        f"prefetch of {options.files} files of {options.file_mb:g} MB: "
+                        f"workers=1 {timings[1]:.2f} s, workers=8 {timings[8]:.2f} s, "
+                        f"{speedup:.1f}x   [target >= 2x: {verdict(speedup >= 2)}]"
+                    )
+
+                if options.big_mb:
+                    big = publish_big(remote, work / "upload", options.big_mb << 20)
+                    url = f"{server.base_url}/{INSTRUMENT}/files/{big['id']}"
+                    ours, curls = [], []
+                    for round_ in range(2):
+                        curls.append(curl_seconds(url, token, work / "curl.out"))
+                        cache = work / f"cache-big{round_}"
+                        result = run_client(env, "get", str(cache), big["id"])
+                        ours.append(result["seconds"])
+                        shutil.rmtree(cache)
+                    megabytes = big["file_size"] / (1 << 20)
+                    curl_rate, our_rate = megabytes / min(curls), megabytes / min(ours)
+                    ratio = our_rate / curl_rate
+                    print(
+                        f"get_calibration of {megabytes:.0f} MB (MD5 checked): "
+                        f"{min(ours):.2f} s = {our_rate:.0f} MB/s; curl {min(curls):.2f} s = "
+                        f"{curl_rate:.0f} MB/s; ratio {ratio:.2f}   "
+                        f"[target >= 0.7: {verdict(ratio >= 0.7)}]"
+                    )
+                    print(
+                        f"  (each of 2 rounds: ours {', '.join(f'{s:.2f}' for s in ours)} s; "
+                        f"curl {', '.join(f'{s:.2f}' for s in curls)} s)"
+                    )
+    finally:
+        if options.workdir is None:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,230 @@
+"""A file being downloaded: written under a temporary name and hashed while it grows.
+
+:class:`IncomingFile` appends the bytes of a download to a partial file and
+feeds them to an MD5, so that the download is checked without reading the file
+again. For large files the hashing runs in a second thread (``hashlib``
+releases the GIL), the disk space is reserved up front, and the bytes are
+written back to disk as they arrive, so that downloading, writing, hashing and
+the final fsync overlap. The partial file's length is always the
+number of bytes received, so an interrupted download resumes from it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import hashlib
+import logging
+import os
+import queue
+import sys
+import threading
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["IncomingFile"]
+
+_CHUNK = 1 << 20
+#: Downloads at least this large are hashed in a second thread.
+_THREADED_HASH_BYTES = 16 << 20
+_FALLOC_FL_KEEP_SIZE = 0x01
+
+
+def _load_fallocate():
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        function = ctypes.CDLL(None, use_errno=True).fallocate
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+    function.restype = ctypes.c_int
+    return function
+
+
+_fallocate = _load_fallocate()
+
+
+def reserve_space(fd: int, offset: int, length: int) -> None:
+    """Reserve disk space for ``length`` bytes at ``offset`` without changing the file's length.
+
+    Writing into reserved space is much faster than growing a file, and a full
+    disk is reported before any byte is downloaded. Where the system cannot
+    reserve space (not Linux, or a file system without ``fallocate``), nothing
+    happens.
+
+    Raises
+    ------
+    OSError
+        ENOSPC when the disk has not enough free space.
+    """
+    if _fallocate is None or length <= 0:
+        return
+    if _fallocate(fd, _FALLOC_FL_KEEP_SIZE, offset, length) != 0:
+        code = ctypes.get_errno()
+        if code == errno.ENOSPC:
+            raise OSError(
+                code,
+                f"Not enough free disk space for {length} more bytes; free some space in "
+                "the calibration cache's file system and try again.",
+            )
+        logger.debug("Could not reserve disk space (%s); writing without.", os.strerror(code))
+
+
+class _BackgroundMD5:
+    """An MD5 fed by a thread of its own, with chunks handed over about a MiB at a time."""
+
+    _BATCH_BYTES = 1 << 20
+
+    def __init__(self, md5) -> None:
+        self._md5 = md5
+        self._queue: queue.Queue[list[bytes] | None] = queue.Queue(maxsize=16)
+        self._batch: list[bytes] = []
+        self._batch_bytes = 0
+        self._thread = threading.Thread(target=self._run, name="koa-md5", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (batch := self._queue.get()) is not None:
+            for chunk in batch:
+                self._md5.update(chunk)
+
+    def update(self, chunk: bytes) -> None:
+        self._batch.append(chunk)
+        self._batch_bytes += len(chunk)
+        if self._batch_bytes >= self._BATCH_BYTES:
+            self._queue.put(self._batch)
+            self._batch, self._batch_bytes = [], 0
+
+    def finish(self) -> None:
+        if self._batch:
+            self._queue.put(self._batch)
+            self._batch, self._batch_bytes = [], 0
+        self._queue.put(None)
+        self._thread.join()
+
+
+class _BackgroundFlush:
+    """Writes a growing file back to disk while it grows, so the final fsync is short."""
+
+    _EVERY_BYTES = 64 << 20
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._pending = 0
+        self._wake = threading.Event()
+        self._done = False
+        self._thread = threading.Thread(target=self._run, name="koa-flush", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            if self._done:
+                return
+            with contextlib.suppress(OSError):
+                os.fdatasync(self._fd)
+
+    def wrote(self, count: int) -> None:
+        self._pending += count
+        if self._pending >= self._EVERY_BYTES:
+            self._pending = 0
+            self._wake.set()
+
+    def finish(self) -> None:
+        self._done = True
+        self._wake.set()
+        self._thread.join()
+
+
+class IncomingFile:
+    """The partial file of one download, hashed as it grows.
+
+    Parameters
+    ----------
+    path : Path
+        The partial file.
+    expected_size : int | None
+        The file's final size, when known (to reserve space and pick threaded hashing).
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> incoming = IncomingFile(pathlib.Path(tempfile.mkdtemp()) / "x.part", 3)
+    >>> incoming.open(resume=False)
+    >>> incoming.write(b"abc")
+    >>> incoming.close()
+    >>> incoming.hexdigest(), incoming.size
+    ('900150983cd24fb0d6963f7d28e17f72', 3)
+    """
+
+    def __init__(self, path: Path, expected_size: int | None = None):
+        self.path = path
+        self.expected_size = expected_size
+        self.size = 0
+        #: True once bytes kept from an earlier attempt were reused.
+        self.resumed = False
+        self._md5 = hashlib.md5(usedforsecurity=False)
+        self._background: _BackgroundMD5 | None = None
+        self._flush: _BackgroundFlush | None = None
+        self._fd: int | None = None
+
+    def open(self, resume: bool) -> None:
+        """Open for appending to what is there (hashing it first), or from scratch."""
+        self.close()
+        self._md5 = hashlib.md5(usedforsecurity=False)
+        self.size = 0
+        flags = os.O_WRONLY | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
+        if resume and self.path.exists():
+            with open(self.path, "rb") as handle:
+                while chunk := handle.read(_CHUNK):
+                    self._md5.update(chunk)
+                    self.size += len(chunk)
+            self._fd = os.open(self.path, flags | os.O_APPEND, 0o644)
+            self.resumed = self.resumed or self.size > 0
+        else:
+            self._fd = os.open(self.path, flags | os.O_TRUNC, 0o644)
+        if self.expected_size is not None:
+            reserve_space(self._fd, self.size, self.expected_size - self.size)
+            if self.expected_size - self.size >= _THREADED_HASH_BYTES:
+                self._background = _BackgroundMD5(self._md5)
+                self._flush = _BackgroundFlush(self._fd)
+
+    def write(self, chunk: bytes) -> None:
+        """Append ``chunk`` to the file and to its MD5."""
+        assert self._fd is not None, "write before open"
+        view = memoryview(chunk)
+        while view:
+            view = view[os.write(self._fd, view) :]
+        if self._background is not None:
+            self._background.update(chunk)
+        else:
+            self._md5.update(chunk)
+        if self._flush is not None:
+            self._flush.wrote(len(chunk))
+        self.size += len(chunk)
+
+    def close(self) -> None:
+        """Close the file and finish hashing what was written."""
+        if self._background is not None:
+            self._background.finish()
+            self._background = None
+        if self._flush is not None:
+            self._flush.finish()
+            self._flush = None
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def hexdigest(self) -> str:
+        """The MD5 of the bytes written so far (after :meth:`close`)."""
+        return self._md5.hexdigest()
+
+    def discard(self) -> None:
+        """Close and delete the partial file."""
+        self.close()
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
