@@ -157,9 +157,11 @@ class LocalFileStorage(FileStorage):
         return safe_path(folder, validate_cal_id(cal_id))
 
     def begin(self, instrument: str) -> PendingFile:
+        """Start receiving a new file (in ``files/.incoming``)."""
         return PendingFile(self.incoming_dir / f"{uuid.uuid4().hex}.part")
 
     def place(self, pending: PendingFile, instrument: str, cal_id: str) -> bool:
+        """Link the finished file to ``files/<instrument>/<id>``; never replaces one."""
         destination = self.path_for(instrument, cal_id)
         destination.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -173,12 +175,15 @@ class LocalFileStorage(FileStorage):
         return True
 
     def exists(self, instrument: str, cal_id: str) -> bool:
+        """Return True when a file is stored under ``cal_id``."""
         return self.path_for(instrument, cal_id).is_file()
 
     def open(self, instrument: str, cal_id: str) -> BinaryIO:
+        """Open the stored file for reading."""
         return open(self.path_for(instrument, cal_id), "rb")
 
     def digest(self, instrument: str, cal_id: str) -> StoredFile:
+        """Read the stored file through; return its MD5 and size."""
         md5 = hashlib.md5(usedforsecurity=False)
         size = 0
         with self.open(instrument, cal_id) as handle:

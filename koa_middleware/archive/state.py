@@ -1,0 +1,38 @@
+"""What every route of the archive shares: its settings, catalog, tokens and files."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from .catalog import Catalog
+from .storage import FileStorage
+from .tokens import TokenStore
+
+logger = logging.getLogger(__name__)
+
+#: Where the calibrations API lives on the server.
+API_PREFIX = "/api/calibrations"
+
+
+@dataclass(frozen=True)
+class ArchiveSettings:
+    """How one archive server runs (the options of ``koa-archive serve``)."""
+
+    root: Path
+    db_url: str | None = None
+    instruments: tuple[str, ...] = ("hispec", "liger")
+    anonymous_read: bool = False
+    protocol: int = 2
+    max_upload_bytes: int | None = None
+
+
+class Archive:
+    """What the routes share: settings, catalog, tokens and file storage."""
+
+    def __init__(self, settings: ArchiveSettings, catalog: Catalog, storage: FileStorage):
+        self.settings = settings
+        self.catalog = catalog
+        self.storage = storage
+        self.tokens = TokenStore(catalog.engine)
