@@ -89,8 +89,7 @@ def postgres_server_url() -> str:
     url = os.environ.get(POSTGRES_ENV, "").strip()
     if not url:
         _unavailable(
-            f"PostgreSQL tests need {POSTGRES_ENV}, e.g. "
-            "postgresql://postgres@127.0.0.1:5432/test"
+            f"PostgreSQL tests need {POSTGRES_ENV}, e.g. postgresql://postgres@127.0.0.1:5432/test"
         )
     try:
         import psycopg
