@@ -21,7 +21,12 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from .cache import CacheLayout
-from .errors import ArchiveError, CalibrationNotFoundError, ConfigurationError
+from .errors import (
+    ArchiveError,
+    CalibrationNotFoundError,
+    ConfigurationError,
+    InvalidRecordError,
+)
 from .hashing import file_digest
 from .records import validate_cal_id
 from .transfer import progress_bar
@@ -266,13 +271,18 @@ def _pull_selected(
 
 def _change_pages(remote_db: RemoteCalibrationDB, since: int) -> Iterator[dict]:
     """Yield the changes feed page by page, asking for the next page while one is processed."""
+
+    def fetch(since: int) -> dict:
+        # Unchecked here: LocalCalibrationDB.add checks every record before storing it.
+        return remote_db.changes(since, remote_db.page_size, validate=False)
+
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="koa-sync") as pool:
-        pending: Future | None = pool.submit(remote_db.changes, since, remote_db.page_size)
+        pending: Future | None = pool.submit(fetch, since)
         while pending is not None:
             page = pending.result()
             pending = None
             if page["more"] and page["records"]:
-                pending = pool.submit(remote_db.changes, page["next"], remote_db.page_size)
+                pending = pool.submit(fetch, page["next"])
             try:
                 yield page
             except GeneratorExit:
@@ -301,20 +311,22 @@ def _pull_changes(
                 if was_empty:
                     fresh = records
                 else:
-                    known = _local_versions(local_db, [rec["id"] for rec in records])
+                    ids = [rec.get("id") for rec in records]
+                    known = _local_versions(local_db, [i for i in ids if isinstance(i, str)])
                     fresh = [
                         rec
-                        for rec in records
-                        if rec["id"] not in known or known[rec["id"]] != rec.get("last_updated")
+                        for rec, cal_id in zip(records, ids, strict=True)
+                        if cal_id not in known or known[cal_id] != rec.get("last_updated")
                     ]
                 # The records and the cursor that covers them are stored together.
                 with local_db.write_transaction():
-                    if fresh:
-                        local_db.add(fresh)
+                    stored = _add_from_archive(local_db, remote_db, fresh) if fresh else []
                     if page["next"] != since:
                         local_db.set_meta(key, str(page["next"]))
                 since = page["next"]
-                added.extend(_share_values(rec, interned) for rec in fresh)
+                added.extend(_share_values(rec, interned) for rec in stored)
+                # A bulk load fills SQLite's page cache with pages nobody reads soon.
+                local_db.conn.execute("PRAGMA shrink_memory")
                 bar.update(len(records))
         finally:
             pages.close()
@@ -322,6 +334,19 @@ def _pull_changes(
         "Synced %d record(s) from %s (changes up to %d).", len(added), remote_db.display_url, since
     )
     return added
+
+
+def _add_from_archive(
+    local_db: LocalCalibrationDB, remote_db: RemoteCalibrationDB, records: list[dict]
+) -> list[dict]:
+    """Store records as the archive sent them; ``add`` checks each one, all or nothing."""
+    try:
+        return local_db.add(records)
+    except InvalidRecordError as exc:
+        raise InvalidRecordError(
+            f"The archive at {remote_db.display_url} sent an invalid record: {exc} Nothing "
+            "from this batch was stored; report the record to the archive operators."
+        ) from exc
 
 
 def _share_values(record: dict, interned: dict[str, str]) -> dict:
