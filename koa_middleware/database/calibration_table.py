@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import re
+import sqlite3
 from collections.abc import Callable, Generator, Iterable
 from typing import Any
 
@@ -107,7 +108,10 @@ class CalibrationTable(Table):
             return
         self._indexed.add(key)
         if all(self._column_type(column) is not None for column in key):
-            self._ensure_index(key)
+            try:
+                self._ensure_index(key)
+            except sqlite3.OperationalError as exc:  # e.g. a read-only cache: query unindexed
+                logger.info("Could not create an index on %s: %s", key, exc)
 
     def _nearest_plan(
         self, where: str | None, where_args: Any, order_by: str, limit: int, offset: int | None

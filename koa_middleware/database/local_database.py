@@ -8,6 +8,7 @@ always go as bound parameters.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import sqlite3
 import threading
@@ -158,7 +159,12 @@ class LocalCalibrationDB:
         if not names:
             return
         index = f"ix_{self.table_name}_" + "_".join(names)
-        index = index[:60] + (f"_{abs(hash(tuple(names))) % 10**6}" if len(index) > 60 else "")
+        if len(index) > 60:  # long names: a digest keeps them short and the same in every process
+            index = (
+                index[:50]
+                + "_"
+                + hashlib.md5(index.encode(), usedforsecurity=False).hexdigest()[:8]
+            )
         with self.write_transaction():
             self.conn.execute(
                 f'CREATE INDEX IF NOT EXISTS "{index}" ON {_q(self.table_name)} '

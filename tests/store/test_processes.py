@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from koa_middleware import CalibrationStore
+from koa_middleware import CalibrationStore, LocalCalibrationDB
 from koa_middleware.hashing import file_digest
 
 TESTS_DIR = Path(__file__).resolve().parents[1]
@@ -26,6 +26,18 @@ def start_worker(cache: Path, prefix: str, count: int) -> subprocess.Popen:
         env=env,
         stderr=subprocess.PIPE,
     )
+
+
+def wait_for_records(cache: Path, more_than: int, timeout: float = 60.0) -> None:
+    """Wait until the cache's database holds more than ``more_than`` records."""
+    db = LocalCalibrationDB(cache / "database" / "hispec_calibrations.db", "hispec")
+    try:
+        deadline = time.monotonic() + timeout
+        while len(db) <= more_than:
+            assert time.monotonic() < deadline, "the worker registered nothing"
+            time.sleep(0.01)
+    finally:
+        db.close()
 
 
 def assert_cache_consistent(store: CalibrationStore) -> int:
@@ -64,12 +76,13 @@ def test_process_killed_while_registering_leaves_a_consistent_cache(tmp_path):
     total = 0
     for round_ in range(12):
         worker = start_worker(cache, f"r{round_}", 0)
-        time.sleep(0.4 + rng.random() * 0.6)  # start-up, then a random moment of work
+        wait_for_records(cache, more_than=total)  # the worker is under way ...
+        time.sleep(rng.random() * 0.3)  # ... then a random moment of its work
         worker.send_signal(signal.SIGKILL)
         worker.wait()
         with CalibrationStore("hispec", str(cache), connect_remote=False) as store:
             count = assert_cache_consistent(store)
-            assert count > total, "the worker registered nothing before it was killed"
+            assert count > total
             total = count
             allowed = ("calibrations", "database", "tmp", "locks")
             leftovers = [
@@ -87,7 +100,7 @@ import os, signal, sys
 sys.path.insert(0, {tests!r})
 import koa_middleware.registration as registration
 from support.models import FileModel
-from koa_middleware import CalibrationStore
+from koa_middleware import CalibrationStore, LocalCalibrationDB
 
 real_place_file = registration.place_file
 
