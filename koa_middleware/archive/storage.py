@@ -86,6 +86,11 @@ class PendingFile:
             _start_writeback(self._handle.fileno(), self._flushed, self.size - self._flushed)
             self._flushed = self.size
 
+    def write_all(self, blocks: list[bytes]) -> None:
+        """Append several blocks in order (one call per batch from the receiving loop)."""
+        for block in blocks:
+            self.write(block)
+
     def finish(self) -> StoredFile:
         """Flush the file to disk and return its MD5 and size."""
         assert self._handle is not None, "finish after discard"

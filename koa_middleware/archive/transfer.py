@@ -55,9 +55,9 @@ async def receive_file(
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="koa-upload") as writer:
 
         async def flush() -> None:
-            nonlocal buffered
-            in_flight.append(loop.run_in_executor(writer, pending.write, b"".join(blocks)))
-            blocks.clear()
+            nonlocal blocks, buffered
+            in_flight.append(loop.run_in_executor(writer, pending.write_all, blocks))
+            blocks = []  # the writer thread owns the old list now
             buffered = 0
             while len(in_flight) >= WRITE_AHEAD:
                 await in_flight.popleft()
