@@ -112,24 +112,38 @@ CLIENT_SCRIPT = textwrap.dedent(
     from koa_middleware.database.remote_database import RemoteCalibrationDB
     from koa_middleware.transfer import fetch_to_cache
 
-    url, token, cache, cal_id, go = sys.argv[1:6]
-    with RemoteCalibrationDB("hispec", url=url, token=token, backoff=0.1) as remote:
-        record = remote.query(cal_id=cal_id)
-        remote.protocol
+    url, token, cache, cal_id, go, entry = sys.argv[1:7]
+    if entry == "store":
+        # The whole store: record lookup on the archive, local add, then the download.
+        import os
+        from koa_middleware.store import CalibrationStore
+
+        os.environ.update(KOA_CALIBRATIONS_URL=url, KOA_API_TOKEN=token)
+        store = CalibrationStore(instrument_name="hispec", cache_dir=cache, sync_on_init=False)
         while go != "-" and not Path(go).exists():
             time.sleep(0.01)
-        path = fetch_to_cache(remote, record, CacheLayout(cache, "hispec"))
+        path, record = store.get_calibration(cal_id)
+        assert record["id"] == cal_id
+        store.close()
+    else:
+        with RemoteCalibrationDB("hispec", url=url, token=token, backoff=0.1) as remote:
+            record = remote.query(cal_id=cal_id)
+            remote.protocol
+            while go != "-" and not Path(go).exists():
+                time.sleep(0.01)
+            path = fetch_to_cache(remote, record, CacheLayout(cache, "hispec"))
     print(path)
     """
 )
 
 
 def run_client(
-    tmp_path: Path, url: str, token: str, cal_id: str, go: str = "-"
+    tmp_path: Path, url: str, token: str, cal_id: str, go: str = "-", entry: str = "fetch"
 ) -> subprocess.Popen:
     script = tmp_path / "client.py"
     script.write_text(CLIENT_SCRIPT)
-    argv = [sys.executable, str(script), url, token, str(tmp_path / "cache"), cal_id, go]
+    cache = str(tmp_path / "cache")
+    argv = [sys.executable, str(script), url, token, cache, cal_id, go, entry]
     return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -157,13 +171,16 @@ def test_client_killed_mid_download(archive, protocol, tmp_path):
 
 
 @pytest.mark.slow
-def test_four_processes_one_download(archive, protocol, tmp_path):
+@pytest.mark.parametrize("entry", ["fetch", "store"], ids=["fetch_to_cache", "get_calibration"])
+def test_four_processes_one_download(archive, protocol, tmp_path, entry):
     server, token, record = archive
     layout = CacheLayout(tmp_path / "cache", INSTRUMENT)
     go = tmp_path / "go"
     with Relay(server.port, rate=16e6) as relay:
         url = relay.rewrite(server.base_url)
-        processes = [run_client(tmp_path, url, token, record["id"], str(go)) for _ in range(4)]
+        processes = [
+            run_client(tmp_path, url, token, record["id"], str(go), entry) for _ in range(4)
+        ]
         time.sleep(1.0)  # let them all start up before they race
         go.touch()
         outputs = [process.communicate(timeout=120) for process in processes]

@@ -9,7 +9,7 @@ from conftest import make_client
 
 from koa_middleware.cache import CacheLayout
 from koa_middleware.database.local_database import LocalCalibrationDB
-from koa_middleware.errors import ArchiveError, CalibrationNotFoundError
+from koa_middleware.errors import ArchiveError, AuthenticationError, CalibrationNotFoundError
 from koa_middleware.records import utc_now
 from koa_middleware.sync import cursor_key, missing_records, pull_records, push_records
 from koa_middleware.transfer import prefetch
@@ -184,3 +184,13 @@ def test_cursor_is_per_archive(shared_archive, instrument):
         make_client(shared_archive.url(2), "hispec", None) as c,
     ):
         assert len({cursor_key(a), cursor_key(b), cursor_key(c)}) == 3
+
+
+def test_read_only_token_cannot_push_records(shared_archive, instrument, local_db, tmp_path):
+    layout = CacheLayout(tmp_path / "cache", instrument)
+    register_locally(local_db, layout, 2)
+    with make_client(shared_archive.url(2), instrument, shared_archive.tokens["read"]) as remote:
+        with pytest.raises(AuthenticationError, match="403") as info:
+            push_records(local_db, remote, layout)
+        assert shared_archive.tokens["read"] not in str(info.value)
+        assert remote.query() == []
