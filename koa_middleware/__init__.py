@@ -7,12 +7,9 @@ Examples
 
 from __future__ import annotations
 
+import importlib
 import logging
-
-from .database import LocalCalibrationDB
-from .datamodel_protocol import SupportsCalibrationModelIO
-from .selector_base import CalibrationSelector
-from .store import CalibrationStore
+from typing import Any
 
 __version__ = "0.1.0"
 
@@ -24,4 +21,23 @@ __all__ = [
     "__version__",
 ]
 
+# Imported on first use, so that the archive service, which shares this
+# package's record rules, never loads the client store.
+_EXPORTS = {
+    "CalibrationSelector": "koa_middleware.selector_base",
+    "CalibrationStore": "koa_middleware.store",
+    "LocalCalibrationDB": "koa_middleware.database.local_database",
+    "SupportsCalibrationModelIO": "koa_middleware.datamodel_protocol",
+}
+
 logging.getLogger(__name__).addHandler(logging.NullHandler())
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])
