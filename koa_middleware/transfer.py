@@ -21,10 +21,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import stat
 import sys
 import time
-import zipfile
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
@@ -35,7 +33,6 @@ from tqdm import tqdm
 
 from .cache import CacheLayout, place_file
 from .errors import (
-    ArchiveError,
     CalibrationNotFoundError,
     ChecksumMismatchError,
     KOAError,
@@ -44,6 +41,7 @@ from .errors import (
 from .hashing import verify_file
 from .incoming import IncomingFile
 from .records import is_cal_id, validate_cal_id, validate_record
+from .zip_member import extract_single_member
 
 if TYPE_CHECKING:
     from .database.remote_database import RemoteCalibrationDB
@@ -56,7 +54,6 @@ __all__ = [
     "fetch_to_cache",
     "download_record_file",
     "prefetch",
-    "extract_single_member",
 ]
 
 _CHUNK = 1 << 20
@@ -297,82 +294,6 @@ def _download_zip(
     finally:
         with contextlib.suppress(FileNotFoundError):
             zip_path.unlink()
-
-
-def extract_single_member(
-    zip_path: Path, record: Mapping[str, Any], incoming: IncomingFile | Path
-) -> None:
-    """Extract the one member of a v1 download zip, refusing anything unexpected.
-
-    The zip must hold exactly one regular member whose name equals the record's
-    ``filename`` (so ``../`` names, absolute names, folders, links and other
-    names are all refused), unencrypted, no larger than the record's
-    ``file_size``. The member is streamed, never written under its own name.
-
-    Parameters
-    ----------
-    zip_path : Path
-        The downloaded zip.
-    record : Mapping
-        The calibration record.
-    incoming : Path
-        Where to write the member's bytes (a path, or an open partial file).
-
-    Raises
-    ------
-    ArchiveError
-        If the zip is invalid or holds anything but that one member.
-    ChecksumMismatchError
-        If the member's size differs from the record's ``file_size``.
-    """
-    filename = record["filename"]
-    if isinstance(incoming, Path):
-        target = IncomingFile(incoming, record.get("file_size"))
-        target.open(resume=False)
-        try:
-            extract_single_member(zip_path, record, target)
-        finally:
-            target.close()
-        return
-
-    def refuse(problem: str) -> ArchiveError:
-        return ArchiveError(
-            f"The archive's download of calibration {record['id']} ({filename}) {problem}; "
-            f"a download must be a zip with exactly one member named {filename!r}. Nothing "
-            "was extracted; report it to the archive operators."
-        )
-
-    try:
-        archive = zipfile.ZipFile(zip_path)
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise refuse(f"is not a valid zip ({exc})") from exc
-    with archive:
-        members = archive.infolist()
-        if len(members) != 1:
-            names = ", ".join(repr(m.filename) for m in members[:5])
-            raise refuse(f"holds {len(members)} members ({names})")
-        member = members[0]
-        if member.filename != filename:
-            raise refuse(f"holds a member named {member.filename!r}")
-        kind = stat.S_IFMT(member.external_attr >> 16) if member.create_system == 3 else 0
-        if member.is_dir() or kind not in (0, stat.S_IFREG):
-            raise refuse("holds a folder or link, not a plain file")
-        if member.flag_bits & 0x1:
-            raise refuse("holds an encrypted member")
-        expected = record.get("file_size")
-        if expected is not None and member.file_size != int(expected):
-            raise ChecksumMismatchError(
-                f"The download of {filename} holds {member.file_size} bytes but its record "
-                f"says {expected}; nothing was stored. Report it to the archive operators."
-            )
-        try:
-            with archive.open(member) as source:
-                while chunk := source.read(_CHUNK):
-                    incoming.write(chunk)
-                    if incoming.size > member.file_size:
-                        raise refuse("holds more bytes than its header says")
-        except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError) as exc:
-            raise refuse(f"is corrupt ({exc})") from exc
 
 
 def fetch_to_cache(

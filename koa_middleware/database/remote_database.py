@@ -19,23 +19,19 @@ import logging
 import os
 import re
 import threading
-import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from .. import __version__
 from ..auth import Credentials, resolve_credentials
 from ..errors import (
     ArchiveError,
-    AuthenticationError,
     CalibrationNotFoundError,
     ChecksumMismatchError,
     ConfigurationError,
     InvalidRecordError,
-    RemoteUnavailableError,
 )
 from ..hashing import file_digest
 from ..records import (
@@ -50,6 +46,7 @@ from ..records import (
     validate_md5,
     validate_record,
 )
+from .archive_http import ArchiveSession, redact_url, server_message
 
 logger = logging.getLogger(__name__)
 
@@ -59,50 +56,11 @@ __all__ = ["RemoteCalibrationDB", "DEFAULT_URL"]
 DEFAULT_URL = "https://www3.keck.hawaii.edu/api/calibrations"
 
 _INSTRUMENT_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
-_RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 _TIMESTAMP_FILTERS = frozenset(
     {"date_time_start", "date_time_end", "last_updated_start", "last_updated_end"}
 )
 _VERSION_FILTERS = frozenset({"cal_version_min", "cal_version_max", "cal_version"})
-_MAX_DELAY = 30.0
 _UPLOAD_CHUNK = 1 << 20
-
-
-def _redact_url(url: str) -> str:
-    """Return ``url`` without any user name or password in it."""
-    try:
-        parsed = httpx.URL(url)
-    except (httpx.InvalidURL, TypeError):
-        return "<invalid URL>"
-    if parsed.userinfo:
-        parsed = parsed.copy_with(username=None, password=None)
-    return str(parsed)
-
-
-def _server_message(response: httpx.Response) -> str:
-    """Return the archive's one-line explanation of an error answer, if it gave one."""
-    try:
-        body = response.content[:4096]
-    except httpx.ResponseNotRead:
-        return ""
-    if not body:
-        return ""
-    if _looks_like_html(response, body):
-        return "it sent an HTML page"
-    try:
-        data = json.loads(body)
-    except ValueError:
-        return ""
-    if isinstance(data, Mapping):
-        message = data.get("message") or data.get("detail") or data.get("error")
-        if isinstance(message, str):
-            return " ".join(message.split())[:300]
-    return ""
-
-
-def _looks_like_html(response: httpx.Response, body: bytes) -> bool:
-    content_type = response.headers.get("content-type", "").lower()
-    return "html" in content_type or body.lstrip()[:1] == b"<"
 
 
 class RemoteCalibrationDB:
@@ -169,30 +127,29 @@ class RemoteCalibrationDB:
             parsed = httpx.URL(base)
         except (httpx.InvalidURL, TypeError) as exc:
             raise ConfigurationError(
-                f"Invalid archive URL {_redact_url(str(base))!r}: use e.g. {DEFAULT_URL!r} "
+                f"Invalid archive URL {redact_url(str(base))!r}: use e.g. {DEFAULT_URL!r} "
                 "(argument url= or KOA_CALIBRATIONS_URL)."
             ) from exc
         if parsed.scheme not in ("http", "https") or not parsed.host:
             raise ConfigurationError(
-                f"Invalid archive URL {_redact_url(str(base))!r}: it must start with http:// "
+                f"Invalid archive URL {redact_url(str(base))!r}: it must start with http:// "
                 "or https:// and name a host (argument url= or KOA_CALIBRATIONS_URL)."
             )
         self.url = str(base).rstrip("/")
         #: The URL without any user name or password, for messages.
-        self.display_url = _redact_url(self.url)
-        self.credentials: Credentials = credentials or resolve_credentials(token)
-        self.retries = max(0, int(retries))
-        self.backoff = max(0.0, float(backoff))
+        self.display_url = redact_url(self.url)
+        #: The HTTP layer: connection pool, credentials, retries.
+        self.http = ArchiveSession(
+            credentials or resolve_credentials(token),
+            timeout=timeout,
+            connect_timeout=connect_timeout,
+            retries=retries,
+            backoff=backoff,
+        )
         self.batch_size = max(1, int(batch_size))
         self.page_size = max(1, int(page_size))
         self._protocol: int | None = None
         self._protocol_lock = threading.Lock()
-        self._client = httpx.Client(
-            timeout=httpx.Timeout(timeout, connect=connect_timeout),
-            follow_redirects=True,
-            headers={"User-Agent": f"koa_middleware/{__version__}"},
-            limits=httpx.Limits(max_connections=32, max_keepalive_connections=16),
-        )
 
     # ------------------------------------------------------------------ basics
 
@@ -210,7 +167,30 @@ class RemoteCalibrationDB:
 
     def close(self) -> None:
         """Close the connections to the archive."""
-        self._client.close()
+        self.http.close()
+
+    @property
+    def credentials(self) -> Credentials:
+        """The credentials sent with every request (errors name their kind, never their value)."""
+        return self.http.credentials
+
+    @property
+    def retries(self) -> int:
+        """Retries of an idempotent request (and of a broken download) before giving up."""
+        return self.http.retries
+
+    @retries.setter
+    def retries(self, value: int) -> None:
+        self.http.retries = max(0, int(value))
+
+    @property
+    def backoff(self) -> float:
+        """The first retry delay in seconds; it doubles with every retry."""
+        return self.http.backoff
+
+    @backoff.setter
+    def backoff(self, value: float) -> None:
+        self.http.backoff = max(0.0, float(value))
 
     @property
     def instrument_url(self) -> str:
@@ -235,12 +215,12 @@ class RemoteCalibrationDB:
         return self._protocol
 
     def _detect_protocol(self) -> int:
-        response = self._send("GET", f"{self.url}/healthz", idempotent=True)
+        response = self.http.send("GET", f"{self.url}/healthz", idempotent=True)
         if response.status_code == 404:
             logger.info("The archive at %s has no /healthz: protocol 1.", self.display_url)
             return 1
         if response.status_code >= 500:
-            self._raise_for_status(response, "check the archive's health")
+            self.http.raise_for_status(response, "check the archive's health")
         protocol = 1
         if response.is_success:
             try:
@@ -264,185 +244,13 @@ class RemoteCalibrationDB:
         RemoteUnavailableError
             If the archive cannot be reached.
         """
-        response = self._send("GET", f"{self.url}/healthz", idempotent=True)
-        data = self._json(response, "check the archive's health")
+        response = self.http.send("GET", f"{self.url}/healthz", idempotent=True)
+        data = self.http.json(response, "check the archive's health")
         if not isinstance(data, dict):
-            raise self._shape_error(response, "a JSON object")
+            raise self.http.shape_error(response, "a JSON object")
         return data
 
     # --------------------------------------------------------------- transport
-
-    def _send(
-        self,
-        method: str,
-        url: str,
-        *,
-        params: Mapping[str, Any] | None = None,
-        json_body: Any = None,
-        content: Callable[[], Iterable[bytes]] | None = None,
-        headers: Mapping[str, str] | None = None,
-        idempotent: bool,
-        stream: bool = False,
-    ) -> httpx.Response:
-        """Send a request with retries, and return the answer (any status).
-
-        Idempotent requests are retried after connection errors, 429 and 5xx;
-        any request is retried when the connection could not be opened at all
-        (nothing was sent). A 401 with a renewable credential (Keck login) is
-        retried once after logging in again. ``content`` is a factory so that a
-        retry sends a fresh body. With ``stream`` the body is left unread for
-        the caller (who must close the response); otherwise it is read here,
-        and a body cut short raises :class:`ArchiveError`.
-        """
-        attempt = 0
-        renewed = False
-        display = _redact_url(url)
-        while True:
-            request_headers = dict(self.credentials.auth_headers())
-            if headers:
-                request_headers.update(headers)
-            request = self._client.build_request(
-                method,
-                url,
-                params=params,
-                json=json_body,
-                content=content() if content is not None else None,
-                headers=request_headers,
-            )
-            try:
-                response = self._client.send(request, stream=True)
-            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-                if attempt < self.retries:
-                    attempt += 1
-                    self._pause(attempt, display, type(exc).__name__)
-                    continue
-                raise self._unavailable(display, exc) from exc
-            except httpx.TransportError as exc:
-                if idempotent and attempt < self.retries:
-                    attempt += 1
-                    self._pause(attempt, display, type(exc).__name__)
-                    continue
-                raise self._unavailable(display, exc) from exc
-            status = response.status_code
-            if status in _RETRY_STATUSES and idempotent and attempt < self.retries:
-                response.close()
-                attempt += 1
-                self._pause(attempt, display, f"status {status}", response)
-                continue
-            if status == 401 and not renewed:
-                response.read()
-                response.close()
-                renewed = True
-                if self.credentials.renew():
-                    continue
-                return response
-            if stream:
-                return response
-            try:
-                response.read()
-            except httpx.TransportError as exc:
-                response.close()
-                if idempotent and attempt < self.retries:
-                    attempt += 1
-                    self._pause(attempt, display, "truncated answer")
-                    continue
-                raise ArchiveError(
-                    f"The archive at {display} cut its answer short ({type(exc).__name__}: "
-                    f"{exc}); try again, and report it to the archive operators if it persists.",
-                    url=display,
-                    status=status,
-                ) from exc
-            return response
-
-    def _pause(
-        self, attempt: int, display: str, reason: str, response: httpx.Response | None = None
-    ) -> None:
-        delay = min(_MAX_DELAY, self.backoff * 2 ** (attempt - 1))
-        if response is not None:
-            retry_after = response.headers.get("retry-after", "")
-            if retry_after.isdigit():
-                delay = min(_MAX_DELAY, max(delay, float(retry_after)))
-        logger.warning(
-            "Request to %s failed (%s); retry %d of %d in %.1f s.",
-            display,
-            reason,
-            attempt,
-            self.retries,
-            delay,
-        )
-        time.sleep(delay)
-
-    def _unavailable(self, display: str, exc: Exception) -> RemoteUnavailableError:
-        return RemoteUnavailableError(
-            f"The archive at {display} cannot be reached ({type(exc).__name__}: {exc}) after "
-            f"{self.retries} retries; check KOA_CALIBRATIONS_URL and the network, or work "
-            "from the local cache.",
-            url=display,
-        )
-
-    def _raise_for_status(self, response: httpx.Response, action: str) -> None:
-        """Raise the error that fits a non-2xx answer; return for 2xx."""
-        status = response.status_code
-        if response.is_success:
-            return
-        display = _redact_url(str(response.request.url))
-        detail = _server_message(response)
-        detail = f" ({detail})" if detail else ""
-        if status == 401:
-            raise AuthenticationError(
-                f"The archive at {display} refused the {self.credentials.description} "
-                f"(401){detail} when asked to {action}. Check that the credential is valid "
-                "and not revoked (KOA_API_TOKEN, token=, or KECK_OBSERVER_EMAIL / "
-                "KECK_OBSERVER_PASSWORD).",
-                url=display,
-                status=status,
-            )
-        if status == 403:
-            raise AuthenticationError(
-                f"The archive at {display} refused to let the {self.credentials.description} "
-                f"{action} (403){detail}: the credential lacks the needed scope. Ask the "
-                "archive operators for a token with the 'write' scope to add or upload.",
-                url=display,
-                status=status,
-            )
-        raise ArchiveError(
-            f"The archive at {display} answered {status}{detail} when asked to {action}.",
-            url=display,
-            status=status,
-        )
-
-    def _json(self, response: httpx.Response, action: str) -> Any:
-        """Check an answer's status and return its JSON body, refusing HTML and invalid JSON."""
-        self._raise_for_status(response, action)
-        display = _redact_url(str(response.request.url))
-        body = response.content
-        if _looks_like_html(response, body[:512]):
-            raise ArchiveError(
-                f"The archive at {display} sent an HTML page instead of JSON when asked to "
-                f"{action}; check that KOA_CALIBRATIONS_URL points at the calibrations API "
-                "(not a web page or a login portal).",
-                url=display,
-                status=response.status_code,
-            )
-        try:
-            return json.loads(body)
-        except ValueError as exc:
-            raise ArchiveError(
-                f"The archive at {display} sent invalid JSON when asked to {action} ({exc}); "
-                "the answer may have been cut short or the URL is not a calibrations API. "
-                "Try again; if it persists, report it to the archive operators.",
-                url=display,
-                status=response.status_code,
-            ) from exc
-
-    def _shape_error(self, response: httpx.Response, expected: str) -> ArchiveError:
-        display = _redact_url(str(response.request.url))
-        return ArchiveError(
-            f"The archive at {display} sent an answer of an unexpected shape (expected "
-            f"{expected}); check that KOA_CALIBRATIONS_URL points at a calibrations API.",
-            url=display,
-            status=response.status_code,
-        )
 
     def _require_v2(self, what: str) -> None:
         if self.protocol < 2:
@@ -460,7 +268,7 @@ class RemoteCalibrationDB:
             return validate_record(raw, required=required, drop=("seq",))
         except InvalidRecordError as exc:
             ident = raw.get("id") if isinstance(raw, Mapping) else None
-            display = _redact_url(str(response.request.url))
+            display = redact_url(str(response.request.url))
             raise InvalidRecordError(
                 f"The archive at {display} sent an invalid record (id {ident!r}): {exc} "
                 "Nothing from this answer was stored; report the record to the archive "
@@ -566,8 +374,10 @@ class RemoteCalibrationDB:
                 params["limit"] = str(int(limit))
             if offset is not None:
                 params["offset"] = str(int(offset))
-        response = self._send("GET", f"{self.instrument_url}/query", params=params, idempotent=True)
-        data = self._json(response, "query calibrations")
+        response = self.http.send(
+            "GET", f"{self.instrument_url}/query", params=params, idempotent=True
+        )
+        data = self.http.json(response, "query calibrations")
         required = () if wanted else LOCAL_REQUIRED_FIELDS
         if self._no_match(data):
             records: list[dict] = []
@@ -576,7 +386,7 @@ class RemoteCalibrationDB:
         elif isinstance(data, Mapping) and "id" in data:
             records = [self._record(data, response, required)]
         else:
-            raise self._shape_error(response, "a JSON array of records")
+            raise self.http.shape_error(response, "a JSON array of records")
         if not v2:
             if wanted:
                 records = [{key: rec.get(key) for key in wanted} for rec in records]
@@ -633,10 +443,10 @@ class RemoteCalibrationDB:
         >>> remote.get_last_updated()  # doctest: +SKIP
         '2026-02-12T03:04:05.000'
         """
-        response = self._send("GET", f"{self.instrument_url}/lastUpdated", idempotent=True)
-        data = self._json(response, "report when calibrations were last updated")
+        response = self.http.send("GET", f"{self.instrument_url}/lastUpdated", idempotent=True)
+        data = self.http.json(response, "report when calibrations were last updated")
         if not isinstance(data, Mapping) or "last_updated" not in data:
-            raise self._shape_error(response, '{"last_updated": ...}')
+            raise self.http.shape_error(response, '{"last_updated": ...}')
         value = data["last_updated"]
         if value is None:
             return None
@@ -684,10 +494,10 @@ class RemoteCalibrationDB:
         self._require_v2("changes feed")
         since = int(since)
         params = {"since": str(since), "limit": str(int(limit))}
-        response = self._send(
+        response = self.http.send(
             "GET", f"{self.instrument_url}/changes", params=params, idempotent=True
         )
-        data = self._json(response, "list changed calibrations")
+        data = self.http.json(response, "list changed calibrations")
         if (
             not isinstance(data, Mapping)
             or not isinstance(data.get("records"), list)
@@ -695,14 +505,14 @@ class RemoteCalibrationDB:
             or isinstance(data.get("next"), bool)
             or data["next"] < since
         ):
-            raise self._shape_error(response, '{"records": [...], "next": <seq>, "more": ...}')
+            raise self.http.shape_error(response, '{"records": [...], "next": <seq>, "more": ...}')
         if validate:
             records = self._records(data["records"], response, LOCAL_REQUIRED_FIELDS)
         else:
             records = data["records"]
             for record in records:
                 if not isinstance(record, dict):
-                    raise self._shape_error(response, "records that are JSON objects")
+                    raise self.http.shape_error(response, "records that are JSON objects")
                 record.pop("seq", None)
         return {"records": records, "next": data["next"], "more": bool(data.get("more"))}
 
@@ -748,12 +558,12 @@ class RemoteCalibrationDB:
         ids: list[str] = []
         for start in range(0, len(clean), self.batch_size):
             batch = clean[start : start + self.batch_size]
-            response = self._send(
+            response = self.http.send(
                 "POST", f"{self.instrument_url}/add", json_body=batch, idempotent=False
             )
-            data = self._json(response, "add calibration records")
+            data = self.http.json(response, "add calibration records")
             if not isinstance(data, Mapping):
-                raise self._shape_error(response, '{"added": N, "ids": [...]}')
+                raise self.http.shape_error(response, '{"added": N, "ids": [...]}')
             added += int(data.get("added", len(batch)))
             ids.extend(str(i) for i in data.get("ids") or [rec["id"] for rec in batch])
         if clean:
@@ -772,7 +582,7 @@ class RemoteCalibrationDB:
         :mod:`koa_middleware.transfer` reads it with resume and verification.
         """
         cal_id = validate_cal_id(cal_id)
-        response = self._send(
+        response = self.http.send(
             "GET",
             f"{self.instrument_url}/files/{cal_id}",
             headers=headers,
@@ -782,7 +592,7 @@ class RemoteCalibrationDB:
         try:
             if response.status_code not in (200, 206, 416):
                 response.read()
-                self._raise_for_status(response, f"send the file of calibration {cal_id}")
+                self.http.raise_for_status(response, f"send the file of calibration {cal_id}")
             yield response
         finally:
             response.close()
@@ -791,7 +601,7 @@ class RemoteCalibrationDB:
     def open_zip_stream(self, cal_id: str) -> Iterator[httpx.Response]:
         """Open the v1 zip download of ``cal_id`` (``GET BASE/INST/download?cal_id=ID``)."""
         cal_id = validate_cal_id(cal_id)
-        response = self._send(
+        response = self.http.send(
             "GET",
             f"{self.instrument_url}/download",
             params={"cal_id": cal_id},
@@ -801,7 +611,7 @@ class RemoteCalibrationDB:
         try:
             if response.status_code != 200:
                 response.read()
-                self._raise_for_status(response, f"send the file of calibration {cal_id}")
+                self.http.raise_for_status(response, f"send the file of calibration {cal_id}")
             yield response
         finally:
             response.close()
@@ -929,7 +739,7 @@ class RemoteCalibrationDB:
                 while chunk := handle.read(_UPLOAD_CHUNK):
                     yield chunk
 
-        response = self._send(
+        response = self.http.send(
             "PUT",
             f"{self.instrument_url}/files/{cal_id}",
             content=body,
@@ -940,7 +750,7 @@ class RemoteCalibrationDB:
         if status == 422:
             raise ChecksumMismatchError(
                 f"The archive at {self.display_url} found that the upload of {path.name} "
-                f"does not match MD5 {actual_md5} and size {size} ({_server_message(response)}); "
+                f"does not match MD5 {actual_md5} and size {size} ({server_message(response)}); "
                 "nothing was stored. Try again."
             )
         if status == 409:
@@ -951,5 +761,5 @@ class RemoteCalibrationDB:
                 url=self.display_url,
                 status=status,
             )
-        self._raise_for_status(response, f"store the file of calibration {cal_id}")
+        self.http.raise_for_status(response, f"store the file of calibration {cal_id}")
         return status

@@ -1,0 +1,291 @@
+"""The HTTP layer of the archive client: one connection pool, retries, and clear errors.
+
+:class:`ArchiveSession` sends requests to the archive with the client's
+credentials, retries idempotent ones after connection errors, 429 and 5xx
+(exponential backoff, honouring ``Retry-After``), logs in again once after a
+401 when the credential can (Keck login), and turns every failure into an
+error that names the URL, the status and what to do:
+:class:`~koa_middleware.errors.AuthenticationError` (401/403, naming the kind
+of credential, never its value), :class:`~koa_middleware.errors.RemoteUnavailableError`
+(unreachable) or :class:`~koa_middleware.errors.ArchiveError` (anything else,
+including HTML pages, invalid JSON and bodies cut short).
+"""
+
+from __future__ import annotations
+
+import json as json_module
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import httpx
+
+from .. import __version__
+from ..auth import Credentials
+from ..errors import ArchiveError, AuthenticationError, RemoteUnavailableError
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["ArchiveSession", "redact_url", "server_message"]
+
+_RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+_MAX_DELAY = 30.0
+
+
+def redact_url(url: str) -> str:
+    """Return ``url`` without any user name or password in it."""
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, TypeError):
+        return "<invalid URL>"
+    if parsed.userinfo:
+        parsed = parsed.copy_with(username=None, password=None)
+    return str(parsed)
+
+
+def server_message(response: httpx.Response) -> str:
+    """Return the archive's one-line explanation of an error answer, if it gave one."""
+    try:
+        body = response.content[:4096]
+    except httpx.ResponseNotRead:
+        return ""
+    if not body:
+        return ""
+    if _looks_like_html(response, body):
+        return "it sent an HTML page"
+    try:
+        data = json_module.loads(body)
+    except ValueError:
+        return ""
+    if isinstance(data, Mapping):
+        message = data.get("message") or data.get("detail") or data.get("error")
+        if isinstance(message, str):
+            return " ".join(message.split())[:300]
+    return ""
+
+
+def _looks_like_html(response: httpx.Response, body: bytes) -> bool:
+    content_type = response.headers.get("content-type", "").lower()
+    return "html" in content_type or body.lstrip()[:1] == b"<"
+
+
+class ArchiveSession:
+    """Requests to one archive: a pooled :class:`httpx.Client`, credentials and retries.
+
+    Parameters
+    ----------
+    credentials : Credentials
+        What authenticates each request (see :mod:`koa_middleware.auth`).
+    timeout : float
+        Seconds to wait for data on a connection (read, write, pool).
+    connect_timeout : float
+        Seconds to wait for a connection.
+    retries : int
+        Retries of an idempotent request after a connection error, 429 or 5xx.
+    backoff : float
+        The first retry delay in seconds; it doubles with every retry.
+
+    Examples
+    --------
+    >>> from koa_middleware.auth import Anonymous
+    >>> session = ArchiveSession(Anonymous(), retries=2)
+    >>> session.retries
+    2
+    >>> session.close()
+    """
+
+    def __init__(
+        self,
+        credentials: Credentials,
+        *,
+        timeout: float = 60.0,
+        connect_timeout: float = 10.0,
+        retries: int = 4,
+        backoff: float = 0.5,
+    ):
+        self.credentials = credentials
+        self.retries = max(0, int(retries))
+        self.backoff = max(0.0, float(backoff))
+        self._client = httpx.Client(
+            timeout=httpx.Timeout(timeout, connect=connect_timeout),
+            follow_redirects=True,
+            headers={"User-Agent": f"koa_middleware/{__version__}"},
+            limits=httpx.Limits(max_connections=32, max_keepalive_connections=16),
+        )
+
+    def close(self) -> None:
+        """Close the pooled connections."""
+        self._client.close()
+
+    def send(
+        self,
+        method: str,
+        url: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        json_body: Any = None,
+        content: Callable[[], Iterable[bytes]] | None = None,
+        headers: Mapping[str, str] | None = None,
+        idempotent: bool,
+        stream: bool = False,
+    ) -> httpx.Response:
+        """Send a request with retries, and return the answer (any status).
+
+        Idempotent requests are retried after connection errors, 429 and 5xx;
+        any request is retried when the connection could not be opened at all
+        (nothing was sent). A 401 with a renewable credential (Keck login) is
+        retried once after logging in again. ``content`` is a factory so that a
+        retry sends a fresh body. With ``stream`` the body is left unread for
+        the caller (who must close the response); otherwise it is read here,
+        and a body cut short raises :class:`ArchiveError`.
+        """
+        attempt = 0
+        renewed = False
+        display = redact_url(url)
+        while True:
+            request_headers = dict(self.credentials.auth_headers())
+            if headers:
+                request_headers.update(headers)
+            request = self._client.build_request(
+                method,
+                url,
+                params=params,
+                json=json_body,
+                content=content() if content is not None else None,
+                headers=request_headers,
+            )
+            try:
+                response = self._client.send(request, stream=True)
+            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+                if attempt < self.retries:
+                    attempt += 1
+                    self._pause(attempt, display, type(exc).__name__)
+                    continue
+                raise self._unavailable(display, exc) from exc
+            except httpx.TransportError as exc:
+                if idempotent and attempt < self.retries:
+                    attempt += 1
+                    self._pause(attempt, display, type(exc).__name__)
+                    continue
+                raise self._unavailable(display, exc) from exc
+            status = response.status_code
+            if status in _RETRY_STATUSES and idempotent and attempt < self.retries:
+                response.close()
+                attempt += 1
+                self._pause(attempt, display, f"status {status}", response)
+                continue
+            if status == 401 and not renewed:
+                response.read()
+                response.close()
+                renewed = True
+                if self.credentials.renew():
+                    continue
+                return response
+            if stream:
+                return response
+            try:
+                response.read()
+            except httpx.TransportError as exc:
+                response.close()
+                if idempotent and attempt < self.retries:
+                    attempt += 1
+                    self._pause(attempt, display, "truncated answer")
+                    continue
+                raise ArchiveError(
+                    f"The archive at {display} cut its answer short ({type(exc).__name__}: "
+                    f"{exc}); try again, and report it to the archive operators if it persists.",
+                    url=display,
+                    status=status,
+                ) from exc
+            return response
+
+    def _pause(
+        self, attempt: int, display: str, reason: str, response: httpx.Response | None = None
+    ) -> None:
+        delay = min(_MAX_DELAY, self.backoff * 2 ** (attempt - 1))
+        if response is not None:
+            retry_after = response.headers.get("retry-after", "")
+            if retry_after.isdigit():
+                delay = min(_MAX_DELAY, max(delay, float(retry_after)))
+        logger.warning(
+            "Request to %s failed (%s); retry %d of %d in %.1f s.",
+            display,
+            reason,
+            attempt,
+            self.retries,
+            delay,
+        )
+        time.sleep(delay)
+
+    def _unavailable(self, display: str, exc: Exception) -> RemoteUnavailableError:
+        return RemoteUnavailableError(
+            f"The archive at {display} cannot be reached ({type(exc).__name__}: {exc}) after "
+            f"{self.retries} retries; check KOA_CALIBRATIONS_URL and the network, or work "
+            "from the local cache.",
+            url=display,
+        )
+
+    def raise_for_status(self, response: httpx.Response, action: str) -> None:
+        """Raise the error that fits a non-2xx answer; return for 2xx."""
+        status = response.status_code
+        if response.is_success:
+            return
+        display = redact_url(str(response.request.url))
+        detail = server_message(response)
+        detail = f" ({detail})" if detail else ""
+        if status == 401:
+            raise AuthenticationError(
+                f"The archive at {display} refused the {self.credentials.description} "
+                f"(401){detail} when asked to {action}. Check that the credential is valid "
+                "and not revoked (KOA_API_TOKEN, token=, or KECK_OBSERVER_EMAIL / "
+                "KECK_OBSERVER_PASSWORD).",
+                url=display,
+                status=status,
+            )
+        if status == 403:
+            raise AuthenticationError(
+                f"The archive at {display} refused to let the {self.credentials.description} "
+                f"{action} (403){detail}: the credential lacks the needed scope. Ask the "
+                "archive operators for a token with the 'write' scope to add or upload.",
+                url=display,
+                status=status,
+            )
+        raise ArchiveError(
+            f"The archive at {display} answered {status}{detail} when asked to {action}.",
+            url=display,
+            status=status,
+        )
+
+    def json(self, response: httpx.Response, action: str) -> Any:
+        """Check an answer's status and return its JSON body, refusing HTML and invalid JSON."""
+        self.raise_for_status(response, action)
+        display = redact_url(str(response.request.url))
+        body = response.content
+        if _looks_like_html(response, body[:512]):
+            raise ArchiveError(
+                f"The archive at {display} sent an HTML page instead of JSON when asked to "
+                f"{action}; check that KOA_CALIBRATIONS_URL points at the calibrations API "
+                "(not a web page or a login portal).",
+                url=display,
+                status=response.status_code,
+            )
+        try:
+            return json_module.loads(body)
+        except ValueError as exc:
+            raise ArchiveError(
+                f"The archive at {display} sent invalid JSON when asked to {action} ({exc}); "
+                "the answer may have been cut short or the URL is not a calibrations API. "
+                "Try again; if it persists, report it to the archive operators.",
+                url=display,
+                status=response.status_code,
+            ) from exc
+
+    def shape_error(self, response: httpx.Response, expected: str) -> ArchiveError:
+        display = redact_url(str(response.request.url))
+        return ArchiveError(
+            f"The archive at {display} sent an answer of an unexpected shape (expected "
+            f"{expected}); check that KOA_CALIBRATIONS_URL points at a calibrations API.",
+            url=display,
+            status=response.status_code,
+        )
