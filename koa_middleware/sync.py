@@ -173,9 +173,16 @@ def _remote_records_missing_locally(
     return [rec for page in remote_db.iter_query() for rec in page if rec["id"] in wanted]
 
 
-def _add(local_db: LocalCalibrationDB, records: Sequence[dict], batch: int) -> None:
-    for chunk in _chunks(records, batch):
-        local_db.add(list(chunk))
+def _add(
+    local_db: LocalCalibrationDB,
+    records: Sequence[dict],
+    batch: int,
+    progress: bool | None = False,
+) -> None:
+    with progress_bar(len(records), "sync", progress, unit="record") as bar:
+        for chunk in _chunks(records, batch):
+            local_db.add(list(chunk))
+            bar.update(len(chunk))
 
 
 def pull_records(
@@ -238,12 +245,12 @@ def pull_records(
         return _pull_selected(local_db, remote_db, cals)
     if mode == "last_updated":
         records = missing_records(local_db, remote_db, "remote", "last_updated")
-        _add(local_db, records, remote_db.page_size)
+        _add(local_db, records, remote_db.page_size, progress)
         return records
     if remote_db.protocol >= 2:
         return _pull_changes(local_db, remote_db, progress)
     records = missing_records(local_db, remote_db, "remote", "id")
-    _add(local_db, records, remote_db.page_size)
+    _add(local_db, records, remote_db.page_size, progress)
     logger.info("Added %d record(s) from %s.", len(records), remote_db.display_url)
     return records
 
