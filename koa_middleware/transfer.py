@@ -210,14 +210,14 @@ def _download_raw(
                         incoming.write(chunk)
                         bar.update(len(chunk))
                     return
-            except (httpx.TransportError, RemoteUnavailableError) as exc:
+            except httpx.TransportError as exc:
                 failures += 1
                 if failures > remote_db.retries:
                     raise RemoteUnavailableError(
                         f"The download of {record['filename']} from {remote_db.display_url} failed "
                         f"{failures} times ({type(exc).__name__}); {incoming.size} bytes are kept "
                         "and the next attempt resumes from there.",
-                        url=getattr(exc, "url", None),
+                        url=remote_db.display_url,
                     ) from exc
                 delay = min(30.0, remote_db.backoff * 2 ** (failures - 1))
                 logger.warning(
@@ -276,14 +276,14 @@ def _download_zip(
                         handle.write(chunk)
                         bar.update(len(chunk))
                 break
-            except (httpx.TransportError, RemoteUnavailableError) as exc:
+            except httpx.TransportError as exc:
                 # v1 has no ranges: a broken zip download starts over.
                 failures += 1
                 if failures > remote_db.retries:
                     raise RemoteUnavailableError(
                         f"The download of {record['filename']} from {remote_db.display_url} failed "
                         f"{failures} times ({type(exc).__name__}); try again later.",
-                        url=getattr(exc, "url", None),
+                        url=remote_db.display_url,
                     ) from exc
                 time.sleep(min(30.0, remote_db.backoff * 2 ** (failures - 1)))
         incoming.open(resume=False)
