@@ -336,3 +336,14 @@ def test_corrupt_partial_is_downloaded_again(remote, server, layout):
     ranges = [ex.headers.get("range") for ex in server.exchanges if ex.path == FILES]
     assert ranges == ["bytes=1000-", None]
     assert not any(layout.tmp_dir.iterdir())
+
+
+def test_unreachable_archive_leaves_the_cache_clean(layout):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/api/calibrations"
+    with RemoteCalibrationDB("hispec", url=url, token="t", retries=1, backoff=0.01) as remote:
+        with pytest.raises(RemoteUnavailableError, match=f"127.0.0.1:{port}"):
+            fetch_to_cache(remote, make_record(), layout)
+    assert cache_is_clean(layout)
