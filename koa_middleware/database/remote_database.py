@@ -112,7 +112,7 @@ class RemoteCalibrationDB:
         retries: int = 4,
         backoff: float = 0.5,
         batch_size: int = 1000,
-        page_size: int = 5000,
+        page_size: int = 3000,
     ):
         if not isinstance(instrument_name, str) or not _INSTRUMENT_RE.match(
             instrument_name.lower()
