@@ -88,8 +88,8 @@ class _BackgroundMD5:
 
     def _run(self) -> None:
         while (batch := self._queue.get()) is not None:
-            for chunk in batch:
-                self._md5.update(chunk)
+            # One call per batch: hashlib lets go of the GIL for the whole MiB.
+            self._md5.update(b"".join(batch))
 
     def update(self, chunk: bytes) -> None:
         self._batch.append(chunk)
