@@ -628,7 +628,9 @@ class RemoteCalibrationDB:
         """Download the file of calibration ``cal_id``, verified, into ``output_dir``.
 
         The file appears atomically under its record's ``filename`` (or at
-        ``output_path``) only after its size and MD5 matched the record.
+        ``output_path``) only after its size and MD5 matched the record. A
+        download that breaks off leaves a hidden ``.<id>.download`` next to it,
+        which the next call resumes (v2).
 
         Parameters
         ----------
