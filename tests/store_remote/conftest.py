@@ -1,62 +1,31 @@
 """Fixtures of the store's remote tests: real koa-archive servers (v2 and v1) on one catalog.
 
-Both servers serve one archive folder, so a store speaking either protocol sees
-the same records. Each test takes an instrument of its own.
+Each test takes an instrument of its own, so tests never see each other's records.
 """
 
 from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
 from koa_middleware import CalibrationStore
-from support.archive import ArchiveServer, create_token
+from support.archive import KOA_ENVIRONMENT, ArchivePair
 
 INSTRUMENTS = tuple(f"store{i:03d}" for i in range(80))
 _next_instrument = itertools.count()
 
 
-@dataclass
-class Archive:
-    root: Path
-    servers: dict[int, ArchiveServer]
-    tokens: dict[str, str]
-
-    def url(self, protocol: int = 2) -> str:
-        return self.servers[protocol].base_url
-
-
 @pytest.fixture(scope="session")
-def archive(tmp_path_factory) -> Iterator[Archive]:
-    root = tmp_path_factory.mktemp("store-archive")
-    tokens = {scope: create_token(root, scope) for scope in ("read", "write")}
-    servers = {p: ArchiveServer(root, protocol=p, instruments=INSTRUMENTS) for p in (2, 1)}
-    try:
-        for server in servers.values():
-            server.start()
-        yield Archive(root, servers, tokens)
-    finally:
-        for server in servers.values():
-            server.__exit__(None, None, None)
+def archive(tmp_path_factory) -> Iterator[ArchivePair]:
+    with ArchivePair(tmp_path_factory.mktemp("store-archive"), INSTRUMENTS) as pair:
+        yield pair
 
 
 @pytest.fixture(autouse=True)
 def _clean_environment(monkeypatch, tmp_path):
-    for name in (
-        "KOA_API_TOKEN",
-        "KECK_OBSERVER_EMAIL",
-        "KECK_OBSERVER_PASSWORD",
-        "KOA_CALIBRATIONS_URL",
-        "KOA_CALIBRATION_ORIGIN",
-        "KOA_CALIBRATIONS_ORIGIN",
-        "KOA_USE_CACHED_CALIBRATIONS",
-        "KOA_INSTRUMENT_NAME",
-        "KOA_CALIBRATION_CACHE",
-    ):
+    for name in KOA_ENVIRONMENT:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
     monkeypatch.setenv("KOA_PROGRESS", "0")

@@ -265,3 +265,54 @@ def publish(client: httpx.Client, data: bytes, inst: str = "hispec", **fields: A
     response = client.post(f"{inst}/add", json=record)
     assert response.status_code == 200, response.text
     return record
+
+
+# -- one archive folder served in both protocols ------------------------------------
+#: Environment variables that configure a store or client; tests start without them.
+KOA_ENVIRONMENT = (
+    "KOA_API_TOKEN",
+    "KECK_OBSERVER_EMAIL",
+    "KECK_OBSERVER_PASSWORD",
+    "KOA_CALIBRATIONS_URL",
+    "KOA_CALIBRATION_ORIGIN",
+    "KOA_CALIBRATIONS_ORIGIN",
+    "KOA_USE_CACHED_CALIBRATIONS",
+    "KOA_INSTRUMENT_NAME",
+    "KOA_CALIBRATION_CACHE",
+    "KOA_LOCAL_CALIBRATION_DATABASE_FILENAME",
+    "KOA_LOCAL_CALIBRATION_DATABASE_TABLE_NAME",
+    "KOA_PROGRESS",
+)
+
+
+class ArchivePair:
+    """Two servers over one archive folder, one speaking protocol 2 and one protocol 1.
+
+    Both see the same records and files; ``tokens`` holds a ``read`` and a
+    ``write`` token. Use as a context manager.
+    """
+
+    def __init__(self, root: Path, instruments: tuple[str, ...]):
+        self.root = Path(root)
+        self.tokens = {scope: create_token(self.root, scope) for scope in ("read", "write")}
+        self.servers = {
+            protocol: ArchiveServer(self.root, protocol=protocol, instruments=instruments)
+            for protocol in (2, 1)
+        }
+
+    def url(self, protocol: int = 2) -> str:
+        """The BASE URL of the server speaking ``protocol``."""
+        return self.servers[protocol].base_url
+
+    def __enter__(self) -> ArchivePair:
+        try:
+            for server in self.servers.values():
+                server.start()
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for server in self.servers.values():
+            server.__exit__(None, None, None)
