@@ -112,10 +112,21 @@ class CalibrationStore:
         self.layout.clean_temp()
         self.remote_db = self._connect_remote() if connect_remote else None
         if self.remote_db is not None and sync_on_init:
-            try:
-                self.sync_records_from_remote()
-            except RemoteUnavailableError as exc:
-                logger.warning("Working from the local cache only: %s", exc)
+            self._sync_on_init()
+
+    def _sync_on_init(self) -> None:
+        # One quick probe first: a pipeline step must not wait out the retries
+        # of an archive that is down before it can work from its cache.
+        if not self.remote_db.reachable():
+            logger.warning(
+                "Working from the local cache only: the archive at %s cannot be reached.",
+                self.remote_db.display_url,
+            )
+            return
+        try:
+            self.sync_records_from_remote()
+        except RemoteUnavailableError as exc:
+            logger.warning("Working from the local cache only: %s", exc)
 
     def _connect_remote(self) -> Any:
         cfg = self.config

@@ -16,7 +16,8 @@ from __future__ import annotations
 import json as json_module
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import httpx
@@ -117,6 +118,16 @@ class ArchiveSession:
     def close(self) -> None:
         """Close the pooled connections."""
         self._client.close()
+
+    @contextmanager
+    def limited_retries(self, retries: int) -> Iterator[None]:
+        """Retry at most ``retries`` times within the block (for quick probes)."""
+        saved = self.retries
+        self.retries = min(saved, retries)
+        try:
+            yield
+        finally:
+            self.retries = saved
 
     def send(
         self,

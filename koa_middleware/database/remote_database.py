@@ -32,6 +32,7 @@ from ..errors import (
     ChecksumMismatchError,
     ConfigurationError,
     InvalidRecordError,
+    RemoteUnavailableError,
 )
 from ..hashing import file_digest
 from ..records import (
@@ -233,6 +234,19 @@ class RemoteCalibrationDB:
                     protocol = 2
         logger.info("The archive at %s speaks protocol %d.", self.display_url, protocol)
         return protocol
+
+    def reachable(self) -> bool:
+        """Whether the archive answers now: one attempt, no retries.
+
+        Detects the protocol on the way, so a store can tell at once, when it
+        starts, that it has to work from its cache.
+        """
+        try:
+            with self.http.limited_retries(0):
+                self.protocol  # noqa: B018 - detecting it is the probe
+        except RemoteUnavailableError:
+            return False
+        return True
 
     def healthz(self) -> dict:
         """Return the archive's health answer (v2), e.g. ``{"status": "ok", "protocol": 2}``.
