@@ -185,6 +185,18 @@ def curl_seconds(url: str, token: str, out: Path) -> float:
     return seconds
 
 
+def curl_md5_seconds(url: str, token: str) -> float:
+    """Seconds for curl to fetch ``url`` into ``md5sum`` (an MD5-checked download by curl)."""
+    argv = ["curl", "-sS", "-f", "-H", f"Authorization: Bearer {token}", url]
+    start = time.perf_counter()
+    fetch = subprocess.Popen(argv, stdout=subprocess.PIPE)
+    subprocess.run(["md5sum"], stdin=fetch.stdout, check=True, stdout=subprocess.DEVNULL)
+    fetch.stdout.close()
+    if fetch.wait() != 0:
+        raise RuntimeError(f"curl failed on {url}")
+    return time.perf_counter() - start
+
+
 def verdict(ok: bool) -> str:
     return "ok" if ok else "MISSED"
 
@@ -266,9 +278,10 @@ def main() -> None:
                 if options.big_mb:
                     big = publish_big(remote, work / "upload", options.big_mb << 20)
                     url = f"{server.base_url}/{INSTRUMENT}/files/{big['id']}"
-                    ours, curls = [], []
+                    ours, curls, curl_md5s = [], [], []
                     for round_ in range(2):
                         curls.append(curl_seconds(url, token, work / "curl.out"))
+                        curl_md5s.append(curl_md5_seconds(url, token))
                         cache = work / f"cache-big{round_}"
                         result = run_client(env, "get", str(cache), big["id"])
                         ours.append(result["seconds"])
@@ -282,6 +295,12 @@ def main() -> None:
                         f"{min(ours):.2f} s = {our_rate:.0f} MB/s; curl {min(curls):.2f} s = "
                         f"{curl_rate:.0f} MB/s; ratio {ratio:.2f}   "
                         f"[target >= 0.7: {verdict(ratio >= 0.7)}]"
+                    )
+                    curl_md5_rate = megabytes / min(curl_md5s)
+                    print(
+                        f"  next to curl | md5sum ({min(curl_md5s):.2f} s = {curl_md5_rate:.0f} "
+                        f"MB/s), an MD5-checked download by curl: ratio "
+                        f"{our_rate / curl_md5_rate:.2f}"
                     )
                     print(
                         f"  (each of 2 rounds: ours {', '.join(f'{s:.2f}' for s in ours)} s; "
