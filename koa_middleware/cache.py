@@ -85,16 +85,18 @@ class CacheLayout:
         """Remove leftovers of interrupted writes from the temporary folder.
 
         Only files older than a minute go, so that a write under way in another
-        process is left alone.
+        process is left alone; partial downloads (``*.download``), which a later
+        fetch of the same calibration resumes, are kept for a day.
         """
         if not self.tmp_dir.is_dir():
             return
-        cutoff = time.time() - 60
+        now = time.time()
         for entry in self.tmp_dir.iterdir():
             if entry.suffix == ".pending":
-                continue
+                continue  # crash-recovery markers: recover_pending handles them
+            max_age = 86_400 if entry.suffix == ".download" else 60
             try:
-                if entry.stat().st_mtime >= cutoff:
+                if entry.stat().st_mtime >= now - max_age:
                     continue
                 if entry.is_dir():
                     shutil.rmtree(entry, ignore_errors=True)

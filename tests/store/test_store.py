@@ -290,3 +290,18 @@ def test_detect_version_issues(store):
     store.local_db.add({**rows[1], "cal_version": "001"})
     issues = {(i["issue"], i["cal_version"]) for i in store.detect_version_issues()}
     assert issues == {("duplicate", "001"), ("gap", "002"), ("gap", "003"), ("gap", "004")}
+
+
+def test_start_cleans_stale_temporary_files_but_keeps_partial_downloads(tmp_path):
+    cache = tmp_path / "cache"
+    CalibrationStore("hispec", str(cache), connect_remote=False).close()
+    tmp = cache / "tmp" / "hispec"
+    stale, fresh, partial = tmp / "a.fits.part", tmp / "b.fits.part", tmp / "c.download"
+    for path in (stale, fresh, partial):
+        path.write_bytes(b"x")
+    hour_ago = os.path.getmtime(fresh) - 3600
+    os.utime(stale, (hour_ago, hour_ago))
+    os.utime(partial, (hour_ago, hour_ago))
+    CalibrationStore("hispec", str(cache), connect_remote=False).close()
+    assert not stale.exists()
+    assert fresh.exists() and partial.exists()
