@@ -43,9 +43,7 @@ class DarkSelector(CalibrationSelector):
     def get_candidates(self, input, db, **kwargs):
         params = {"cal_type": "dark", "era": input["era"], "spec": input["spec"]}
         params["mjd"] = input["mjd"]
-        return db.table.rows_where(
-            SELECT_SQL, params, order_by="ABS(mjd_start - :mjd)", limit=1
-        )
+        return db.table.rows_where(SELECT_SQL, params, order_by="ABS(mjd_start - :mjd)", limit=1)
 
 
 class BenchModel:
@@ -93,8 +91,10 @@ def bench_register(root: Path, count: int = 10_000) -> None:
     tenth = count // 10
     first = statistics.mean(times[:tenth]) * 1e3
     last = statistics.mean(times[-tenth:]) * 1e3
-    print(f"register_calibration x{count}: first 10% {first:.3f} ms/call, "
-          f"last 10% {last:.3f} ms/call, ratio {last / first:.2f}")
+    print(
+        f"register_calibration x{count}: first 10% {first:.3f} ms/call, "
+        f"last 10% {last:.3f} ms/call, ratio {last / first:.2f}"
+    )
 
 
 def bench_size(root: Path, n: int, lookups: int) -> None:
@@ -105,8 +105,12 @@ def bench_size(root: Path, n: int, lookups: int) -> None:
         for i in range(n):
             record = layout_record(i)
             record.update(
-                id=str(uuid.uuid4()), origin="KECK", cal_version="001",
-                last_updated=record["datetime_obs"], file_md5=md5, file_size=size,
+                id=str(uuid.uuid4()),
+                origin="KECK",
+                cal_version="001",
+                last_updated=record["datetime_obs"],
+                file_md5=md5,
+                file_size=size,
             )
             records.append(record)
             (store.layout.calibrations_dir / record["filename"]).write_bytes(PAYLOAD)
@@ -118,9 +122,11 @@ def bench_size(root: Path, n: int, lookups: int) -> None:
         select_times = []
         for k in range(lookups):
             i = (k * 7919) % n
-            frame = {"era": ("era1", "era2")[(i // 8) % 2],
-                     "spec": ("spec_a", "spec_b")[(i // 4) % 2],
-                     "mjd": MJD_OF_START + i / 24 + 0.3}
+            frame = {
+                "era": ("era1", "era2")[(i // 8) % 2],
+                "spec": ("spec_a", "spec_b")[(i // 4) % 2],
+                "mjd": MJD_OF_START + i / 24 + 0.3,
+            }
             t0 = time.perf_counter()
             path, record = store.select_and_get_calibration(frame, selector)
             select_times.append(time.perf_counter() - t0)
@@ -132,10 +138,12 @@ def bench_size(root: Path, n: int, lookups: int) -> None:
             t0 = time.perf_counter()
             store.get_calibration(cal_id)
             get_times.append(time.perf_counter() - t0)
-    print(f"N={n:>7,}: local_db.add of N records {add_s:.3f} s | "
-          f"select_and_get_calibration p50 {percentile(select_times, 0.5) * 1e3:.3f} ms "
-          f"p95 {percentile(select_times, 0.95) * 1e3:.3f} ms | "
-          f"get_calibration(id) p50 {percentile(get_times, 0.5) * 1e3:.4f} ms")
+    print(
+        f"N={n:>7,}: local_db.add of N records {add_s:.3f} s | "
+        f"select_and_get_calibration p50 {percentile(select_times, 0.5) * 1e3:.3f} ms "
+        f"p95 {percentile(select_times, 0.95) * 1e3:.3f} ms | "
+        f"get_calibration(id) p50 {percentile(get_times, 0.5) * 1e3:.4f} ms"
+    )
 
 
 def file_digest_of_payload(root: Path) -> tuple[str, int]:
