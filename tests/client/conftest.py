@@ -10,57 +10,26 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
 from koa_middleware.database.local_database import LocalCalibrationDB
 from koa_middleware.database.remote_database import RemoteCalibrationDB
-from support.archive import ArchiveServer, create_token
+from support.archive import KOA_ENVIRONMENT, ArchivePair
 
 INSTRUMENTS = tuple(f"inst{i:03d}" for i in range(160))
 _next_instrument = itertools.count()
 
 
-@dataclass
-class SharedArchive:
-    """Two servers (v2 and v1) over one archive folder, and tokens of each scope."""
-
-    root: Path
-    servers: dict[int, ArchiveServer]
-    tokens: dict[str, str]
-
-    def url(self, protocol: int) -> str:
-        return self.servers[protocol].base_url
-
-
 @pytest.fixture(scope="session")
-def shared_archive(tmp_path_factory) -> Iterator[SharedArchive]:
-    root = tmp_path_factory.mktemp("shared-archive")
-    tokens = {scope: create_token(root, scope) for scope in ("read", "write")}
-    servers = {
-        protocol: ArchiveServer(root, protocol=protocol, instruments=INSTRUMENTS)
-        for protocol in (2, 1)
-    }
-    try:
-        for server in servers.values():
-            server.start()
-        yield SharedArchive(root, servers, tokens)
-    finally:
-        for server in servers.values():
-            server.__exit__(None, None, None)
+def shared_archive(tmp_path_factory) -> Iterator[ArchivePair]:
+    with ArchivePair(tmp_path_factory.mktemp("shared-archive"), INSTRUMENTS) as pair:
+        yield pair
 
 
 @pytest.fixture(autouse=True)
 def _no_credentials_from_the_environment(monkeypatch, tmp_path):
-    for name in (
-        "KOA_API_TOKEN",
-        "KECK_OBSERVER_EMAIL",
-        "KECK_OBSERVER_PASSWORD",
-        "KOA_CALIBRATIONS_URL",
-        "KOA_PROGRESS",
-    ):
+    for name in KOA_ENVIRONMENT:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
 
