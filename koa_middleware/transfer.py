@@ -212,14 +212,13 @@ def _download_raw(
                     return
             except httpx.TransportError as exc:
                 failures += 1
-                if failures > remote_db.retries:
-                    raise RemoteUnavailableError(
-                        f"The download of {record['filename']} from {remote_db.display_url} failed "
-                        f"{failures} times ({type(exc).__name__}); {incoming.size} bytes are kept "
-                        "and the next attempt resumes from there.",
-                        url=remote_db.display_url,
-                    ) from exc
-                delay = min(30.0, remote_db.backoff * 2 ** (failures - 1))
+                delay = _retry_delay(
+                    remote_db,
+                    record,
+                    failures,
+                    exc,
+                    f"{incoming.size} bytes are kept and the next attempt resumes from there.",
+                )
                 logger.warning(
                     "The download of %s broke off at %d bytes (%s); resuming in %.1f s.",
                     record["filename"],
@@ -229,6 +228,23 @@ def _download_raw(
                 )
                 time.sleep(delay)
                 incoming.open(resume=True)
+
+
+def _retry_delay(
+    remote_db: RemoteCalibrationDB,
+    record: Mapping[str, Any],
+    failures: int,
+    exc: Exception,
+    advice: str,
+) -> float:
+    """Seconds to wait before retrying a broken download; raise once retries are used up."""
+    if failures > remote_db.retries:
+        raise RemoteUnavailableError(
+            f"The download of {record['filename']} from {remote_db.display_url} failed "
+            f"{failures} times ({type(exc).__name__}); {advice}",
+            url=remote_db.display_url,
+        ) from exc
+    return min(30.0, remote_db.backoff * 2 ** (failures - 1))
 
 
 def _accept_resume(response: httpx.Response, incoming: IncomingFile, bar: tqdm) -> bool:
@@ -279,13 +295,7 @@ def _download_zip(
             except httpx.TransportError as exc:
                 # v1 has no ranges: a broken zip download starts over.
                 failures += 1
-                if failures > remote_db.retries:
-                    raise RemoteUnavailableError(
-                        f"The download of {record['filename']} from {remote_db.display_url} failed "
-                        f"{failures} times ({type(exc).__name__}); try again later.",
-                        url=remote_db.display_url,
-                    ) from exc
-                time.sleep(min(30.0, remote_db.backoff * 2 ** (failures - 1)))
+                time.sleep(_retry_delay(remote_db, record, failures, exc, "try again later."))
         incoming.open(resume=False)
         extract_single_member(zip_path, record, incoming)
     except BaseException:
