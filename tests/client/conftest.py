@@ -15,7 +15,7 @@ import pytest
 
 from koa_middleware.database.local_database import LocalCalibrationDB
 from koa_middleware.database.remote_database import RemoteCalibrationDB
-from support.archive import KOA_ENVIRONMENT, ArchivePair
+from support.archive import ArchivePair, make_client
 
 INSTRUMENTS = tuple(f"inst{i:03d}" for i in range(160))
 _next_instrument = itertools.count()
@@ -28,27 +28,14 @@ def shared_archive(tmp_path_factory) -> Iterator[ArchivePair]:
 
 
 @pytest.fixture(autouse=True)
-def _no_credentials_from_the_environment(monkeypatch, tmp_path):
-    for name in KOA_ENVIRONMENT:
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+def _no_credentials_from_the_environment(no_koa_environment):
+    """Every client test starts without KOA settings or credentials."""
 
 
 @pytest.fixture
 def instrument() -> str:
     """An instrument no other test uses."""
     return INSTRUMENTS[next(_next_instrument)]
-
-
-@pytest.fixture(params=[2, 1], ids=["v2", "v1"])
-def protocol(request) -> int:
-    return request.param
-
-
-def make_client(url: str, instrument: str, token: str | None, **options) -> RemoteCalibrationDB:
-    options.setdefault("retries", 3)
-    options.setdefault("backoff", 0.05)
-    return RemoteCalibrationDB(instrument, url=url, token=token, **options)
 
 
 @pytest.fixture

@@ -17,11 +17,10 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import make_client
 
 from koa_middleware.cache import CacheLayout
 from koa_middleware.transfer import fetch_to_cache
-from support.archive import ArchiveServer, create_token
+from support.archive import ArchiveServer, create_token, make_client
 from support.published import publish
 from support.relay import Relay
 

@@ -7,7 +7,6 @@ import sqlite3
 import subprocess
 
 import pytest
-from conftest import make_client
 
 from koa_middleware.cache import CacheLayout
 from koa_middleware.errors import (
@@ -20,7 +19,7 @@ from koa_middleware.errors import (
 from koa_middleware.records import utc_now
 from koa_middleware.sync import pull_records
 from koa_middleware.transfer import fetch_to_cache, prefetch
-from support.archive import archive_command, create_token
+from support.archive import archive_command, create_token, make_client
 from support.published import new_record, publish
 
 

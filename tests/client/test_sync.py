@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 
 import pytest
-from conftest import make_client
 
 from koa_middleware.cache import CacheLayout
 from koa_middleware.database.local_database import LocalCalibrationDB
@@ -13,6 +12,7 @@ from koa_middleware.errors import ArchiveError, AuthenticationError, Calibration
 from koa_middleware.records import utc_now
 from koa_middleware.sync import cursor_key, missing_records, pull_records, push_records
 from koa_middleware.transfer import prefetch
+from support.archive import make_client
 from support.published import new_record, publish
 
 

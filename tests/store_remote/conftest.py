@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from koa_middleware import CalibrationStore
-from support.archive import KOA_ENVIRONMENT, ArchivePair
+from support.archive import ArchivePair
 
 INSTRUMENTS = tuple(f"store{i:03d}" for i in range(80))
 _next_instrument = itertools.count()
@@ -24,21 +24,13 @@ def archive(tmp_path_factory) -> Iterator[ArchivePair]:
 
 
 @pytest.fixture(autouse=True)
-def _clean_environment(monkeypatch, tmp_path):
-    for name in KOA_ENVIRONMENT:
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+def _clean_environment(no_koa_environment, monkeypatch):
     monkeypatch.setenv("KOA_PROGRESS", "0")
 
 
 @pytest.fixture
 def instrument() -> str:
     return INSTRUMENTS[next(_next_instrument)]
-
-
-@pytest.fixture(params=[2, 1], ids=["v2", "v1"])
-def protocol(request) -> int:
-    return request.param
 
 
 @pytest.fixture

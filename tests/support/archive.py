@@ -35,6 +35,9 @@ __all__ = [
     "md5_hex",
     "upload",
     "publish",
+    "make_client",
+    "ArchivePair",
+    "KOA_ENVIRONMENT",
 ]
 
 READY_PREFIX = "koa-archive listening on "
@@ -316,3 +319,12 @@ class ArchivePair:
     def __exit__(self, *exc: object) -> None:
         for server in self.servers.values():
             server.__exit__(None, None, None)
+
+
+def make_client(url: str, instrument: str, token: str | None, **options: Any):
+    """A RemoteCalibrationDB for tests: quick retries, so fault tests stay short."""
+    from koa_middleware.database.remote_database import RemoteCalibrationDB
+
+    options.setdefault("retries", 3)
+    options.setdefault("backoff", 0.05)
+    return RemoteCalibrationDB(instrument, url=url, token=token, **options)
