@@ -23,8 +23,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from filelock import FileLock
-
 from .records import safe_path, validate_cal_id
 
 logger = logging.getLogger(__name__)
@@ -77,9 +75,28 @@ class CacheLayout:
         suffix = Path(hint).suffix if hint else ""
         return self.tmp_dir / f"{uuid.uuid4().hex}{suffix}.part"
 
-    def lock(self, cal_id: str, timeout: float = -1) -> FileLock:
-        """Return the inter-process lock that guards writing calibration ``cal_id``."""
-        return FileLock(str(self.locks_dir / f"{validate_cal_id(cal_id)}.lock"), timeout=timeout)
+    @contextmanager
+    def lock(self, cal_id: str) -> Iterator[None]:
+        """Hold the inter-process lock that guards writing calibration ``cal_id``.
+
+        An exclusive ``flock`` on ``locks/<instrument>/<id>.lock``, waited for
+        when another thread or process holds it. The system releases it when
+        the block ends or the holder dies, so a killed process never leaves a
+        calibration locked. Lock files stay (removing one could let two holders
+        lock different files of the same name).
+
+        Examples
+        --------
+        >>> with layout.lock(cal_id):  # doctest: +SKIP
+        ...     pass  # only one writer of cal_id in here, across processes
+        """
+        path = self.locks_dir / f"{validate_cal_id(cal_id)}.lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
 
     def clean_temp(self) -> None:
         """Remove leftovers of interrupted writes from the temporary folder.
@@ -179,13 +196,15 @@ class PendingWrite:
         os.pwrite(self._fd, filename.encode("utf-8"), 0)
 
 
-def place_file(source: Path, destination: Path) -> None:
+def place_file(source: Path, destination: Path, *, synced: bool = False) -> None:
     """Move a complete file into place atomically (same file system).
 
     The data is flushed to disk before the rename, so the name never points at
     a file whose contents could still be lost: a crash at any instant leaves
-    either no file or the complete one.
+    either no file or the complete one. Pass ``synced=True`` when the writer
+    already flushed ``source`` (``os.fsync`` before closing it).
     """
-    with open(source, "rb") as handle:
-        os.fsync(handle.fileno())
+    if not synced:
+        with open(source, "rb") as handle:
+            os.fsync(handle.fileno())
     os.replace(source, destination)

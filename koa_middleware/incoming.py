@@ -2,11 +2,14 @@
 
 :class:`IncomingFile` appends the bytes of a download to a partial file and
 feeds them to an MD5, so that the download is checked without reading the file
-again. For large files the hashing runs in a second thread (``hashlib``
-releases the GIL), the disk space is reserved up front, and the bytes are
-written back to disk as they arrive, so that downloading, writing, hashing and
-the final fsync overlap. The partial file's length is always the
-number of bytes received, so an interrupted download resumes from it.
+again. The network's small chunks are gathered into blocks of about a MiB, so
+each block costs one write and one hash call (and the GIL is let go of
+seldom, which keeps many parallel downloads from fighting over it). For large
+files the hashing runs in a second thread (``hashlib`` releases the GIL), the
+disk space is reserved up front, and the bytes are written back to disk as
+they arrive, so that downloading, writing, hashing and the final fsync overlap.
+After :meth:`IncomingFile.close` the partial file's length is the number of
+bytes received, so an interrupted download resumes from it.
 """
 
 from __future__ import annotations
@@ -74,34 +77,23 @@ def reserve_space(fd: int, offset: int, length: int) -> None:
 
 
 class _BackgroundMD5:
-    """An MD5 fed by a thread of its own, with chunks handed over about a MiB at a time."""
-
-    _BATCH_BYTES = 1 << 20
+    """An MD5 fed by a thread of its own, one block (about a MiB) at a time."""
 
     def __init__(self, md5) -> None:
         self._md5 = md5
-        self._queue: queue.Queue[list[bytes] | None] = queue.Queue(maxsize=16)
-        self._batch: list[bytes] = []
-        self._batch_bytes = 0
+        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=16)
         self._thread = threading.Thread(target=self._run, name="koa-md5", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
-        while (batch := self._queue.get()) is not None:
-            # One call per batch: hashlib lets go of the GIL for the whole MiB.
-            self._md5.update(b"".join(batch))
+        while (block := self._queue.get()) is not None:
+            # hashlib lets go of the GIL for the whole block.
+            self._md5.update(block)
 
-    def update(self, chunk: bytes) -> None:
-        self._batch.append(chunk)
-        self._batch_bytes += len(chunk)
-        if self._batch_bytes >= self._BATCH_BYTES:
-            self._queue.put(self._batch)
-            self._batch, self._batch_bytes = [], 0
+    def update(self, block: bytes) -> None:
+        self._queue.put(block)
 
     def finish(self) -> None:
-        if self._batch:
-            self._queue.put(self._batch)
-            self._batch, self._batch_bytes = [], 0
         self._queue.put(None)
         self._thread.join()
 
@@ -171,6 +163,8 @@ class IncomingFile:
         self._background: _BackgroundMD5 | None = None
         self._flush: _BackgroundFlush | None = None
         self._fd: int | None = None
+        self._block: list[bytes] = []
+        self._block_bytes = 0
 
     def open(self, resume: bool) -> None:
         """Open for appending to what is there (hashing it first), or from scratch."""
@@ -194,30 +188,54 @@ class IncomingFile:
                 self._flush = _BackgroundFlush(self._fd)
 
     def write(self, chunk: bytes) -> None:
-        """Append ``chunk`` to the file and to its MD5."""
+        """Append ``chunk`` to the file and to its MD5 (in blocks of about a MiB)."""
         assert self._fd is not None, "write before open"
-        view = memoryview(chunk)
+        self._block.append(chunk)
+        self._block_bytes += len(chunk)
+        self.size += len(chunk)
+        if self._block_bytes >= _CHUNK:
+            self._write_block()
+
+    def _write_block(self) -> None:
+        if not self._block:
+            return
+        block = self._block[0] if len(self._block) == 1 else b"".join(self._block)
+        self._block, self._block_bytes = [], 0
+        view = memoryview(block)
         while view:
             view = view[os.write(self._fd, view) :]
         if self._background is not None:
-            self._background.update(chunk)
+            self._background.update(block)
         else:
-            self._md5.update(chunk)
+            self._md5.update(block)
         if self._flush is not None:
-            self._flush.wrote(len(chunk))
-        self.size += len(chunk)
+            self._flush.wrote(len(block))
 
-    def close(self) -> None:
-        """Close the file and finish hashing what was written."""
-        if self._background is not None:
-            self._background.finish()
-            self._background = None
-        if self._flush is not None:
-            self._flush.finish()
-            self._flush = None
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+    def close(self, sync: bool = False) -> None:
+        """Write out what is gathered, close the file and finish hashing.
+
+        Parameters
+        ----------
+        sync : bool
+            Also flush the file to disk (before renaming a verified download
+            into place).
+        """
+        try:
+            if self._fd is not None:
+                self._write_block()
+                if sync:
+                    os.fsync(self._fd)
+        finally:
+            self._block, self._block_bytes = [], 0
+            if self._background is not None:
+                self._background.finish()
+                self._background = None
+            if self._flush is not None:
+                self._flush.finish()
+                self._flush = None
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
 
     def hexdigest(self) -> str:
         """The MD5 of the bytes written so far (after :meth:`close`)."""

@@ -159,7 +159,7 @@ def download_record_file(
                 _download_raw(remote_db, record, incoming, progress)
             else:
                 _download_zip(remote_db, record, incoming, progress)
-            incoming.close()
+            incoming.close(sync=True)
             _check_against_record(record["filename"], incoming.hexdigest(), incoming.size, record)
             break
         except ChecksumMismatchError:
@@ -177,7 +177,7 @@ def download_record_file(
             # Keep a partial raw download for the next attempt to resume; drop anything else.
             incoming.close()
             raise
-    place_file(partial, destination)
+    place_file(partial, destination, synced=True)
     logger.info("Downloaded calibration %s to %s (%d bytes).", cal_id, destination, incoming.size)
     return destination
 

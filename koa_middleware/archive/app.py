@@ -45,7 +45,7 @@ from .problems import (
 )
 from .state import API_PREFIX, Archive, ArchiveSettings
 from .storage import FileStorage, LocalFileStorage
-from .transfer import file_chunks, parse_range, receive_file, zip_chunks
+from .transfer import SMALL_FILE, file_chunks, parse_range, read_span, receive_file, zip_chunks
 
 logger = logging.getLogger(__name__)
 
@@ -273,6 +273,14 @@ def _add_v2_routes(app: FastAPI) -> None:
             status = 206
             headers["Content-Range"] = f"bytes {start}-{end - 1}/{stored.size}"
         headers["Content-Length"] = str(end - start)
+        if end - start <= SMALL_FILE:
+            # Still in the route's worker thread: no hand-over per block.
+            return Response(
+                read_span(handle, start, end),
+                status_code=status,
+                media_type="application/octet-stream",
+                headers=headers,
+            )
         return StreamingResponse(
             file_chunks(handle, start, end),
             status_code=status,

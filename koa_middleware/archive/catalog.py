@@ -47,6 +47,13 @@ __all__ = ["Catalog", "StoredFile", "catalog_url", "make_engine"]
 #: Ids fetched per ``IN (...)`` statement, well below SQLite's bound-parameter limit.
 _CHUNK = 500
 _CORE_FIELDS = frozenset(RECORD_COLUMNS) - {"seq"}
+# Statements run on every download or lookup by id, built once (only parameters change).
+_FILE_ENTRY = sa.select(files.c.md5, files.c.size).where(
+    files.c.instrument == sa.bindparam("instrument"), files.c.id == sa.bindparam("id")
+)
+_RECORD_BY_ID = sa.select(records).where(
+    records.c.instrument == sa.bindparam("instrument"), records.c.id == sa.bindparam("id")
+)
 
 
 def catalog_url(root: str | Path, db_url: str | None = None) -> str:
@@ -230,11 +237,7 @@ class Catalog:
         """Return the record with id ``cal_id``, or None."""
         with self.engine.connect() as conn:
             row = (
-                conn.execute(
-                    sa.select(records).where(
-                        records.c.instrument == instrument, records.c.id == cal_id
-                    )
-                )
+                conn.execute(_RECORD_BY_ID, {"instrument": instrument, "id": cal_id})
                 .mappings()
                 .first()
             )
@@ -273,11 +276,7 @@ class Catalog:
     def file(self, instrument: str, cal_id: str) -> StoredFile | None:
         """Return the stored file entry of ``cal_id``, or None."""
         with self.engine.connect() as conn:
-            row = conn.execute(
-                sa.select(files.c.md5, files.c.size).where(
-                    files.c.instrument == instrument, files.c.id == cal_id
-                )
-            ).first()
+            row = conn.execute(_FILE_ENTRY, {"instrument": instrument, "id": cal_id}).first()
         return None if row is None else StoredFile(row.md5, row.size)
 
     # -- writing -------------------------------------------------------------------

@@ -35,6 +35,10 @@ __all__ = ["SCOPES", "TokenInfo", "TokenStore", "scope_allows"]
 #: Scopes from least to most powerful; each includes those before it.
 SCOPES = ("read", "write", "admin")
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,128}$")
+# Checked on every request: built once, so that only the parameter changes.
+_CHECK = sa.select(tokens.c.name, tokens.c.scope).where(
+    tokens.c.token_hash == sa.bindparam("token_hash")
+)
 
 
 def scope_allows(granted: str, needed: str) -> bool:
@@ -114,11 +118,7 @@ class TokenStore:
     def check(self, secret: str) -> tuple[str, str] | None:
         """Return ``(name, scope)`` of a valid token, or None for an unknown or revoked one."""
         with self.engine.connect() as conn:
-            row = conn.execute(
-                sa.select(tokens.c.name, tokens.c.scope).where(
-                    tokens.c.token_hash == hash_token(secret)
-                )
-            ).first()
+            row = conn.execute(_CHECK, {"token_hash": hash_token(secret)}).first()
         return None if row is None else (row.name, row.scope)
 
     def list(self) -> list[TokenInfo]:

@@ -2,7 +2,9 @@
 
 - :func:`receive_file` writes a request body to a :class:`PendingFile` in 1 MiB
   blocks (disk writes and hashing off the event loop), enforcing the upload limit.
-- :func:`file_chunks` reads a stored file, or the tail of it for ``Range: bytes=N-``.
+- :func:`file_chunks` reads a stored file, or the tail of it for ``Range: bytes=N-``;
+  :func:`read_span` reads a small one whole, so that it is answered without
+  handing each block between threads.
 - :func:`zip_chunks` wraps a stored file as the single member of a zip archive
   (v1 ``download``), built on the fly.
 """
@@ -25,10 +27,20 @@ from .storage import PendingFile
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["BLOCK", "receive_file", "parse_range", "file_chunks", "zip_chunks"]
+__all__ = [
+    "BLOCK",
+    "SMALL_FILE",
+    "receive_file",
+    "parse_range",
+    "file_chunks",
+    "read_span",
+    "zip_chunks",
+]
 
 #: Bytes per disk read or write.
 BLOCK = 1 << 20
+#: Downloads up to this size are read whole and sent in one piece.
+SMALL_FILE = 4 * BLOCK
 #: Blocks of an upload that may wait for the writer thread.
 WRITE_AHEAD = 4
 _RANGE_RE = re.compile(r"^bytes=(\d+)-(\d*)$")
@@ -134,6 +146,15 @@ def file_chunks(handle: BinaryIO, start: int, end: int) -> Iterator[bytes]:
                 break
             remaining -= len(chunk)
             yield chunk
+    finally:
+        handle.close()
+
+
+def read_span(handle: BinaryIO, start: int, end: int) -> bytes:
+    """Return bytes ``start`` to ``end`` (exclusive) of an open file, then close it."""
+    try:
+        handle.seek(start)
+        return handle.read(end - start)
     finally:
         handle.close()
 

@@ -153,7 +153,6 @@ class ArchiveSession:
         """
         attempt = 0
         renewed = False
-        display = redact_url(url)
         while True:
             request_headers = dict(self.credentials.auth_headers())
             if headers:
@@ -171,20 +170,20 @@ class ArchiveSession:
             except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
                 if attempt < self.retries:
                     attempt += 1
-                    self._pause(attempt, display, type(exc).__name__)
+                    self._pause(attempt, url, type(exc).__name__)
                     continue
-                raise self._unavailable(display, exc) from exc
+                raise self._unavailable(url, exc) from exc
             except httpx.TransportError as exc:
                 if idempotent and attempt < self.retries:
                     attempt += 1
-                    self._pause(attempt, display, type(exc).__name__)
+                    self._pause(attempt, url, type(exc).__name__)
                     continue
-                raise self._unavailable(display, exc) from exc
+                raise self._unavailable(url, exc) from exc
             status = response.status_code
             if status in _RETRY_STATUSES and idempotent and attempt < self.retries:
                 response.close()
                 attempt += 1
-                self._pause(attempt, display, f"status {status}", response)
+                self._pause(attempt, url, f"status {status}", response)
                 continue
             if status == 401 and not renewed:
                 response.read()
@@ -201,8 +200,9 @@ class ArchiveSession:
                 response.close()
                 if idempotent and attempt < self.retries:
                     attempt += 1
-                    self._pause(attempt, display, "truncated answer")
+                    self._pause(attempt, url, "truncated answer")
                     continue
+                display = redact_url(url)
                 raise ArchiveError(
                     f"The archive at {display} cut its answer short ({type(exc).__name__}: "
                     f"{exc}); try again, and report it to the archive operators if it persists.",
@@ -212,7 +212,7 @@ class ArchiveSession:
             return response
 
     def _pause(
-        self, attempt: int, display: str, reason: str, response: httpx.Response | None = None
+        self, attempt: int, url: str, reason: str, response: httpx.Response | None = None
     ) -> None:
         delay = min(_MAX_DELAY, self.backoff * 2 ** (attempt - 1))
         if response is not None:
@@ -221,7 +221,7 @@ class ArchiveSession:
                 delay = min(_MAX_DELAY, max(delay, float(retry_after)))
         logger.warning(
             "Request to %s failed (%s); retry %d of %d in %.1f s.",
-            display,
+            redact_url(url),
             reason,
             attempt,
             self.retries,
@@ -229,7 +229,8 @@ class ArchiveSession:
         )
         time.sleep(delay)
 
-    def _unavailable(self, display: str, exc: Exception) -> RemoteUnavailableError:
+    def _unavailable(self, url: str, exc: Exception) -> RemoteUnavailableError:
+        display = redact_url(url)
         return RemoteUnavailableError(
             f"The archive at {display} cannot be reached ({type(exc).__name__}: {exc}) after "
             f"{self.retries} retries; check KOA_CALIBRATIONS_URL and the network, or work "
