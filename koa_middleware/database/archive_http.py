@@ -25,6 +25,7 @@ import httpx
 from .. import __version__
 from ..auth import Credentials
 from ..errors import ArchiveError, AuthenticationError, RemoteUnavailableError
+from .http_transport import make_transport
 
 logger = logging.getLogger(__name__)
 
@@ -108,11 +109,13 @@ class ArchiveSession:
         self.credentials = credentials
         self.retries = max(0, int(retries))
         self.backoff = max(0.0, float(backoff))
+        limits = httpx.Limits(max_connections=32, max_keepalive_connections=16)
         self._client = httpx.Client(
             timeout=httpx.Timeout(timeout, connect=connect_timeout),
             follow_redirects=True,
             headers={"User-Agent": f"koa_middleware/{__version__}"},
-            limits=httpx.Limits(max_connections=32, max_keepalive_connections=16),
+            limits=limits,
+            transport=make_transport(limits),
         )
 
     def close(self) -> None:

@@ -1,0 +1,124 @@
+"""The archive client's HTTP transport: httpx's own, reading the network in large pieces.
+
+httpcore receives a response 64 KiB at a time, and every piece takes a trip
+through its HTTP parser. Calibration files run to gigabytes, so at that size
+the parser, not the network, sets the download rate (about half of it on a
+two-core machine). The transport here is httpx's standard one over a
+connection pool whose network streams (httpcore's documented network-backend
+extension point) ask the socket for up to :data:`READ_BYTES` at a time. The
+HTTP parser accepts any amount of data per read, so nothing else changes.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from collections.abc import Iterable
+from typing import Any
+
+import httpcore
+import httpx
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["READ_BYTES", "LargeReadBackend", "make_transport"]
+
+#: The most bytes asked of the socket in one read.
+READ_BYTES = 1 << 20
+
+
+class _LargeReadStream(httpcore.NetworkStream):
+    """A network stream that reads up to :data:`READ_BYTES` whatever it is asked for."""
+
+    def __init__(self, stream: httpcore.NetworkStream):
+        self._stream = stream
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._stream.read(max(max_bytes, READ_BYTES), timeout)
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._stream.write(buffer, timeout)
+
+    def close(self) -> None:
+        self._stream.close()
+
+    def start_tls(
+        self,
+        ssl_context: ssl.SSLContext,
+        server_hostname: str | None = None,
+        timeout: float | None = None,
+    ) -> httpcore.NetworkStream:
+        return _LargeReadStream(self._stream.start_tls(ssl_context, server_hostname, timeout))
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._stream.get_extra_info(info)
+
+
+class LargeReadBackend(httpcore.NetworkBackend):
+    """httpcore's standard synchronous backend, with :class:`_LargeReadStream` streams.
+
+    Examples
+    --------
+    >>> pool = httpcore.ConnectionPool(network_backend=LargeReadBackend())
+    >>> pool.close()
+    """
+
+    def __init__(self) -> None:
+        self._backend = httpcore.SyncBackend()
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.NetworkStream:
+        stream = self._backend.connect_tcp(host, port, timeout, local_address, socket_options)
+        return _LargeReadStream(stream)
+
+    def connect_unix_socket(
+        self,
+        path: str,
+        timeout: float | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.NetworkStream:
+        return _LargeReadStream(self._backend.connect_unix_socket(path, timeout, socket_options))
+
+    def sleep(self, seconds: float) -> None:
+        self._backend.sleep(seconds)
+
+
+def make_transport(limits: httpx.Limits) -> httpx.HTTPTransport:
+    """Return httpx's standard transport over a pool of :class:`LargeReadBackend` streams.
+
+    Parameters
+    ----------
+    limits : httpx.Limits
+        Connection limits of the pool.
+
+    Returns
+    -------
+    httpx.HTTPTransport
+        Verifies TLS with the default certificates (and ``SSL_CERT_FILE`` /
+        ``SSL_CERT_DIR``) like httpx's default; proxies from the environment
+        are mounted by the :class:`httpx.Client` as usual.
+
+    Examples
+    --------
+    >>> transport = make_transport(httpx.Limits(max_connections=4))
+    >>> with httpx.Client(transport=transport) as client:
+    ...     pass
+    """
+    transport = httpx.HTTPTransport(limits=limits)
+    # httpx builds its pool without a way to pass a network backend; only the
+    # pool is replaced, so requests, responses and errors stay httpx's own.
+    transport._pool.close()
+    transport._pool = httpcore.ConnectionPool(
+        ssl_context=httpx.create_ssl_context(),
+        max_connections=limits.max_connections,
+        max_keepalive_connections=limits.max_keepalive_connections,
+        keepalive_expiry=limits.keepalive_expiry,
+        network_backend=LargeReadBackend(),
+    )
+    return transport

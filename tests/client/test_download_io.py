@@ -1,0 +1,83 @@
+"""How downloads move bytes: large network reads, gathered disk writes, byte-exact files."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+import pytest
+
+from koa_middleware.database import http_transport
+from koa_middleware.incoming import IncomingFile, write_all
+from support.published import publish
+
+
+def test_downloads_read_the_network_in_large_pieces(remote, publisher, tmp_path, monkeypatch):
+    (record,) = publish(publisher, tmp_path / "files", 1, size=6 << 20)
+    reads: list[int] = []
+    original = http_transport._LargeReadStream.read
+
+    def noting_read(self, max_bytes, timeout=None):
+        data = original(self, max_bytes, timeout)
+        reads.append(len(data))
+        return data
+
+    monkeypatch.setattr(http_transport._LargeReadStream, "read", noting_read)
+    path = remote.download_calibration_file(record["id"], str(tmp_path / "out"))
+    assert hashlib.md5(open(path, "rb").read()).hexdigest() == record["file_md5"]
+    # httpcore alone would never return more than 64 KiB from one read.
+    assert max(reads) > 64 << 10
+    assert sum(reads) >= record["file_size"]
+
+
+def test_tiny_chunks_are_gathered_and_written_exactly(tmp_path):
+    chunks = [os.urandom(n) for n in [1, 0, 7, 65_536, 3] * 60 + [1 << 20, 5]]
+    incoming = IncomingFile(tmp_path / "x.download", sum(map(len, chunks)))
+    incoming.open(resume=False)
+    for chunk in chunks:
+        incoming.write(chunk)
+    incoming.close(sync=True)
+    data = b"".join(chunks)
+    assert (tmp_path / "x.download").read_bytes() == data
+    assert incoming.size == len(data)
+    assert incoming.hexdigest() == hashlib.md5(data).hexdigest()
+
+
+def test_large_download_hashed_in_background_matches(tmp_path):
+    # Past the threaded-hashing size: blocks go to the MD5 thread as lists of chunks.
+    block = os.urandom(1 << 20)
+    chunks = [block[i : i + 100_000] for i in range(0, len(block), 100_000)] * 17
+    incoming = IncomingFile(tmp_path / "big.download", sum(map(len, chunks)))
+    incoming.open(resume=False)
+    for chunk in chunks:
+        incoming.write(chunk)
+    incoming.close()
+    data = b"".join(chunks)
+    assert incoming.hexdigest() == hashlib.md5(data).hexdigest()
+    assert (tmp_path / "big.download").stat().st_size == len(data)
+
+
+def test_close_keeps_gathered_bytes_for_resuming(tmp_path):
+    partial = tmp_path / "r.download"
+    first = IncomingFile(partial, 300)
+    first.open(resume=False)
+    first.write(b"a" * 100)
+    first.close()  # an interrupted download: what arrived is on disk
+    assert partial.read_bytes() == b"a" * 100
+    again = IncomingFile(partial, 300)
+    again.open(resume=True)
+    assert again.size == 100 and again.resumed
+    again.write(b"b" * 200)
+    again.close()
+    assert again.hexdigest() == hashlib.md5(b"a" * 100 + b"b" * 200).hexdigest()
+
+
+@pytest.mark.parametrize("sizes", [[], [0], [5, 0, 3], [70_000] * 20])
+def test_write_all_writes_every_byte_in_order(tmp_path, sizes):
+    chunks = [os.urandom(n) for n in sizes]
+    fd = os.open(tmp_path / "w", os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        write_all(fd, chunks)
+    finally:
+        os.close(fd)
+    assert (tmp_path / "w").read_bytes() == b"".join(chunks)
