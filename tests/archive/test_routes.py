@@ -7,6 +7,7 @@ import zipfile
 
 import pytest
 
+from koa_middleware.archive.transfer import SMALL_FILE
 from support.archive import make_record, md5_hex, publish, upload
 
 NO_MATCH = {"message": "No matching calibrations found."}
@@ -185,9 +186,14 @@ def test_query_columns_limit_offset(archive):
     assert len(filtered) == 1
 
 
-def test_file_upload_and_download(archive):
+@pytest.mark.parametrize(
+    "size",
+    [(1 << 20) + 4, SMALL_FILE + (3 << 20) + 4],
+    ids=["answered-whole", "streamed-in-blocks"],
+)
+def test_file_upload_and_download(archive, size):
     client = archive.client("write")
-    data = bytes(range(256)) * 4096 + b"tail"
+    data = (bytes(range(256)) * (size // 256 + 1))[: size - 4] + b"tail"
     record = make_record(file_md5=md5_hex(data), file_size=len(data))
     first = upload(client, record["id"], data)
     assert first.status_code == 201
