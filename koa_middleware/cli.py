@@ -22,7 +22,7 @@ import click
 
 from . import __version__
 from . import cli_output as out
-from .cli_support import State, load_selector, open_store, parse_pairs
+from .cli_support import State, cache_is_new, load_selector, open_store, parse_pairs
 from .errors import InvalidRecordError, KOAError
 from .records import validate_column_name
 
@@ -203,7 +203,7 @@ def query(state, cal_type, since, until, origin, where, source, fmt, columns, li
 def get(state: State, items: tuple[str, ...]) -> None:
     """Print local paths of calibrations, downloading what is missing."""
     results, errors = [], []
-    with open_store(state, remote=True) as store:
+    with open_store(state, remote=True, probe=cache_is_new(state)) as store:
         for item in items:
             try:
                 path, record = store.get_calibration(item)
@@ -289,7 +289,7 @@ def verify(state: State, repair: bool) -> None:
     """Check cached files against their records (size, MD5)."""
     from .cache_report import verify_cache
 
-    with open_store(state, remote=repair) as store:
+    with open_store(state, remote=repair, probe=repair and cache_is_new(state)) as store:
         report = verify_cache(store, repair=repair)
     lines = []
     if report["problems"]:

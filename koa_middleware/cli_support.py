@@ -17,6 +17,7 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "SELECTOR_ALIASES",
     "State",
+    "cache_is_new",
     "load_selector",
     "open_store",
     "parse_pairs",
@@ -118,6 +119,21 @@ def open_store(state: State, remote: bool = False, probe: bool = False) -> Any:
     if store.remote_db is not None:
         store.remote_db.retries = state.retries
     return store
+
+
+def cache_is_new(state: State) -> bool:
+    """Return True when the instrument's cache database does not exist yet.
+
+    A command that could work from the cache alone but finds none (``get``,
+    ``verify --repair``) checks the archive first, so that it fails before
+    creating an empty cache.
+    """
+    from .cache import CacheLayout
+    from .config import resolve_config
+
+    cfg = resolve_config(state.instrument, state.cache_dir, url=state.url)
+    layout = CacheLayout(cfg.cache_dir, cfg.instrument_name)
+    return not (layout.database_dir / cfg.local_database_filename).exists()
 
 
 def probe_archive(state: State) -> None:

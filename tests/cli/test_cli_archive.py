@@ -153,7 +153,14 @@ def test_verify_repair_fetches_fresh_copies(tmp_path, pipeline_env, published):
 
 @pytest.mark.parametrize(
     "command",
-    [["sync"], ["sync", "--files"], ["push"], ["query", "--source", "remote"]],
+    [
+        ["sync"],
+        ["sync", "--files"],
+        ["push"],
+        ["query", "--source", "remote"],
+        ["get", "00000000-0000-4000-8000-000000000000"],
+        ["verify", "--repair"],
+    ],
 )
 def test_unreachable_archive_is_one_line_and_writes_nothing(tmp_path, command):
     env = cli_env(tmp_path, KOA_CALIBRATIONS_URL=closed_port_url(), KOA_API_TOKEN="t")
