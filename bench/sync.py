@@ -32,8 +32,6 @@ import time
 import uuid
 from pathlib import Path
 
-import psutil
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
@@ -69,6 +67,7 @@ def make_record(index: int, **fields) -> dict:
 # The client side of each measurement, run in a fresh process: prints one JSON line.
 CLIENT = r"""
 import json, os, resource, sys, time
+import psutil
 from koa_middleware.store import CalibrationStore
 
 task, cache = sys.argv[1], sys.argv[2]
@@ -83,10 +82,13 @@ elif task == "prefetch":
     store.sync_records_from_remote()
     ids = json.loads(sys.argv[3])
     workers = int(sys.argv[4])
-    cpu, start = os.times(), time.perf_counter()
+    server = psutil.Process(int(sys.argv[5]))
+    cpu, server_cpu = os.times(), server.cpu_times()
+    start = time.perf_counter()
     paths = store.prefetch(ids, workers=workers)
     out["seconds"] = time.perf_counter() - start
     out["cpu_seconds"] = sum(os.times()[:2]) - sum(cpu[:2])
+    out["server_cpu_seconds"] = sum(server.cpu_times()[:2]) - sum(server_cpu[:2])
     out["files"] = len(paths)
 elif task == "get":
     store.sync_records_from_remote(cals=[sys.argv[3]])
@@ -100,25 +102,13 @@ print(json.dumps(out))
 """
 
 
-def run_client(env: dict, *args: str, server: ArchiveServer | None = None) -> dict:
-    """Run one client measurement in a fresh process; with ``server``, note its CPU seconds."""
-    before = _cpu_seconds(server)
+def run_client(env: dict, *args: str) -> dict:
     result = subprocess.run(
         [sys.executable, "-c", CLIENT, *args], env=env, capture_output=True, text=True
     )
     if result.returncode != 0:
         raise SystemExit(f"client {args[0]} failed:\n{result.stderr}")
-    out = json.loads(result.stdout.strip().splitlines()[-1])
-    if server is not None:
-        out["server_cpu_seconds"] = _cpu_seconds(server) - before
-    return out
-
-
-def _cpu_seconds(server: ArchiveServer | None) -> float:
-    if server is None:
-        return 0.0
-    times = psutil.Process(server.process.pid).cpu_times()
-    return times.user + times.system
+    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def load_records(remote: RemoteCalibrationDB, count: int, start: int = 0) -> None:
@@ -274,7 +264,7 @@ def main() -> None:
                             str(work / f"cache-w{workers}"),
                             json.dumps(ids),
                             str(workers),
-                            server=server,
+                            str(server.process.pid),
                         )
                         shutil.rmtree(work / f"cache-w{workers}")
                     one, eight = runs[1], runs[8]
