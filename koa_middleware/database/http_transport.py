@@ -7,12 +7,17 @@ two-core machine). The transport here is httpx's standard one over a
 connection pool whose network streams (httpcore's documented network-backend
 extension point) ask the socket for up to :data:`READ_BYTES` at a time. The
 HTTP parser accepts any amount of data per read, so nothing else changes.
+
+When the environment names a proxy (``HTTPS_PROXY``, ``HTTP_PROXY``,
+``ALL_PROXY``, with ``NO_PROXY``), httpx's own set-up is kept, so that its
+proxy handling applies exactly as users expect.
 """
 
 from __future__ import annotations
 
 import logging
 import ssl
+import urllib.request
 from collections.abc import Iterable
 from typing import Any
 
@@ -89,7 +94,7 @@ class LargeReadBackend(httpcore.NetworkBackend):
         self._backend.sleep(seconds)
 
 
-def make_transport(limits: httpx.Limits) -> httpx.HTTPTransport:
+def make_transport(limits: httpx.Limits) -> httpx.HTTPTransport | None:
     """Return httpx's standard transport over a pool of :class:`LargeReadBackend` streams.
 
     Parameters
@@ -99,10 +104,11 @@ def make_transport(limits: httpx.Limits) -> httpx.HTTPTransport:
 
     Returns
     -------
-    httpx.HTTPTransport
-        Verifies TLS with the default certificates (and ``SSL_CERT_FILE`` /
-        ``SSL_CERT_DIR``) like httpx's default; proxies from the environment
-        are mounted by the :class:`httpx.Client` as usual.
+    httpx.HTTPTransport | None
+        A transport that verifies TLS with the default certificates (and
+        ``SSL_CERT_FILE`` / ``SSL_CERT_DIR``) like httpx's default; None when
+        the environment sets a proxy (httpx then applies it; a client given a
+        transport of its own would ignore it).
 
     Examples
     --------
@@ -110,6 +116,9 @@ def make_transport(limits: httpx.Limits) -> httpx.HTTPTransport:
     >>> with httpx.Client(transport=transport) as client:
     ...     pass
     """
+    if any(scheme != "no" for scheme in urllib.request.getproxies()):
+        logger.debug("A proxy is configured in the environment: httpx's own transport is used.")
+        return None
     transport = httpx.HTTPTransport(limits=limits)
     # httpx builds its pool without a way to pass a network backend; only the
     # pool is replaced, so requests, responses and errors stay httpx's own.

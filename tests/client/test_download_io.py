@@ -8,8 +8,13 @@ import os
 import pytest
 
 from koa_middleware.database import http_transport
+from koa_middleware.errors import RemoteUnavailableError
 from koa_middleware.incoming import IncomingFile, write_all
+from support.archive import make_client
+from support.koa_cal import closed_port_url
 from support.published import publish
+
+PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")
 
 
 def test_downloads_read_the_network_in_large_pieces(remote, publisher, tmp_path, monkeypatch):
@@ -28,6 +33,26 @@ def test_downloads_read_the_network_in_large_pieces(remote, publisher, tmp_path,
     # httpcore alone would never return more than 64 KiB from one read.
     assert max(reads) > 64 << 10
     assert sum(reads) >= record["file_size"]
+
+
+@pytest.mark.parametrize("no_proxy", [None, "127.0.0.1"])
+def test_proxy_settings_of_the_environment_are_honoured(
+    shared_archive, instrument, monkeypatch, no_proxy
+):
+    for name in PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    # The proxy is a port nothing listens on: a client that uses it cannot get through.
+    monkeypatch.setenv("HTTP_PROXY", closed_port_url().split("/api")[0])
+    if no_proxy:
+        monkeypatch.setenv("NO_PROXY", no_proxy)
+    token = shared_archive.tokens["read"]
+    with make_client(shared_archive.url(2), instrument, token, retries=0) as remote:
+        if no_proxy:
+            assert remote.get_last_updated() is None  # straight to the archive
+        else:
+            with pytest.raises(RemoteUnavailableError):
+                remote.get_last_updated()
 
 
 def test_tiny_chunks_are_gathered_and_written_exactly(tmp_path):
