@@ -14,7 +14,8 @@ Against a local ``koa-archive`` on SQLite (started here, protocol 2) it prints:
   next to ``curl`` fetching the same file from the archive, in the same run.
 
 Each client measurement runs in a fresh Python process, so its peak RSS is
-the client's own. The archive runs in its own process too.
+the client's own. The archive runs in its own process too. Before the file
+measurements, memory is warmed (``bench/machine.py``).
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
+
+from machine import warm_memory  # noqa: E402
 
 from koa_middleware.database.remote_database import RemoteCalibrationDB  # noqa: E402
 from support.archive import ArchiveServer, create_token  # noqa: E402
@@ -256,6 +259,7 @@ def main() -> None:
                 if options.files:
                     size = int(options.file_mb * (1 << 20))
                     ids = publish_files(remote, work / "upload", options.files, size)
+                    warm_memory(work / "scratch", 2 * options.files * size)
                     runs = {}
                     for workers in (1, 8):
                         runs[workers] = run_client(
@@ -295,6 +299,7 @@ def main() -> None:
 
                 if options.big_mb:
                     big = publish_big(remote, work / "upload", options.big_mb << 20)
+                    warm_memory(work / "scratch", 2 * (options.big_mb << 20))
                     url = f"{server.base_url}/{INSTRUMENT}/files/{big['id']}"
                     ours, curls, curl_md5s = [], [], []
                     for round_ in range(2):

@@ -54,11 +54,15 @@ class CacheLayout:
         self.database_dir = self.root / "database"
         self.tmp_dir = self.root / "tmp" / self.instrument
         self.locks_dir = self.root / "locks" / self.instrument
+        self._created = False
 
     def create(self) -> None:
-        """Create the cache folders if they do not exist yet."""
+        """Create the cache folders if they do not exist yet (once per layout object)."""
+        if self._created:
+            return
         for folder in (self.calibrations_dir, self.database_dir, self.tmp_dir, self.locks_dir):
             folder.mkdir(parents=True, exist_ok=True)
+        self._created = True
 
     def path_for(self, filename: str) -> Path:
         """Return the cache path of a calibration file name, refusing any that leaves the cache.
