@@ -1,12 +1,13 @@
 """The archive client's HTTP transport: httpx's own, reading the network in large pieces.
 
 httpcore receives a response 64 KiB at a time, and every piece takes a trip
-through its HTTP parser. Calibration files run to gigabytes, so at that size
-the parser, not the network, sets the download rate (about half of it on a
-two-core machine). The transport here is httpx's standard one over a
-connection pool whose network streams (httpcore's documented network-backend
-extension point) ask the socket for up to :data:`READ_BYTES` at a time. The
-HTTP parser accepts any amount of data per read, so nothing else changes.
+through its HTTP parser. Calibration files run to gigabytes, and at that size
+the parser, not the network, sets the download rate: reading up to 1 MiB at a
+time nearly doubles it (measured on a 2-core machine). The transport here is
+httpx's standard one over a connection pool whose network streams (httpcore's
+documented network-backend extension point) ask the socket for up to
+:data:`READ_BYTES` at a time. The HTTP parser accepts any amount of data per
+read, so nothing else changes.
 
 When the environment names a proxy (``HTTPS_PROXY``, ``HTTP_PROXY``,
 ``ALL_PROXY``, with ``NO_PROXY``), httpx's own set-up is kept, so that its
@@ -122,6 +123,9 @@ def make_transport(limits: httpx.Limits) -> httpx.HTTPTransport | None:
     transport = httpx.HTTPTransport(limits=limits)
     # httpx builds its pool without a way to pass a network backend; only the
     # pool is replaced, so requests, responses and errors stay httpx's own.
+    if not isinstance(getattr(transport, "_pool", None), httpcore.ConnectionPool):
+        logger.debug("This httpx keeps its pool elsewhere: its default reads apply.")
+        return transport
     transport._pool.close()
     transport._pool = httpcore.ConnectionPool(
         ssl_context=httpx.create_ssl_context(),
