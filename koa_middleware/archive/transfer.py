@@ -39,8 +39,9 @@ __all__ = [
 
 #: Bytes per disk read or write.
 BLOCK = 1 << 20
-#: Downloads up to this size are read whole and sent in one piece.
-SMALL_FILE = 4 * BLOCK
+#: Downloads up to this size are read whole and sent in one piece (a bound on the
+#: memory each request holds, like the streamed block).
+SMALL_FILE = 2 * BLOCK
 #: Blocks of an upload that may wait for the writer thread.
 WRITE_AHEAD = 4
 _RANGE_RE = re.compile(r"^bytes=(\d+)-(\d*)$")
