@@ -264,7 +264,10 @@ class IncomingFile:
         return self._md5.hexdigest()
 
     def discard(self) -> None:
-        """Close and delete the partial file."""
-        self.close()
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
+        """Close and delete the partial file (what is gathered is dropped, not written)."""
+        self._block, self._block_bytes = [], 0
+        try:
+            self.close()
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()

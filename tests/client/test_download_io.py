@@ -106,3 +106,11 @@ def test_write_all_writes_every_byte_in_order(tmp_path, sizes):
     finally:
         os.close(fd)
     assert (tmp_path / "w").read_bytes() == b"".join(chunks)
+
+
+def test_discard_leaves_nothing(tmp_path):
+    incoming = IncomingFile(tmp_path / "d.download", 100)
+    incoming.open(resume=False)
+    incoming.write(b"x" * 10)  # gathered, not yet written
+    incoming.discard()
+    assert list(tmp_path.iterdir()) == []
