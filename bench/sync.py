@@ -9,7 +9,7 @@ Against a local ``koa-archive`` on SQLite (started here, protocol 2) it prints:
   seconds and the client process's peak RSS;
 - an incremental sync that brings 100 new records on top of those, in ms;
 - ``store.prefetch`` of F files of 1 MB (default 500) with ``workers=8`` next to
-  ``workers=1``;
+  ``workers=1`` (best of two rounds each);
 - one ``store.get_calibration`` of a large file (default 1 GiB, MD5 checked)
   next to ``curl`` fetching the same file from the archive, in the same run.
 
@@ -260,23 +260,33 @@ def main() -> None:
                     size = int(options.file_mb * (1 << 20))
                     ids = publish_files(remote, work / "upload", options.files, size)
                     warm_memory(work / "scratch", 2 * options.files * size)
-                    runs = {}
-                    for workers in (1, 8):
-                        runs[workers] = run_client(
-                            env,
-                            "prefetch",
-                            str(work / f"cache-w{workers}"),
-                            json.dumps(ids),
-                            str(workers),
-                            str(server.process.pid),
-                        )
-                        shutil.rmtree(work / f"cache-w{workers}")
-                    one, eight = runs[1], runs[8]
+                    runs: dict[int, list[dict]] = {1: [], 8: []}
+                    for _ in range(2):  # two rounds, alternating, like the large download
+                        for workers in (1, 8):
+                            runs[workers].append(
+                                run_client(
+                                    env,
+                                    "prefetch",
+                                    str(work / f"cache-w{workers}"),
+                                    json.dumps(ids),
+                                    str(workers),
+                                    str(server.process.pid),
+                                )
+                            )
+                            shutil.rmtree(work / f"cache-w{workers}")
+                    one, eight = (min(runs[n], key=lambda run: run["seconds"]) for n in (1, 8))
                     speedup = one["seconds"] / eight["seconds"]
                     print(
                         f"prefetch of {options.files} files of {options.file_mb:g} MB: "
                         f"workers=1 {one['seconds']:.2f} s, workers=8 {eight['seconds']:.2f} s, "
                         f"{speedup:.2f}x   [target >= 2x: {verdict(speedup >= 2)}]"
+                    )
+                    print(
+                        "  (each of 2 rounds: workers=1 "
+                        + ", ".join(f"{run['seconds']:.2f}" for run in runs[1])
+                        + " s; workers=8 "
+                        + ", ".join(f"{run['seconds']:.2f}" for run in runs[8])
+                        + " s)"
                     )
                     busy = one["cpu_seconds"] + one["server_cpu_seconds"]
                     cores = os.cpu_count() or 1
