@@ -204,11 +204,12 @@ class IncomingFile:
             self.resumed = self.resumed or self.size > 0
         else:
             self._fd = os.open(self.path, flags | os.O_TRUNC, 0o644)
-        if self.expected_size is not None:
-            reserve_space(self._fd, self.size, self.expected_size - self.size)
-            if self.expected_size - self.size >= _THREADED_HASH_BYTES:
-                self._background = _BackgroundMD5(self._md5)
-                self._flush = _BackgroundFlush(self._fd)
+        remaining = None if self.expected_size is None else self.expected_size - self.size
+        if remaining is not None and remaining >= _THREADED_HASH_BYTES:
+            # Large: reserve the space up front, hash and write back in the background.
+            reserve_space(self._fd, self.size, remaining)
+            self._background = _BackgroundMD5(self._md5)
+            self._flush = _BackgroundFlush(self._fd)
 
     def write(self, chunk: bytes) -> None:
         """Append ``chunk`` to the file and to its MD5 (in blocks of about a MiB)."""
