@@ -17,22 +17,46 @@ from support.published import publish
 PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")
 
 
-def test_downloads_read_the_network_in_large_pieces(remote, publisher, tmp_path, monkeypatch):
-    (record,) = publish(publisher, tmp_path / "files", 1, size=6 << 20)
-    reads: list[int] = []
-    original = http_transport._LargeReadStream.read
+@pytest.mark.parametrize("megabytes", [1, 12])
+def test_only_large_answers_are_read_in_large_pieces(
+    remote, publisher, tmp_path, monkeypatch, megabytes
+):
+    (record,) = publish(publisher, tmp_path / "files", 1, size=megabytes << 20)
+    asked: list[int] = []  # what each read asked of the socket, and what came back
+    received: list[int] = []
 
-    def noting_read(self, max_bytes, timeout=None):
-        data = original(self, max_bytes, timeout)
-        reads.append(len(data))
-        return data
+    class NotingStream:
+        def __init__(self, stream):
+            self.stream = stream
 
-    monkeypatch.setattr(http_transport._LargeReadStream, "read", noting_read)
+        def read(self, max_bytes, timeout=None):
+            data = self.stream.read(max_bytes, timeout)
+            asked.append(max_bytes)
+            received.append(len(data))
+            return data
+
+        def __getattr__(self, name):
+            return getattr(self.stream, name)
+
+    original_init = http_transport._LargeReadStream.__init__
+
+    def noting_init(self, stream):
+        original_init(self, NotingStream(stream))
+
+    monkeypatch.setattr(http_transport._LargeReadStream, "__init__", noting_init)
     path = remote.download_calibration_file(record["id"], str(tmp_path / "out"))
     assert hashlib.md5(open(path, "rb").read()).hexdigest() == record["file_md5"]
-    # httpcore alone would never return more than 64 KiB from one read.
-    assert max(reads) > 64 << 10
-    assert sum(reads) >= record["file_size"]
+    assert sum(received) >= record["file_size"]
+    # httpcore alone never asks for more than 64 KiB at a time.
+    small_read = 64 << 10
+    if megabytes == 1:
+        # A few MiB are cheaper to read in small pieces.
+        assert max(asked) <= small_read
+    else:
+        assert max(asked) == http_transport.READ_BYTES > small_read
+        # Reads grow only once the answer has proved large.
+        first_large = asked.index(http_transport.READ_BYTES)
+        assert sum(received[:first_large]) >= http_transport.LARGE_AFTER_BYTES > 1 << 20
 
 
 @pytest.mark.parametrize("no_proxy", [None, "127.0.0.1"])
