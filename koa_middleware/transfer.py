@@ -56,7 +56,6 @@ __all__ = [
     "prefetch",
 ]
 
-_CHUNK = 1 << 20
 _OFF = frozenset({"0", "false", "no", "off"})
 
 
