@@ -11,6 +11,10 @@ question with two index seeks (the nearest rows below and above ``:mjd``) over
 an index of the equality columns plus ``mjd_start``, which it creates on first
 use. The answer is the same rows; any query it cannot prove equivalent goes
 to SQLite unchanged.
+
+Rows that tie on the ordering come in the order they were added (``rowid``),
+whichever index SQLite picks: pipelines rely on it to choose between
+calibrations at the same distance.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ _EQUALITY_RE = re.compile(
 )
 _NUMERIC_TYPES = ("REAL", "INTEGER", "INT", "FLOAT", "DOUBLE", "NUMERIC")
 _DISTANCE = "__koa_distance"
+_ROWID = "__koa_rowid"
 MAX_AUTO_INDEXES = 16
 
 
@@ -84,6 +89,8 @@ class CalibrationTable(Table):
             nearest = self._nearest_plan(where, where_args, order_by, limit, offset)
             if nearest is not None:
                 return self._nearest_rows(where, where_args, select, limit, *nearest)
+        if order_by:
+            order_by = f"{order_by}, rowid"
         return super().rows_where(where, where_args, order_by, select, limit, offset)
 
     def _column_type(self, name: str) -> str | None:
@@ -139,22 +146,22 @@ class CalibrationTable(Table):
         self, where: str | None, where_args: dict, select: str, limit: int, column: str, param: str
     ) -> Generator[dict[str, Any], None, None]:
         condition = f"({where})" if where else "1 = 1"
-        with_distance = f'{select}, ABS("{column}" - :{param}) AS {_DISTANCE}'
+        extra = f'ABS("{column}" - :{param}) AS {_DISTANCE}, rowid AS {_ROWID}'
         below = super().rows_where(
             f'{condition} AND "{column}" < :{param}',
             where_args,
-            f'"{column}" DESC',
-            with_distance,
+            f'"{column}" DESC, rowid',
+            f"{select}, {extra}",
             limit,
         )
         above = super().rows_where(
             f'{condition} AND "{column}" >= :{param}',
             where_args,
-            f'"{column}" ASC',
-            with_distance,
+            f'"{column}" ASC, rowid',
+            f"{select}, {extra}",
             limit,
         )
-        rows = sorted([*below, *above], key=lambda row: row[_DISTANCE])[:limit]
-        for row in rows:
-            del row[_DISTANCE]
+        nearest = sorted([*below, *above], key=lambda row: (row[_DISTANCE], row[_ROWID]))
+        for row in nearest[:limit]:
+            del row[_DISTANCE], row[_ROWID]
             yield row

@@ -231,10 +231,29 @@ class LocalCalibrationDB:
             finally:
                 self._depth = 0
 
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """Group writes: commit them together on success, roll all back on error.
+
+        The error is raised again after the rollback. Same as
+        :meth:`write_transaction`.
+
+        Examples
+        --------
+        >>> db = LocalCalibrationDB(":memory:", "hispec")
+        >>> with db.transaction():
+        ...     db.set_meta("cursor", "7")
+        """
+        with self.write_transaction() as conn:
+            yield conn
+
     # -- writing -----------------------------------------------------------
 
-    def add(self, cals: Mapping | Iterable[Mapping], alter: bool = True) -> list[dict]:
+    def add(self, cals: Mapping | Iterable[Mapping], alter: bool = True) -> dict | list[dict]:
         """Insert or update records by ``id``, all in one transaction.
+
+        Rows keep the order in which they were first added (bulk or not), so
+        selectors whose ordering ties get the earliest-added record first.
 
         Parameters
         ----------
@@ -247,26 +266,32 @@ class LocalCalibrationDB:
 
         Returns
         -------
-        list[dict]
-            The records as stored.
+        dict | list[dict]
+            The record as stored for one record, the list of them for many.
 
         Raises
         ------
         InvalidRecordError
             If any record breaks a rule, or two records claim one file name;
             then nothing is written.
+
+        Examples
+        --------
+        >>> db = LocalCalibrationDB(":memory:", "hispec")
+        >>> db.add({"id": "1b4e28ba-2fa1-4d2b-883f-0016d3cca427", "filename": "d.fits",
+        ...         "cal_type": "dark", "datetime_obs": "2024-01-01"})["datetime_obs"]
+        '2024-01-01T00:00:00.000'
         """
-        if isinstance(cals, Mapping):
-            cals = [cals]
-        records = [validate_record(cal, LOCAL_REQUIRED_FIELDS) for cal in cals]
-        if not records:
-            return []
-        with self.write_transaction():
-            self._add_missing_columns(records, alter)
-            for group in _group_by_keys(records):
-                group.sort(key=_by_id)  # in key order, the primary-key index grows at its end
-                self._upsert(group)
-        return records
+        single = isinstance(cals, Mapping)
+        records = [
+            validate_record(cal, LOCAL_REQUIRED_FIELDS) for cal in ([cals] if single else cals)
+        ]
+        if records:
+            with self.write_transaction():
+                self._add_missing_columns(records, alter)
+                for run in _runs_of_same_keys(records):
+                    self._upsert(run)
+        return records[0] if single else records
 
     def _upsert(self, records: list[dict]) -> None:
         keys = list(records[0])
@@ -361,20 +386,24 @@ class LocalCalibrationDB:
         fetch: str = "all",
         **filters: Any,
     ) -> list[dict] | dict | None:
-        """Records matching every given filter, ordered by ``order_by`` then ``id``.
+        """Records matching every given filter, ordered by ``order_by``.
+
+        Records that tie on ``order_by`` come in the order they were added.
 
         Parameters
         ----------
-        filename, cal_type, cal_id, origin : str | None
+        filename : str | None
+            The record of this file: one record or None; other filters are ignored.
+        cal_id : str | None
+            The record with this id: one record or None; other filters are ignored.
+        cal_type, origin : str | None
             Equality filters.
         cal_version_min, cal_version_max : str | None
             Inclusive bounds on ``cal_version``.
         date_time_start, date_time_end : str | None
             Inclusive bounds on ``datetime_obs``.
-        last_updated_start : str | None
-            Records updated strictly after this time.
-        last_updated_end : str | None
-            Records updated at or before this time.
+        last_updated_start, last_updated_end : str | None
+            Inclusive bounds on ``last_updated``.
         order_by : str
             A column, optionally followed by ``ASC`` or ``DESC``.
         fetch : {'all', 'first'}
@@ -385,7 +414,8 @@ class LocalCalibrationDB:
         Returns
         -------
         list[dict] | dict | None
-            A list, or with ``cal_id`` or ``fetch='first'`` one record or None.
+            A list; one record or None with ``cal_id``, ``filename`` or
+            ``fetch='first'``.
 
         Examples
         --------
@@ -395,6 +425,10 @@ class LocalCalibrationDB:
         """
         if fetch not in ("all", "first"):
             raise ValueError(f"Invalid fetch {fetch!r}: use 'all' or 'first'.")
+        if cal_id is not None:
+            return self.query_id(cal_id)
+        if filename is not None:
+            return self.query_filename(filename)
         conditions: list[str] = []
         params: list[Any] = []
 
@@ -402,11 +436,8 @@ class LocalCalibrationDB:
             conditions.append(sql)
             params.append(value)
 
-        if cal_id is not None:
-            add("id = ?", validate_cal_id(cal_id))
-        for column, value in (("filename", filename), ("cal_type", cal_type)):
-            if value is not None:
-                add(f"{column} = ?", value)
+        if cal_type is not None:
+            add("cal_type = ?", cal_type)
         if origin is not None:
             add("origin = ?", str(origin).upper())
         bounds = (
@@ -414,7 +445,7 @@ class LocalCalibrationDB:
             ("cal_version", "<=", cal_version_max, normalize_version),
             ("datetime_obs", ">=", date_time_start, normalize_timestamp),
             ("datetime_obs", "<=", date_time_end, normalize_timestamp),
-            ("last_updated", ">", last_updated_start, normalize_timestamp),
+            ("last_updated", ">=", last_updated_start, normalize_timestamp),
             ("last_updated", "<=", last_updated_end, normalize_timestamp),
         )
         for column, operator, value, normalize in bounds:
@@ -423,13 +454,13 @@ class LocalCalibrationDB:
         known = self._read_columns() if filters else {}
         for column, value in filters.items():
             if validate_column_name(column) not in known:
-                return None if fetch == "first" or cal_id is not None else []
+                return None if fetch == "first" else []
             add(f"{_q(column)} = ?", value)
         sql = f"SELECT * FROM {_q(self.table_name)}"
         if conditions:
             sql += " WHERE " + " AND ".join(conditions)
-        sql += f" ORDER BY {_parse_order_by(order_by)}, id"
-        if fetch == "first" or cal_id is not None:
+        sql += f" ORDER BY {_parse_order_by(order_by)}, rowid"
+        if fetch == "first":
             rows = self.custom_query(sql + " LIMIT 1", params)
             return rows[0] if rows else None
         return self.custom_query(sql, params)
@@ -453,23 +484,76 @@ class LocalCalibrationDB:
         row = self.conn.execute(f"SELECT MAX(last_updated) FROM {_q(self.table_name)}").fetchone()
         return row[0]
 
-    def get_column(self, name: str) -> list:
-        """Every value of one column, in rowid order."""
-        sql = f"SELECT {_q(name)} FROM {_q(self.table_name)} ORDER BY rowid"
+    def get_column(self, column: str) -> list:
+        """Every value of one column, in the order the records were added.
+
+        Examples
+        --------
+        >>> LocalCalibrationDB(":memory:", "hispec").get_column(column="filename")
+        []
+        """
+        sql = f"SELECT {_q(column)} FROM {_q(self.table_name)} ORDER BY rowid"
         return [row[0] for row in self.conn.execute(sql)]
 
-    def max_version(self, family: Mapping[str, Any], origin: str) -> int:
-        """The highest version number (0 if none) within a version family and origin."""
-        conditions = ["origin = ?"]
-        params: list[Any] = [origin]
-        for column, value in family.items():
+    def _equal_to(self, values: Mapping[str, Any]) -> tuple[list[str], list[Any]] | None:
+        """SQL conditions for columns equal to ``values`` (None: IS NULL).
+
+        None when no row can match (a value for a column the table lacks).
+        """
+        conditions: list[str] = []
+        params: list[Any] = []
+        for column, value in values.items():
             if validate_column_name(column) not in self._columns:
-                return 0
+                self._columns = self._read_columns()  # another process may have added it
+            if column not in self._columns:
+                if value is None:
+                    continue  # every row lacks the column
+                return None
             if value is None:
                 conditions.append(f"{_q(column)} IS NULL")
             else:
                 conditions.append(f"{_q(column)} = ?")
                 params.append(value)
+        return conditions, params
+
+    def rows_matching(
+        self, values: Mapping[str, Any], order_by: str | None = None, limit: int | None = None
+    ) -> list[dict]:
+        """Records whose columns equal ``values``; None matches only an empty value.
+
+        Parameters
+        ----------
+        values : Mapping
+            Column -> value.
+        order_by : str | None
+            A column, optionally followed by ``ASC`` or ``DESC``; ties (and
+            everything without it) in the order the records were added.
+        limit : int | None
+            At most this many records.
+
+        Examples
+        --------
+        >>> LocalCalibrationDB(":memory:", "hispec").rows_matching({"cal_type": "dark"})
+        []
+        """
+        where = self._equal_to(values)
+        if where is None:
+            return []
+        conditions, params = where
+        sql = f"SELECT * FROM {_q(self.table_name)}"
+        if conditions:
+            sql += " WHERE " + " AND ".join(conditions)
+        sql += f" ORDER BY {_parse_order_by(order_by) + ', ' if order_by else ''}rowid"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        return self.custom_query(sql, params)
+
+    def max_version(self, family: Mapping[str, Any], origin: str) -> int:
+        """The highest version number (0 if none) within a version family and origin."""
+        where = self._equal_to({**family, "origin": origin})
+        if where is None:
+            return 0
+        conditions, params = where
         row = self.conn.execute(
             f"SELECT MAX(CAST(cal_version AS INTEGER)) FROM {_q(self.table_name)} "
             f"WHERE {' AND '.join(conditions)}",
@@ -487,13 +571,15 @@ class LocalCalibrationDB:
             self.conn.close()
 
 
-def _by_id(record: dict) -> str:
-    return record["id"]
+def _runs_of_same_keys(records: list[dict]) -> list[list[dict]]:
+    """Split records into consecutive runs with the same fields (one executemany each).
 
-
-def _group_by_keys(records: list[dict]) -> list[list[dict]]:
-    """Group records that have the same fields, so each group is one executemany."""
-    groups: dict[tuple, list[dict]] = {}
+    Runs keep the records' order, so rowids follow the order they were given in.
+    """
+    runs: list[list[dict]] = []
     for record in records:
-        groups.setdefault(tuple(record), []).append(record)
-    return list(groups.values())
+        if runs and runs[-1][0].keys() == record.keys():
+            runs[-1].append(record)
+        else:
+            runs.append([record])
+    return runs

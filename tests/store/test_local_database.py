@@ -52,6 +52,44 @@ def test_add_upserts_by_id_and_adds_new_columns(db):
     assert "spectrograph" in db.columns
 
 
+def test_add_returns_the_shape_it_was_given(db):
+    one = db.add(rec(0, datetime_obs="2024-01-01 00:00"))
+    assert isinstance(one, dict) and one["datetime_obs"] == "2024-01-01T00:00:00.000"
+    many = db.add([rec(1), rec(2)])
+    assert [r["filename"] for r in many] == ["cal_1.fits", "cal_2.fits"]
+    assert db.add([]) == []
+
+
+def test_rows_keep_the_order_they_were_added_in(db):
+    # ids deliberately in descending order: a store that sorts by id would reverse them
+    records = [rec(100 - i, filename=f"tie_{i}.fits", mjd_start=60000.0) for i in range(30)]
+    db.add(records[:10])
+    for record in records[10:20]:
+        db.add(record)
+    db.add(records[20:])
+    wanted = [r["filename"] for r in records]
+    assert db.get_column(column="filename") == wanted
+    assert [r["filename"] for r in db.rows] == wanted
+    params = {"mjd": 60000.0}
+    ordered = db.rows_where("mjd_start > 0", params, order_by="ABS(mjd_start - :mjd)")
+    assert [r["filename"] for r in ordered] == wanted
+    first = db.table.rows_where("mjd_start > 0", params, order_by="ABS(mjd_start - :mjd)", limit=3)
+    assert [r["filename"] for r in first] == wanted[:3]
+    assert [r["filename"] for r in db.query(order_by="mjd_start")] == wanted
+
+
+def test_transaction_commits_together_or_not_at_all(db):
+    with db.transaction():
+        db.add(rec(1))
+        db.add(rec(2))
+    assert len(db) == 2
+    with pytest.raises(InvalidRecordError):
+        with db.transaction():
+            db.add(rec(3))
+            db.add(rec(4, filename="cal_1.fits"))  # a second id for one file name
+    assert db.get_column(column="filename") == ["cal_1.fits", "cal_2.fits"]
+
+
 def test_add_with_alter_false_refuses_new_columns(db):
     with pytest.raises(InvalidRecordError, match="alter=True"):
         db.add(rec(1, brand_new=5), alter=False)
@@ -62,13 +100,19 @@ def test_query_filters_and_fetch_first(db):
     db.add([rec(i) for i in range(20)])
     darks = db.query(cal_type="dark")
     assert [r["cal_type"] for r in darks] == ["dark"] * 5
-    assert darks == sorted(darks, key=lambda r: (r["last_updated"], r["id"]))
+    assert darks == sorted(darks, key=lambda r: r["last_updated"])
     assert db.query(cal_id=rec(7)["id"])["filename"] == "cal_7.fits"
+    # as in the reference, an id or a file name names one record: other filters are ignored
+    assert db.query(cal_id=rec(7)["id"], cal_type="dark")["filename"] == "cal_7.fits"
+    assert db.query(filename="cal_9.fits")["id"] == rec(9)["id"]
     assert db.query(filename="cal_9.fits", fetch="first")["id"] == rec(9)["id"]
+    assert db.query(filename="absent.fits") is None
     window = db.query(date_time_start="2024-01-01T03:00:00", date_time_end="2024-01-01T05:00:00")
     assert sorted(r["filename"] for r in window) == ["cal_3.fits", "cal_4.fits", "cal_5.fits"]
-    newer = db.query(last_updated_start="2025-01-01T00:00:17.000")
-    assert sorted(r["filename"] for r in newer) == ["cal_18.fits", "cal_19.fits"]
+    newer = db.query(last_updated_start="2025-01-01T00:00:17.000")  # inclusive, as the reference
+    assert sorted(r["filename"] for r in newer) == ["cal_17.fits", "cal_18.fits", "cal_19.fits"]
+    older = db.query(last_updated_end="2025-01-01T00:00:01.000")
+    assert sorted(r["filename"] for r in older) == ["cal_0.fits", "cal_1.fits"]
     assert db.query(origin="keck", cal_type="arc", fetch="first")["cal_type"] == "arc"
     assert db.query(no_such_column=1) == []
     assert db.query(cal_type="nothing", fetch="first") is None
