@@ -1,31 +1,34 @@
 """Registering a calibration model: version, file and record, all or nothing.
 
-The order of steps is what makes registration crash-safe:
+The store's steps (:mod:`koa_middleware.registration_steps`, each one
+overridable) run inside one SQLite write transaction, in this order:
 
-1. take SQLite's write lock (``BEGIN IMMEDIATE``) and allocate the version;
-2. let the model save its file under a temporary name in ``tmp/<instrument>``;
-3. checksum it and insert the record (not yet committed);
-4. leave a pending marker, rename the file into ``calibrations/<instrument>``;
-5. commit, then drop the marker.
+1. take the write lock (``BEGIN IMMEDIATE``) and return an already registered
+   calibration of the same id, or family and origin, if there is one;
+2. ``_prepare_cal_record``: allocate the version (no other process can take it
+   while the lock is held);
+3. ``save_calibration_file``: the model writes its file into a private folder
+   under ``tmp/<instrument>/`` (the store's ``data_dir`` points there);
+4. ``_finalize_cal_record``: file name, MD5 and size; the store checks them
+   against the file;
+5. insert the record (not yet committed), leave a pending marker, rename the
+   file into ``calibrations/<instrument>``;
+6. commit, then drop the marker and the private folder.
 
-A process killed before step 5 leaves no committed record; a file it renamed
-into place is removed by the next store that starts (the marker says which).
+A process killed before step 6 leaves no committed record; a file it renamed
+into place is removed by the next store that starts (the marker says which),
+and its private folder by the cleaning of ``tmp/``.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
-import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .cache import CacheLayout, place_file
-from .errors import (
-    CalibrationNotFoundError,
-    CalibrationSaveError,
-    ChecksumMismatchError,
-    InvalidRecordError,
-)
+from .errors import CalibrationNotFoundError, ChecksumMismatchError, InvalidRecordError
 from .hashing import file_digest
 from .records import LOCAL_REQUIRED_FIELDS, new_cal_id, utc_now, validate_record
 
@@ -34,7 +37,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["complete_cached_file_record", "register_model", "save_model_to_cache"]
+__all__ = ["complete_cached_file_record", "register_model"]
 
 
 def register_model(
@@ -44,46 +47,113 @@ def register_model(
     record = store.record_from(cal)
     if record.get("id") is None:
         record["id"] = new_cal_id()
-    origin = str(origin or record.get("origin") or store.origin).upper()
+    cal_id = record["id"]
+    origin = store._registration_origin(origin, record)
     family = store.get_version_family_values(record)
-    store._family_index(family)
+    store._ensure_family_index(family)
     db = store.local_db
-    with store.layout.pending_write(record["id"]) as pending:
+    with store.layout.pending_write(cal_id) as pending, store._staged() as folder:
         placed: Path | None = None
-        temp: Path | None = None
         try:
             with db.write_transaction():
-                existing = db.query_id(record["id"])
-                if existing is None and not new_version:
-                    existing = db.query(
-                        origin=origin, order_by="cal_version DESC", fetch="first", **family
-                    )
+                existing = _registered_already(store, cal_id, family, origin, new_version)
                 if existing is not None:
-                    logger.info(
-                        "Not registering %s: calibration %s (version %s) is already cached",
-                        record.get("filename"),
-                        existing["id"],
-                        existing.get("cal_version"),
-                    )
                     return str(store.layout.path_for(existing["filename"])), existing
-                record["origin"] = origin
-                record["cal_version"] = store._next_version(family, origin)
-                temp = _save_to_temp(store.layout, cal, record.get("filename") or "")
-                stored = _complete_record(cal, record, temp)
+                cal_record = store._prepare_cal_record(cal, origin=origin)
+                if cal_record.get("id") is None:
+                    cal_record["id"] = cal_id
+                # A bad record is refused before the model writes anything.
+                validate_record(cal_record, _REQUIRED_BEFORE_SAVE)
+                saved = store.save_calibration_file(cal, cal_record=cal_record)
+                staged = store._adopt_saved_file(saved, folder)
+                cal_record = _finalize(store, cal, cal_record, str(staged))
+                stored = _checked_record(store, cal_record, staged, origin)
                 destination = _free_destination(store.layout, stored["filename"])
                 db.add(stored)
                 pending.note(stored["filename"])
-                place_file(temp, destination)
+                place_file(staged, destination)
                 placed = destination
             # committed: the record and its file are both in place
         except BaseException:
             if placed is not None:
                 placed.unlink(missing_ok=True)
             raise
-        finally:
-            if temp is not None:
-                temp.unlink(missing_ok=True)
+    logger.info("Registered %s as %s version %s", stored["filename"], cal_id, stored["cal_version"])
     return str(destination), stored
+
+
+def _registered_already(
+    store: CalibrationStore, cal_id: str, family: dict, origin: str, new_version: bool
+) -> dict | None:
+    """The registered calibration that makes this registration a no-op, if any."""
+    db = store.local_db
+    existing = db.query_id(cal_id)
+    if existing is None and not new_version:
+        newest = db.rows_matching({**family, "origin": origin}, "cal_version DESC", limit=1)
+        existing = newest[0] if newest else None
+    if existing is not None:
+        logger.info(
+            "Not registering calibration %s: %s (version %s) is already cached",
+            cal_id,
+            existing["filename"],
+            existing.get("cal_version"),
+        )
+    return existing
+
+
+#: The file name may come from the saved file (the model names it).
+_REQUIRED_BEFORE_SAVE = tuple(f for f in LOCAL_REQUIRED_FIELDS if f != "filename")
+_TAKES_MODEL: dict[Any, bool] = {}
+
+
+def _finalize(store: CalibrationStore, cal: Any, cal_record: dict, path: str) -> dict:
+    """Call ``_finalize_cal_record`` as declared: ``(cal, record, path)`` or ``(record, path)``."""
+    method = store._finalize_cal_record
+    function = getattr(method, "__func__", method)
+    if function not in _TAKES_MODEL:
+        params = inspect.signature(method).parameters.values()
+        positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        variadic = any(p.kind is p.VAR_POSITIONAL for p in params)
+        _TAKES_MODEL[function] = variadic or len(positional) >= 3
+    if _TAKES_MODEL[function]:
+        result = method(cal, cal_record, path)
+    else:
+        result = method(cal_record, path)
+    return cal_record if result is None else result
+
+
+def _checked_record(store: CalibrationStore, cal_record: dict, staged: Path, origin: str) -> dict:
+    """The record to store: what the steps left out filled in, checked against the file.
+
+    Raises
+    ------
+    ChecksumMismatchError
+        If the record's ``file_md5`` or ``file_size`` is not the saved file's.
+    InvalidRecordError
+        If the record breaks a rule.
+    """
+    if cal_record.get("origin") is None:
+        cal_record["origin"] = origin
+    if cal_record.get("cal_version") is None:
+        cal_record["cal_version"] = store.generate_calibration_version(cal_record, origin=origin)
+    if cal_record.get("last_updated") is None:
+        cal_record["last_updated"] = utc_now()
+    if not cal_record.get("filename"):
+        cal_record["filename"] = staged.name
+    md5, size = store._file_digest(staged)
+    claimed = cal_record.get("file_md5")
+    if claimed is not None and str(claimed).lower() != md5:
+        raise ChecksumMismatchError(
+            f"The record of {cal_record['filename']} says file_md5 {claimed}, but the saved "
+            f"file's MD5 is {md5}; _finalize_cal_record must describe the file it was given."
+        )
+    if cal_record.get("file_size") not in (None, size):
+        raise ChecksumMismatchError(
+            f"The record of {cal_record['filename']} says file_size {cal_record['file_size']}, "
+            f"but the saved file has {size} bytes."
+        )
+    cal_record.update(file_md5=md5, file_size=size)
+    return validate_record(cal_record, LOCAL_REQUIRED_FIELDS)
 
 
 def _free_destination(layout: CacheLayout, filename: str) -> Path:
@@ -94,66 +164,6 @@ def _free_destination(layout: CacheLayout, filename: str) -> Path:
             f"{destination} is already in the cache; give the calibration another file "
             "name, or record the existing file with sync_records_from_cached_files()."
         )
-    return destination
-
-
-def _complete_record(cal: Any, record: dict, temp: Path) -> dict:
-    """The record to store: the model's fields, what the store assigned, and the checksums."""
-    assigned = {k: record[k] for k in ("id", "origin", "cal_version")}
-    refreshed = cal.to_record() if hasattr(cal, "to_record") else record
-    merged = {**record, **(refreshed or {}), **assigned}
-    md5, size = file_digest(temp)
-    merged.update(file_md5=md5, file_size=size, last_updated=utc_now())
-    record.update(file_md5=md5, file_size=size, last_updated=merged["last_updated"])
-    return validate_record(merged, LOCAL_REQUIRED_FIELDS)
-
-
-def _save_to_temp(layout: CacheLayout, cal: Any, hint: str) -> Path:
-    """Let the model write its file under a fresh temporary name; return that path.
-
-    Raises
-    ------
-    CalibrationSaveError
-        If ``save()`` raises, or no file exists where it says it wrote.
-    """
-    temp = layout.temp_path(hint)
-    try:
-        written = cal.save(output_path=str(temp))
-    except Exception as exc:
-        temp.unlink(missing_ok=True)
-        raise CalibrationSaveError(
-            f"{type(cal).__name__}.save() failed: {exc}. Nothing was registered."
-        ) from exc
-    if temp.is_file():
-        return temp
-    if written and Path(written).is_file():
-        # The model ignored output_path; copy, so its own file is left alone.
-        shutil.copyfile(written, temp)
-        return temp
-    raise CalibrationSaveError(
-        f"{type(cal).__name__}.save(output_path=...) wrote no file (it returned "
-        f"{written!r}); save() must write the file and return its path. Nothing was registered."
-    )
-
-
-def save_model_to_cache(layout: CacheLayout, cal: Any, record: dict) -> Path:
-    """Save ``cal``'s file into the cache under ``record['filename']``, atomically.
-
-    Raises
-    ------
-    InvalidRecordError
-        If the record has no valid file name.
-    CalibrationSaveError
-        If ``save()`` fails or writes nothing.
-    """
-    if not record.get("filename"):
-        raise InvalidRecordError("The record has no filename; the cache needs one to save to.")
-    destination = layout.path_for(record["filename"])
-    temp = _save_to_temp(layout, cal, record["filename"])
-    try:
-        place_file(temp, destination)
-    finally:
-        temp.unlink(missing_ok=True)
     return destination
 
 
@@ -182,5 +192,7 @@ def complete_cached_file_record(layout: CacheLayout, record: dict, origin: str) 
         raise ChecksumMismatchError(f"{path.name} has MD5 {md5}, its record {record['file_md5']}.")
     record["id"] = record.get("id") or new_cal_id()
     record["origin"] = str(record.get("origin") or origin).upper()
-    record.update(file_md5=md5, file_size=size, last_updated=utc_now())
+    record.update(file_md5=md5, file_size=size)
+    if not record.get("last_updated"):
+        record["last_updated"] = utc_now()
     return record

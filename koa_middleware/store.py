@@ -16,24 +16,23 @@ from pathlib import Path
 from typing import Any
 
 from .cache import CacheLayout
+from .cache_lookup import CacheLookup
 from .config import DEFAULT_URL, resolve_config
 from .database.local_database import LocalCalibrationDB
 from .datamodel_protocol import SupportsCalibrationModelIO
 from .errors import (
     ArchiveError,
     CalibrationNotFoundError,
-    InvalidRecordError,
     RemoteUnavailableError,
 )
-from .hashing import file_md5
 from .records import (
     is_cal_id,
-    normalize_timestamp,
     validate_cal_id,
 )
 from .registration import complete_cached_file_record, register_model
+from .registration_steps import RegistrationSteps, _Staging
 from .selector_base import CalibrationSelector
-from .versions import find_version_issues, next_version
+from .versions import find_version_issues
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +41,7 @@ __all__ = ["CalibrationStore"]
 _MODES = ("id", "last_updated")
 
 
-class CalibrationStore:
+class CalibrationStore(RegistrationSteps, CacheLookup):
     """Manage the storage, retrieval and synchronization of calibrations.
 
     Parameters
@@ -101,8 +100,9 @@ class CalibrationStore:
         self.layout = CacheLayout(self.config.cache_dir, self.instrument_name)
         self.layout.create()
         self.cache_dir = str(self.layout.root)
-        self.data_dir = str(self.layout.calibrations_dir)
-        self.database_dir = str(self.layout.database_dir)
+        self.database_dir = os.path.join(str(self.layout.database_dir), "")
+        self._staging = _Staging()
+        self._stage_folders: list[Path] = []
         filename = self.config.local_database_filename
         db_path = filename if filename == ":memory:" else self.layout.database_dir / filename
         self.local_db = LocalCalibrationDB(db_path, self.config.table_name)
@@ -160,93 +160,10 @@ class CalibrationStore:
         if self._closed:
             return
         self._closed = True
+        self._remove_stage_folders()
         self.local_db.close()
         if self.remote_db is not None and hasattr(self.remote_db, "close"):
             self.remote_db.close()
-
-    # -- records and version families --------------------------------------
-
-    def record_from(self, cal: dict | SupportsCalibrationModelIO) -> dict:
-        """Return the record of ``cal``: the dict itself, or a model's ``to_record()``.
-
-        Raises
-        ------
-        InvalidRecordError
-            (a ``ValueError``) if ``cal`` is neither a dict nor a model, or its
-            ``to_record()`` does not return a dict.
-        """
-        if isinstance(cal, dict):
-            return cal
-        if hasattr(cal, "to_record"):
-            record = cal.to_record()
-            if not isinstance(record, dict):
-                raise InvalidRecordError(
-                    f"{type(cal).__name__}.to_record() returned {type(record).__name__}; "
-                    "it must return a dict."
-                )
-            return record
-        raise InvalidRecordError(
-            f"Expected a calibration record (dict) or a model with to_record(), "
-            f"got {type(cal).__name__}."
-        )
-
-    def get_version_family_column_names(self, cal_type: str) -> list[str]:
-        """Columns whose values define a version family; override per instrument.
-
-        Parameters
-        ----------
-        cal_type : str
-            The type of calibration.
-
-        Returns
-        -------
-        list[str]
-            ``['cal_type', 'datetime_obs']`` by default.
-        """
-        return ["cal_type", "datetime_obs"]
-
-    def get_version_family_values(self, cal: dict | SupportsCalibrationModelIO) -> dict:
-        """The values of ``cal``'s version-family columns.
-
-        Raises
-        ------
-        InvalidRecordError
-            If the record has no ``cal_type``.
-        """
-        record = self.record_from(cal)
-        if not record.get("cal_type"):
-            raise InvalidRecordError(
-                "The record has no cal_type, so its version family is unknown; add cal_type."
-            )
-        names = self.get_version_family_column_names(record["cal_type"])
-        values = {name: record.get(name) for name in names}
-        if values.get("datetime_obs") is not None:
-            values["datetime_obs"] = normalize_timestamp(values["datetime_obs"], "datetime_obs")
-        return values
-
-    def _family_index(self, family: dict) -> None:
-        key = tuple(family)
-        if key not in self._family_indexes:
-            self.local_db.ensure_index(("origin", *key))
-            self._family_indexes.add(key)
-
-    def generate_calibration_version(
-        self, cal: dict | SupportsCalibrationModelIO, origin: str | None = None
-    ) -> str:
-        """The next version (``'001'``, ``'002'``, ...) in ``cal``'s family and origin.
-
-        Raises
-        ------
-        VersionLimitError
-            If the family already has version 999.
-        """
-        record = self.record_from(cal)
-        origin = (origin or record.get("origin") or self.origin).upper()
-        family = self.get_version_family_values(record)
-        return self._next_version(family, origin)
-
-    def _next_version(self, family: dict, origin: str) -> str:
-        return next_version(self.local_db.max_version(family, origin), family, origin)
 
     # -- registering -------------------------------------------------------
 
@@ -289,106 +206,11 @@ class CalibrationStore:
         """
         return register_model(self, cal, origin, new_version)
 
-    def save_calibration_file(
-        self, cal: SupportsCalibrationModelIO, cal_record: dict | None = None
-    ) -> str:
-        """Write a model's file into the cache, atomically, without recording it.
-
-        Parameters
-        ----------
-        cal : SupportsCalibrationModelIO
-            The model to save.
-        cal_record : dict | None
-            Its record; None uses ``cal.to_record()``. Its ``filename`` names the file.
-
-        Returns
-        -------
-        str
-            The cached file's path.
-        """
-        from .registration import save_model_to_cache
-
-        record = cal_record if cal_record is not None else self.record_from(cal)
-        return str(save_model_to_cache(self.layout, cal, record))
-
     def _record_owns(self, cal_id: str, filename: str) -> bool:
         return (
             self.local_db.query_id(cal_id) is not None
             or self.local_db.query_filename(filename) is not None
         )
-
-    # -- looking up the cache ---------------------------------------------
-
-    def _lookup_local(self, cal: Any) -> dict | None:
-        """The local record of an id, path, file name, record or model (None if absent)."""
-        if isinstance(cal, str | os.PathLike):
-            text = os.fspath(cal)
-            if is_cal_id(text):
-                return self.local_db.query_id(text)
-            return self.local_db.query_filename(os.path.basename(text))
-        record = self.record_from(cal)
-        if record.get("id") is not None:
-            return self.local_db.query_id(validate_cal_id(record["id"]))
-        if record.get("filename"):
-            return self.local_db.query_filename(record["filename"])
-        return None
-
-    def calibration_record_in_cache(
-        self, cal: dict | str | SupportsCalibrationModelIO, mode: str = "id"
-    ) -> dict | None:
-        """The local record matching ``cal``, or None.
-
-        Parameters
-        ----------
-        cal : dict | str | SupportsCalibrationModelIO
-            An id, a file path, a record or a model.
-        mode : {'id', 'version-family', 'md5'}
-            Match by id (or file name for a path), by version family (the highest
-            version of the family and origin), or by the file's MD5.
-        """
-        if mode == "id":
-            return self._lookup_local(cal)
-        if mode == "md5":
-            if isinstance(cal, str | os.PathLike) and os.path.isfile(cal):
-                md5 = file_md5(cal)
-            else:
-                source = self._lookup_local(cal) if isinstance(cal, str) else None
-                md5 = (source or self.record_from(cal)).get("file_md5")
-            if not md5:
-                raise InvalidRecordError(
-                    "Cannot match by MD5: the input has no file_md5 and is not a file path."
-                )
-            return self.local_db.query(fetch="first", file_md5=str(md5).lower())
-        if mode == "version-family":
-            record = self._lookup_local(cal) if isinstance(cal, str) else self.record_from(cal)
-            if record is None:
-                return None
-            family = self.get_version_family_values(record)
-            origin = (record.get("origin") or self.origin).upper()
-            return self.local_db.query(
-                origin=origin, order_by="cal_version DESC", fetch="first", **family
-            )
-        raise ValueError(f"Invalid mode {mode!r}: use 'id', 'version-family' or 'md5'.")
-
-    def calibration_file_in_cache(
-        self, cal: dict | str | SupportsCalibrationModelIO, filename: str | None = None
-    ) -> str | None:
-        """The cached file's absolute path if the file is present, else None."""
-        if filename is None:
-            record = self._lookup_local(cal)
-            if record is None and not isinstance(cal, str):
-                record = self.record_from(cal)
-            if record is None:
-                if isinstance(cal, str) and not is_cal_id(cal):
-                    filename = os.path.basename(cal)
-                else:
-                    return None
-            else:
-                filename = record.get("filename")
-        if not filename:
-            return None
-        path = self.layout.path_for(filename)
-        return str(path) if path.is_file() else None
 
     def _cached_path(self, record: dict) -> Path | None:
         """The record's cached file if present with the recorded size."""
@@ -460,7 +282,7 @@ class CalibrationStore:
                 f"Calibration {described!r} is neither in the local cache nor on the "
                 f"archive at {self.remote_db.url}."
             )
-        return self.local_db.add(record)[0]
+        return self.local_db.add(record)
 
     def _require_remote(self, action: str) -> Any:
         if self.remote_db is None:
@@ -543,11 +365,6 @@ class CalibrationStore:
             )
         return self.get_calibration(record)
 
-    def get_missing_local_files(self) -> list[dict]:
-        """Records in the local database whose file is missing from the cache."""
-        present = set(os.listdir(self.layout.calibrations_dir))
-        return [row for row in self.local_db.rows if row["filename"] not in present]
-
     # -- querying ----------------------------------------------------------
 
     def _db(self, source: str | None, default: str) -> Any:
@@ -612,31 +429,41 @@ class CalibrationStore:
 
     def sync_records_from_cached_files(
         self, cals: SupportsCalibrationModelIO | dict | Sequence[Any]
-    ) -> None:
+    ) -> list[dict]:
         """Record in the local database calibrations whose files are already in the cache.
 
-        Each record is completed as by registration (``id``, ``origin``,
-        ``cal_version``, ``last_updated``, ``file_md5``, ``file_size``).
+        A record without a version is prepared as by registration
+        (:meth:`_prepare_cal_record` with origin ``'LOCAL'``, as the reference
+        does); every record gets the cached file's ``file_md5`` and ``file_size``.
+        Versions are allocated one after the other, so records of one family
+        get ``001``, ``002``, ...
+
+        Returns
+        -------
+        list[dict]
+            The records as stored.
 
         Raises
         ------
         CalibrationNotFoundError
             If a record's file is not in the cache; nothing is added.
         ChecksumMismatchError
-            If a file's MD5 differs from the record's ``file_md5``.
+            If a file's MD5 differs from the record's ``file_md5``; nothing is added.
         """
         if isinstance(cals, dict) or not isinstance(cals, Sequence):
             cals = [cals]
-        records = [
-            complete_cached_file_record(self.layout, dict(self.record_from(cal)), self.origin)
-            for cal in cals
+        # Hash the files before taking the write lock, which other processes wait for.
+        completed = [
+            complete_cached_file_record(self.layout, self.record_from(cal), "LOCAL") for cal in cals
         ]
+        added = []
         with self.local_db.write_transaction():
-            for record in records:
+            for cal, record in zip(cals, completed, strict=True):
                 if record.get("cal_version") is None:
-                    family = self.get_version_family_values(record)
-                    record["cal_version"] = self._next_version(family, record["origin"])
-                self.local_db.add(record)
+                    prepared = self._prepare_cal_record(cal, origin="LOCAL")
+                    record = {**record, **prepared}
+                added.append(self.local_db.add(record))
+        return added
 
     # -- checks ------------------------------------------------------------
 

@@ -16,6 +16,7 @@ from koa_middleware.errors import (
     RemoteUnavailableError,
 )
 from koa_middleware.hashing import file_md5
+from support.cache_state import temp_files
 from support.models import FileModel, dark
 
 
@@ -255,12 +256,18 @@ def test_remote_methods_need_an_archive(store, method, args):
 def test_save_calibration_file(store):
     model = FileModel(dark(1), data=b"saved")
     path = store.save_calibration_file(model)
+    assert path == str(Path(store.data_dir) / "dark_00001.fits")  # the model names its file
     assert Path(path).read_bytes() == b"saved" and len(store.local_db) == 0
-    path2 = store.save_calibration_file(model, {"filename": "renamed.fits"})
-    assert path2.endswith("renamed.fits")
+    model.data = b"saved again"
+    assert store.save_calibration_file(model, {"filename": "ignored.fits"}) == path
+    assert Path(path).read_bytes() == b"saved again"  # no record owns it yet
+    assert temp_files(store.layout) == []
+    registered, _ = store.register_calibration(FileModel(dark(2), data=b"registered"))
+    with pytest.raises(InvalidRecordError, match="registered calibration"):
+        store.save_calibration_file(FileModel(dark(2), data=b"other bytes"))
+    assert Path(registered).read_bytes() == b"registered"
     with pytest.raises(InvalidRecordError):
-        store.save_calibration_file(model, {"filename": "../out.fits"})
-    assert not (Path(store.cache_dir) / "calibrations" / "out.fits").exists()
+        store._get_local_filepath("../out.fits")
 
 
 def test_sync_records_from_cached_files(store):
