@@ -168,7 +168,7 @@ def _remote_records_missing_locally(
     ]
     if len(missing) <= _PER_ID_LIMIT:
         found = (remote_db.query(cal_id=cal_id) for cal_id in missing)
-        return [rec for rec in found if rec is not None]
+        return [rec for rec in found if rec]
     wanted = set(missing)
     return [rec for page in remote_db.iter_query() for rec in page if rec["id"] in wanted]
 
@@ -266,7 +266,7 @@ def _pull_selected(
     records = []
     for cal_id in dict.fromkeys(ids):
         record = remote_db.query(cal_id=cal_id)
-        if record is None:
+        if not record:
             raise CalibrationNotFoundError(
                 f"The archive at {remote_db.display_url} has no calibration {cal_id}; "
                 "nothing was synced."

@@ -424,7 +424,7 @@ def prefetch(
         if not is_cal_id(item):
             raise CalibrationNotFoundError(f"{item!r} is not a calibration id or record.")
         found = remote_db.query(cal_id=item)
-        if found is None:
+        if not found:
             raise CalibrationNotFoundError(
                 f"The archive at {remote_db.display_url} has no calibration {item}."
             )

@@ -37,6 +37,7 @@ from ..errors import (
 from ..hashing import file_digest
 from ..records import (
     ARCHIVE_REQUIRED_FIELDS,
+    BOOLEAN_COLUMNS,
     LOCAL_REQUIRED_FIELDS,
     SERVER_FIELDS,
     normalize_timestamp,
@@ -174,6 +175,24 @@ class RemoteCalibrationDB:
     def credentials(self) -> Credentials:
         """The credentials sent with every request (errors name their kind, never their value)."""
         return self.http.credentials
+
+    @property
+    def auth_client(self) -> Credentials:
+        """The credentials, under the reference implementation's name."""
+        return self.http.credentials
+
+    @property
+    def calibrations_url(self) -> str:
+        """The archive's base URL, under the reference implementation's name."""
+        return self.url
+
+    @staticmethod
+    def _credentials_available() -> bool:
+        """Whether credentials are configured: ``KOA_API_TOKEN``, or both
+        ``KECK_OBSERVER_EMAIL`` and ``KECK_OBSERVER_PASSWORD``."""
+        env = os.environ
+        keck = env.get("KECK_OBSERVER_EMAIL") and env.get("KECK_OBSERVER_PASSWORD")
+        return bool(env.get("KOA_API_TOKEN") or keck)
 
     @property
     def retries(self) -> int:
@@ -350,10 +369,11 @@ class RemoteCalibrationDB:
 
         Returns
         -------
-        list[dict] | dict | None
+        list[dict] | dict
             With ``fetch='all'`` (and no ``cal_id``): the records, ordered by
             ``last_updated`` then ``id``. With ``cal_id`` or ``fetch='first'``:
-            one record or None.
+            the one record. When nothing matches, an empty list (as the
+            reference implementation answers).
 
         Raises
         ------
@@ -406,8 +426,8 @@ class RemoteCalibrationDB:
                 records = [{key: rec.get(key) for key in wanted} for rec in records]
             start = int(offset or 0)
             records = records[start : None if limit is None else start + int(limit)]
-        if single:
-            return records[0] if records else None
+        if single and records:
+            return records[0]
         return records
 
     @staticmethod
@@ -565,7 +585,9 @@ class RemoteCalibrationDB:
         if isinstance(records, Mapping):
             records = [records]
         clean = [
-            validate_record(rec, required=ARCHIVE_REQUIRED_FIELDS, drop=SERVER_FIELDS)
+            _wire_booleans(
+                validate_record(rec, required=ARCHIVE_REQUIRED_FIELDS, drop=SERVER_FIELDS)
+            )
             for rec in records
         ]
         added = 0
@@ -687,7 +709,7 @@ class RemoteCalibrationDB:
         cal_id = validate_cal_id(cal_id)
         if record is None:
             record = self.query(cal_id=cal_id)
-            if record is None:
+            if not record:
                 raise CalibrationNotFoundError(
                     f"The archive at {self.display_url} has no calibration {cal_id}."
                 )
@@ -779,3 +801,11 @@ class RemoteCalibrationDB:
             )
         self.http.raise_for_status(response, f"store the file of calibration {cal_id}")
         return status
+
+
+def _wire_booleans(record: dict) -> dict:
+    """Boolean columns go as JSON ``true``/``false``, as the Keck service stores them."""
+    for column in BOOLEAN_COLUMNS:
+        if record.get(column) is not None:
+            record[column] = bool(record[column])
+    return record

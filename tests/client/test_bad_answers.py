@@ -157,8 +157,9 @@ def test_hostile_records_are_refused_and_nothing_is_stored(remote, server, tmp_p
 def test_no_match_answers(remote, server):
     server.route("GET", QUERY, json_answer({"message": "No matching calibrations found."}))
     assert remote.query(cal_type="flat") == []
-    assert remote.query(cal_id=CAL_ID) is None
-    assert remote.query(fetch="first") is None
+    # an empty list for every kind of query, as the reference implementation answers
+    assert remote.query(cal_id=CAL_ID) == []
+    assert remote.query(fetch="first") == []
 
 
 def test_single_record_answers_in_both_shapes(remote, server):
