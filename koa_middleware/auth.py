@@ -10,25 +10,22 @@ Which credential a client uses is settled by :func:`resolve_credentials`:
 
 A token takes precedence over the Keck login when both are configured.
 
-The Keck observer login exchange (:func:`keck_login`) is::
+The Keck observer login exchange itself is in :mod:`koa_middleware.keck_login`.
+:class:`KeckObserverLogin` keeps its session (the ``py_uid`` and the observer
+cookie, never the email or the password) in the user's state directory
+(``platformdirs.user_state_dir('koa_middleware')``, file ``keck_session.json``,
+mode 0600, keyed by a hash of the account) and reuses it across processes once
+the login service confirms it is still alive. When the archive refuses it, the
+client logs in again once.
 
-    POST <login_url>
-    Content-Type: application/x-www-form-urlencoded
-
-    email=<email>&password=<password>
-
-A 2xx answer sets the session cookies (``Set-Cookie``); 401 or 403 means the
-email or password was refused. The login URL is ``KECK_LOGIN_URL``, else
-:data:`DEFAULT_KECK_LOGIN_URL`. The session cookies are kept in the user's
-state directory (``platformdirs.user_state_dir('koa_middleware')``, file
-``keck_session.json``, mode 0600) and reused, across processes and sessions,
-until the archive refuses them; then the client logs in again once.
-
-No secret (token, password, cookie) is ever logged or shown in a repr.
+No secret (password, email, ``py_uid``, cookie, token) is ever logged, shown
+in a repr or put in an error message.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
 import hashlib
 import json
@@ -38,12 +35,18 @@ import stat
 import threading
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
-import httpx
 import platformdirs
 
-from .errors import AuthenticationError, ConfigurationError, RemoteUnavailableError
+from .errors import ConfigurationError
+from .keck_login import (
+    DEFAULT_KECK_LOGIN_URL,
+    KeckSession,
+    keck_base_url,
+    keck_login,
+    keck_session_is_valid,
+)
 from .records import utc_now
 
 logger = logging.getLogger(__name__)
@@ -53,14 +56,14 @@ __all__ = [
     "Credentials",
     "BearerToken",
     "KeckObserverLogin",
+    "KeckSession",
     "Anonymous",
     "resolve_credentials",
+    "keck_base_url",
     "keck_login",
+    "keck_session_is_valid",
     "session_file_path",
 ]
-
-#: The Keck observer login service, used when ``KECK_LOGIN_URL`` is not set.
-DEFAULT_KECK_LOGIN_URL = "https://www3.keck.hawaii.edu/login/script"
 
 _APP_NAME = "koa_middleware"
 _SESSION_FILE_NAME = "keck_session.json"
@@ -134,7 +137,7 @@ class BearerToken:
 
 
 def session_file_path() -> Path:
-    """Return where the Keck observer session cookies are kept.
+    """Return where the Keck observer session is kept.
 
     ``platformdirs.user_state_dir('koa_middleware') / 'keck_session.json'``; on
     Linux this follows ``XDG_STATE_HOME``.
@@ -142,100 +145,38 @@ def session_file_path() -> Path:
     return Path(platformdirs.user_state_dir(_APP_NAME)) / _SESSION_FILE_NAME
 
 
-def keck_login(
-    email: str,
-    password: str,
-    login_url: str = DEFAULT_KECK_LOGIN_URL,
-    *,
-    timeout: float = 30.0,
-) -> dict[str, str]:
-    """Log in to the Keck observer login service and return the session cookies.
-
-    The exchange is one ``POST`` of the form fields ``email`` and ``password``
-    to ``login_url``; a 2xx answer carries the session cookies in
-    ``Set-Cookie`` headers.
-
-    Parameters
-    ----------
-    email, password : str
-        The Keck observer account.
-    login_url : str
-        The login endpoint.
-    timeout : float
-        Seconds to wait for the service.
-
-    Returns
-    -------
-    dict[str, str]
-        Cookie names and values.
-
-    Raises
-    ------
-    AuthenticationError
-        If the service refuses the email or password, or sets no cookie.
-    RemoteUnavailableError
-        If the login service cannot be reached.
-    """
-    try:
-        with httpx.Client(timeout=timeout, follow_redirects=False) as client:
-            response = client.post(login_url, data={"email": email, "password": password})
-    except httpx.TransportError as exc:
-        raise RemoteUnavailableError(
-            f"The Keck login service at {login_url} cannot be reached "
-            f"({type(exc).__name__}); check KECK_LOGIN_URL and your network.",
-            url=login_url,
-        ) from exc
-    if response.status_code in (401, 403):
-        raise AuthenticationError(
-            f"The Keck login service at {login_url} refused the Keck observer login of "
-            f"KECK_OBSERVER_EMAIL ({response.status_code}); check KECK_OBSERVER_EMAIL and "
-            "KECK_OBSERVER_PASSWORD.",
-            url=login_url,
-            status=response.status_code,
-        )
-    if not response.is_success:
-        raise AuthenticationError(
-            f"The Keck login service at {login_url} answered {response.status_code} to the "
-            "login; try again later or check KECK_LOGIN_URL.",
-            url=login_url,
-            status=response.status_code,
-        )
-    cookies = {name: value for name, value in response.cookies.items()}
-    if not cookies:
-        raise AuthenticationError(
-            f"The Keck login service at {login_url} accepted the login but set no session "
-            "cookie; check KECK_LOGIN_URL points at the login endpoint.",
-            url=login_url,
-            status=response.status_code,
-        )
-    return cookies
-
-
 class KeckObserverLogin:
-    """The Keck observer login, with its session cookies kept on disk and reused.
+    """The Keck observer login, with its session kept on disk and reused.
 
-    The cookies are read from ``session_file`` when it holds a session of the
-    same account and login URL; otherwise (or after the archive refused them,
-    see :meth:`renew`) the client logs in with :func:`keck_login` and stores the
-    new cookies with file mode 0600.
+    The session is read from ``session_file`` when it holds one of the same
+    account and login service, and reused once :func:`keck_session_is_valid`
+    confirms it; otherwise (or after the archive refused it, see
+    :meth:`renew`) the client logs in with :func:`keck_login` and stores the
+    new session with file mode 0600.
 
     Parameters
     ----------
     email, password : str
         The Keck observer account (``KECK_OBSERVER_EMAIL``, ``KECK_OBSERVER_PASSWORD``).
     login_url : str | None
-        The login endpoint; None reads ``KECK_LOGIN_URL``, else
-        :data:`DEFAULT_KECK_LOGIN_URL`.
+        The login service's base URL; None reads ``KECK_LOGIN_URL``, else
+        :data:`DEFAULT_KECK_LOGIN_URL` (see :func:`keck_base_url`).
     session_file : str | Path | None
-        Where to keep the cookies; None uses :func:`session_file_path`.
+        Where to keep the session; None uses :func:`session_file_path`.
     timeout : float
         Seconds to wait for the login service.
 
+    Raises
+    ------
+    ConfigurationError
+        If the email or password is missing, or the login URL is not
+        acceptable for sending a password (see :func:`keck_base_url`).
+
     Examples
     --------
-    >>> login = KeckObserverLogin("me@example.org", "pw", login_url="http://127.0.0.1:9/login")
+    >>> login = KeckObserverLogin("me@example.org", "pw", login_url="http://127.0.0.1:9")
     >>> login
-    KeckObserverLogin(login_url='http://127.0.0.1:9/login', password=<hidden>)
+    KeckObserverLogin(login_url='http://127.0.0.1:9', password=<hidden>)
     """
 
     description = "Keck observer login from KECK_OBSERVER_EMAIL / KECK_OBSERVER_PASSWORD"
@@ -256,11 +197,12 @@ class KeckObserverLogin:
             )
         self._email = email
         self._password = password
-        self.login_url = login_url or os.environ.get("KECK_LOGIN_URL") or DEFAULT_KECK_LOGIN_URL
+        self.login_url = keck_base_url(login_url or os.environ.get("KECK_LOGIN_URL"))
         self.session_file = Path(session_file) if session_file else session_file_path()
         self.timeout = timeout
-        self._cookies: dict[str, str] | None = None
-        self._lock = threading.Lock()
+        self._session: KeckSession | None = None
+        self._lock = threading.RLock()
+        self._sent = threading.local()  # the session each thread last sent
 
     def __repr__(self) -> str:
         return f"KeckObserverLogin(login_url={self.login_url!r}, password=<hidden>)"
@@ -271,64 +213,117 @@ class KeckObserverLogin:
         return hashlib.sha256(f"{self._email}\n{self.login_url}".encode()).hexdigest()
 
     def auth_headers(self) -> dict[str, str]:
-        """Return the ``Cookie`` header of the session, logging in first when there is none."""
+        """Return the ``Cookie`` header of the session, reusing or logging in first."""
+        session = self._sent.session = self.session()
+        return {"Cookie": "; ".join(f"{k}={v}" for k, v in session.cookies.items())}
+
+    def session(self) -> KeckSession:
+        """Return the live session: the one in use, else a valid kept one, else a new login."""
         with self._lock:
-            if self._cookies is None:
-                self._cookies = self._load_session()
-            if self._cookies is None:
-                self._cookies = self._login()
-            cookies = self._cookies
-        return {"Cookie": "; ".join(f"{name}={value}" for name, value in cookies.items())}
+            if self._session is None:
+                stored = self.stored_session()
+                if stored is not None and self.is_valid(stored):
+                    logger.info("Reusing the Keck session kept in %s.", self.session_file)
+                    self._session = stored
+                else:
+                    self._session = self.login()
+            return self._session
 
     def renew(self) -> bool:
-        """Forget the stored session and log in again; True when a fresh login succeeded."""
+        """Replace the session the archive refused; True when a fresh one was obtained.
+
+        When another thread has replaced it already, that session is used; a
+        session another process stored meanwhile is used when it is valid;
+        otherwise this logs in again.
+        """
         with self._lock:
-            logger.info("The archive refused the stored Keck session; logging in again.")
-            self._forget_session()
-            self._cookies = self._login()
+            refused = getattr(self._sent, "session", None) or self._session
+            if self._session is not None and self._session != refused:
+                return True  # another thread renewed it meanwhile
+            self._session = None
+            logger.info("The archive refused the Keck session; renewing it.")
+            stored = self.stored_session()
+            if stored is not None and stored != refused and self.is_valid(stored):
+                self._session = stored
+            else:
+                self._session = self.login()
         return True
 
-    def _login(self) -> dict[str, str]:
-        cookies = keck_login(self._email, self._password, self.login_url, timeout=self.timeout)
-        logger.info("Keck observer login succeeded; session kept in %s", self.session_file)
-        self._save_session(cookies)
-        return cookies
+    def login(self) -> KeckSession:
+        """Log in with :func:`keck_login`, keep the session on disk and return it."""
+        with self._lock:
+            session = keck_login(self._email, self._password, self.login_url, timeout=self.timeout)
+            self._save_session(session)
+            self._session = session
+            logger.info("Keck session kept in %s.", self.session_file)
+            return session
 
-    def _load_session(self) -> dict[str, str] | None:
-        path = self.session_file
-        try:
-            info = path.stat()
-        except FileNotFoundError:
-            return None
-        if info.st_uid != os.getuid():
-            logger.warning("Ignoring %s: it belongs to another user.", path)
-            return None
-        if stat.S_IMODE(info.st_mode) & 0o077:
-            # Readable by others: the cookies may have leaked, so do not use them.
-            logger.warning("Ignoring %s: its mode is not 0600; logging in again.", path)
-            self._forget_session()
-            return None
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            logger.warning("Ignoring unreadable Keck session file %s.", path)
-            return None
+    def is_valid(self, session: KeckSession) -> bool:
+        """Return whether the login service still knows ``session``."""
+        return keck_session_is_valid(session, self.login_url, timeout=self.timeout)
+
+    def stored_session(self) -> KeckSession | None:
+        """Return the session kept on disk for this account, unchecked, or None.
+
+        A file readable or writable by others is deleted and not trusted; one
+        owned by another user, or a symbolic link, is ignored.
+        """
+        data = self._read_session_file()
         if not isinstance(data, Mapping) or data.get("account") != self._account_key:
             return None
-        cookies = data.get("cookies")
-        if not isinstance(cookies, Mapping) or not cookies:
+        py_uid, cookie = data.get("py_uid"), data.get("observer")
+        if not isinstance(py_uid, str) or not isinstance(cookie, str) or not py_uid:
             return None
-        return {str(name): str(value) for name, value in cookies.items()}
+        if not cookie.startswith("obsid="):
+            return None
+        try:
+            observer_id = base64.b64decode(cookie[len("obsid=") :], validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+        session = KeckSession(py_uid=py_uid, observer_id=observer_id)
+        return session if session.observer_cookie == cookie else None
 
-    def _save_session(self, cookies: Mapping[str, str]) -> None:
+    def _read_session_file(self) -> Any:
+        path = self.session_file
+        try:
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            logger.warning("Ignoring the Keck session file %s (%s).", path, exc.strerror)
+            return None
+        with os.fdopen(fd, "r", encoding="utf-8") as handle:
+            info = os.fstat(handle.fileno())
+            if not stat.S_ISREG(info.st_mode) or info.st_uid != os.getuid():
+                logger.warning("Ignoring %s: it is not a file of this user.", path)
+                return None
+            if stat.S_IMODE(info.st_mode) & 0o077:
+                # Readable by others: the session may have leaked, so do not use it.
+                logger.warning("Ignoring %s: its mode is not 0600; logging in again.", path)
+                self._forget_session_file()
+                return None
+            try:
+                return json.loads(handle.read())
+            except (OSError, ValueError):
+                logger.warning("Ignoring the unreadable Keck session file %s.", path)
+                return None
+
+    def _save_session(self, session: KeckSession) -> None:
         path = self.session_file
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         payload = json.dumps(
-            {"account": self._account_key, "saved": utc_now(), "cookies": dict(cookies)}
+            {
+                "account": self._account_key,
+                "saved": utc_now(),
+                "py_uid": session.py_uid,
+                "observer": session.observer_cookie,
+            }
         )
         temp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-        # Created with 0600 from the start, so the cookies are never readable by others.
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with contextlib.suppress(FileNotFoundError):
+            temp.unlink()  # left by a crashed writer of the same process id
+        # Created with 0600 from the start, so the session is never readable by others.
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_EXCL, 0o600)
         try:
             os.fchmod(fd, 0o600)
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
@@ -339,10 +334,9 @@ class KeckObserverLogin:
                 temp.unlink()
             raise
 
-    def _forget_session(self) -> None:
+    def _forget_session_file(self) -> None:
         with contextlib.suppress(FileNotFoundError):
             self.session_file.unlink()
-        self._cookies = None
 
 
 def resolve_credentials(
@@ -362,7 +356,8 @@ def resolve_credentials(
     token : str | None
         An archive API token.
     login_url, session_file
-        Passed on to :class:`KeckObserverLogin`.
+        Passed on to :class:`KeckObserverLogin`; ``login_url`` defaults to
+        ``KECK_LOGIN_URL``.
     environ : Mapping | None
         The environment to read; None reads ``os.environ``.
 
@@ -375,7 +370,7 @@ def resolve_credentials(
     ------
     ConfigurationError
         If only one of ``KECK_OBSERVER_EMAIL`` / ``KECK_OBSERVER_PASSWORD`` is set,
-        or a token is empty.
+        a token is empty, or ``KECK_LOGIN_URL`` is not an https:// URL.
 
     Examples
     --------
@@ -395,7 +390,7 @@ def resolve_credentials(
         return KeckObserverLogin(
             email or "",
             password or "",
-            login_url=login_url or env.get("KECK_LOGIN_URL"),
+            login_url=login_url or env.get("KECK_LOGIN_URL") or DEFAULT_KECK_LOGIN_URL,
             session_file=session_file,
         )
     return Anonymous()
