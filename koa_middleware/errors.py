@@ -19,6 +19,7 @@ __all__ = [
     "ArchiveError",
     "RemoteUnavailableError",
     "AuthenticationError",
+    "KOADownloadError",
 ]
 
 
@@ -71,6 +72,11 @@ class RemoteUnavailableError(ArchiveError, ConnectionError):
 
 class AuthenticationError(ArchiveError, PermissionError):
     """The archive refused the credentials (401) or their scope (403)."""
+
+
+class KOADownloadError(ArchiveError, RuntimeError):
+    """A download from the Keck Observatory Archive failed (an answer other than 200, or a
+    broken connection); a ``RuntimeError`` too, as callers of ``download_koa`` expect."""
 
 
 class CalibrationSaveError(KOAError):

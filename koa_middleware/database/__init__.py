@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 from .local_database import LocalCalibrationDB
 
-__all__ = ["LocalCalibrationDB", "RemoteCalibrationDB"]
+__all__ = ["LocalCalibrationDB", "RemoteCalibrationDB", "local_database", "remote_database"]
 
 
 def __getattr__(name: str) -> Any:
@@ -15,4 +16,6 @@ def __getattr__(name: str) -> Any:
         from .remote_database import RemoteCalibrationDB
 
         return RemoteCalibrationDB
+    if name == "remote_database":
+        return importlib.import_module(f"{__name__}.remote_database")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
