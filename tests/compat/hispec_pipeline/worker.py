@@ -1,0 +1,47 @@
+"""A pipeline process registering through the subclass.
+
+``python -m compat.hispec_pipeline.worker CACHE PREFIX N`` (with ``tests`` on the path)
+registers N darks of one family with ``new_version=True``, after ``CACHE/go`` exists.
+With ``N = 0`` and ``KILL_AT=finalize`` it kills itself inside the finalize step of
+its first registration, after the model saved its file.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+
+from compat.hispec_pipeline.datamodel import HispecCalibration
+from compat.hispec_pipeline.store import HispecCalibrationStore
+
+
+class DoomedStore(HispecCalibrationStore):
+    def _finalize_cal_record(self, cal, cal_record, local_filepath):
+        cal_record = super()._finalize_cal_record(cal, cal_record, local_filepath)
+        os.kill(os.getpid(), signal.SIGKILL)  # saved, not committed
+        return cal_record
+
+
+def main() -> None:
+    cache, prefix, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    kind = DoomedStore if os.environ.get("KILL_AT") == "finalize" else HispecCalibrationStore
+    with kind("hispec", cache, connect_remote=False) as store:
+        while not os.path.exists(os.path.join(cache, "go")):
+            time.sleep(0.005)
+        for i in range(max(count, 1)):
+            meta = {
+                "cal_type": "dark",
+                "spectrograph": "yj",
+                "datetime_obs": "2026-03-01T00:00:00.000",
+                "mjd_start": 61100.0,
+                "worker": prefix,
+                "serial": i,
+            }
+            model = HispecCalibration(meta, data=os.urandom(4096 + i))
+            store.register_calibration(model, new_version=True)
+
+
+if __name__ == "__main__":
+    main()
