@@ -18,6 +18,7 @@ Examples
 from __future__ import annotations
 
 import logging
+import math
 import re
 import uuid
 from collections.abc import Iterable, Mapping
@@ -47,7 +48,11 @@ _ISO_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}$")
 _MD5_RE = re.compile(r"^[0-9a-f]{32}$")
 _UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 _VERSION_RE = re.compile(r"^\d{3}$")
-_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+# C0 and C1 controls, DEL, and the bidirectional overrides and isolates that make a
+# name display as another.
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+#: The integers SQLite stores (64-bit signed); a larger one cannot be stored by a client.
+MIN_INTEGER, MAX_INTEGER = -(2**63), 2**63 - 1
 _VALID_COLUMNS: set[str] = set()  # names already checked, for speed
 _TRUE = frozenset({"1", "true", "t", "yes", "y", "on"})
 _FALSE = frozenset({"0", "false", "f", "no", "n", "off"})
@@ -138,7 +143,8 @@ def validate_filename(name: Any) -> str:
     ------
     InvalidRecordError
         If ``name`` holds a path separator, is ``.`` or ``..``, is empty, holds a
-        NUL or control character, or is longer than 255 bytes in UTF-8.
+        NUL, a control character (C0 or C1) or a bidirectional override, or is
+        longer than 255 bytes in UTF-8.
 
     Examples
     --------
@@ -164,7 +170,7 @@ def _filename_problem(name: Any) -> str | None:
     if "/" in name or "\\" in name:
         return "it holds a path separator"
     if _CONTROL_RE.search(name):
-        return "it holds a NUL or control character"
+        return "it holds a NUL, a control character or a bidirectional override"
     if len(name.encode("utf-8", "surrogatepass")) > MAX_FILENAME_BYTES:
         return f"it is longer than {MAX_FILENAME_BYTES} bytes"
     return None
@@ -219,8 +225,15 @@ def normalize_timestamp(value: Any, field: str = "timestamp") -> str:
     '2026-02-12T03:04:05.000'
     """
     if isinstance(value, str) and _ISO_RE.match(value):
-        return value
-    moment = _parse_timestamp(value)
+        try:  # the canonical form must still name a real moment (no month 13)
+            datetime.fromisoformat(value)
+        except ValueError:
+            pass
+        else:
+            return value
+        moment = None
+    else:
+        moment = _parse_timestamp(value)
     if moment is None:
         raise InvalidRecordError(
             f"Invalid {field} {value!r}: use UTC 'YYYY-MM-DDTHH:MM:SS.sss', "
@@ -316,8 +329,23 @@ def _normalize_origin(value: Any) -> str:
 
 
 def _normalize_size(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_INTEGER:
         raise InvalidRecordError(f"Invalid file_size {value!r}: use a byte count >= 0.")
+    return value
+
+
+def _check_number(key: str, value: int | float) -> int | float:
+    """Refuse numbers a client's SQLite cannot store as they are."""
+    if isinstance(value, int):
+        if not MIN_INTEGER <= value <= MAX_INTEGER:
+            raise InvalidRecordError(
+                f"Invalid value for {key!r}: {value} does not fit in 64 bits (from "
+                f"{MIN_INTEGER} to {MAX_INTEGER}); store it as a string or a float."
+            )
+    elif not math.isfinite(value):
+        raise InvalidRecordError(
+            f"Invalid value for {key!r}: {value} is not a finite number; use null instead."
+        )
     return value
 
 
@@ -333,7 +361,6 @@ _NORMALIZERS = {
     "file_size": _normalize_size,
     **{name: (lambda v, n=name: normalize_bool(v, n)) for name in BOOLEAN_COLUMNS},
 }
-_PLAIN_TYPES = (str, int, float)
 
 
 def _normalize_value(key: str, value: Any) -> Any:
@@ -343,8 +370,10 @@ def _normalize_value(key: str, value: Any) -> Any:
     if normalize is not None:
         return normalize(value)
     kind = type(value)
-    if kind in _PLAIN_TYPES:
+    if kind is str:
         return value
+    if kind is int or kind is float:
+        return _check_number(key, value)
     if kind is bool:
         return int(value)
     if isinstance(value, dict | list | tuple | set):
@@ -352,8 +381,10 @@ def _normalize_value(key: str, value: Any) -> Any:
             f"Invalid value for {key!r}: nested values ({type(value).__name__}) are not "
             "allowed; store strings, numbers, booleans or null."
         )
-    if isinstance(value, _PLAIN_TYPES):
+    if isinstance(value, str):
         return value
+    if isinstance(value, int | float):
+        return _check_number(key, value)
     raise InvalidRecordError(
         f"Invalid value for {key!r}: {type(value).__name__} is not a string, number, "
         "boolean or null."
@@ -406,6 +437,8 @@ def validate_record(
         if key not in _VALID_COLUMNS:
             validate_column_name(key)
         normalized[key] = _normalize_value(key, value)
+    if len({key.lower() for key in normalized}) != len(normalized):
+        _refuse_case_clash(normalized)
     missing = [field for field in required if normalized.get(field) is None]
     if missing:
         raise InvalidRecordError(
@@ -413,3 +446,15 @@ def validate_record(
             f"is missing required field(s) {', '.join(missing)}; add them to the record."
         )
     return normalized
+
+
+def _refuse_case_clash(record: Mapping[str, Any]) -> None:
+    """Raise for two fields whose names differ only by case (one column in SQLite)."""
+    seen: dict[str, str] = {}
+    for key in record:
+        other = seen.setdefault(key.lower(), key)
+        if other != key:
+            raise InvalidRecordError(
+                f"Fields {other!r} and {key!r} differ only by case; column names are not "
+                "case-sensitive in SQLite, so a record may hold only one of them. Rename one."
+            )

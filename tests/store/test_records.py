@@ -35,6 +35,11 @@ GOOD_ID = "1b4e28ba-2fa1-4d2b-883f-0016d3cca427"
         "a\x00b.fits",
         "x" * 256,
         "tab\there.fits",
+        "c1\x85control.fits",  # NEL, a C1 control
+        "c1\x9fend.fits",
+        "evil\u202egnp.fits",  # right-to-left override: shows as 'evil' + 'png' reversed
+        "isolate\u2066x\u2069.fits",
+        "embed\u202ax.fits",
     ],
 )
 def test_bad_file_names_are_refused(name):
@@ -86,7 +91,23 @@ def test_timestamps_normalize_to_iso_utc(raw, expected):
     assert normalize_timestamp(raw) == expected
 
 
-@pytest.mark.parametrize("raw", ["yesterday", "2026-13-01", "12/02/2026", "", None, 12])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "yesterday",
+        "2026-13-01",
+        "12/02/2026",
+        "",
+        None,
+        12,
+        # impossible moments in the canonical form itself
+        "2025-13-45T99:00:00.000",
+        "2025-02-29T00:00:00.000",
+        "2025-01-01T24:00:00.000",
+        "2025-04-31T00:00:00.000",
+        "2025-01-01T00:60:00.000",
+    ],
+)
 def test_malformed_timestamps_are_refused(raw):
     with pytest.raises(InvalidRecordError, match="YYYY-MM-DDTHH:MM:SS.sss"):
         normalize_timestamp(raw)
@@ -147,3 +168,36 @@ def test_nested_values_are_refused(value):
                 "extra": value,
             }
         )
+
+
+def good_record(**extra) -> dict:
+    record = {"id": GOOD_ID, "filename": "d.fits", "cal_type": "dark"}
+    record.update(datetime_obs="2024-01-01T00:00:00.000", **extra)
+    return record
+
+
+@pytest.mark.parametrize("value", [2**63, -(2**63) - 1, 2**70, -(2**100)])
+def test_integers_beyond_64_bits_are_refused_by_name(value):
+    with pytest.raises(InvalidRecordError, match="'gain'.*64 bits"):
+        validate_record(good_record(gain=value))
+    with pytest.raises(InvalidRecordError, match="file_size"):
+        validate_record(good_record(file_size=abs(value)))
+
+
+def test_integers_at_the_64_bit_bounds_are_kept():
+    record = validate_record(good_record(low=-(2**63), high=2**63 - 1))
+    assert (record["low"], record["high"]) == (-(2**63), 2**63 - 1)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_numbers_that_are_not_finite_are_refused(value):
+    with pytest.raises(InvalidRecordError, match="'airmass'.*finite"):
+        validate_record(good_record(airmass=value))
+
+
+@pytest.mark.parametrize(
+    "extra", [{"EXPTIME": 1, "exptime": 2}, {"Filename": "other.fits"}, {"CAL_TYPE": "flat"}]
+)
+def test_fields_that_differ_only_by_case_are_refused(extra):
+    with pytest.raises(InvalidRecordError, match="differ only by case"):
+        validate_record(good_record(**extra))
