@@ -14,9 +14,15 @@ It starts ``koa-archive serve`` in a temporary folder and prints:
 - upload and download throughput of a 1 GiB file (the server checks the MD5 and
   fsyncs; the download is piped into an MD5), next to ``curl`` reading the same
   bytes from ``python -m http.server`` on loopback into an MD5, in the same run;
-- the server's peak RSS during the upload.
+- the server's peak RSS during the upload;
+- a hostile ``add``: a body of the largest allowed size (64 MiB) holding
+  ``[0,0,...]``, refused (413: too many records), while another client asks
+  ``/healthz`` every 10 ms: its p50/p99 latency, the server's peak RSS, the time to
+  the refusal and the size of the answer; then a body declaring more than the limit.
 
-Targets: at least 0.7 of curl's rate both ways; peak RSS under 150 MB. The
+Targets: at least 0.7 of curl's rate both ways; peak RSS under 150 MB during the
+upload; while the hostile add is refused, ``/healthz`` p99 under 100 ms and peak
+RSS under 4x the body size. The
 large files live in a temporary folder that is deleted afterwards. The given
 PostgreSQL database gets the archive's tables: use a scratch database.
 """
@@ -26,6 +32,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
+import json
 import logging
 import os
 import shutil
@@ -46,6 +53,23 @@ logger = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parent.parent
 CLIENTS = 32
+#: Times the hostile add is sent.
+ROUNDS = 5
+#: Asks /healthz every 10 ms until its stdin closes, then prints the latencies (JSON).
+HEALTH_POLLER = """
+import json, select, sys, time
+import httpx
+latencies = []
+with httpx.Client(base_url=sys.argv[1] + "/", timeout=60) as client:
+    client.get("healthz").raise_for_status()
+    print("ready", flush=True)
+    while not select.select([sys.stdin], [], [], 0)[0]:
+        started = time.perf_counter()
+        client.get("healthz").raise_for_status()
+        latencies.append(time.perf_counter() - started)
+        time.sleep(0.01)
+print(json.dumps(latencies))
+"""
 
 
 def archive_command(*args: str) -> list[str]:
@@ -294,12 +318,87 @@ def bench_large_file(base: str, token: str, server: subprocess.Popen, size_mb: i
     print(f"  server peak RSS during the upload: {peak[0] / 1e6:.0f} MB (target < 150 MB)")
 
 
+def bench_hostile_add(root: Path, db_url: str | None, token: str) -> None:
+    """A maximal add of ``[0,0,...]`` refused while /healthz is polled; peak RSS."""
+    limit = 64 << 20
+    server, base = start_server(root, db_url)
+    try:
+        process = psutil.Process(server.pid)
+        headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+        count = (limit - 2) // 2
+        body = b"[" + b"0," * (count - 1) + b"0]"
+        assert len(body) <= limit
+        with httpx.Client(base_url=base + "/", headers=headers, timeout=600) as client:
+            client.get("healthz").raise_for_status()
+            idle_rss = process.memory_info().rss
+            # /healthz is asked from another process, so this one's work does not delay it.
+            poller = subprocess.Popen(
+                [sys.executable, "-c", HEALTH_POLLER, base],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            assert poller.stdout.readline().strip() == "ready"
+            stop, peak = threading.Event(), []
+            watcher = threading.Thread(target=peak_rss, args=(process, stop, peak))
+            watcher.start()
+            answers, elapsed = [], []
+            for _ in range(ROUNDS):
+                started = time.perf_counter()
+                answers.append(client.post("hispec/add", content=body))
+                elapsed.append(time.perf_counter() - started)
+            stop.set()
+            watcher.join()
+            latencies = json.loads(poller.communicate(input="", timeout=60)[0])
+            response = answers[-1]
+            assert all(answer.status_code == 413 for answer in answers), response.text[:300]
+            latencies.sort()
+            p50 = latencies[len(latencies) // 2] * 1000
+            p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000
+            print(
+                f"hostile add: {len(body) / 2**20:.0f} MiB body of [0,0,...] "
+                f"({count:,} elements), sent {ROUNDS} times:"
+            )
+            print(
+                f"  answered {response.status_code} after {min(elapsed):.2f}-{max(elapsed):.2f} s "
+                f"with {len(response.content)} bytes: {response.json()['message']}"
+            )
+            print(
+                f"  /healthz meanwhile ({len(latencies)} requests): p50 {p50:.1f} ms, "
+                f"p99 {p99:.1f} ms (target < 100 ms)"
+            )
+            print(
+                f"  server RSS: {idle_rss / 1e6:.0f} MB idle, peak {peak[0] / 1e6:.0f} MB = "
+                f"{peak[0] / len(body):.2f}x the body (target < 4x)"
+            )
+        url = httpx.URL(base)
+        started = time.perf_counter()
+        with socket.create_connection((url.host, url.port), timeout=60) as sock:
+            sock.sendall(
+                (
+                    f"POST {url.path}/hispec/add HTTP/1.1\r\nHost: {url.host}\r\n"
+                    f"Authorization: Bearer {token}\r\nContent-Length: {limit + 1}\r\n\r\n"
+                ).encode()
+            )
+            status_line = sock.recv(65536).split(b"\r\n", 1)[0].decode()
+        print(
+            f"  a body declaring {limit + 1} bytes, none sent: '{status_line}' after "
+            f"{(time.perf_counter() - started) * 1000:.1f} ms"
+        )
+    finally:
+        server.terminate()
+        server.wait()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--db", default=None, help="catalog URL (default SQLite in a temp dir)")
     parser.add_argument("--records", type=int, default=100_000)
     parser.add_argument("--size-mb", type=int, default=1024)
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument(
+        "--hostile-only", action="store_true", help="run only the hostile add section"
+    )
     args = parser.parse_args()
     command = "python3 bench/archive.py " + " ".join(sys.argv[1:])
     print(f"command: {command.strip()}")
@@ -310,6 +409,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="koa-bench-archive-") as folder:
         root = Path(folder) / "archive"
         token = make_token(root, args.db)
+        if args.hostile_only:
+            bench_hostile_add(root, args.db, token)
+            return
         server, base = start_server(root, args.db)
         try:
             headers = {"Authorization": f"Bearer {token}"}
@@ -322,6 +424,7 @@ def main() -> None:
         finally:
             server.terminate()
             server.wait()
+        bench_hostile_add(root, args.db, token)
 
 
 if __name__ == "__main__":

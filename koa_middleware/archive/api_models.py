@@ -125,6 +125,7 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         401: "No token, or an unknown or revoked token",
         403: "The token lacks the needed scope",
         404: "Unknown instrument, record or file",
+        408: "The request body stopped arriving (see serve --body-timeout)",
         409: "Conflicts with what is stored",
         413: "Body too large",
         416: "Range not satisfiable",

@@ -23,17 +23,10 @@ from ..errors import InvalidRecordError
 from ..records import validate_md5
 from . import api_models as m
 from .access import Access, read_access, write_access
+from .bodies import body_chunks, parse_add_body, read_add_body
 from .catalog import Catalog, StoredFile
 from .http_errors import install_error_handlers
-from .inputs import (
-    cal_id_param,
-    check_filters,
-    columns_param,
-    expected_size,
-    int_param,
-    parse_batch,
-    read_json_body,
-)
+from .inputs import cal_id_param, check_filters, columns_param, expected_size, int_param
 from .openapi import QUERY_PARAMETERS, V2_QUERY_PARAMETERS, build_openapi, query_param
 from .problems import (
     ArchiveProblem,
@@ -153,7 +146,7 @@ def _add_v1_routes(app: FastAPI, v2: bool) -> None:
         base + "/add",
         summary="Add or replace records (upsert by id, all or nothing)",
         response_model=m.AddResult,
-        responses=m.error_responses(400, 401, 403, 404, 409, 413),
+        responses=m.error_responses(400, 401, 403, 404, 408, 409, 413),
         openapi_extra={
             "requestBody": {
                 "required": True,
@@ -175,8 +168,12 @@ def _add_v1_routes(app: FastAPI, v2: bool) -> None:
     )
     async def add(request: Request, access: Access = Depends(write_access)) -> Response:
         archive: Archive = request.app.state.archive
+        settings = archive.settings
         instrument = await run_in_threadpool(access.granted)
-        batch = parse_batch(await read_json_body(request))
+        data = await read_add_body(request, settings.max_add_bytes, settings.body_timeout)
+        # Parsing and validating is CPU work: in a worker thread, never on the event loop.
+        batch = await run_in_threadpool(parse_add_body, data, settings.max_add_records)
+        del data
         ids = await run_in_threadpool(archive.catalog.add, instrument, batch)
         logger.info("Added %d record(s) to %s", len(ids), instrument)
         return JSONResponse({"added": len(ids), "ids": ids})
@@ -214,7 +211,8 @@ def _add_v2_routes(app: FastAPI) -> None:
     base = API_PREFIX + "/{instrument}"
 
     @app.get(API_PREFIX + "/healthz", summary="Protocol and version", response_model=m.Health)
-    def healthz() -> Response:
+    async def healthz() -> Response:
+        # On the event loop: no worker thread to wait for, so it answers even when all are busy.
         return JSONResponse({"status": "ok", "protocol": 2, "version": __version__})
 
     @app.get(
@@ -295,7 +293,7 @@ def _add_v2_routes(app: FastAPI) -> None:
         response_model=m.UploadResult,
         responses={
             200: {"model": m.UploadResult, "description": "The same bytes were already stored"},
-            **m.error_responses(400, 401, 403, 404, 409, 413, 422),
+            **m.error_responses(400, 401, 403, 404, 408, 409, 413, 422),
         },
         openapi_extra={
             "requestBody": {
@@ -336,7 +334,8 @@ def _add_v2_routes(app: FastAPI) -> None:
             return _upload_answer(cal_id, already, stored=False)
         pending = await run_in_threadpool(archive.storage.begin, instrument)
         try:
-            received = await receive_file(request.stream(), pending, limit)
+            body = body_chunks(request, archive.settings.body_timeout)
+            received = await receive_file(body, pending, limit)
             if declared_size is not None and received.size != declared_size:
                 raise ChecksumMismatch(
                     f"Received {received.size} bytes but {declared_size} were declared; "
@@ -347,13 +346,18 @@ def _add_v2_routes(app: FastAPI) -> None:
                     f"The received bytes have MD5 {received.md5}, not {md5} as declared in "
                     "X-File-MD5; the file changed or was damaged on the way: send it again."
                 )
-            placed = await run_in_threadpool(archive.storage.place, pending, instrument, cal_id)
+            # Checked against the record and placed under the lock that add holds.
+            entry, placed = await run_in_threadpool(
+                archive.catalog.enter_file,
+                instrument,
+                cal_id,
+                received,
+                lambda: archive.storage.place(pending, instrument, cal_id),
+            )
         finally:
             await run_in_threadpool(pending.discard)
-        if placed:
-            entry = await run_in_threadpool(archive.catalog.add_file, instrument, cal_id, received)
-        else:
-            # Raced another upload, or a file placed just before a crash: trust only the bytes.
+        if entry is None:
+            # A file placed just before a crash, never entered: trust only its bytes.
             entry = await run_in_threadpool(_adopt_file, archive, instrument, cal_id)
         if entry != received:
             raise _different_bytes(cal_id, entry)
@@ -379,11 +383,9 @@ def _known_file(archive: Archive, instrument: str, cal_id: str, md5: str) -> Sto
 
 
 def _adopt_file(archive: Archive, instrument: str, cal_id: str) -> StoredFile:
-    entry = archive.catalog.file(instrument, cal_id)
-    if entry is None:
-        entry = archive.catalog.add_file(
-            instrument, cal_id, archive.storage.digest(instrument, cal_id)
-        )
+    found = archive.storage.digest(instrument, cal_id)
+    entry, _ = archive.catalog.enter_file(instrument, cal_id, found)
+    assert entry is not None  # without ``place``, enter_file always returns the entry
     return entry
 
 

@@ -16,8 +16,7 @@ Examples
 from __future__ import annotations
 
 import logging
-import math
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,17 +26,11 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from ..errors import ConfigurationError, InvalidRecordError
-from ..records import (
-    BOOLEAN_COLUMNS,
-    format_version,
-    normalize_bool,
-    normalize_timestamp,
-    normalize_version,
-    utc_now,
-    validate_cal_id,
-    validate_column_name,
-)
-from .problems import BadRequest, Conflict
+from ..records import format_version, utc_now
+from .columns import load_columns, plan_columns, register_columns
+from .engine import catalog_url, make_engine
+from .filters import conditions
+from .problems import Conflict, invalid_batch
 from .schema import RECORD_COLUMNS, files, metadata, records, seq_counters
 
 logger = logging.getLogger(__name__)
@@ -54,70 +47,6 @@ _FILE_ENTRY = sa.select(files.c.md5, files.c.size).where(
 _RECORD_BY_ID = sa.select(records).where(
     records.c.instrument == sa.bindparam("instrument"), records.c.id == sa.bindparam("id")
 )
-
-
-def catalog_url(root: str | Path, db_url: str | None = None) -> str:
-    """Return the SQLAlchemy URL of an archive's catalog.
-
-    Parameters
-    ----------
-    root : str | Path
-        The archive folder; the default catalog is SQLite at ``root/archive.db``.
-    db_url : str | None
-        ``sqlite:///PATH`` or ``postgresql://USER@HOST:PORT/DB``.
-
-    Raises
-    ------
-    ConfigurationError
-        If ``db_url`` is neither SQLite nor PostgreSQL.
-
-    Examples
-    --------
-    >>> catalog_url("/srv/archive")
-    'sqlite:////srv/archive/archive.db'
-    >>> catalog_url("/srv/archive", "postgresql://u@db/koa")
-    'postgresql+psycopg://u@db/koa'
-    """
-    if not db_url:
-        return f"sqlite:///{Path(root).expanduser().absolute() / 'archive.db'}"
-    for prefix in ("postgresql+psycopg://", "postgresql://", "postgres://"):
-        if db_url.startswith(prefix):
-            return "postgresql+psycopg://" + db_url[len(prefix) :]
-    if db_url.startswith("sqlite:///"):
-        return db_url
-    raise ConfigurationError(
-        "Unsupported --db URL: use sqlite:///PATH or postgresql://USER@HOST:PORT/DATABASE."
-    )
-
-
-def make_engine(url: str) -> Engine:
-    """Create the engine for a catalog URL from :func:`catalog_url`.
-
-    SQLite runs in WAL mode with full syncs and a long busy timeout; a connection
-    opened with the execution option ``koa_write=True`` begins its transactions
-    with ``BEGIN IMMEDIATE`` (take the write lock first, so no writer ever fails
-    half-way on a lock upgrade).
-    """
-    if not url.startswith("sqlite"):
-        return sa.create_engine(url, pool_size=16, max_overflow=16)
-    engine = sa.create_engine(url, connect_args={"timeout": 60, "check_same_thread": False})
-
-    @sa.event.listens_for(engine, "connect")
-    def _on_connect(dbapi_connection, _record) -> None:
-        dbapi_connection.isolation_level = None  # SQLAlchemy emits BEGIN itself, below
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=FULL")
-        cursor.close()
-
-    @sa.event.listens_for(engine, "begin")
-    def _on_begin(conn: Connection) -> None:
-        # Writers take the write lock up front. Readers run single statements, each
-        # atomic on its own in autocommit mode, so they skip BEGIN/ROLLBACK round trips.
-        if conn.get_execution_options().get("koa_write"):
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
-
-    return engine
 
 
 @dataclass(frozen=True)
@@ -222,7 +151,7 @@ class Catalog:
         """
         statement = (
             sa.select(records)
-            .where(records.c.instrument == instrument, *self._conditions(filters))
+            .where(records.c.instrument == instrument, *conditions(filters, self.is_postgres))
             .order_by(records.c.last_updated, records.c.id)
         )
         if limit is not None:
@@ -304,6 +233,63 @@ class Catalog:
                 raise
             return existing
 
+    def enter_file(
+        self,
+        instrument: str,
+        cal_id: str,
+        stored: StoredFile,
+        place: Callable[[], bool] | None = None,
+    ) -> tuple[StoredFile | None, bool]:
+        """Make a verified file the one of ``cal_id``, checked against its record.
+
+        Runs under the instrument's write lock, the lock ``add`` holds, so a record
+        and a file of one id never pass their checks at the same time: whichever
+        comes second is checked against the first.
+
+        Parameters
+        ----------
+        instrument, cal_id : str
+            Where the file belongs.
+        stored : StoredFile
+            Its MD5 and size.
+        place : callable | None
+            Makes the file visible in storage; returns False when storage already
+            holds a file for ``cal_id``.
+
+        Returns
+        -------
+        (entry, placed)
+            The file entry in the catalog afterwards (compare it with ``stored``) and
+            whether ``place`` placed the file; ``(None, False)`` when storage already
+            held a file that the catalog does not list (left by a crash): read it and
+            enter that.
+
+        Raises
+        ------
+        Conflict
+            If the record of ``cal_id`` names another ``file_md5`` or ``file_size``.
+        """
+        with self._writing(instrument) as (conn, _, _):
+            found = conn.execute(_FILE_ENTRY, {"instrument": instrument, "id": cal_id}).first()
+            if found is not None:
+                return StoredFile(found.md5, found.size), False
+            record = conn.execute(_RECORD_BY_ID, {"instrument": instrument, "id": cal_id}).first()
+            if record is not None:
+                _check_file_against_record(cal_id, stored, record.file_md5, record.file_size)
+            placed = place() if place is not None else False
+            if place is not None and not placed:
+                return None, False
+            conn.execute(
+                files.insert().values(
+                    instrument=instrument,
+                    id=cal_id,
+                    md5=stored.md5,
+                    size=stored.size,
+                    stored_at=utc_now(),
+                )
+            )
+        return stored, placed
+
     def add(
         self,
         instrument: str,
@@ -329,6 +315,9 @@ class Catalog:
 
         Raises
         ------
+        BadRequest
+            If a column name differs only by case from another of the instrument's,
+            or the instrument would have more than ``MAX_COLUMNS_PER_INSTRUMENT``.
         Conflict
             If a file name belongs to another record, or a record's ``file_md5`` or
             ``file_size`` disagrees with the stored file. Nothing is changed.
@@ -337,6 +326,9 @@ class Catalog:
         with self._writing(instrument) as (conn, last_seq, last_stamp):
             if version_family is not None:
                 self._assign_versions(conn, instrument, batch, version_family)
+            new_columns, errors = plan_columns(batch, load_columns(conn, instrument))
+            if errors:
+                raise invalid_batch(errors, len(batch))
             existing = self._fetch(conn, records, instrument, ids)
             owners = self._filename_owners(conn, instrument, [r["filename"] for r in batch])
             stored_files = self._fetch(conn, files, instrument, ids)
@@ -370,6 +362,7 @@ class Catalog:
                     )
             if inserts:
                 conn.execute(records.insert(), inserts)
+            register_columns(conn, instrument, new_columns)
             if seq != last_seq:
                 conn.execute(
                     seq_counters.update()
@@ -396,7 +389,7 @@ class Catalog:
                 filters = {k: str(v) for k, v in family.items() if v is not None}
                 highest = conn.execute(
                     sa.select(sa.func.max(records.c.cal_version)).where(
-                        records.c.instrument == instrument, *self._conditions(filters)
+                        records.c.instrument == instrument, *conditions(filters, self.is_postgres)
                     )
                 ).scalar()
                 handed_out[key] = int(highest) if highest else 0
@@ -461,81 +454,6 @@ class Catalog:
             owners.update((row.filename, row.id) for row in rows)
         return owners
 
-    # -- filters -------------------------------------------------------------------
-    def _conditions(self, filters: Mapping[str, str]) -> list[sa.ColumnElement[bool]]:
-        conditions = []
-        for name, value in filters.items():
-            try:
-                conditions.append(self._condition(name, value))
-            except (ValueError, OverflowError) as exc:  # InvalidRecordError is a ValueError
-                raise BadRequest(f"Query parameter {name!r}: {exc}") from exc
-        return conditions
-
-    def _condition(self, name: str, value: str) -> sa.ColumnElement[bool]:
-        c = records.c
-        ranges = {
-            "date_time_start": (c.datetime_obs, ">=", "datetime_obs"),
-            "date_time_end": (c.datetime_obs, "<=", "datetime_obs"),
-            "last_updated_start": (c.last_updated, ">", "last_updated"),
-            "last_updated_end": (c.last_updated, "<=", "last_updated"),
-            "cal_version_min": (c.cal_version, ">=", "cal_version"),
-            "cal_version_max": (c.cal_version, "<=", "cal_version"),
-        }
-        if name in ranges:
-            column, op, field = ranges[name]
-            bound = (
-                normalize_version(value)
-                if field == "cal_version"
-                else normalize_timestamp(value, name)
-            )
-            return column.op(op)(bound)
-        if name in ("cal_id", "id"):
-            return c.id == validate_cal_id(value)
-        if name in ("datetime_obs", "last_updated"):
-            return c[name] == normalize_timestamp(value, name)
-        if name == "cal_version":
-            return c.cal_version == normalize_version(value)
-        if name == "origin":
-            return c.origin == value.strip().upper()
-        if name == "file_md5":
-            return c.file_md5 == value.lower()
-        if name in ("file_size", "seq"):
-            number = int(value) if value.strip().lstrip("-").isdigit() else None
-            if number is None or abs(number) > 2**63 - 1:
-                raise InvalidRecordError(f"{value!r} is not a whole number within 64 bits.")
-            return c[name] == number
-        if name in ("filename", "cal_type"):
-            return c[name] == value
-        return self._extra_condition(validate_column_name(name), value)
-
-    def _extra_condition(self, name: str, value: str) -> sa.ColumnElement[bool]:
-        """Equality on an instrument column kept in ``extra``: as text, or as a number."""
-        number = _as_number(normalize_bool(value, name) if name in BOOLEAN_COLUMNS else value)
-        extra = records.c.extra
-        if self.is_postgres:
-            text = extra.op("->>", return_type=sa.Text)(sa.literal(name))
-            kind = sa.func.jsonb_typeof(extra.op("->")(sa.literal(name)))
-            as_number = sa.case((kind == "number", sa.cast(text, sa.Float)))
-        else:
-            path = sa.literal(f'$."{name}"')
-            kind = sa.func.json_type(extra, path)
-            text = sa.cast(sa.func.json_extract(extra, path), sa.Text)
-            as_number = sa.case((kind.in_(["integer", "real"]), sa.func.json_extract(extra, path)))
-        condition = text == value
-        if number is not None:
-            condition = sa.or_(condition, as_number == number)
-        return condition
-
-
-def _as_number(value: Any) -> float | None:
-    if isinstance(value, int | float):
-        return float(value)
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
-
 
 def _check_against_file(record: Mapping[str, Any], stored: Mapping[str, Any] | None) -> None:
     if stored is None:
@@ -550,6 +468,21 @@ def _check_against_file(record: Mapping[str, Any], stored: Mapping[str, Any] | N
         raise Conflict(
             f"Calibration {record['id']}: file_size {size} disagrees with the stored file "
             f"({stored['size']} bytes); fix the record."
+        )
+
+
+def _check_file_against_record(
+    cal_id: str, stored: StoredFile, md5: str | None, size: int | None
+) -> None:
+    if md5 is not None and md5 != stored.md5:
+        raise Conflict(
+            f"Calibration {cal_id} is recorded with file_md5 {md5}, but this file has MD5 "
+            f"{stored.md5}; upload the file that belongs to the record."
+        )
+    if size is not None and size != stored.size:
+        raise Conflict(
+            f"Calibration {cal_id} is recorded with file_size {size}, but this file has "
+            f"{stored.size} bytes; upload the file that belongs to the record."
         )
 
 

@@ -115,9 +115,44 @@ def main(verbose: int) -> None:
     metavar="N",
     help="Refuse uploads larger than N bytes (413).",
 )
+@click.option(
+    "--max-add-bytes",
+    type=click.IntRange(min=1),
+    default=64 << 20,
+    show_default=True,
+    metavar="N",
+    help="Refuse add requests whose body is larger than N bytes (413).",
+)
+@click.option(
+    "--max-add-records",
+    type=click.IntRange(min=1),
+    default=10_000,
+    show_default=True,
+    metavar="N",
+    help="Refuse add requests holding more than N records (413).",
+)
+@click.option(
+    "--body-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=60.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Drop a request whose body stops arriving for this long (408), and its partial upload.",
+)
 @click.option("--access-log", is_flag=True, help="Log every request.")
 def serve(
-    root, db_url, host, port, instruments, anonymous_read, protocol, max_upload_bytes, access_log
+    root,
+    db_url,
+    host,
+    port,
+    instruments,
+    anonymous_read,
+    protocol,
+    max_upload_bytes,
+    max_add_bytes,
+    max_add_records,
+    body_timeout,
+    access_log,
 ) -> None:
     """Serve the calibrations API under http://HOST:PORT/api/calibrations."""
     import uvicorn
@@ -134,6 +169,9 @@ def serve(
         anonymous_read=anonymous_read,
         protocol=int(protocol),
         max_upload_bytes=max_upload_bytes,
+        max_add_bytes=max_add_bytes,
+        max_add_records=max_add_records,
+        body_timeout=body_timeout,
     )
     catalog = _open_catalog(root, db_url, names)
     storage = LocalFileStorage(root)

@@ -146,15 +146,17 @@ def ingest_file(
         record.update(file_md5=stored.md5, file_size=stored.size)
         required = [f for f in ARCHIVE_REQUIRED_FIELDS if f != "cal_version"]
         record = validate_record(record, required=required)
-        placed = storage.place(pending, instrument, record["id"])
+        entry, placed = catalog.enter_file(
+            instrument,
+            record["id"],
+            stored,
+            lambda: storage.place(pending, instrument, record["id"]),
+        )
     finally:
         pending.discard()
-    if placed:
-        entry = catalog.add_file(instrument, record["id"], stored)
-    else:
-        entry = catalog.file(instrument, record["id"]) or catalog.add_file(
-            instrument, record["id"], storage.digest(instrument, record["id"])
-        )
+    if entry is None:  # a file placed just before a crash, never entered
+        found = storage.digest(instrument, record["id"])
+        entry, _ = catalog.enter_file(instrument, record["id"], found)
     if entry != stored:
         raise ArchiveProblem(
             f"{path.name}: different bytes are already stored for id {record['id']}; "

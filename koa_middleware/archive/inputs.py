@@ -1,11 +1,10 @@
-"""Reading request input: query parameters, JSON record batches, upload headers.
+"""Reading request input: query parameters, numbers, upload headers, storable values.
 
 Every problem becomes a :class:`~.problems.BadRequest` (or 413) that says what to send.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from typing import Any
@@ -13,23 +12,39 @@ from typing import Any
 from fastapi import Request
 
 from ..errors import InvalidRecordError
-from ..records import (
-    ARCHIVE_REQUIRED_FIELDS,
-    SERVER_FIELDS,
-    validate_cal_id,
-    validate_column_name,
-    validate_record,
-)
-from .problems import (
-    BadRequest,
-    PayloadTooLarge,
-)
+from ..records import validate_cal_id, validate_column_name
+from .problems import BadRequest, shorten
 
 logger = logging.getLogger(__name__)
 
 
-#: Largest JSON body ``add`` reads (a batch of many thousand records fits).
-MAX_JSON_BYTES = 256 * 1024 * 1024
+def ascii_int(text: str, signed: bool = False) -> int | None:
+    """Read a whole number of ASCII digits within 64 bits; None for anything else.
+
+    Unlike ``int()``, it refuses ``_`` separators, non-ASCII digits and surrounding
+    space, and it never converts more than 19 significant digits (``int()`` of more
+    than 4,300 raises, and a longer number is out of range anyway).
+
+    Parameters
+    ----------
+    text : str
+        The text, e.g. a header or query parameter value.
+    signed : bool
+        Accept a leading ``-`` or ``+``.
+
+    Examples
+    --------
+    >>> ascii_int("0042"), ascii_int("9" * 5000), ascii_int("-1"), ascii_int("-1", signed=True)
+    (42, None, None, -1)
+    """
+    digits = text[1:] if signed and text[:1] in ("-", "+") else text
+    if not digits or not (digits.isascii() and digits.isdigit()):
+        return None
+    significant = digits.lstrip("0") or "0"
+    if len(significant) > 19:
+        return None
+    number = -int(significant) if text[:1] == "-" and digits is not text else int(significant)
+    return number if -MAX_INT <= number <= MAX_INT else None
 
 
 def cal_id_param(value: str) -> str:
@@ -55,15 +70,12 @@ def int_param(name: str, value: str | None, default: int, low: int, high: int | 
     """
     if value is None or value == "":
         return default
-    try:
-        number = int(value)
-    except ValueError:
-        number = None
+    number = ascii_int(value.strip(), signed=True)
     high = MAX_INT if high is None else high
     if number is None or number < low or number > high:
         bounds = f"{low}..{high}"
         raise BadRequest(
-            f"Query parameter {name!r} must be a whole number {bounds}, not {value!r}."
+            f"Query parameter {name!r} must be a whole number {bounds}, not {shorten(value, 40)!r}."
         )
     return number
 
@@ -76,75 +88,6 @@ def columns_param(value: str | None) -> list[str] | None:
         return [validate_column_name(name.strip()) for name in value.split(",") if name.strip()]
     except InvalidRecordError as exc:
         raise BadRequest(f"Query parameter 'columns': {exc}") from None
-
-
-async def read_json_body(request: Request) -> Any:
-    """Read and parse a JSON request body of at most ``MAX_JSON_BYTES``.
-
-    Raises
-    ------
-    PayloadTooLarge
-        If the body is larger.
-    BadRequest
-        If it is not valid JSON.
-    """
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > MAX_JSON_BYTES:
-        raise PayloadTooLarge(f"An add body may hold at most {MAX_JSON_BYTES} bytes; split it.")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_JSON_BYTES:
-            raise PayloadTooLarge(f"An add body may hold at most {MAX_JSON_BYTES} bytes; split it.")
-        chunks.append(chunk)
-    try:
-        return json.loads(b"".join(chunks))
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise BadRequest(
-            f"The body is not valid JSON ({exc}); send one record object or an array of them."
-        ) from None
-
-
-def parse_batch(body: Any) -> list[dict[str, Any]]:
-    """Validate one record or an array of them for ``add``, all or nothing.
-
-    Returns
-    -------
-    list of dict
-        The normalized records (server fields dropped).
-
-    Raises
-    ------
-    BadRequest
-        With ``errors``: the index and reason of every bad record.
-    """
-    items = body if isinstance(body, list) else [body]
-    batch: list[dict[str, Any]] = []
-    errors: list[dict[str, Any]] = []
-    seen: dict[str, int] = {}
-    for index, item in enumerate(items):
-        try:
-            record = validate_record(item, required=ARCHIVE_REQUIRED_FIELDS, drop=SERVER_FIELDS)
-            for key, value in record.items():
-                check_storable(key, value)
-        except (ValueError, OverflowError) as exc:  # InvalidRecordError is a ValueError
-            errors.append({"index": index, "reason": str(exc)})
-            continue
-        for key in ("id", "filename"):
-            first = seen.setdefault(f"{key}:{record[key]}", index)
-            if first != index:
-                errors.append(
-                    {"index": index, "reason": f"{key} {record[key]!r} repeats record {first}."}
-                )
-        batch.append(record)
-    if errors:
-        problem = BadRequest(
-            f"{len(errors)} of {len(items)} record(s) are invalid, so none was added; "
-            "fix them and send the batch again."
-        )
-        problem.extra = {"errors": errors}  # type: ignore[attr-defined]
-        raise problem
-    return batch
 
 
 #: The largest integer both catalog databases store (signed 64 bits).
@@ -190,7 +133,11 @@ def expected_size(request: Request, declared: str | None) -> int | None:
     ):
         if value is None:
             continue
-        if not value.strip().isdigit():
-            raise BadRequest(f"{name} must be a byte count, not {value!r}.")
-        return int(value)
+        size = ascii_int(value.strip())
+        if size is None:
+            raise BadRequest(
+                f"{name} must be a byte count (ASCII digits, below 2**63), "
+                f"not {shorten(value, 40)!r}."
+            )
+        return size
     return None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -16,7 +17,26 @@ __all__ = [
     "PayloadTooLarge",
     "RangeNotSatisfiable",
     "ChecksumMismatch",
+    "RequestTimeout",
+    "MAX_REPORTED_ERRORS",
+    "invalid_batch",
 ]
+
+#: Errors listed in the answer to a bad batch; the answer also says how many there were.
+MAX_REPORTED_ERRORS = 10
+#: Characters of one reason in an answer (a reason may quote a huge value).
+MAX_REASON_CHARS = 500
+
+
+def shorten(text: str, limit: int = MAX_REASON_CHARS) -> str:
+    """Return ``text`` cut to ``limit`` characters, marking the cut.
+
+    Examples
+    --------
+    >>> shorten("abcdef", 4)
+    'a...'
+    """
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class ArchiveProblem(Exception):
@@ -93,3 +113,29 @@ class ChecksumMismatch(ArchiveProblem):
 
     status = 422
     code = "checksum_mismatch"
+
+
+class RequestTimeout(ArchiveProblem):
+    """408: the client stopped sending its request body."""
+
+    status = 408
+    code = "request_timeout"
+
+
+def invalid_batch(errors: list[dict[str, Any]], total: int) -> BadRequest:
+    """Return the 400 for a batch with ``errors`` (``{"index", "reason", ...}``) in order.
+
+    The answer lists the first :data:`MAX_REPORTED_ERRORS` errors and counts them all,
+    so that a batch of many bad records gets a short answer.
+    """
+    shown = [
+        dict(error, reason=shorten(str(error["reason"]))) for error in errors[:MAX_REPORTED_ERRORS]
+    ]
+    listed = "" if len(shown) == len(errors) else f"; the first {len(shown)} are listed"
+    problem = BadRequest(
+        f"{len(errors)} of {total} record(s) are invalid, so none was added{listed}. "
+        f"First: record {shown[0]['index']}: {shown[0]['reason']} "
+        "Fix them and send the batch again."
+    )
+    problem.extra = {"errors": shown, "error_count": len(errors)}  # type: ignore[attr-defined]
+    return problem

@@ -4,7 +4,9 @@
 column of their own (indexed where queries need them), every instrument column
 goes into the JSON ``extra``. ``seq_counters`` holds each instrument's ``seq``
 counter; writers of an instrument serialize on its row. ``files`` lists the
-verified files in storage, ``tokens`` the hashed API tokens.
+verified files in storage, ``tokens`` the hashed API tokens. ``record_columns``
+lists every column name an instrument's records use, keyed by its lower-case
+form: clients store records in SQLite, whose column names ignore case.
 """
 
 from __future__ import annotations
@@ -74,6 +76,15 @@ files = sa.Table(
     sa.Column("md5", sa.String(32), nullable=False),
     sa.Column("size", sa.BigInteger, nullable=False),
     sa.Column("stored_at", sa.String(23), nullable=False),
+)
+
+record_columns = sa.Table(
+    "record_columns",
+    metadata,
+    sa.Column("instrument", sa.String(64), primary_key=True),
+    # The name in lower case: two names differing only by case are one SQLite column.
+    sa.Column("folded", sa.String(64), primary_key=True),
+    sa.Column("name", sa.String(64), nullable=False),
 )
 
 tokens = sa.Table(

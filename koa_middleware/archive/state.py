@@ -6,6 +6,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from .bodies import DEFAULT_BODY_TIMEOUT, DEFAULT_MAX_ADD_BYTES, DEFAULT_MAX_ADD_RECORDS
 from .catalog import Catalog
 from .storage import FileStorage
 from .tokens import TokenStore
@@ -26,6 +27,10 @@ class ArchiveSettings:
     anonymous_read: bool = False
     protocol: int = 2
     max_upload_bytes: int | None = None
+    #: Bytes and records of one ``add`` request; seconds a client may pause in a body.
+    max_add_bytes: int = DEFAULT_MAX_ADD_BYTES
+    max_add_records: int = DEFAULT_MAX_ADD_RECORDS
+    body_timeout: float | None = DEFAULT_BODY_TIMEOUT
 
 
 class Archive:

@@ -22,7 +22,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import BinaryIO
 
 from .catalog import StoredFile
-from .problems import BadRequest, PayloadTooLarge, RangeNotSatisfiable
+from .inputs import ascii_int
+from .problems import BadRequest, PayloadTooLarge, RangeNotSatisfiable, shorten
 from .storage import PendingFile
 
 logger = logging.getLogger(__name__)
@@ -44,7 +45,7 @@ BLOCK = 1 << 20
 SMALL_FILE = 2 * BLOCK
 #: Blocks of an upload that may wait for the writer thread.
 WRITE_AHEAD = 4
-_RANGE_RE = re.compile(r"^bytes=(\d+)-(\d*)$")
+_RANGE_RE = re.compile(r"^bytes=([0-9]+)-([0-9]*)$")
 
 
 async def receive_file(
@@ -121,18 +122,22 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     match = _RANGE_RE.match(header.strip())
     if not match:
         raise BadRequest(
-            f"Unsupported Range {header!r}: send one range as 'bytes=START-' or 'bytes=START-END'."
+            f"Unsupported Range {shorten(header, 60)!r}: send one range as 'bytes=START-' "
+            "or 'bytes=START-END'."
         )
-    start = int(match.group(1))
-    end = int(match.group(2)) + 1 if match.group(2) else size
-    if start >= size:
+    # A position too long to convert lies past the end of any file.
+    start = ascii_int(match.group(1))
+    last = ascii_int(match.group(2)) if match.group(2) else size - 1
+    end = size if last is None else last + 1
+    if start is None or start >= size:
+        shown = match.group(1) if start is not None else f"{match.group(1)[:20]}..."
         raise RangeNotSatisfiable(
-            f"Range starts at byte {start} but the file has {size} bytes; "
+            f"Range starts at byte {shown} but the file has {size} bytes; "
             "the download is already complete.",
             headers={"Content-Range": f"bytes */{size}"},
         )
     if end <= start:
-        raise BadRequest(f"Invalid Range {header!r}: the end is before the start.")
+        raise BadRequest(f"Invalid Range {shorten(header, 60)!r}: the end is before the start.")
     return start, min(end, size)
 
 
