@@ -8,6 +8,10 @@ Against a local ``koa-archive`` on SQLite (started here, protocol 2) it prints:
 - the first ``store.sync_records_from_remote()`` of N records (default 100,000),
   seconds and the client process's peak RSS;
 - an incremental sync that brings 100 new records on top of those, in ms;
+- the same against a second server over the same archive that speaks only
+  protocol 1 (``koa-archive serve --protocol 1``, whole JSON lists, as the Keck
+  service): the first sync (seconds, peak RSS) and a ``mode='id'`` sync of 100
+  new records;
 - ``store.prefetch`` of F files of 1 MB (default 500) with ``workers=8`` next to
   ``workers=1`` (best of two rounds each);
 - one ``store.get_calibration`` of a large file (default 1 GiB, MD5 checked)
@@ -209,6 +213,50 @@ def verdict(ok: bool) -> str:
     return "ok" if ok else "MISSED"
 
 
+def v1_figures(
+    remote: RemoteCalibrationDB, env: dict, archive_root: Path, work: Path, options
+) -> None:
+    """First and ``mode='id'`` incremental sync from a server that speaks only protocol 1."""
+    with ArchiveServer(archive_root, protocol=1, instruments=(INSTRUMENT,)) as v1:
+        env1 = dict(env, KOA_CALIBRATIONS_URL=v1.base_url)
+        cache = work / "cache-sync-v1"
+        first = run_client(env1, "sync", str(cache))
+        print(
+            f"v1 first sync of {first['added']} records: {first['seconds']:.2f} s, "
+            f"client peak RSS {first['peak_rss_mb']:.0f} MB   [target < 4 s and < 150 MB: "
+            f"{verdict(first['seconds'] < 4 and first['peak_rss_mb'] < 150)}]"
+        )
+        start = options.records + options.new
+        load_records(remote, options.new, start=start)
+        again = run_client(env1, "sync", str(cache))
+        print(
+            f"v1 mode='id' sync of {again['added']} new records on top: "
+            f"{again['seconds'] * 1000:.0f} ms, client peak RSS {again['peak_rss_mb']:.0f} MB   "
+            f"[target < 1 s: {verdict(again['seconds'] < 1)}]"
+        )
+        bare = bare_list_seconds(v1.base_url, env["KOA_API_TOKEN"])
+        print(
+            f"  (the v1 server alone, one GET of the whole list read and dropped: {bare:.2f} s; "
+            "no v1 sync can be faster)"
+        )
+
+
+def bare_list_seconds(base_url: str, token: str) -> float:
+    """Seconds the v1 server takes to send its whole list (read and dropped)."""
+    import httpx
+
+    start = time.perf_counter()
+    with httpx.stream(
+        "GET",
+        f"{base_url}/{INSTRUMENT}/query",
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=300,
+    ) as response:
+        for _ in response.iter_raw():
+            pass
+    return time.perf_counter() - start
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--records", type=int, default=100_000)
@@ -217,6 +265,9 @@ def main() -> None:
     parser.add_argument("--file-mb", type=float, default=1.0)
     parser.add_argument("--big-mb", type=int, default=1024)
     parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument(
+        "--no-v1", action="store_true", help="Skip the figures against a protocol-1 server."
+    )
     options = parser.parse_args()
     print("command:", shlex.join([sys.executable, *sys.argv]))
 
@@ -255,6 +306,9 @@ def main() -> None:
                     f"{again['seconds'] * 1000:.0f} ms   "
                     f"[target < 100 ms: {verdict(again['seconds'] < 0.1)}]"
                 )
+
+                if not options.no_v1:
+                    v1_figures(remote, env, archive_root, work, options)
 
                 if options.files:
                     size = int(options.file_mb * (1 << 20))

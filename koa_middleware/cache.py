@@ -13,21 +13,38 @@ Every path built from a record goes through :meth:`CacheLayout.path_for`.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import fcntl
 import logging
 import os
 import shutil
+import stat
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from .records import safe_path, validate_cal_id
+from .errors import CacheFullError, InvalidRecordError, UnsafeCachePathError
+from .records import is_cal_id, safe_path, validate_cal_id
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CacheLayout", "PendingWrite", "place_file"]
+__all__ = [
+    "CacheLayout",
+    "PendingWrite",
+    "place_file",
+    "create_private_file",
+    "open_private_file",
+    "is_disk_full",
+    "cache_full_error",
+]
+
+#: Opened so that a link at the last component is never followed.
+_NOFOLLOW = os.O_NOFOLLOW | os.O_CLOEXEC
+#: Errors that mean "no room for this file here".
+_FULL = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 
 
 class CacheLayout:
@@ -57,12 +74,64 @@ class CacheLayout:
         self._created = False
 
     def create(self) -> None:
-        """Create the cache folders if they do not exist yet (once per layout object)."""
+        """Create the cache folders if they do not exist yet (once per layout object).
+
+        Raises
+        ------
+        UnsafeCachePathError
+            If a cache folder is a link leading out of the cache, or not a folder.
+        """
         if self._created:
             return
-        for folder in (self.calibrations_dir, self.database_dir, self.tmp_dir, self.locks_dir):
-            folder.mkdir(parents=True, exist_ok=True)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.database_dir.mkdir(exist_ok=True)
+        self.check_folders()
         self._created = True
+
+    def _own_folders(self) -> tuple[Path, ...]:
+        """The folders the store writes files into, each after its parent."""
+        return (
+            self.calibrations_dir.parent,
+            self.calibrations_dir,
+            self.tmp_dir.parent,
+            self.tmp_dir,
+            self.locks_dir.parent,
+            self.locks_dir,
+        )
+
+    def check_folders(self) -> None:
+        """Refuse cache folders that are links leading out of the cache, or not folders.
+
+        Missing folders are created. Cheap (one ``lstat`` per folder) when no
+        folder is a link, so it runs before every locked write.
+
+        Raises
+        ------
+        UnsafeCachePathError
+            Naming the folder and what to do.
+        """
+        for folder in self._own_folders():
+            try:
+                info = os.lstat(folder)
+            except FileNotFoundError:
+                folder.mkdir(exist_ok=True)  # removed while the store ran
+                continue
+            if stat.S_ISDIR(info.st_mode):
+                continue
+            if stat.S_ISLNK(info.st_mode):
+                target = os.path.realpath(folder)
+                inside = _inside(target, os.path.realpath(self.root))
+                if inside and os.path.isdir(target):
+                    continue
+                raise UnsafeCachePathError(
+                    f"The cache folder {folder} is a link to {target}, "
+                    f"{'outside the cache' if not inside else 'which is not a folder'}; the "
+                    f"store writes nothing through it. Remove the link (the store recreates "
+                    f"the folder), or point KOA_CALIBRATION_CACHE at the real cache folder."
+                )
+            raise UnsafeCachePathError(
+                f"{folder} is not a folder; remove it (the store recreates the folder)."
+            )
 
     def path_for(self, filename: str) -> Path:
         """Return the cache path of a calibration file name, refusing any that leaves the cache.
@@ -87,7 +156,8 @@ class CacheLayout:
         when another thread or process holds it. The system releases it when
         the block ends or the holder dies, so a killed process never leaves a
         calibration locked. Lock files stay (removing one could let two holders
-        lock different files of the same name).
+        lock different files of the same name). A link planted at the lock's path
+        is removed and replaced, never followed.
 
         Examples
         --------
@@ -95,9 +165,9 @@ class CacheLayout:
         ...     pass  # only one writer of cal_id in here, across processes
         """
         path = self.locks_dir / f"{validate_cal_id(cal_id)}.lock"
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        self.check_folders()
+        fd = _locked_file(path)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
             yield
         finally:
             os.close(fd)  # releases the lock
@@ -117,9 +187,10 @@ class CacheLayout:
                 continue  # crash-recovery markers: recover_pending handles them
             max_age = 86_400 if entry.suffix == ".download" else 60
             try:
-                if entry.stat().st_mtime >= now - max_age:
+                info = entry.lstat()  # a link is judged (and removed) itself, never followed
+                if info.st_mtime >= now - max_age:
                     continue
-                if entry.is_dir():
+                if stat.S_ISDIR(info.st_mode):
                     shutil.rmtree(entry, ignore_errors=True)
                 else:
                     entry.unlink()
@@ -136,12 +207,13 @@ class CacheLayout:
         renaming a file into place. Leave the block only after the record is
         committed, or, on error, after removing the placed file: a marker left by a
         killed process tells :meth:`recover_pending` to remove a file whose record
-        never landed.
+        never landed. A link (or a second name of another file) planted at the
+        marker's path is removed and replaced, never written through.
         """
         marker = self.tmp_dir / f"{validate_cal_id(cal_id)}.pending"
-        fd = os.open(marker, os.O_RDWR | os.O_CREAT, 0o644)
+        self.check_folders()
+        fd = _locked_file(marker)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
             yield PendingWrite(fd)
         finally:
             marker.unlink(missing_ok=True)
@@ -166,10 +238,18 @@ class CacheLayout:
             return removed
         for marker in self.tmp_dir.glob("*.pending"):
             try:
-                fd = os.open(marker, os.O_RDWR)
+                fd = os.open(marker, os.O_RDWR | os.O_NONBLOCK | _NOFOLLOW)
             except FileNotFoundError:
                 continue
+            except OSError as exc:
+                if exc.errno != errno.ELOOP:
+                    raise
+                _remove_planted(marker, "a crash-recovery marker")
+                continue
             try:
+                if not _is_own_file(os.fstat(fd)) or not is_cal_id(marker.stem):
+                    _remove_planted(marker, "a crash-recovery marker")
+                    continue
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:
@@ -177,15 +257,23 @@ class CacheLayout:
                 filename = os.read(fd, 4096).decode("utf-8", "replace")
                 cal_id = marker.stem
                 if filename and not record_owns(cal_id, filename):
-                    path = self.path_for(filename)
-                    if path.exists():
-                        path.unlink()
+                    path = self._placed_path(filename, marker)
+                    if path is not None and os.path.lexists(path):
+                        path.unlink()  # a link itself, never what it points to
                         removed.append(path)
                         logger.warning("Removed %s: its registration was interrupted", path)
                 marker.unlink(missing_ok=True)
             finally:
                 os.close(fd)
         return removed
+
+    def _placed_path(self, filename: str, marker: Path) -> Path | None:
+        """The cache path a marker names, or None (with a warning) for a name that is not plain."""
+        try:
+            return self.path_for(filename)
+        except InvalidRecordError:
+            logger.warning("Ignored %s: it names %r, not a plain file name", marker, filename)
+            return None
 
 
 class PendingWrite:
@@ -207,8 +295,212 @@ def place_file(source: Path, destination: Path, *, synced: bool = False) -> None
     a file whose contents could still be lost: a crash at any instant leaves
     either no file or the complete one. Pass ``synced=True`` when the writer
     already flushed ``source`` (``os.fsync`` before closing it).
+
+    Only a regular file of one name is moved; a link at ``destination`` is
+    replaced (the rename takes the link's place), never written through.
+
+    Raises
+    ------
+    UnsafeCachePathError
+        If ``source`` is a link, not a regular file, or has other names too.
     """
+    info = os.lstat(source)
+    if not _is_own_file(info):
+        raise UnsafeCachePathError(
+            f"{source} is not a regular file of one name (a link or a second name of another "
+            "file was put in its place); nothing was moved into the cache. Remove it and try "
+            "again."
+        )
     if not synced:
-        with open(source, "rb") as handle:
-            os.fsync(handle.fileno())
+        fd = os.open(source, os.O_RDONLY | _NOFOLLOW)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    if os.path.islink(destination):
+        logger.warning(
+            "Replacing the link %s (to %s) with the calibration file; the file it points to "
+            "is left alone.",
+            destination,
+            os.readlink(destination),
+        )
     os.replace(source, destination)
+
+
+def create_private_file(path: Path) -> int:
+    """Create ``path`` as a new, empty file and return a read-write descriptor.
+
+    Whatever has the name already (a stale file, or a link planted there) is
+    removed first, never followed: the file is created with ``O_EXCL`` and
+    ``O_NOFOLLOW``, so no byte is ever written elsewhere.
+
+    Raises
+    ------
+    UnsafeCachePathError
+        If a folder has the name, or the name keeps coming back.
+    """
+    for _ in range(5):
+        try:
+            return os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o644)
+        except FileExistsError:
+            _remove_planted(path, "a file being written", quiet=True)
+    raise UnsafeCachePathError(
+        f"Could not create {path}: something keeps putting a file or link there. Check "
+        "what else writes into the cache folder."
+    )
+
+
+def open_private_file(path: Path, *, append: bool = False) -> int:
+    """Open an existing file of the store (such as a partial download) to add to it.
+
+    The file is opened with ``O_NOFOLLOW``. A link, anything but a regular file,
+    or a file with other names too (a hard link to a file elsewhere) is not ours:
+    its name is removed (never what it points to) and a new, empty file created.
+    A missing file is created empty.
+
+    Returns
+    -------
+    int
+        A read-write descriptor positioned at the start (writes go to the end
+        with ``append``).
+    """
+    flags = os.O_RDWR | os.O_NONBLOCK | _NOFOLLOW | (os.O_APPEND if append else 0)
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        return _new_file(path, append)
+    except OSError as exc:
+        if exc.errno != errno.ELOOP:
+            raise
+        _remove_planted(path, "a partial file")
+        return _new_file(path, append)
+    if _is_own_file(os.fstat(fd)):
+        return fd
+    os.close(fd)
+    _remove_planted(path, "a partial file")
+    return _new_file(path, append)
+
+
+def _new_file(path: Path, append: bool) -> int:
+    fd = create_private_file(path)
+    if append:
+        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_APPEND)
+    return fd
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """True for an ``OSError`` that means "no room": ENOSPC, EDQUOT or EFBIG."""
+    return isinstance(exc, OSError) and exc.errno in _FULL
+
+
+def cache_full_error(exc: OSError, folder: Path, needed: int | None, what: str) -> CacheFullError:
+    """The :class:`CacheFullError` for a write into ``folder`` that failed with ``exc``.
+
+    Parameters
+    ----------
+    exc : OSError
+        The failed write (ENOSPC, EDQUOT or EFBIG).
+    folder : Path
+        The cache folder written into.
+    needed : int | None
+        Bytes the whole file needs, when known.
+    what : str
+        What was being written (``"the download of dark.fits"``).
+
+    Returns
+    -------
+    CacheFullError
+        Naming the folder, the bytes needed and free, and what to do.
+    """
+    try:
+        free: int | None = shutil.disk_usage(folder).free
+    except OSError:
+        free = None
+    need = f"needs {needed:,} bytes" if needed is not None else "needs more room"
+    have = f"; {free:,} bytes are free there now" if free is not None else ""
+    if exc.errno == errno.EFBIG:
+        cause = "the file-size limit of this process (ulimit -f) was reached"
+        advice = "raise the limit (ulimit -f unlimited)"
+    elif exc.errno == errno.EDQUOT:
+        cause = "the disk quota is used up"
+        advice = "free space within your quota"
+    else:
+        cause = "the file system is full"
+        advice = "free space on that file system"
+    return CacheFullError(
+        f"The calibration cache folder {folder} has no room: {cause}. {what[:1].upper()}"
+        f"{what[1:]} {need}{have}. The partial file was removed; {advice}, or point "
+        "KOA_CALIBRATION_CACHE at a larger disk, and try again.",
+        folder=str(folder),
+        needed=needed,
+        code=exc.errno,
+    )
+
+
+def _is_own_file(info: os.stat_result) -> bool:
+    """A regular file with one name: nothing else can see or change its bytes through a link."""
+    return stat.S_ISREG(info.st_mode) and info.st_nlink == 1
+
+
+def _remove_planted(path: Path, what: str, quiet: bool = False) -> None:
+    """Remove the name ``path`` (a link is removed itself, never what it points to)."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if stat.S_ISDIR(info.st_mode):
+        raise UnsafeCachePathError(
+            f"{path} is a folder where the store keeps {what}; remove it and try again."
+        )
+    if stat.S_ISLNK(info.st_mode):
+        logger.warning(
+            "Removed the link %s (to %s) where the store keeps %s; the file it points to is "
+            "left alone.",
+            path,
+            os.readlink(path),
+            what,
+        )
+    elif not quiet or not _is_own_file(info):
+        logger.warning("Replaced %s, which was not a file the store made (%s).", path, what)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
+def _locked_file(path: Path) -> int:
+    """Open (creating it) and ``flock`` the file ``path``, never through a link.
+
+    After the lock is taken, the name must still be the locked file (a holder
+    that finished may have removed it, or a planted name been replaced);
+    otherwise the lock is taken again on what the name is now.
+    """
+    for _ in range(100):
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NONBLOCK | _NOFOLLOW, 0o644)
+        except OSError as exc:
+            if exc.errno != errno.ELOOP:
+                raise
+            _remove_planted(path, "a lock file")
+            continue
+        try:
+            if not _is_own_file(os.fstat(fd)):
+                _remove_planted(path, "a lock file")
+                continue
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                same = os.lstat(path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                result, fd = fd, -1
+                return result
+        finally:
+            if fd >= 0:
+                os.close(fd)
+    raise UnsafeCachePathError(
+        f"Could not lock {path}: its name keeps being replaced. Check what else writes "
+        "into the cache's folders."
+    )
+
+
+def _inside(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)

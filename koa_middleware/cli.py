@@ -129,30 +129,62 @@ def status(state: State) -> None:
 @json_flag
 @click.pass_obj
 def sync(state: State, mode: str, files: bool) -> None:
-    """Pull new and changed records (and with --files their files)."""
+    """Pull new and changed records (and with --files their files).
+
+    Records the archive sent that cannot be stored here are set aside (listed,
+    tried again by the next sync); a file the archive cannot serve is skipped
+    with a warning. Both are counted in the summary.
+    """
+    from .errors import AuthenticationError, RemoteUnavailableError
     from .transfer import progress_bar
 
     with open_store(state, remote=True, probe=True) as store:
         added = store.sync_records_from_remote(mode=mode)
+        report = store.last_sync
+        set_aside = dict(getattr(report, "set_aside", {}) or {})
         fetched, size = [], 0
+        skipped: dict[str, str] = {}
         if files:
             missing = store.get_missing_local_files()
             with progress_bar(len(missing), "files", store.config.progress, unit="file") as bar:
                 for record in missing:
-                    fetched.append(store.download_calibration_file(record))
-                    size += int(record.get("file_size") or 0)
+                    try:
+                        fetched.append(store.download_calibration_file(record))
+                    except (RemoteUnavailableError, AuthenticationError):
+                        raise
+                    except KOAError as exc:
+                        skipped[record["id"]] = _one_line(exc)
+                        logger.warning(
+                            "Skipped the file of calibration %s (%s): %s",
+                            record["id"],
+                            record["filename"],
+                            _one_line(exc),
+                        )
+                    else:
+                        size += int(record.get("file_size") or 0)
                     bar.update(1)
         data = {
             "archive": store.remote_db.display_url,
             "records_added": len(added),
+            "records_set_aside": len(set_aside),
+            "set_aside": set_aside,
             "records_total": len(store.local_db),
             "files_downloaded": len(fetched),
+            "files_skipped": len(skipped),
+            "skipped_files": skipped,
             "bytes_downloaded": size,
         }
     text = f"Pulled {len(added)} new or changed record(s) from {data['archive']}"
     text += f" ({data['records_total']} in the cache)."
+    if set_aside:
+        text += f"\nSet aside {len(set_aside)} record(s) that cannot be stored here"
+        text += " (the next sync tries them again):"
+        text += "".join(f"\n  {cal_id}: {reason}" for cal_id, reason in set_aside.items())
     if files:
         text += f"\nDownloaded {len(fetched)} file(s), {out.human_size(size)}."
+        if skipped:
+            text += f"\nSkipped {len(skipped)} file(s) the archive could not serve:"
+            text += "".join(f"\n  {cal_id}: {reason}" for cal_id, reason in skipped.items())
     _emit(state, data, text)
 
 

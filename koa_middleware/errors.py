@@ -20,6 +20,8 @@ __all__ = [
     "RemoteUnavailableError",
     "AuthenticationError",
     "KOADownloadError",
+    "CacheFullError",
+    "UnsafeCachePathError",
 ]
 
 
@@ -81,3 +83,43 @@ class KOADownloadError(ArchiveError, RuntimeError):
 
 class CalibrationSaveError(KOAError):
     """A calibration model's ``save()`` failed or wrote no file."""
+
+
+class CacheFullError(KOAError, OSError):
+    """A file system of the calibration cache has no room for a file being written.
+
+    Raised for ENOSPC (no space left), EDQUOT (quota exceeded) and EFBIG (the
+    file-size limit of the process); the partial file is removed first, so the
+    space it took is free again.
+
+    Parameters
+    ----------
+    message : str
+        Which folder is full, how much was needed, and what to do.
+    folder : str | None
+        The cache folder that is full.
+    needed : int | None
+        Bytes the write needed, when known.
+    code : int | None
+        The ``errno`` of the failed write.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        folder: str | None = None,
+        needed: int | None = None,
+        code: int | None = None,
+    ):
+        super().__init__(message)
+        self.errno = code
+        self.folder = folder
+        self.needed = needed
+
+
+class UnsafeCachePathError(KOAError, OSError):
+    """A path of the calibration cache is a link leading out of it, or not what the store made.
+
+    The store never writes through such a path; the message says which path to
+    remove.
+    """

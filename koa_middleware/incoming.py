@@ -25,6 +25,8 @@ import sys
 import threading
 from pathlib import Path
 
+from .cache import create_private_file, open_private_file
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["IncomingFile"]
@@ -190,20 +192,24 @@ class IncomingFile:
         self._block_bytes = 0
 
     def open(self, resume: bool) -> None:
-        """Open for appending to what is there (hashing it first), or from scratch."""
+        """Open for appending to what is there (hashing it first), or from scratch.
+
+        A link or a second name of another file at :attr:`path` is removed and
+        replaced by a new file, never written through.
+        """
         self.close()
         self._md5 = hashlib.md5(usedforsecurity=False)
         self.size = 0
-        flags = os.O_WRONLY | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
-        if resume and self.path.exists():
-            with open(self.path, "rb") as handle:
+        # Never through a link, and never into a file with other names (see cache.py).
+        if resume:
+            self._fd = open_private_file(self.path, append=True)
+            with open(self._fd, "rb", closefd=False) as handle:
                 while chunk := handle.read(_CHUNK):
                     self._md5.update(chunk)
                     self.size += len(chunk)
-            self._fd = os.open(self.path, flags | os.O_APPEND, 0o644)
             self.resumed = self.resumed or self.size > 0
         else:
-            self._fd = os.open(self.path, flags | os.O_TRUNC, 0o644)
+            self._fd = create_private_file(self.path)
         remaining = None if self.expected_size is None else self.expected_size - self.size
         if remaining is not None and remaining >= _THREADED_HASH_BYTES:
             # Large: reserve the space up front, hash and write back in the background.

@@ -24,11 +24,18 @@ from __future__ import annotations
 
 import inspect
 import logging
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .cache import CacheLayout, place_file
-from .errors import CalibrationNotFoundError, ChecksumMismatchError, InvalidRecordError
+from .cache import CacheLayout, cache_full_error, is_disk_full, place_file
+from .errors import (
+    CacheFullError,
+    CalibrationNotFoundError,
+    CalibrationSaveError,
+    ChecksumMismatchError,
+    InvalidRecordError,
+)
 from .hashing import file_digest
 from .records import LOCAL_REQUIRED_FIELDS, new_cal_id, utc_now, validate_record
 
@@ -64,7 +71,13 @@ def register_model(
                     cal_record["id"] = cal_id
                 # A bad record is refused before the model writes anything.
                 validate_record(cal_record, _REQUIRED_BEFORE_SAVE)
-                saved = store.save_calibration_file(cal, cal_record=cal_record)
+                try:
+                    saved = store.save_calibration_file(cal, cal_record=cal_record)
+                except CalibrationSaveError as exc:
+                    full = _cache_full(exc, folder, cal)
+                    if full is None:
+                        raise
+                    raise full from exc.__cause__
                 staged = store._adopt_saved_file(saved, folder)
                 cal_record = _finalize(store, cal, cal_record, str(staged))
                 stored = _checked_record(store, cal_record, staged, origin)
@@ -73,6 +86,7 @@ def register_model(
                 pending.note(stored["filename"])
                 place_file(staged, destination)
                 placed = destination
+                db.set_file_stat(cal_id, stored["filename"], stored["file_md5"], os.lstat(placed))
             # committed: the record and its file are both in place
         except BaseException:
             if placed is not None:
@@ -80,6 +94,15 @@ def register_model(
             raise
     logger.info("Registered %s as %s version %s", stored["filename"], cal_id, stored["cal_version"])
     return str(destination), stored
+
+
+def _cache_full(exc: CalibrationSaveError, folder: Path, cal: Any) -> CacheFullError | None:
+    """The :class:`CacheFullError` to raise when ``save()`` failed for want of room."""
+    cause = exc.__cause__
+    if isinstance(cause, OSError) and is_disk_full(cause):
+        what = f"saving the {type(cal).__name__} calibration"
+        return cache_full_error(cause, folder.parent, None, what)
+    return None
 
 
 def _registered_already(
@@ -159,7 +182,8 @@ def _checked_record(store: CalibrationStore, cal_record: dict, staged: Path, ori
 def _free_destination(layout: CacheLayout, filename: str) -> Path:
     """The cache path for ``filename``, refusing to overwrite a file already there."""
     destination = layout.path_for(filename)
-    if destination.exists():
+    # A link planted under the name is replaced by place_file, never followed.
+    if destination.exists() and not destination.is_symlink():
         raise InvalidRecordError(
             f"{destination} is already in the cache; give the calibration another file "
             "name, or record the existing file with sync_records_from_cached_files()."

@@ -21,6 +21,7 @@ only once the record is committed.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import shutil
@@ -39,6 +40,8 @@ from .records import MAX_VERSION, normalize_timestamp, safe_path, utc_now
 logger = logging.getLogger(__name__)
 
 __all__ = ["RegistrationSteps"]
+
+_COPY_CHUNK = 1 << 20
 
 
 class _Staging(threading.local):
@@ -330,7 +333,14 @@ class RegistrationSteps:
     def _staged(self) -> Iterator[Path]:
         """Point :attr:`data_dir` of this thread at its private folder of the cache.
 
-        The folder is emptied when the block ends, whatever happened in it.
+        The folder is emptied when the block ends, whatever happened in it. A
+        link or file put in the folder's place is removed (never followed) and
+        the folder made again.
+
+        Raises
+        ------
+        UnsafeCachePathError
+            If ``tmp/<instrument>`` is a link leading out of the cache.
         """
         staging = self._staging
         if staging.folder is not None:
@@ -340,10 +350,8 @@ class RegistrationSteps:
         if folder is None:
             folder = staging.reserved = self.layout.tmp_dir / f"{uuid.uuid4().hex}.stage"
             self._stage_folders.append(folder)
-        try:
-            os.utime(folder)  # fresh: the cleaning of tmp/ leaves it alone
-        except FileNotFoundError:
-            folder.mkdir(parents=True)
+        self.layout.check_folders()
+        _fresh_folder(folder)
         staging.folder, staging.digests = folder, {}
         try:
             yield folder
@@ -365,10 +373,16 @@ class RegistrationSteps:
         A file a step wrote straight into the cache is moved (unless a registered
         calibration owns it); a file elsewhere is copied, leaving the original alone.
 
+        The copy is a new file of the private folder (``O_EXCL``, ``O_NOFOLLOW``):
+        a link planted under its name is replaced, never written through.
+
         Raises
         ------
         CalibrationSaveError
             If ``saved`` is not a regular file (a link is refused too).
+        CacheFullError
+            If the cache's file system has no room for the copy (the partial copy
+            is removed).
         """
         saved = os.fspath(saved)
         try:
@@ -392,7 +406,7 @@ class RegistrationSteps:
                 )
             os.replace(path, target)
         else:
-            shutil.copyfile(path, target)
+            _copy_into(path, target, info.st_size)
         return target
 
     def _remove_stage_folders(self) -> None:
@@ -402,18 +416,84 @@ class RegistrationSteps:
         self._stage_folders.clear()
 
 
-def _empty_folder(folder: Path) -> None:
-    """Remove whatever a registration left in its private folder."""
+def _fresh_folder(folder: Path) -> None:
+    """Make ``folder`` an empty-able private folder of the store, touched now.
+
+    Touching keeps the cleaning of ``tmp/`` away from it. Anything but a real
+    folder at its name (a link, a file) is removed, never followed, and the
+    folder made again.
+    """
     try:
-        entries = list(os.scandir(folder))
+        info = os.lstat(folder)
+    except FileNotFoundError:
+        os.mkdir(folder, 0o700)
+        return
+    if stat.S_ISDIR(info.st_mode):
+        os.utime(folder, follow_symlinks=False)
+        return
+    logger.warning(
+        "%s, the private folder of registrations, was replaced by %s; removing it (what it "
+        "points to is left alone) and making the folder again.",
+        folder,
+        f"a link to {os.readlink(folder)}" if stat.S_ISLNK(info.st_mode) else "a file",
+    )
+    os.unlink(folder)
+    os.mkdir(folder, 0o700)
+
+
+def _empty_folder(folder: Path) -> None:
+    """Remove whatever a registration left in its private folder.
+
+    The folder is opened without following a link, and its entries removed
+    relative to it: a link put in the folder's place is removed itself, and
+    nothing outside the folder is ever deleted.
+    """
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(folder, flags)
     except FileNotFoundError:
         return
-    for entry in entries:
-        if entry.is_dir(follow_symlinks=False):
-            shutil.rmtree(entry.path, ignore_errors=True)
-        else:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(entry.path)
+    except OSError as exc:
+        if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
+            raise
+        logger.warning("Removed %s: a link or file had taken the place of a folder", folder)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(folder)
+        return
+    try:
+        for entry in list(os.scandir(fd)):
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.name, ignore_errors=True, dir_fd=fd)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.name, dir_fd=fd)
+    finally:
+        os.close(fd)
+
+
+def _copy_into(source: Path, target: Path, size: int) -> None:
+    """Copy ``source`` to the new file ``target`` (never through a link at ``target``).
+
+    Raises
+    ------
+    CacheFullError
+        If there is no room for the copy; the partial copy is removed.
+    """
+    from .cache import cache_full_error, create_private_file, is_disk_full
+
+    fd = create_private_file(target)
+    try:
+        with open(source, "rb") as reader, open(fd, "wb", closefd=False) as writer:
+            shutil.copyfileobj(reader, writer, _COPY_CHUNK)
+    except OSError as exc:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(target)
+        if is_disk_full(exc):
+            what = f"the copy of {source.name} into the cache"
+            raise cache_full_error(exc, target.parent, size, what) from exc
+        raise
+    finally:
+        os.close(fd)
 
 
 def save_model(cal: Any, output_dir: str) -> str:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .cache import CacheLayout
+from .cache_check import CachedFiles, lstat_or_none
 from .cache_lookup import CacheLookup
 from .config import DEFAULT_URL, resolve_config
 from .database.local_database import LocalCalibrationDB
@@ -23,6 +24,7 @@ from .datamodel_protocol import SupportsCalibrationModelIO
 from .errors import (
     ArchiveError,
     CalibrationNotFoundError,
+    ChecksumMismatchError,
     RemoteUnavailableError,
 )
 from .records import (
@@ -81,6 +83,10 @@ class CalibrationStore(RegistrationSteps, CacheLookup):
     >>> store.close()
     """
 
+    #: What the last sync from the archive did (:class:`koa_middleware.sync.SyncReport`:
+    #: ``added``, and ``set_aside``, id -> reason), or None before the first one.
+    last_sync: Any = None
+
     def __init__(
         self,
         instrument_name: str | None = None,
@@ -106,6 +112,7 @@ class CalibrationStore(RegistrationSteps, CacheLookup):
         filename = self.config.local_database_filename
         db_path = filename if filename == ":memory:" else self.layout.database_dir / filename
         self.local_db = LocalCalibrationDB(db_path, self.config.table_name)
+        self._cached_files = CachedFiles(self.local_db)
         self._family_indexes: set[tuple[str, ...]] = set()
         self._closed = False
         self.layout.recover_pending(self._record_owns)
@@ -115,18 +122,26 @@ class CalibrationStore(RegistrationSteps, CacheLookup):
             self._sync_on_init()
 
     def _sync_on_init(self) -> None:
+        """Pull new records; whatever goes wrong, warn and work from the cache."""
         # One quick probe first: a pipeline step must not wait out the retries
         # of an archive that is down before it can work from its cache.
-        if not self.remote_db.reachable():
-            logger.warning(
-                "Working from the local cache only: the archive at %s cannot be reached.",
-                self.remote_db.display_url,
-            )
-            return
         try:
+            if not self.remote_db.reachable():
+                logger.warning(
+                    "Working from the local cache only: the archive at %s cannot be reached.",
+                    self.remote_db.display_url,
+                )
+                return
             self.sync_records_from_remote()
-        except RemoteUnavailableError as exc:
-            logger.warning("Working from the local cache only: %s", exc)
+        except Exception as exc:
+            logger.warning(
+                "Working from the local cache only: the sync from the archive at %s failed "
+                "(%s: %s). Fix what it says and run `koa-cal sync` to try again.",
+                self.remote_db.display_url,
+                type(exc).__name__,
+                exc,
+                exc_info=logger.isEnabledFor(logging.DEBUG),
+            )
 
     def _connect_remote(self) -> Any:
         cfg = self.config
@@ -160,6 +175,7 @@ class CalibrationStore(RegistrationSteps, CacheLookup):
         if self._closed:
             return
         self._closed = True
+        self._cached_files.save()
         self._remove_stage_folders()
         self.local_db.close()
         if self.remote_db is not None and hasattr(self.remote_db, "close"):
@@ -212,19 +228,6 @@ class CalibrationStore(RegistrationSteps, CacheLookup):
             or self.local_db.query_filename(filename) is not None
         )
 
-    def _cached_path(self, record: dict) -> Path | None:
-        """The record's cached file if present with the recorded size."""
-        path = self.layout.path_for(record["filename"])
-        try:
-            size = path.stat().st_size
-        except FileNotFoundError:
-            return None
-        expected = record.get("file_size")
-        if expected is not None and size != expected:
-            logger.warning("%s has %d bytes, its record %s; refetching", path, size, expected)
-            return None
-        return path
-
     # -- getting calibrations ----------------------------------------------
 
     def get_calibration(self, cal: dict | str) -> tuple[str, dict]:
@@ -246,17 +249,40 @@ class CalibrationStore(RegistrationSteps, CacheLookup):
             If the calibration is neither in the cache nor on the archive.
         RemoteUnavailableError
             If the file must be fetched and no archive is reachable.
+        ChecksumMismatchError
+            If the cached file no longer matches its record (changed bytes, a
+            link in its place) and no archive is configured to fetch it again.
+
+        Notes
+        -----
+        A cached file whose size, modification and change times and inode are
+        those seen when it was placed is served without reading it; any other
+        is checked against the record's MD5 first, and fetched again when it
+        differs.
         """
         record = self._lookup_local(cal)
         if record is None:
             record = self._fetch_remote_record(cal)
-        path = self._cached_path(record)
-        if path is not None and (self.use_cached or self.remote_db is None):
-            return str(path), record
+        path = self.layout.path_for(record["filename"])
+        info = lstat_or_none(path)
+        serve_cached = self.use_cached or self.remote_db is None
+        if info is not None and serve_cached:
+            problem = self._cached_files.problem(record, path, info)
+            if problem is None:
+                return str(path), record
+            if self.remote_db is None:
+                raise ChecksumMismatchError(
+                    f"The cached file {path} {problem}; it is not served. Run `koa-cal verify "
+                    "--repair` with an archive configured to fetch a fresh copy (or register "
+                    "the calibration again)."
+                )
+            logger.warning("The cached file %s %s; fetching a fresh copy.", path, problem)
         try:
-            return str(self._download(record, force=path is not None)), record
+            return str(self._download(record, force=info is not None)), record
         except ArchiveError as exc:
-            if path is None or exc.status != 404:
+            if info is None or exc.status != 404 or serve_cached:
+                raise
+            if self._cached_files.problem(record, path, info) is not None:
                 raise
             logger.warning(
                 "%s is not on the archive (%s); using the cached copy.", record["filename"], exc
@@ -297,9 +323,11 @@ class CalibrationStore(RegistrationSteps, CacheLookup):
         from .transfer import fetch_to_cache
 
         remote = self._require_remote(f"fetch {record['filename']}")
-        return fetch_to_cache(
+        path = fetch_to_cache(
             remote, record, self.layout, progress=self.config.progress, force=force
         )
+        self._cached_files.remember(record, path)
+        return path
 
     def download_calibration_file(self, calibration: dict | str) -> str:
         """Download a calibration's file from the archive into the cache (no local record).
@@ -336,7 +364,11 @@ class CalibrationStore(RegistrationSteps, CacheLookup):
         for cal in cals:
             record = self._lookup_local(cal)
             records.append(record if record is not None else self._fetch_remote_record(cal))
-        return prefetch(remote, records, self.layout, workers=workers)
+        paths = prefetch(remote, records, self.layout, workers=workers)
+        with self.local_db.write_transaction():
+            for record, path in zip(records, paths, strict=True):
+                self._cached_files.remember(record, Path(path))
+        return paths
 
     def select_and_get_calibration(
         self, input: Any, selector: CalibrationSelector, **kwargs: Any
@@ -405,17 +437,27 @@ class CalibrationStore(RegistrationSteps, CacheLookup):
             Sync only these. ``'id'`` or ``'last_updated'`` here is read as ``mode``.
         mode : {'id', 'last_updated'}
             How to tell what is missing (incremental through the archive's
-            changes feed where it offers one).
+            changes feed where it offers one). ``'id'`` brings back every
+            record whose id the local database lacks.
+
+        Returns
+        -------
+        list[dict]
+            The records added or updated. Records the archive sent that could
+            not be stored are set aside (logged, tried again by the next
+            sync): see :attr:`last_sync`.
         """
-        from .sync import pull_records
+        from .sync import sync_from_archive
 
         if isinstance(cals, str) and cals in _MODES:
             cals, mode = None, cals
         _check_mode(mode)
         remote = self._require_remote("sync from the archive")
-        return pull_records(
+        report = sync_from_archive(
             self.local_db, remote, cals=cals, mode=mode, progress=self.config.progress
         )
+        self.last_sync = report
+        return report.added
 
     def sync_records_to_remote(self, mode: str = "id") -> list[dict]:
         """Upload local calibrations the archive lacks (file first, then record)."""

@@ -17,18 +17,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from .cache import CacheLayout
+from .database.archive_records import ArchiveIntake, SyncReport, set_aside_key
 from .errors import (
     ArchiveError,
     CalibrationNotFoundError,
     ConfigurationError,
-    InvalidRecordError,
 )
 from .hashing import file_digest
-from .records import validate_cal_id
+from .records import LOCAL_REQUIRED_FIELDS, is_cal_id, validate_cal_id
 from .transfer import progress_bar
 
 if TYPE_CHECKING:
@@ -37,7 +36,15 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["missing_records", "pull_records", "push_records", "cursor_key"]
+__all__ = [
+    "missing_records",
+    "pull_records",
+    "push_records",
+    "sync_from_archive",
+    "SyncReport",
+    "cursor_key",
+    "set_aside_key",
+]
 
 _MODES = ("id", "last_updated")
 _SOURCES = ("remote", "local")
@@ -45,8 +52,6 @@ _SOURCES = ("remote", "local")
 _LOOKUP_CHUNK = 500
 # Records fetched one by one below this many; above it the archive's records are paged.
 _PER_ID_LIMIT = 200
-# Fields whose values are (nearly) never shared between records.
-_UNIQUE_FIELDS = frozenset({"id", "filename", "file_md5"})
 
 
 def cursor_key(remote_db: RemoteCalibrationDB) -> str:
@@ -158,7 +163,13 @@ def _remote_records_missing_locally(
 ) -> list[dict]:
     local_ids = _local_ids(local_db)
     if remote_db.protocol < 2:
-        return [rec for rec in remote_db.query() if rec["id"] not in local_ids]
+        # One streamed answer: only the missing records are checked and kept.
+        url = remote_db.display_url
+        return [
+            remote_db._record(raw, url, LOCAL_REQUIRED_FIELDS)
+            for raw in remote_db.iter_records()
+            if not (isinstance(raw, Mapping) and _hashable(raw.get("id")) in local_ids)
+        ]
     # Compare ids only, then fetch the full records that are missing.
     missing = [
         rec["id"]
@@ -173,16 +184,8 @@ def _remote_records_missing_locally(
     return [rec for page in remote_db.iter_query() for rec in page if rec["id"] in wanted]
 
 
-def _add(
-    local_db: LocalCalibrationDB,
-    records: Sequence[dict],
-    batch: int,
-    progress: bool | None = False,
-) -> None:
-    with progress_bar(len(records), "sync", progress, unit="record") as bar:
-        for chunk in _chunks(records, batch):
-            local_db.add(list(chunk))
-            bar.update(len(chunk))
+def _hashable(value: Any) -> Any:
+    return value if isinstance(value, str) else None
 
 
 def pull_records(
@@ -191,7 +194,34 @@ def pull_records(
     cals: Iterable[Mapping[str, Any] | str] | str | None = None,
     mode: str = "id",
     progress: bool | None = False,
+    *,
+    set_aside: bool = False,
 ) -> list[dict]:
+    """Bring the archive's records into the local database; return those added.
+
+    The same as :func:`sync_from_archive`, returning only the records added.
+    By default (``set_aside=False``) a record that cannot be stored raises
+    :class:`InvalidRecordError` (the batches before it are kept).
+
+    Examples
+    --------
+    >>> added = pull_records(store.local_db, store.remote_db)  # doctest: +SKIP
+    >>> len(added)  # doctest: +SKIP
+    100
+    """
+    report = sync_from_archive(local_db, remote_db, cals, mode, progress, strict=not set_aside)
+    return report.added
+
+
+def sync_from_archive(
+    local_db: LocalCalibrationDB,
+    remote_db: RemoteCalibrationDB,
+    cals: Iterable[Mapping[str, Any] | str] | str | None = None,
+    mode: str = "id",
+    progress: bool | None = False,
+    *,
+    strict: bool = False,
+) -> SyncReport:
     """Bring the archive's records into the local database.
 
     - With ``cals`` (records or ids): fetch just those records from the archive.
@@ -199,12 +229,21 @@ def pull_records(
       in the local database (:func:`cursor_key`); every new or changed record is
       added. With no cursor (first sync, cursor lost, emptied database) the feed
       is read from the start, and records already held unchanged are skipped.
-    - ``mode='id'`` on a v1 archive: add the records whose ids are missing locally.
+      Then the archive's record count is compared with the local one (two
+      one-record pages); only when they differ are the ids compared, and every
+      record whose id the local database lacks (also one deleted locally, that
+      the cursor passed long ago) is fetched.
+    - ``mode='id'`` on a v1 archive: the archive's one answer is read as a
+      stream, and the records whose ids are missing locally are added.
     - ``mode='last_updated'``: add the records newer than the newest local
       ``last_updated``.
 
-    Records are added in large batches; the cursor moves only after a batch
-    is stored, so an interrupted sync resumes where it stopped.
+    A record that cannot be stored (it breaks the record rules, or SQLite
+    refuses it) is set aside: logged with its id and the reason, counted in the
+    report, its id kept in the local database, and tried again by the next sync.
+    The others are stored. Records are added in large batches; the cursor
+    moves only after a batch is stored, so an interrupted sync resumes where
+    it stopped.
 
     Parameters
     ----------
@@ -219,88 +258,144 @@ def pull_records(
         See above.
     progress : bool | None
         Show a progress bar (terminal only).
+    strict : bool
+        Raise :class:`InvalidRecordError` for a record that cannot be stored
+        instead of setting it aside.
 
     Returns
     -------
-    list[dict]
-        The records added or updated locally.
+    SyncReport
+        The records added and the ones set aside.
 
     Raises
     ------
     CalibrationNotFoundError
         If one of ``cals`` is not on the archive (nothing is added then).
-    InvalidRecordError
-        If the archive sends an invalid record (the batches before it are kept).
+    ArchiveError, RemoteUnavailableError, AuthenticationError
+        If the archive fails (the batches stored before are kept).
 
     Examples
     --------
-    >>> added = pull_records(store.local_db, store.remote_db)  # doctest: +SKIP
-    >>> len(added)  # doctest: +SKIP
-    100
+    >>> report = sync_from_archive(store.local_db, store.remote_db)  # doctest: +SKIP
+    >>> len(report.added), report.set_aside  # doctest: +SKIP
+    (100, {})
     """
     if isinstance(cals, str) and cals in _MODES:
         mode, cals = cals, None
     _check_mode(mode)
+    intake = ArchiveIntake(local_db, remote_db, strict)
     if cals is not None:
-        return _pull_selected(local_db, remote_db, cals)
+        _pull_selected(intake, cals)
+        return intake.report
     if mode == "last_updated":
-        records = missing_records(local_db, remote_db, "remote", "last_updated")
-        _add(local_db, records, remote_db.page_size, progress)
-        return records
-    if remote_db.protocol >= 2:
-        return _pull_changes(local_db, remote_db, progress)
-    records = missing_records(local_db, remote_db, "remote", "id")
-    _add(local_db, records, remote_db.page_size, progress)
-    logger.info("Added %d record(s) from %s.", len(records), remote_db.display_url)
-    return records
+        newest = local_db.get_last_updated()
+        filters = {"last_updated_start": newest} if newest else {}
+        _store_stream(intake, remote_db.iter_records(**filters), progress)
+    elif remote_db.protocol >= 2:
+        # Where the last check found as many records on both sides, at this cursor and
+        # with this many local records, the counts are still equal once the changes
+        # since then are stored (the archive never drops a record).
+        before = _count_mark(local_db, remote_db)
+        _pull_changes(intake, progress)
+        checked = before == local_db.get_meta(_checked_key(remote_db))
+        _pull_missing_ids(intake, progress, counts_equal=checked and not intake.report.set_aside)
+    else:
+        local_ids = _local_ids(local_db)
+        missing = (
+            raw
+            for raw in remote_db.iter_records()
+            if not (isinstance(raw, Mapping) and _hashable(raw.get("id")) in local_ids)
+        )
+        _store_stream(intake, missing, progress)
+    intake.retry_pending()
+    report = intake.report
+    logger.info(
+        "Synced %d record(s) from %s; %d set aside.",
+        len(report.added),
+        remote_db.display_url,
+        len(report.set_aside),
+    )
+    return report
 
 
-def _pull_selected(
-    local_db: LocalCalibrationDB,
-    remote_db: RemoteCalibrationDB,
-    cals: Iterable[Mapping[str, Any] | str] | str,
-) -> list[dict]:
+def _pull_selected(intake: ArchiveIntake, cals: Iterable[Mapping[str, Any] | str] | str) -> None:
     if isinstance(cals, str | Mapping):
         cals = [cals]
     ids = [validate_cal_id(cal["id"] if isinstance(cal, Mapping) else cal) for cal in cals]
-    records = []
+    raws = []
     for cal_id in dict.fromkeys(ids):
-        record = remote_db.query(cal_id=cal_id)
-        if not record:
+        raw = intake.remote_db.fetch_raw(cal_id)
+        if raw is None:
             raise CalibrationNotFoundError(
-                f"The archive at {remote_db.display_url} has no calibration {cal_id}; "
+                f"The archive at {intake.remote_db.display_url} has no calibration {cal_id}; "
                 "nothing was synced."
             )
-        records.append(record)
-    _add(local_db, records, remote_db.page_size)
-    return records
+        raws.append(raw)
+    with intake.local_db.write_transaction():
+        intake.store(raws)
 
 
-def _change_pages(remote_db: RemoteCalibrationDB, since: int) -> Iterator[dict]:
-    """Yield the changes feed page by page, asking for the next page while one is processed."""
-
-    def fetch(since: int) -> dict:
-        # Unchecked here: LocalCalibrationDB.add checks every record before storing it.
-        return remote_db.changes(since, remote_db.page_size, validate=False)
-
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="koa-sync") as pool:
-        pending: Future | None = pool.submit(fetch, since)
-        while pending is not None:
-            page = pending.result()
-            pending = None
-            if page["more"] and page["records"]:
-                pending = pool.submit(fetch, page["next"])
-            try:
-                yield page
-            except GeneratorExit:
-                if pending is not None:
-                    pending.cancel()
-                raise
+def _checked_key(remote_db: RemoteCalibrationDB) -> str:
+    return f"counts_checked {remote_db.display_url} {remote_db.instrument_name}"
 
 
-def _pull_changes(
-    local_db: LocalCalibrationDB, remote_db: RemoteCalibrationDB, progress: bool | None
-) -> list[dict]:
+def _count_mark(local_db: LocalCalibrationDB, remote_db: RemoteCalibrationDB) -> str:
+    """The changes cursor and the local number of records, as one string."""
+    return f"{local_db.get_meta(cursor_key(remote_db))} {len(local_db)}"
+
+
+def _pull_missing_ids(
+    intake: ArchiveIntake, progress: bool | None, counts_equal: bool = False
+) -> None:
+    """v2: fetch every record whose id the local database lacks, when the counts differ.
+
+    ``counts_equal``: known without asking the archive (see :func:`sync_from_archive`).
+    """
+    local_db, remote_db = intake.local_db, intake.remote_db
+    if counts_equal or remote_db.compare_count(len(local_db)) == 0:
+        # As many records on both sides: remembered, so the next sync need not ask.
+        local_db.set_meta(_checked_key(remote_db), _count_mark(local_db, remote_db))
+        return
+    local_db.set_meta(_checked_key(remote_db), None)
+    local_ids = _local_ids(local_db)
+    missing = []
+    for rec in remote_db.iter_records(columns="id"):
+        cal_id = rec.get("id") if isinstance(rec, Mapping) else None
+        if isinstance(cal_id, str) and cal_id not in local_ids and cal_id not in intake.handled:
+            missing.append(cal_id)
+    if not missing:
+        return
+    logger.info(
+        "%d record(s) of %s are missing locally; fetching them.",
+        len(missing),
+        remote_db.display_url,
+    )
+    if len(missing) <= _PER_ID_LIMIT:
+        found = (remote_db.fetch_raw(cal_id) for cal_id in missing if is_cal_id(cal_id))
+        raws: Iterable[Any] = (raw for raw in found if raw is not None)
+    else:
+        wanted = set(missing)
+        raws = (
+            raw
+            for raw in remote_db.iter_records()
+            if isinstance(raw, Mapping) and _hashable(raw.get("id")) in wanted
+        )
+    _store_stream(intake, raws, progress)
+
+
+def _store_stream(intake: ArchiveIntake, raws: Iterable[Any], progress: bool | None) -> None:
+    with progress_bar(None, "sync", progress, unit="record") as bar:
+
+        def done(count: int) -> None:
+            # A bulk load fills SQLite's page cache with pages nobody reads soon.
+            intake.local_db.conn.execute("PRAGMA shrink_memory")
+            bar.update(count)
+
+        intake.store_stream(raws, intake.remote_db.page_size, done)
+
+
+def _pull_changes(intake: ArchiveIntake, progress: bool | None) -> None:
+    local_db, remote_db = intake.local_db, intake.remote_db
     key = cursor_key(remote_db)
     stored = local_db.get_meta(key)
     since = int(stored) if stored is not None and str(stored).isdigit() else 0
@@ -308,64 +403,37 @@ def _pull_changes(
     if since and was_empty:
         logger.info("The local database is empty; reading the changes feed from the start.")
         since = 0
-    interned: dict[str, str] = {}
-    added: list[dict] = []
     with progress_bar(None, "sync", progress, unit="record") as bar:
-        pages = _change_pages(remote_db, since)
+        pages = remote_db.iter_change_pages(since)
         try:
             for page in pages:
                 records = page["records"]
                 if was_empty:
                     fresh = records
                 else:
-                    ids = [rec.get("id") for rec in records]
-                    known = _local_versions(local_db, [i for i in ids if isinstance(i, str)])
+                    ids = [
+                        _hashable(rec.get("id")) if isinstance(rec, Mapping) else None
+                        for rec in records
+                    ]
+                    known = _local_versions(local_db, [i for i in ids if i is not None])
                     fresh = [
                         rec
                         for rec, cal_id in zip(records, ids, strict=True)
                         if cal_id not in known or known[cal_id] != rec.get("last_updated")
                     ]
-                # The records and the cursor that covers them are stored together.
+                # The records, the set-aside ids and the cursor are stored together.
                 with local_db.write_transaction():
-                    stored = _add_from_archive(local_db, remote_db, fresh) if fresh else []
+                    if fresh:
+                        intake.store(fresh)
                     if page["next"] != since:
                         local_db.set_meta(key, str(page["next"]))
                 since = page["next"]
-                added.extend(_share_values(rec, interned) for rec in stored)
                 # A bulk load fills SQLite's page cache with pages nobody reads soon.
                 local_db.conn.execute("PRAGMA shrink_memory")
                 bar.update(len(records))
         finally:
             pages.close()
-    logger.info(
-        "Synced %d record(s) from %s (changes up to %d).", len(added), remote_db.display_url, since
-    )
-    return added
-
-
-def _add_from_archive(
-    local_db: LocalCalibrationDB, remote_db: RemoteCalibrationDB, records: list[dict]
-) -> list[dict]:
-    """Store records as the archive sent them; ``add`` checks each one, all or nothing."""
-    try:
-        return local_db.add(records)
-    except InvalidRecordError as exc:
-        raise InvalidRecordError(
-            f"The archive at {remote_db.display_url} sent an invalid record: {exc} Nothing "
-            "from this batch was stored; report the record to the archive operators."
-        ) from exc
-
-
-def _share_values(record: dict, interned: dict[str, str]) -> dict:
-    """Let equal short strings (types, origins, versions, timestamps) share one object.
-
-    A large sync returns every record it added; sharing the many repeated
-    values keeps that list small in memory.
-    """
-    for key, value in record.items():
-        if type(value) is str and len(value) <= 32 and key not in _UNIQUE_FIELDS:
-            record[key] = interned.setdefault(value, value)
-    return record
+    logger.debug("Read the changes of %s up to %d.", remote_db.display_url, since)
 
 
 def push_records(

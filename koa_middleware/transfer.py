@@ -31,7 +31,7 @@ from typing import IO, TYPE_CHECKING, Any
 import httpx
 from tqdm import tqdm
 
-from .cache import CacheLayout, place_file
+from .cache import CacheLayout, cache_full_error, create_private_file, is_disk_full, place_file
 from .errors import (
     CalibrationNotFoundError,
     ChecksumMismatchError,
@@ -172,6 +172,14 @@ def download_record_file(
                 incoming = IncomingFile(partial, record.get("file_size"))
                 continue
             raise
+        except OSError as exc:
+            if not is_disk_full(exc):
+                incoming.close()  # kept for the next attempt to resume
+                raise
+            # No room: keep nothing, so the space the partial file took is free again.
+            incoming.discard()
+            what = f"the download of {record['filename']}"
+            raise cache_full_error(exc, partial.parent, record.get("file_size"), what) from exc
         except BaseException:
             # Keep a partial raw download for the next attempt to resume; drop anything else.
             incoming.close()
@@ -205,7 +213,10 @@ def _download_raw(
                 with remote_db.open_file_stream(cal_id, headers) as response:
                     if not _accept_resume(response, incoming, bar):
                         continue
+                    limit = _size_limit(record, response)
                     for chunk in response.iter_raw():
+                        if incoming.size + len(chunk) > limit:
+                            raise _too_large(record, limit)
                         incoming.write(chunk)
                         bar.update(len(chunk))
                     return
@@ -270,6 +281,44 @@ def _accept_resume(response: httpx.Response, incoming: IncomingFile, bar: tqdm) 
     return True
 
 
+def _declared_size(response: httpx.Response) -> int | None:
+    """The whole file's size the archive declares (Content-Range total, else Content-Length)."""
+    total = response.headers.get("content-range", "").rpartition("/")[2]
+    if response.status_code == 206 and total.isdigit():
+        return int(total)
+    length = response.headers.get("content-length", "")
+    return int(length) if length.isdigit() and response.status_code == 200 else None
+
+
+def _size_limit(record: Mapping[str, Any], response: httpx.Response) -> int:
+    """The most bytes a file download may hold: the record's file_size, else the declared size."""
+    size = record.get("file_size")
+    if size is None:
+        size = _declared_size(response)
+    return sys.maxsize if size is None else int(size)
+
+
+def _zip_size_limit(record: Mapping[str, Any], response: httpx.Response) -> int:
+    """The most bytes the v1 zip of a file may hold: the file, plus what zip adds around it.
+
+    Headers, a central directory, comments and extra fields (each at most 64 KiB), and
+    what deflate adds to data it cannot compress (a few bytes per 16 KiB).
+    """
+    size = record.get("file_size")
+    if size is None:
+        return _size_limit(record, response)
+    size = int(size)
+    return size + size // 1000 + 4 * 65536 + 4 * len(str(record["filename"]).encode())
+
+
+def _too_large(record: Mapping[str, Any], limit: int, what: str = "file") -> ChecksumMismatchError:
+    return ChecksumMismatchError(
+        f"The archive sent more than {limit} bytes for the {what} of {record['filename']} "
+        f"(calibration {record['id']}; its record says {record.get('file_size')} bytes); "
+        "the download stopped there and nothing was stored. Report it to the archive operators."
+    )
+
+
 def _download_zip(
     remote_db: RemoteCalibrationDB,
     record: Mapping[str, Any],
@@ -284,10 +333,15 @@ def _download_zip(
             try:
                 with (
                     remote_db.open_zip_stream(record["id"]) as response,
-                    open(zip_path, "wb") as handle,
+                    os.fdopen(create_private_file(zip_path), "wb") as handle,
                     progress_bar(None, record["filename"], progress) as bar,
                 ):
+                    limit = _zip_size_limit(record, response)
+                    received = 0
                     for chunk in response.iter_raw():
+                        received += len(chunk)
+                        if received > limit:
+                            raise _too_large(record, limit, "zip")
                         handle.write(chunk)
                         bar.update(len(chunk))
                 break

@@ -92,11 +92,17 @@ def extract_single_member(
                 f"The download of {filename} holds {member.file_size} bytes but its record "
                 f"says {expected}; nothing was stored. Report it to the archive operators."
             )
+        # Never more than the record's size (else the member's declared size).
+        limit = member.file_size if expected is None else int(expected)
         try:
             with archive.open(member) as source:
                 while chunk := source.read(_CHUNK):
+                    if incoming.size + len(chunk) > limit:
+                        raise ChecksumMismatchError(
+                            f"The download of {filename} holds more than {limit} bytes, more "
+                            "than its record and zip header say; nothing was stored. Report "
+                            "it to the archive operators."
+                        )
                     incoming.write(chunk)
-                    if incoming.size > member.file_size:
-                        raise refuse("holds more bytes than its header says")
         except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError) as exc:
             raise refuse(f"is corrupt ({exc})") from exc

@@ -8,7 +8,13 @@ error that names the URL, the status and what to do:
 :class:`~koa_middleware.errors.AuthenticationError` (401/403, naming the kind
 of credential, never its value), :class:`~koa_middleware.errors.RemoteUnavailableError`
 (unreachable) or :class:`~koa_middleware.errors.ArchiveError` (anything else,
-including HTML pages, invalid JSON and bodies cut short).
+including HTML pages, invalid JSON, bodies cut short and answers larger than
+:attr:`ArchiveSession.max_answer_bytes`).
+
+Every answer read here is bounded: its bytes are counted after decompression
+(gzip and deflate are inflated here, a piece of at most :data:`_PIECE` bytes at
+a time), so an endless body or a gzip bomb stops as soon as it passes the
+limit, holding no more than that.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from __future__ import annotations
 import json as json_module
 import logging
 import time
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -26,13 +33,20 @@ from .. import __version__
 from ..auth import Credentials
 from ..errors import ArchiveError, AuthenticationError, RemoteUnavailableError
 from .http_transport import make_transport
+from .json_stream import iter_json_items
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ArchiveSession", "redact_url", "server_message"]
+__all__ = ["ArchiveSession", "DEFAULT_MAX_ANSWER_BYTES", "redact_url", "server_message"]
 
 _RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 _MAX_DELAY = 30.0
+#: The most bytes (decompressed) read of one answer, unless configured otherwise.
+DEFAULT_MAX_ANSWER_BYTES = 256 << 20
+#: The most bytes read of an error answer (only its first line is shown).
+_MAX_ERROR_BYTES = 64 << 10
+#: The most decompressed bytes produced from one piece of a compressed answer.
+_PIECE = 1 << 20
 
 
 def redact_url(url: str) -> str:
@@ -87,6 +101,9 @@ class ArchiveSession:
         Retries of an idempotent request after a connection error, 429 or 5xx.
     backoff : float
         The first retry delay in seconds; it doubles with every retry.
+    max_answer_bytes : int
+        The most bytes of one answer that are read, counted after
+        decompression; a larger answer raises :class:`ArchiveError`.
 
     Examples
     --------
@@ -105,10 +122,12 @@ class ArchiveSession:
         connect_timeout: float = 10.0,
         retries: int = 4,
         backoff: float = 0.5,
+        max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES,
     ):
         self.credentials = credentials
         self.retries = max(0, int(retries))
         self.backoff = max(0.0, float(backoff))
+        self.max_answer_bytes = max(1, int(max_answer_bytes))
         limits = httpx.Limits(max_connections=32, max_keepalive_connections=16)
         self._client = httpx.Client(
             timeout=httpx.Timeout(timeout, connect=connect_timeout),
@@ -151,8 +170,11 @@ class ArchiveSession:
         (nothing was sent). A 401 with a renewable credential (Keck login) is
         retried once after logging in again. ``content`` is a factory so that a
         retry sends a fresh body. With ``stream`` the body is left unread for
-        the caller (who must close the response); otherwise it is read here,
-        and a body cut short raises :class:`ArchiveError`.
+        the caller (who must close the response; read it with
+        :meth:`decoded_pieces`, :meth:`read_body` or :meth:`iter_json`, which
+        are bounded); otherwise it is read here, at most :attr:`max_answer_bytes`
+        of it (the first 64 KiB of an error answer), and a body cut short or too
+        large raises :class:`ArchiveError`.
         """
         attempt = 0
         renewed = False
@@ -189,7 +211,7 @@ class ArchiveSession:
                 self._pause(attempt, url, f"status {status}", response)
                 continue
             if status == 401 and not renewed:
-                response.read()
+                self.read_error(response)
                 response.close()
                 renewed = True
                 if self.credentials.renew():
@@ -198,7 +220,13 @@ class ArchiveSession:
             if stream:
                 return response
             try:
-                response.read()
+                if response.is_success:
+                    self.read_body(response)
+                else:
+                    self.read_error(response)
+            except ArchiveError:
+                response.close()
+                raise
             except httpx.TransportError as exc:
                 response.close()
                 if idempotent and attempt < self.retries:
@@ -213,6 +241,72 @@ class ArchiveSession:
                     status=status,
                 ) from exc
             return response
+
+    def decoded_pieces(self, response: httpx.Response, limit: int | None = None) -> Iterator[bytes]:
+        """Yield an answer's body, decompressed, and stop once it passes ``limit`` bytes.
+
+        Parameters
+        ----------
+        response : httpx.Response
+            A streamed answer, not read yet.
+        limit : int | None
+            The most bytes (decompressed) to read; None means
+            :attr:`max_answer_bytes`.
+
+        Raises
+        ------
+        ArchiveError
+            Once the body passes the limit (nothing more is read), or when its
+            compressed data is invalid.
+        httpx.TransportError
+            If the connection breaks.
+        """
+        limit = self.max_answer_bytes if limit is None else limit
+        total = 0
+        for piece in _inflate(response):
+            total += len(piece)
+            if total > limit:
+                display = redact_url(str(response.request.url))
+                raise ArchiveError(
+                    f"The archive at {display} sent an answer larger than {limit} bytes "
+                    "(decompressed); reading stopped there. A calibrations API never sends "
+                    "that much in one answer: report it to the archive operators, or raise "
+                    "max_answer_bytes of RemoteCalibrationDB if the answer is genuine.",
+                    url=display,
+                    status=response.status_code,
+                )
+            yield piece
+
+    def read_body(self, response: httpx.Response, limit: int | None = None) -> bytes:
+        """Read a streamed answer's body (bounded, see :meth:`decoded_pieces`) and keep it.
+
+        Afterwards ``response.content`` holds the body, as after ``response.read()``.
+        """
+        try:
+            body = b"".join(self.decoded_pieces(response, limit))
+        finally:
+            response.close()
+        # What httpx's Response.read() does, with the bound above.
+        response._content = body
+        return body
+
+    def read_error(self, response: httpx.Response) -> None:
+        """Read the first bytes of an error answer (for its message) and close it."""
+        if hasattr(response, "_content") or response.is_stream_consumed:
+            return  # read already
+        pieces: list[bytes] = []
+        kept = 0
+        try:
+            for piece in _inflate(response):
+                pieces.append(piece[: _MAX_ERROR_BYTES - kept])
+                kept += len(pieces[-1])
+                if kept >= _MAX_ERROR_BYTES:
+                    break
+        except (httpx.TransportError, ArchiveError):
+            pass
+        finally:
+            response.close()
+        response._content = b"".join(pieces)
 
     def _pause(
         self, attempt: int, url: str, reason: str, response: httpx.Response | None = None
@@ -278,13 +372,7 @@ class ArchiveSession:
         display = redact_url(str(response.request.url))
         body = response.content
         if _looks_like_html(response, body[:512]):
-            raise ArchiveError(
-                f"The archive at {display} sent an HTML page instead of JSON when asked to "
-                f"{action}; check that KOA_CALIBRATIONS_URL points at the calibrations API "
-                "(not a web page or a login portal).",
-                url=display,
-                status=response.status_code,
-            )
+            raise self._html_error(response, action)
         try:
             return json_module.loads(body)
         except ValueError as exc:
@@ -296,6 +384,54 @@ class ArchiveSession:
                 status=response.status_code,
             ) from exc
 
+    def iter_json(self, response: httpx.Response, action: str) -> Iterator[tuple[bool, Any]]:
+        """Parse a streamed 2xx answer while it arrives (see :func:`iter_json_items`).
+
+        Yields ``(True, item)`` for each item of a top-level array as soon as it
+        is complete, or ``(False, value)`` once for any other JSON value. The
+        body is bounded by :attr:`max_answer_bytes`.
+
+        Raises
+        ------
+        ArchiveError
+            If the answer is an HTML page, invalid JSON or too large.
+        httpx.TransportError
+            If the connection breaks (the caller may ask again).
+        """
+        display = redact_url(str(response.request.url))
+        if "html" in response.headers.get("content-type", "").lower():
+            raise self._html_error(response, action)
+        first = bytearray()
+
+        def pieces() -> Iterator[bytes]:
+            for piece in self.decoded_pieces(response):
+                if len(first) < 64:
+                    first.extend(piece[:64])
+                yield piece
+
+        try:
+            yield from iter_json_items(pieces())
+        except ValueError as exc:
+            if bytes(first).lstrip()[:1] == b"<":
+                raise self._html_error(response, action) from exc
+            raise ArchiveError(
+                f"The archive at {display} sent invalid JSON when asked to {action} ({exc}); "
+                "the answer may have been cut short or the URL is not a calibrations API. "
+                "Try again; if it persists, report it to the archive operators.",
+                url=display,
+                status=response.status_code,
+            ) from exc
+
+    def _html_error(self, response: httpx.Response, action: str) -> ArchiveError:
+        display = redact_url(str(response.request.url))
+        return ArchiveError(
+            f"The archive at {display} sent an HTML page instead of JSON when asked to "
+            f"{action}; check that KOA_CALIBRATIONS_URL points at the calibrations API "
+            "(not a web page or a login portal).",
+            url=display,
+            status=response.status_code,
+        )
+
     def shape_error(self, response: httpx.Response, expected: str) -> ArchiveError:
         display = redact_url(str(response.request.url))
         return ArchiveError(
@@ -304,3 +440,45 @@ class ArchiveSession:
             url=display,
             status=response.status_code,
         )
+
+
+def _inflate(response: httpx.Response) -> Iterator[bytes]:
+    """Yield a streamed answer's body, decompressed a bounded piece at a time.
+
+    gzip and deflate (what the client asks for) are inflated here with
+    ``max_length``, so one small compressed piece never turns into a huge
+    buffer; any other encoding goes through httpx's own decoders.
+    """
+    encoding = response.headers.get("content-encoding", "").strip().lower()
+    if encoding in ("", "identity"):
+        yield from response.iter_raw()
+        return
+    if encoding not in ("gzip", "x-gzip", "deflate"):
+        yield from response.iter_bytes()
+        return
+    inflater = None
+    try:
+        for raw in response.iter_raw():
+            if inflater is None:
+                # deflate is zlib-wrapped as the standard says, or raw as some servers send it.
+                wbits = 16 + zlib.MAX_WBITS if "gzip" in encoding else zlib.MAX_WBITS
+                if encoding == "deflate" and raw[:1] != b"\x78":
+                    wbits = -zlib.MAX_WBITS
+                inflater = zlib.decompressobj(wbits)
+            piece = inflater.decompress(raw, _PIECE)
+            while True:
+                if piece:
+                    yield piece
+                if not inflater.unconsumed_tail:
+                    break
+                piece = inflater.decompress(inflater.unconsumed_tail, _PIECE)
+        if inflater is not None and (tail := inflater.flush()):
+            yield tail
+    except zlib.error as exc:
+        display = redact_url(str(response.request.url))
+        raise ArchiveError(
+            f"The archive at {display} sent invalid {encoding} data ({exc}); try again, and "
+            "report it to the archive operators if it persists.",
+            url=display,
+            status=response.status_code,
+        ) from exc

@@ -29,6 +29,7 @@ from ..records import (
     validate_record,
 )
 from .calibration_table import CalibrationTable
+from .side_tables import FILES_TABLE, META_TABLE, SideTables
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +48,6 @@ BASE_COLUMNS = {
     "file_size": "INTEGER",
 }
 INDEXED_COLUMNS = ("cal_type", "datetime_obs", "last_updated", "origin")
-META_TABLE = "_koa_meta"
 _SQL_TYPES = {bool: "INTEGER", int: "INTEGER", float: "REAL"}
 
 
@@ -67,7 +67,7 @@ def _parse_order_by(order_by: str) -> str:
     return f"{_q(parts[0])} {direction}"
 
 
-class LocalCalibrationDB:
+class LocalCalibrationDB(SideTables):
     """The calibration records of one instrument in a SQLite database.
 
     Parameters
@@ -133,6 +133,11 @@ class LocalCalibrationDB:
             self.conn.execute(
                 f'CREATE TABLE IF NOT EXISTS "{META_TABLE}" (key TEXT PRIMARY KEY, value TEXT)'
             )
+            self.conn.execute(
+                f'CREATE TABLE IF NOT EXISTS "{FILES_TABLE}" (id TEXT PRIMARY KEY, '
+                "filename TEXT, file_md5 TEXT, size INTEGER, mtime_ns INTEGER, ctime_ns INTEGER, "
+                "inode INTEGER)"
+            )
 
     def _read_columns(self) -> dict[str, str]:
         rows = self.conn.execute(f"PRAGMA table_info({_q(self.table_name)})").fetchall()
@@ -172,16 +177,29 @@ class LocalCalibrationDB:
             )
 
     def _add_missing_columns(self, records: list[dict], alter: bool) -> None:
-        """Add columns that the records bring, inside the current write transaction."""
-        wanted: dict[str, Any] = {}
+        """Add columns that the records bring, inside the current write transaction.
+
+        Column names are compared without case, as SQLite does: ``EXPTIME`` and
+        ``exptime`` are one column, stored under the spelling that came first.
+
+        Raises
+        ------
+        InvalidRecordError
+            If ``alter`` is False and columns are missing, or SQLite refuses to
+            add them (e.g. past its limit on columns).
+        """
+        known = {name.lower() for name in self._columns}
+        wanted: dict[str, tuple[str, Any]] = {}
         for record in records:
             for key, value in record.items():
-                if key not in self._columns and (key not in wanted or wanted[key] is None):
-                    wanted[key] = value
+                folded = key.lower()
+                if folded not in known and wanted.get(folded, (key, None))[1] is None:
+                    wanted[folded] = (key, value)
         if not wanted:
             return
         self._columns = self._read_columns()  # another process may have added them
-        missing = {k: v for k, v in wanted.items() if k not in self._columns}
+        known = {name.lower() for name in self._columns}
+        missing = {name: value for folded, (name, value) in wanted.items() if folded not in known}
         if not missing:
             return
         if not alter:
@@ -191,7 +209,13 @@ class LocalCalibrationDB:
             )
         for name, value in missing.items():
             kind = _SQL_TYPES.get(type(value), "TEXT")
-            self.conn.execute(f"ALTER TABLE {_q(self.table_name)} ADD COLUMN {_q(name)} {kind}")
+            try:
+                self.conn.execute(f"ALTER TABLE {_q(self.table_name)} ADD COLUMN {_q(name)} {kind}")
+            except sqlite3.OperationalError as exc:
+                raise InvalidRecordError(
+                    f"Could not add column {name!r} to table {self.table_name!r}: {exc}. "
+                    f"The table has {len(self._columns)} columns; store fewer fields."
+                ) from exc
             logger.info("Added column %s (%s) to %s", name, kind, self.table_name)
         self._columns = self._read_columns()
 
@@ -323,27 +347,6 @@ class LocalCalibrationDB:
         with self.write_transaction():
             self.conn.execute(f"DELETE FROM {_q(self.table_name)}")
             self.conn.execute(f'DELETE FROM "{META_TABLE}"')
-
-    # -- small key/value store (sync cursors) --------------------------------
-
-    def get_meta(self, key: str) -> str | None:
-        """Return a stored setting of this database (such as a sync cursor), or None."""
-        row = self.conn.execute(
-            f'SELECT value FROM "{META_TABLE}" WHERE key = ?', (key,)
-        ).fetchone()
-        return row[0] if row else None
-
-    def set_meta(self, key: str, value: str | None) -> None:
-        """Store (or with None, remove) a setting of this database."""
-        with self.write_transaction():
-            if value is None:
-                self.conn.execute(f'DELETE FROM "{META_TABLE}" WHERE key = ?', (key,))
-            else:
-                self.conn.execute(
-                    f'INSERT INTO "{META_TABLE}" (key, value) VALUES (?, ?) '
-                    "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                    (key, str(value)),
-                )
 
     # -- reading -----------------------------------------------------------
 

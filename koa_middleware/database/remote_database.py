@@ -9,18 +9,20 @@ are retried with exponential backoff after connection errors, 429 and 5xx.
 Every record that comes from the archive is checked with
 :func:`koa_middleware.records.validate_record` before anyone sees it, so a
 record with a traversal file name or a bad column name never reaches the cache.
+Every answer is bounded (``max_answer_bytes``, counted decompressed), and
+query answers are parsed record by record as they arrive
+(:mod:`koa_middleware.database.json_stream`). Adding records and file
+transfers live in :mod:`koa_middleware.database.remote_transfer`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
 import re
 import threading
 from collections.abc import Iterable, Iterator, Mapping
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -28,27 +30,21 @@ import httpx
 from ..auth import Credentials, resolve_credentials
 from ..errors import (
     ArchiveError,
-    CalibrationNotFoundError,
-    ChecksumMismatchError,
     ConfigurationError,
     InvalidRecordError,
     RemoteUnavailableError,
 )
-from ..hashing import file_digest
 from ..records import (
-    ARCHIVE_REQUIRED_FIELDS,
-    BOOLEAN_COLUMNS,
     LOCAL_REQUIRED_FIELDS,
-    SERVER_FIELDS,
     normalize_timestamp,
     normalize_version,
-    safe_path,
     validate_cal_id,
     validate_column_name,
-    validate_md5,
     validate_record,
 )
-from .archive_http import ArchiveSession, redact_url, server_message
+from .archive_http import DEFAULT_MAX_ANSWER_BYTES, ArchiveSession, redact_url
+from .remote_feed import RemoteFeed
+from .remote_transfer import RemoteTransfers
 
 logger = logging.getLogger(__name__)
 
@@ -62,10 +58,9 @@ _TIMESTAMP_FILTERS = frozenset(
     {"date_time_start", "date_time_end", "last_updated_start", "last_updated_end"}
 )
 _VERSION_FILTERS = frozenset({"cal_version_min", "cal_version_max", "cal_version"})
-_UPLOAD_CHUNK = 1 << 20
 
 
-class RemoteCalibrationDB:
+class RemoteCalibrationDB(RemoteFeed, RemoteTransfers):
     """Client of one instrument's calibrations on the archive.
 
     Parameters
@@ -94,6 +89,10 @@ class RemoteCalibrationDB:
         Records per ``add`` request.
     page_size : int
         Records per page when paging queries and the changes feed (v2).
+    max_answer_bytes : int
+        The most bytes of one answer the client reads, counted after
+        decompression (default 256 MiB); a larger answer raises
+        :class:`~koa_middleware.errors.ArchiveError` and nothing from it is used.
 
     Examples
     --------
@@ -115,6 +114,7 @@ class RemoteCalibrationDB:
         backoff: float = 0.5,
         batch_size: int = 1000,
         page_size: int = 3000,
+        max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES,
     ):
         if not isinstance(instrument_name, str) or not _INSTRUMENT_RE.match(
             instrument_name.lower()
@@ -147,6 +147,7 @@ class RemoteCalibrationDB:
             connect_timeout=connect_timeout,
             retries=retries,
             backoff=backoff,
+            max_answer_bytes=max_answer_bytes,
         )
         self.batch_size = max(1, int(batch_size))
         self.page_size = max(1, int(page_size))
@@ -211,6 +212,15 @@ class RemoteCalibrationDB:
     @backoff.setter
     def backoff(self, value: float) -> None:
         self.http.backoff = max(0.0, float(value))
+
+    @property
+    def max_answer_bytes(self) -> int:
+        """The most bytes of one answer that are read (decompressed)."""
+        return self.http.max_answer_bytes
+
+    @max_answer_bytes.setter
+    def max_answer_bytes(self, value: int) -> None:
+        self.http.max_answer_bytes = max(1, int(value))
 
     @property
     def instrument_url(self) -> str:
@@ -295,13 +305,17 @@ class RemoteCalibrationDB:
 
     # ----------------------------------------------------------------- records
 
-    def _record(self, raw: Any, response: httpx.Response, required: Iterable[str]) -> dict:
-        """Validate one record from the archive; refuse it with a clear error when it is bad."""
+    def _record(self, raw: Any, source: httpx.Response | str, required: Iterable[str]) -> dict:
+        """Validate one record from the archive; refuse it with a clear error when it is bad.
+
+        ``source`` is the answer the record came from, or its URL.
+        """
         try:
             return validate_record(raw, required=required, drop=("seq",))
         except InvalidRecordError as exc:
             ident = raw.get("id") if isinstance(raw, Mapping) else None
-            display = redact_url(str(response.request.url))
+            url = source if isinstance(source, str) else str(source.request.url)
+            display = redact_url(url)
             raise InvalidRecordError(
                 f"The archive at {display} sent an invalid record (id {ident!r}): {exc} "
                 "Nothing from this answer was stored; report the record to the archive "
@@ -311,10 +325,6 @@ class RemoteCalibrationDB:
     def _records(self, data: Any, response: httpx.Response, required: Iterable[str]) -> list:
         required = tuple(required)
         return [self._record(raw, response, required) for raw in data]
-
-    @staticmethod
-    def _no_match(data: Any) -> bool:
-        return isinstance(data, Mapping) and "id" not in data and "message" in data
 
     def _query_params(self, filters: Mapping[str, Any]) -> dict[str, str]:
         params: dict[str, str] = {}
@@ -408,19 +418,9 @@ class RemoteCalibrationDB:
                 params["limit"] = str(int(limit))
             if offset is not None:
                 params["offset"] = str(int(offset))
-        response = self.http.send(
-            "GET", f"{self.instrument_url}/query", params=params, idempotent=True
-        )
-        data = self.http.json(response, "query calibrations")
         required = () if wanted else LOCAL_REQUIRED_FIELDS
-        if self._no_match(data):
-            records: list[dict] = []
-        elif isinstance(data, list):
-            records = self._records(data, response, required)
-        elif isinstance(data, Mapping) and "id" in data:
-            records = [self._record(data, response, required)]
-        else:
-            raise self.http.shape_error(response, "a JSON array of records")
+        url = str(httpx.URL(f"{self.instrument_url}/query", params=params))
+        records = [self._record(raw, url, required) for raw in self._stream_query(params)]
         if not v2:
             if wanted:
                 records = [{key: rec.get(key) for key in wanted} for rec in records]
@@ -492,320 +492,3 @@ class RemoteCalibrationDB:
                 url=self.display_url,
                 status=response.status_code,
             ) from exc
-
-    def changes(self, since: int = 0, limit: int = 1000, *, validate: bool = True) -> dict:
-        """Return the records changed after ``since`` (v2 changes feed).
-
-        Parameters
-        ----------
-        since : int
-            The ``next`` of the previous call (0 for everything).
-        limit : int
-            At most this many records (the archive caps it at 10000).
-        validate : bool
-            Check and normalize every record (the default). False hands the
-            records over as the archive sent them (without ``seq``), for a caller
-            that checks every record itself before using it, as
-            ``LocalCalibrationDB.add`` does; it saves checking each record twice.
-
-        Returns
-        -------
-        dict
-            ``{"records": [...], "next": int, "more": bool}``; keep ``next`` and
-            ask again while ``more`` is true.
-
-        Raises
-        ------
-        ArchiveError
-            If the archive speaks only protocol 1.
-
-        Examples
-        --------
-        >>> page = remote.changes(since=0, limit=1000)  # doctest: +SKIP
-        >>> page["next"], page["more"]  # doctest: +SKIP
-        (1000, True)
-        """
-        self._require_v2("changes feed")
-        since = int(since)
-        params = {"since": str(since), "limit": str(int(limit))}
-        response = self.http.send(
-            "GET", f"{self.instrument_url}/changes", params=params, idempotent=True
-        )
-        data = self.http.json(response, "list changed calibrations")
-        if (
-            not isinstance(data, Mapping)
-            or not isinstance(data.get("records"), list)
-            or not isinstance(data.get("next"), int)
-            or isinstance(data.get("next"), bool)
-            or data["next"] < since
-        ):
-            raise self.http.shape_error(response, '{"records": [...], "next": <seq>, "more": ...}')
-        if validate:
-            records = self._records(data["records"], response, LOCAL_REQUIRED_FIELDS)
-        else:
-            records = data["records"]
-            for record in records:
-                if not isinstance(record, dict):
-                    raise self.http.shape_error(response, "records that are JSON objects")
-                record.pop("seq", None)
-        return {"records": records, "next": data["next"], "more": bool(data.get("more"))}
-
-    def add(self, records: Mapping[str, Any] | Iterable[Mapping[str, Any]]) -> dict:
-        """Add or update records on the archive (``POST BASE/INST/add``), in batches.
-
-        Each batch is all or nothing on the archive. Server-set fields
-        (``last_updated``, ``seq``) are not sent. Upload a record's file with
-        :meth:`upload_calibration_file` before adding the record.
-
-        Parameters
-        ----------
-        records : dict | Iterable[dict]
-            One record or many.
-
-        Returns
-        -------
-        dict
-            ``{"added": N, "ids": [...]}`` over all batches.
-
-        Raises
-        ------
-        InvalidRecordError
-            If a record breaks the record rules (checked before anything is sent).
-        AuthenticationError
-            401, or 403 for a credential without the 'write' scope.
-        ArchiveError
-            If the archive refuses a batch (e.g. 409: a record's file_md5
-            disagrees with the stored file).
-
-        Examples
-        --------
-        >>> remote.add([record])  # doctest: +SKIP
-        {'added': 1, 'ids': ['...']}
-        """
-        if isinstance(records, Mapping):
-            records = [records]
-        clean = [
-            _wire_booleans(
-                validate_record(rec, required=ARCHIVE_REQUIRED_FIELDS, drop=SERVER_FIELDS)
-            )
-            for rec in records
-        ]
-        added = 0
-        ids: list[str] = []
-        for start in range(0, len(clean), self.batch_size):
-            batch = clean[start : start + self.batch_size]
-            response = self.http.send(
-                "POST", f"{self.instrument_url}/add", json_body=batch, idempotent=False
-            )
-            data = self.http.json(response, "add calibration records")
-            if not isinstance(data, Mapping):
-                raise self.http.shape_error(response, '{"added": N, "ids": [...]}')
-            added += int(data.get("added", len(batch)))
-            ids.extend(str(i) for i in data.get("ids") or [rec["id"] for rec in batch])
-        if clean:
-            logger.info("Added %d record(s) to the archive at %s.", added, self.display_url)
-        return {"added": added, "ids": ids}
-
-    # ------------------------------------------------------------------- files
-
-    @contextlib.contextmanager
-    def open_file_stream(
-        self, cal_id: str, headers: Mapping[str, str] | None = None
-    ) -> Iterator[httpx.Response]:
-        """Open the raw file download of ``cal_id`` (v2 ``GET BASE/INST/files/ID``).
-
-        Yields the streamed answer (200, 206 or 416; other statuses raise).
-        :mod:`koa_middleware.transfer` reads it with resume and verification.
-        """
-        cal_id = validate_cal_id(cal_id)
-        response = self.http.send(
-            "GET",
-            f"{self.instrument_url}/files/{cal_id}",
-            headers=headers,
-            idempotent=True,
-            stream=True,
-        )
-        try:
-            if response.status_code not in (200, 206, 416):
-                response.read()
-                self.http.raise_for_status(response, f"send the file of calibration {cal_id}")
-            yield response
-        finally:
-            response.close()
-
-    @contextlib.contextmanager
-    def open_zip_stream(self, cal_id: str) -> Iterator[httpx.Response]:
-        """Open the v1 zip download of ``cal_id`` (``GET BASE/INST/download?cal_id=ID``)."""
-        cal_id = validate_cal_id(cal_id)
-        response = self.http.send(
-            "GET",
-            f"{self.instrument_url}/download",
-            params={"cal_id": cal_id},
-            idempotent=True,
-            stream=True,
-        )
-        try:
-            if response.status_code != 200:
-                response.read()
-                self.http.raise_for_status(response, f"send the file of calibration {cal_id}")
-            yield response
-        finally:
-            response.close()
-
-    def download_calibration_file(
-        self,
-        cal_id: str,
-        output_dir: str | os.PathLike,
-        output_path: str | os.PathLike | None = None,
-        *,
-        record: Mapping[str, Any] | None = None,
-        progress: bool | None = None,
-    ) -> str:
-        """Download the file of calibration ``cal_id``, verified, into ``output_dir``.
-
-        The file appears atomically under its record's ``filename`` (or at
-        ``output_path``) only after its size and MD5 matched the record. A
-        download that breaks off leaves a hidden ``.<id>.download`` next to it,
-        which the next call resumes (v2).
-
-        Parameters
-        ----------
-        cal_id : str
-            The calibration id.
-        output_dir : str | PathLike
-            The folder to write into (created if needed).
-        output_path : str | PathLike | None
-            Where to write instead of ``output_dir/<filename>``.
-        record : dict | None
-            The calibration's record, when the caller has it (saves a query).
-        progress : bool | None
-            Show a progress bar (only ever on a terminal; see
-            :func:`koa_middleware.transfer.progress_enabled`).
-
-        Returns
-        -------
-        str
-            The absolute path of the file.
-
-        Raises
-        ------
-        CalibrationNotFoundError
-            If the archive has no such record.
-        ChecksumMismatchError
-            If the bytes do not match the record's ``file_size`` / ``file_md5``;
-            nothing is left behind.
-        InvalidRecordError
-            If the record's file name is not a plain name.
-        ArchiveError, RemoteUnavailableError, AuthenticationError
-            As for every request.
-
-        Examples
-        --------
-        >>> remote.download_calibration_file(cal_id, "/tmp/cals")  # doctest: +SKIP
-        '/tmp/cals/hispec_dark_001.fits'
-        """
-        from ..transfer import download_record_file
-
-        cal_id = validate_cal_id(cal_id)
-        if record is None:
-            record = self.query(cal_id=cal_id)
-            if not record:
-                raise CalibrationNotFoundError(
-                    f"The archive at {self.display_url} has no calibration {cal_id}."
-                )
-        else:
-            record = validate_record(record)
-        output_dir = Path(output_dir).expanduser().absolute()
-        if output_path is None:
-            destination = safe_path(output_dir, record["filename"])
-        else:
-            destination = Path(output_path).expanduser().absolute()
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        partial = destination.parent / f".{cal_id}.download"
-        download_record_file(self, record, destination, partial=partial, progress=progress)
-        return str(destination)
-
-    def upload_calibration_file(
-        self, cal_id: str, path: str | os.PathLike, md5: str | None = None
-    ) -> int:
-        """Upload a calibration's file to the archive (v2 ``PUT BASE/INST/files/ID``).
-
-        The archive checks the length and MD5 before it makes the file visible.
-
-        Parameters
-        ----------
-        cal_id : str
-            The calibration id.
-        path : str | PathLike
-            The local file.
-        md5 : str | None
-            Its MD5 (the record's ``file_md5``); computed from the file when None.
-            The file is always hashed, and a disagreement is refused here.
-
-        Returns
-        -------
-        int
-            201 when stored, 200 when the same bytes were already there.
-
-        Raises
-        ------
-        ChecksumMismatchError
-            If the file does not match ``md5``, or the archive found a mismatch (422).
-        ArchiveError
-            409 when different bytes are already stored for this id, or if the
-            archive speaks only protocol 1.
-        AuthenticationError
-            401, or 403 for a token without the 'write' scope.
-
-        Examples
-        --------
-        >>> remote.upload_calibration_file(record["id"], path, record["file_md5"])  # doctest: +SKIP
-        201
-        """
-        self._require_v2("file upload")
-        cal_id = validate_cal_id(cal_id)
-        path = Path(path)
-        actual_md5, size = file_digest(path)
-        if md5 is not None and validate_md5(md5) != actual_md5:
-            raise ChecksumMismatchError(
-                f"{path.name} has MD5 {actual_md5} but its record says {md5}; the local file "
-                "changed after it was registered: register it again before pushing."
-            )
-
-        def body() -> Iterator[bytes]:
-            with open(path, "rb") as handle:
-                while chunk := handle.read(_UPLOAD_CHUNK):
-                    yield chunk
-
-        response = self.http.send(
-            "PUT",
-            f"{self.instrument_url}/files/{cal_id}",
-            content=body,
-            headers={"X-File-MD5": actual_md5, "Content-Length": str(size)},
-            idempotent=True,
-        )
-        status = response.status_code
-        if status == 422:
-            raise ChecksumMismatchError(
-                f"The archive at {self.display_url} found that the upload of {path.name} "
-                f"does not match MD5 {actual_md5} and size {size} ({server_message(response)}); "
-                "nothing was stored. Try again."
-            )
-        if status == 409:
-            raise ArchiveError(
-                f"The archive at {self.display_url} already holds different bytes for "
-                f"calibration {cal_id} (409); a calibration's file never changes: register "
-                "the new file as a new calibration (new id or version).",
-                url=self.display_url,
-                status=status,
-            )
-        self.http.raise_for_status(response, f"store the file of calibration {cal_id}")
-        return status
-
-
-def _wire_booleans(record: dict) -> dict:
-    """Boolean columns go as JSON ``true``/``false``, as the Keck service stores them."""
-    for column in BOOLEAN_COLUMNS:
-        if record.get(column) is not None:
-            record[column] = bool(record[column])
-    return record

@@ -194,3 +194,19 @@ def test_in_memory_database():
     db = LocalCalibrationDB(":memory:", "liger")
     db.add(rec(1))
     assert db.query_filename("cal_1.fits")["id"] == rec(1)["id"]
+
+
+def test_columns_that_differ_only_by_case_are_one_column(db):
+    db.add(rec(1, EXPTIME=30.0))
+    db.add([rec(2, exptime=60.0), rec(3, Exptime=90.0)])
+    assert [c for c in db.columns if c.lower() == "exptime"] == ["EXPTIME"]
+    assert db.get_column("EXPTIME") == [30.0, 60.0, 90.0]
+
+
+def test_more_columns_than_sqlite_allows_is_refused_and_changes_nothing(db):
+    db.add(rec(1))
+    before = db.columns
+    wide = rec(2, **{f"col_{i}": i for i in range(2100)})
+    with pytest.raises(InvalidRecordError, match="Could not add column"):
+        db.add(wide)
+    assert db.columns == before and len(db) == 1

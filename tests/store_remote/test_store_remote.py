@@ -120,9 +120,16 @@ def test_push_needs_a_write_token(archive, open_store):
     assert store.get_missing_records(source="local")  # nothing reached the archive
 
 
-def test_revoked_or_wrong_token(archive, open_store):
+def test_revoked_or_wrong_token(archive, open_store, caplog):
+    # The store still opens (and works from its cache), saying why it could not sync;
+    # an operation that needs the archive then raises.
+    caplog.set_level(logging.WARNING)
+    store = open_store(archive.url(2), "not-a-token", name="b")
+    assert "Working from the local cache only" in caplog.text and "bearer token" in caplog.text
+    assert "not-a-token" not in caplog.text
+    assert store.query(cal_type="dark") == []
     with pytest.raises(AuthenticationError, match="bearer token"):
-        open_store(archive.url(2), "not-a-token", name="b")
+        store.sync_records_from_remote()
 
 
 def test_keck_default_without_credentials_stays_local(tmp_path, monkeypatch, instrument, caplog):
