@@ -22,6 +22,7 @@ import pytest
 
 from koa_middleware import CalibrationStore
 from koa_middleware.cache_report import verify_cache
+from support.full_disk import EFBIG_PRELUDE, ENOSPC_PRELUDE
 from support.published import publish
 
 SENTINEL_BYTES = b"sentinel: these bytes must never change\n" * 8
@@ -132,40 +133,6 @@ def test_verify_repair_records_the_stat_of_the_fresh_copy(open_store, publisher,
 
 # -- item 2: a full disk ------------------------------------------------------------
 
-#: A seccomp filter of this child process only: ``write`` and ``writev`` to a
-#: descriptor above 2 fail with ENOSPC, as on a full file system.
-ENOSPC_FILTER = textwrap.dedent(
-    """
-    import ctypes, errno, platform, struct
-    ARCH, WRITE, WRITEV = {
-        "x86_64": (0xC000003E, 1, 20), "aarch64": (0xC00000B7, 64, 66)
-    }[platform.machine()]
-    def ins(code, k, jt=0, jf=0):
-        return struct.pack("HBBI", code, jt, jf, k)
-    LD, JEQ, JGT, RET = 0x20, 0x15, 0x25, 0x06
-    program = b"".join([
-        ins(LD, 4), ins(JEQ, ARCH, 0, 5),           # another architecture: allow
-        ins(LD, 0), ins(JEQ, WRITE, 1, 0), ins(JEQ, WRITEV, 0, 2),
-        ins(LD, 16), ins(JGT, 2, 1, 0),             # fd 0-2: allow; else ENOSPC
-        ins(RET, 0x7FFF0000),
-        ins(RET, 0x00050000 | errno.ENOSPC),
-    ])
-    class Prog(ctypes.Structure):
-        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_char_p)]
-    libc = ctypes.CDLL(None, use_errno=True)
-    prog = Prog(len(program) // 8, program)
-    assert libc.prctl(38, 1, 0, 0, 0) == 0  # PR_SET_NO_NEW_PRIVS
-    assert libc.prctl(22, 2, ctypes.byref(prog), 0, 0) == 0, ctypes.get_errno()
-    """
-)
-
-#: Lowers the file-size limit of this child process: larger files fail with EFBIG.
-FSIZE_LIMIT = textwrap.dedent(
-    """
-    import resource
-    resource.setrlimit(resource.RLIMIT_FSIZE, (256 << 10, 256 << 10))
-    """
-)
 
 DOWNLOAD_IN_CHILD = textwrap.dedent(
     """
@@ -194,7 +161,7 @@ def test_a_full_disk_during_a_download_is_a_clear_error(
     cache = tmp_path / "cache"
     with CalibrationStore(instrument, str(cache), connect_remote=False):
         pass  # the cache and its database exist before the disk fills
-    prelude = ENOSPC_FILTER if limit == "ENOSPC" else FSIZE_LIMIT
+    prelude = ENOSPC_PRELUDE if limit == "ENOSPC" else EFBIG_PRELUDE
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join(sys.path),

@@ -23,6 +23,7 @@ import pytest
 from koa_middleware import CalibrationStore
 from koa_middleware.errors import ChecksumMismatchError, UnsafeCachePathError
 from koa_middleware.hashing import file_md5
+from support.full_disk import ENOSPC_PRELUDE
 from support.models import FileModel, dark
 
 SENTINEL_BYTES = b"sentinel: these bytes must never change\n"
@@ -181,31 +182,6 @@ def test_a_link_in_place_of_a_cached_file_is_not_served(store, sentinel):
 
 # -- item 2: a full disk ------------------------------------------------------------
 
-#: Installs a seccomp filter that makes every ``write`` to a descriptor above 2
-#: fail with ENOSPC, as a full file system does. Only this child process is affected.
-ENOSPC_FILTER = textwrap.dedent(
-    """
-    import ctypes, errno, platform, struct
-    ARCH = {"x86_64": (0xC000003E, 1), "aarch64": (0xC00000B7, 64)}[platform.machine()]
-    def ins(code, k, jt=0, jf=0):
-        return struct.pack("HBBI", code, jt, jf, k)
-    LD, JEQ, JGT, RET = 0x20, 0x15, 0x25, 0x06
-    program = b"".join([
-        ins(LD, 4), ins(JEQ, ARCH[0], 0, 4),          # another architecture: allow
-        ins(LD, 0), ins(JEQ, ARCH[1], 0, 2),          # not write(): allow
-        ins(LD, 16), ins(JGT, 2, 1, 0),               # fd 0-2: allow; else ENOSPC
-        ins(RET, 0x7FFF0000),
-        ins(RET, 0x00050000 | errno.ENOSPC),
-    ])
-    class Prog(ctypes.Structure):
-        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_char_p)]
-    libc = ctypes.CDLL(None, use_errno=True)
-    prog = Prog(len(program) // 8, program)
-    assert libc.prctl(38, 1, 0, 0, 0) == 0  # PR_SET_NO_NEW_PRIVS
-    assert libc.prctl(22, 2, ctypes.byref(prog), 0, 0) == 0, ctypes.get_errno()
-    """
-)
-
 
 def run_child(body: str, *args: str, prelude: str = "") -> dict:
     """Run ``body`` in a fresh Python process; it prints one JSON line that is returned."""
@@ -242,7 +218,7 @@ print(json.dumps(out))
 def test_a_full_disk_during_registration_is_a_clear_error(tmp_path):
     cache = tmp_path / "cache"
     out = run_child(REGISTER_IN_CHILD, str(cache), str(Path(__file__).parents[1]),
-                    prelude=ENOSPC_FILTER)  # fmt: skip
+                    prelude=ENOSPC_PRELUDE)  # fmt: skip
     assert out["raised"] == "CacheFullError" and out["oserror"]
     assert out["errno"] == errno.ENOSPC
     assert out["folder"] == str(cache / "tmp" / "hispec")
