@@ -36,6 +36,7 @@ from .problems import (
     NotFound,
     PayloadTooLarge,
 )
+from .query_stream import NO_MATCH, stream_query
 from .state import API_PREFIX, Archive, ArchiveSettings
 from .storage import FileStorage, LocalFileStorage
 from .transfer import SMALL_FILE, file_chunks, parse_range, read_span, receive_file, zip_chunks
@@ -45,7 +46,6 @@ logger = logging.getLogger(__name__)
 __all__ = ["API_PREFIX", "ArchiveSettings", "create_app"]
 
 MAX_CHANGES_LIMIT = 10_000
-NO_MATCH = {"message": "No matching calibrations found."}
 
 
 def create_app(
@@ -122,14 +122,26 @@ def _add_v1_routes(app: FastAPI, v2: bool) -> None:
         if single:
             page_limit = 1 if page_limit is None else min(page_limit, 1)
         check_filters(filters)
+        if not single:
+            return stream_query(
+                archive.catalog,
+                instrument,
+                filters,
+                limit=page_limit,
+                offset=page_offset,
+                include_seq=v2,
+                columns=wanted,
+                batch_rows=archive.settings.query_batch,
+            )
         found = archive.catalog.query(
             instrument, filters, limit=page_limit, offset=page_offset, include_seq=v2
         )
         if not found:
             return JSONResponse(NO_MATCH)
+        record = found[0]
         if wanted:
-            found = [{k: rec[k] for k in wanted if k in rec} for rec in found]
-        return JSONResponse(found[0] if single else found)
+            record = {k: record[k] for k in wanted if k in record}
+        return JSONResponse(record)
 
     @app.get(
         base + "/lastUpdated",

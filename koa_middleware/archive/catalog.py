@@ -29,13 +29,13 @@ from ..errors import ConfigurationError, InvalidRecordError
 from ..records import format_version, utc_now
 from .columns import load_columns, plan_columns, register_columns
 from .engine import catalog_url, make_engine
-from .filters import conditions
+from .filters import conditions, query_statement
 from .problems import Conflict, invalid_batch
 from .schema import RECORD_COLUMNS, files, metadata, records, seq_counters
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Catalog", "StoredFile", "catalog_url", "make_engine"]
+__all__ = ["Catalog", "StoredFile", "catalog_url", "make_engine", "row_to_record"]
 
 #: Ids fetched per ``IN (...)`` statement, well below SQLite's bound-parameter limit.
 _CHUNK = 500
@@ -149,18 +149,10 @@ class Catalog:
         BadRequest
             If a filter name or value is invalid.
         """
-        statement = (
-            sa.select(records)
-            .where(records.c.instrument == instrument, *conditions(filters, self.is_postgres))
-            .order_by(records.c.last_updated, records.c.id)
-        )
-        if limit is not None:
-            statement = statement.limit(limit)
-        if offset:
-            statement = statement.offset(offset)
+        statement = query_statement(instrument, filters, self.is_postgres, limit, offset)
         with self.engine.connect() as conn:
             rows = conn.execute(statement).mappings().all()
-        return [_row_to_record(row, include_seq) for row in rows]
+        return [row_to_record(row, include_seq) for row in rows]
 
     def get(self, instrument: str, cal_id: str) -> dict[str, Any] | None:
         """Return the record with id ``cal_id``, or None."""
@@ -170,7 +162,7 @@ class Catalog:
                 .mappings()
                 .first()
             )
-        return None if row is None else _row_to_record(row, True)
+        return None if row is None else row_to_record(row, True)
 
     def last_updated(self, instrument: str) -> str | None:
         """Return the newest ``last_updated`` of the instrument's records, or None."""
@@ -199,7 +191,7 @@ class Catalog:
         with self.engine.connect() as conn:
             rows = conn.execute(statement).mappings().all()
         more = len(rows) > limit
-        page = [_row_to_record(row, True) for row in rows[:limit]]
+        page = [row_to_record(row, True) for row in rows[:limit]]
         return page, (page[-1]["seq"] if page else since), more
 
     def file(self, instrument: str, cal_id: str) -> StoredFile | None:
@@ -346,7 +338,7 @@ class Catalog:
             inserts = []
             for record in batch:
                 old = existing.get(record["id"])
-                if old is not None and _comparable(_row_to_record(old, False)) == _comparable(
+                if old is not None and _comparable(row_to_record(old, False)) == _comparable(
                     record
                 ):
                     continue  # unchanged: no new seq, so followers of changes see nothing new
@@ -493,7 +485,8 @@ def _row_values(instrument: str, record: Mapping[str, Any], seq: int, stamp: str
     return values
 
 
-def _row_to_record(row: Mapping[str, Any], include_seq: bool) -> dict[str, Any]:
+def row_to_record(row: Mapping[str, Any], include_seq: bool) -> dict[str, Any]:
+    """Return the record of a ``records`` row: its columns, ``seq`` if asked, then ``extra``."""
     record = {name: row[name] for name in RECORD_COLUMNS if name != "seq"}
     if include_seq:
         record["seq"] = row["seq"]

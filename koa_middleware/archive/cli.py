@@ -139,6 +139,14 @@ def main(verbose: int) -> None:
     metavar="SECONDS",
     help="Drop a request whose body stops arriving for this long (408), and its partial upload.",
 )
+@click.option(
+    "--query-batch",
+    type=click.IntRange(min=1),
+    default=1000,
+    show_default=True,
+    metavar="ROWS",
+    help="Rows of a query answer read from the catalog and sent at a time.",
+)
 @click.option("--access-log", is_flag=True, help="Log every request.")
 def serve(
     root,
@@ -152,6 +160,7 @@ def serve(
     max_add_bytes,
     max_add_records,
     body_timeout,
+    query_batch,
     access_log,
 ) -> None:
     """Serve the calibrations API under http://HOST:PORT/api/calibrations."""
@@ -172,6 +181,7 @@ def serve(
         max_add_bytes=max_add_bytes,
         max_add_records=max_add_records,
         body_timeout=body_timeout,
+        query_batch=query_batch,
     )
     catalog = _open_catalog(root, db_url, names)
     storage = LocalFileStorage(root)

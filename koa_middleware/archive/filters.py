@@ -29,7 +29,7 @@ from .schema import records
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["conditions"]
+__all__ = ["conditions", "query_statement"]
 
 _RANGES = {
     "date_time_start": ("datetime_obs", ">="),
@@ -56,6 +56,32 @@ def conditions(filters: Mapping[str, str], is_postgres: bool) -> list[sa.ColumnE
         except (ValueError, OverflowError) as exc:  # InvalidRecordError is a ValueError
             raise BadRequest(f"Query parameter {name!r}: {exc}") from None
     return found
+
+
+def query_statement(
+    instrument: str,
+    filters: Mapping[str, str],
+    is_postgres: bool,
+    limit: int | None = None,
+    offset: int | None = None,
+) -> sa.Select:
+    """Return the SELECT of the ``query`` route: matching rows by ``last_updated``, then ``id``.
+
+    Raises
+    ------
+    BadRequest
+        If a filter name or value is invalid.
+    """
+    statement = (
+        sa.select(records)
+        .where(records.c.instrument == instrument, *conditions(filters, is_postgres))
+        .order_by(records.c.last_updated, records.c.id)
+    )
+    if limit is not None:
+        statement = statement.limit(limit)
+    if offset:
+        statement = statement.offset(offset)
+    return statement
 
 
 def _condition(name: str, value: str, is_postgres: bool) -> sa.ColumnElement[bool]:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from .bodies import DEFAULT_BODY_TIMEOUT, DEFAULT_MAX_ADD_BYTES, DEFAULT_MAX_ADD_RECORDS
 from .catalog import Catalog
+from .query_stream import DEFAULT_QUERY_BATCH
 from .storage import FileStorage
 from .tokens import TokenStore
 
@@ -31,6 +32,8 @@ class ArchiveSettings:
     max_add_bytes: int = DEFAULT_MAX_ADD_BYTES
     max_add_records: int = DEFAULT_MAX_ADD_RECORDS
     body_timeout: float | None = DEFAULT_BODY_TIMEOUT
+    #: Rows of a ``query`` answer read from the catalog and sent at a time.
+    query_batch: int = DEFAULT_QUERY_BATCH
 
 
 class Archive:
