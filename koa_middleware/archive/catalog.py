@@ -201,30 +201,6 @@ class Catalog:
         return None if row is None else StoredFile(row.md5, row.size)
 
     # -- writing -------------------------------------------------------------------
-    def add_file(self, instrument: str, cal_id: str, stored: StoredFile) -> StoredFile:
-        """Enter a verified, placed file; return the entry that is in the catalog afterwards.
-
-        When another entry already exists for ``cal_id`` it is returned unchanged,
-        so the caller can compare it with ``stored``.
-        """
-        try:
-            with self.engine.begin() as conn:
-                conn.execute(
-                    files.insert().values(
-                        instrument=instrument,
-                        id=cal_id,
-                        md5=stored.md5,
-                        size=stored.size,
-                        stored_at=utc_now(),
-                    )
-                )
-            return stored
-        except sa.exc.IntegrityError:
-            existing = self.file(instrument, cal_id)
-            if existing is None:  # pragma: no cover - removed in between; nothing deletes
-                raise
-            return existing
-
     def enter_file(
         self,
         instrument: str,
