@@ -215,7 +215,10 @@ def query(state, cal_type, since, until, origin, where, source, fmt, columns, li
               "date_time_end": until, **filters}  # fmt: skip
     kwargs = {key: value for key, value in kwargs.items() if value is not None}
     with open_store(state, remote=source == "remote", probe=source == "remote") as store:
-        records = store.query(source=source, **kwargs)
+        try:
+            records = store.query(source=source, **kwargs)
+        except InvalidRecordError as exc:  # e.g. a column name with a typo
+            raise click.BadParameter(str(exc), param_hint="--where") from None
     if isinstance(records, dict):
         records = [records]
     records = list(records or [])[:limit] if limit else list(records or [])

@@ -420,6 +420,12 @@ class LocalCalibrationDB(SideTables):
             A list; one record or None with ``cal_id``, ``filename`` or
             ``fetch='first'``.
 
+        Raises
+        ------
+        InvalidRecordError
+            If a filter names a column the table does not have (a typo such as
+            ``datetime_start``): the message lists the columns it has.
+
         Examples
         --------
         >>> db = LocalCalibrationDB(":memory:", "hispec")
@@ -457,7 +463,10 @@ class LocalCalibrationDB(SideTables):
         known = self._read_columns() if filters else {}
         for column, value in filters.items():
             if validate_column_name(column) not in known:
-                return None if fetch == "first" else []
+                raise InvalidRecordError(
+                    f"No record of table {self.table_name!r} has a column {column!r}; "
+                    f"its columns are {', '.join(sorted(known))}."
+                )
             add(f"{_q(column)} = ?", value)
         sql = f"SELECT * FROM {_q(self.table_name)}"
         if conditions:

@@ -234,7 +234,9 @@ def test_query_filters_and_formats(env, filled):
         "flat_yj_02.fits",
     ]
     assert names("--origin", "local", "--where", "master_cal=1", "--where", "instrument_era=era1")
-    assert names("--where", "no_such_column=1") == []
+    typo = koa_cal("query", "--where", "datetime_start=2025-03-02", env=env)
+    assert typo.returncode == 2  # misuse, with the columns there are
+    assert "datetime_start" in typo.stderr and "datetime_obs" in typo.stderr
     assert len(names("--origin", "KECK")) == 0
 
     table = koa_cal("query", "--cal-type", "dark", env=env)

@@ -114,7 +114,8 @@ def test_query_filters_and_fetch_first(db):
     older = db.query(last_updated_end="2025-01-01T00:00:01.000")
     assert sorted(r["filename"] for r in older) == ["cal_0.fits", "cal_1.fits"]
     assert db.query(origin="keck", cal_type="arc", fetch="first")["cal_type"] == "arc"
-    assert db.query(no_such_column=1) == []
+    with pytest.raises(InvalidRecordError, match="no_such_column.*columns are .*cal_type"):
+        db.query(no_such_column=1)
     assert db.query(cal_type="nothing", fetch="first") is None
 
 
