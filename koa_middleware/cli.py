@@ -89,10 +89,12 @@ def cli(ctx, instrument, cache_dir, url, as_json, retries, verbose, debug) -> No
 @click.pass_obj
 def config(state: State) -> None:
     """Show every setting, its value and where it came from."""
-    from .config import resolve_config
+    from .config import profile_setting, resolve_config
 
     cfg = resolve_config(state.instrument, state.cache_dir, url=state.url)
-    rows = [{"setting": n, "value": v, "source": s} for n, v, s in cfg.rows()]
+    profile = profile_setting(cfg.instrument_name)
+    shown = [*cfg.rows(), ("profile", profile.shown(), profile.source)]
+    rows = [{"setting": n, "value": v, "source": s} for n, v, s in shown]
     data = {row["setting"]: {"value": row["value"], "source": row["source"]} for row in rows}
     _emit(state, data, out.render_table(rows, ["setting", "value", "source"]))
 

@@ -17,6 +17,8 @@ Environment variables
 ``KECK_OBSERVER_EMAIL``                       none (Keck observer login)
 ``KECK_OBSERVER_PASSWORD``                    none (Keck observer login)
 ``KOA_PROGRESS``                              ``1`` (progress bars on a terminal)
+``KOA_INSTRUMENT_PROFILE``                    none (a TOML instrument profile; see
+                                              :mod:`koa_middleware.profiles`)
 ============================================= ===========================================
 """
 
@@ -29,11 +31,19 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigurationError
+from .profiles import load_profile
 from .records import validate_column_name
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DEFAULT_URL", "Setting", "StoreConfig", "env_bool", "resolve_config"]
+__all__ = [
+    "DEFAULT_URL",
+    "Setting",
+    "StoreConfig",
+    "env_bool",
+    "profile_setting",
+    "resolve_config",
+]
 
 DEFAULT_URL = "https://www3.keck.hawaii.edu/api/calibrations"
 DEFAULT_ORIGIN = "LOCAL"
@@ -199,3 +209,29 @@ def resolve_config(
         "environment (KOA_PROGRESS)" if os.environ.get("KOA_PROGRESS") else "default",
     )
     return StoreConfig(s)
+
+
+def profile_setting(instrument_name: str) -> Setting:
+    """The instrument profile in force for ``instrument_name``, as a setting to show.
+
+    Its value names the instrument and its default version family; its source
+    says where the profile came from (``KOA_INSTRUMENT_PROFILE=/path/x.toml``,
+    ``entry point module:OBJECT`` or ``built-in default``).
+
+    Raises
+    ------
+    ConfigurationError
+        If the profile cannot be loaded (a bad TOML file, a broken entry point).
+
+    Examples
+    --------
+    >>> profile_setting("no_such_instrument")
+    Setting(value='no_such_instrument (families: cal_type, datetime_obs)', \
+source='built-in default', secret=False)
+    """
+    profile = load_profile(instrument_name)
+    families = ", ".join(profile.default_family)
+    extra = "".join(
+        f"; {cal_type}: {', '.join(columns)}" for cal_type, columns in profile.families.items()
+    )
+    return Setting(f"{profile.instrument} (families: {families}{extra})", profile.source)

@@ -8,8 +8,8 @@ It runs the whole job on small synthetic HISPEC data, on this machine only:
 2. starts a ``koa-archive`` on a free loopback port over a temporary folder,
    with a write token for the publisher and a read token for the pipeline;
 3. publishes the calibrations: a store registers them (its version families
-   include the spectrograph and era, as an instrument package would set) and
-   pushes them to the archive;
+   include the spectrograph and era, as the HISPEC instrument profile of
+   :mod:`koa_middleware.profiles` sets) and pushes them to the archive;
 4. builds a pipeline store on a fresh cache and syncs it;
 5. selects the best dark (nearest in time) and flat (latest version within
    two days) for each science frame, downloads and verifies the files, and
@@ -44,7 +44,7 @@ from .store import CalibrationStore
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["HispecDemoStore", "run_demo", "write_calibrations", "write_science_frames"]
+__all__ = ["run_demo", "write_calibrations", "write_science_frames"]
 
 INSTRUMENT = "hispec"
 SPECTROGRAPHS = ("yJ", "HK")
@@ -85,18 +85,27 @@ _ISOLATED_ENV = (
     "KOA_LOCAL_CALIBRATION_DATABASE_TABLE_NAME",
     "KOA_LOCAL_DATABASE_TABLE_NAME",
     "KOA_USE_CACHED_CALIBRATIONS",
+    "KOA_INSTRUMENT_PROFILE",
     "KECK_OBSERVER_EMAIL",
     "KECK_OBSERVER_PASSWORD",
     "KECK_LOGIN_URL",
 )
 
 
-class HispecDemoStore(CalibrationStore):
-    """A store whose version families also hold the spectrograph and era, as HISPEC's would."""
-
-    def get_version_family_column_names(self, cal_type: str) -> list[str]:
-        """``cal_type``, ``datetime_obs``, ``spectrograph`` and ``instrument_era``."""
-        return ["cal_type", "datetime_obs", "spectrograph", "instrument_era"]
+def _demo_store(cache: Path, **options: Any) -> CalibrationStore:
+    """A HISPEC store on ``cache``; refuse a profile that would merge the spectrographs."""
+    store = CalibrationStore(INSTRUMENT, str(cache), sync_on_init=False, **options)
+    needed = {"spectrograph", "instrument_era", "datetime_obs"}
+    if not needed <= set(store.get_version_family_column_names("dark")):
+        source = store.profile.source
+        store.close()
+        raise KOAError(
+            f"The HISPEC instrument profile in force ({source}) does not split version "
+            f"families by {', '.join(sorted(needed))}, so the demo's yJ and HK calibrations "
+            "would collide; reinstall koa_middleware (pip install -e .) so its "
+            "koa_middleware.instruments entry points are registered."
+        )
+    return store
 
 
 def _frame_data(kind: str, seed: int) -> Any:
@@ -394,16 +403,16 @@ def _run(work: Path, say: Callable[[str], None], started: float, kept: Path | No
         with _environment(
             KOA_CALIBRATIONS_URL=archive.base_url, KOA_API_TOKEN=write_token, KOA_PROGRESS="0"
         ):
-            with HispecDemoStore(INSTRUMENT, str(work / "publisher"), origin="KECK",
-                                 sync_on_init=False) as publisher:  # fmt: skip
+            with _demo_store(work / "publisher", origin="KECK") as publisher:
                 for path, new_version in calibrations:
-                    publisher.register_calibration(FITSCalibration(path), new_version=new_version)
+                    model = FITSCalibration(path, publisher.profile.header_map)
+                    publisher.register_calibration(model, new_version=new_version)
                 pushed = publisher.sync_records_to_remote()
         say(f"Published {len(pushed)} calibrations (files, then records) with a write token.")
         with _environment(
             KOA_CALIBRATIONS_URL=archive.base_url, KOA_API_TOKEN=read_token, KOA_PROGRESS="0"
         ):
-            with HispecDemoStore(INSTRUMENT, str(work / "cache"), sync_on_init=False) as store:
+            with _demo_store(work / "cache") as store:
                 synced = store.sync_records_from_remote()
                 say(f"Synced {len(synced)} records into a fresh cache with a read token.")
                 rows = _select(store, frames)

@@ -98,7 +98,11 @@ class RegistrationSteps:
         )
 
     def get_version_family_column_names(self, cal_type: str) -> list[str]:
-        """Columns whose values define a version family; override per instrument.
+        """Columns whose values define a version family: the instrument profile's.
+
+        The store's :attr:`profile` (see :mod:`koa_middleware.profiles`) gives
+        them per ``cal_type``; a subclass that overrides this method wins over
+        the profile.
 
         Parameters
         ----------
@@ -108,9 +112,19 @@ class RegistrationSteps:
         Returns
         -------
         list[str]
-            ``['cal_type', 'datetime_obs']`` by default.
+            The profile's columns for ``cal_type``; ``['cal_type',
+            'datetime_obs']`` for an instrument without a profile.
+
+        Examples
+        --------
+        >>> CalibrationStore("hispec", "/tmp/c").get_version_family_column_names(
+        ...     "dark")  # doctest: +SKIP
+        ['cal_type', 'spectrograph', 'instrument_era', 'datetime_obs']
         """
-        return ["cal_type", "datetime_obs"]
+        profile = getattr(self, "profile", None)
+        if profile is None:
+            return ["cal_type", "datetime_obs"]
+        return profile.family_columns_for(cal_type)
 
     def get_version_family_values(self, cal: dict | SupportsCalibrationModelIO) -> dict:
         """The values of ``cal``'s version-family columns (None where it has none).

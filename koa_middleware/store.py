@@ -27,6 +27,7 @@ from .errors import (
     ChecksumMismatchError,
     RemoteUnavailableError,
 )
+from .profiles import InstrumentProfile, load_profile
 from .records import (
     is_cal_id,
     validate_cal_id,
@@ -103,6 +104,10 @@ class CalibrationStore(RegistrationSteps, CacheLookup):
         self.instrument_name: str = self.config.instrument_name
         self.origin: str = self.config.origin
         self.use_cached: bool = self.config.use_cached
+        #: The instrument profile in force (:func:`koa_middleware.profiles.load_profile`):
+        #: version families, FITS header map, calibration types; ``profile.source``
+        #: says where it came from.
+        self.profile: InstrumentProfile = load_profile(self.instrument_name)
         self.layout = CacheLayout(self.config.cache_dir, self.instrument_name)
         self.layout.create()
         self.cache_dir = str(self.layout.root)

@@ -5,9 +5,14 @@ A file's record comes from its FITS header, read through
 available, and from a JSON sidecar ``FILE.json`` (a record object), whose fields
 win over the header's. The archive completes what is missing: ``id`` (uuid4),
 ``origin`` (default ``KECK``), ``filename`` (the file's name) and
-``cal_version``: the next version of the record's family (same ``cal_type``,
-``origin`` and ``--family-column`` values), ``001`` for a new family. It always
-sets ``file_md5`` and ``file_size`` from the bytes.
+``cal_version``: the next version of the record's family, ``001`` for a new
+family. It always sets ``file_md5`` and ``file_size`` from the bytes.
+
+The instrument's profile (:func:`koa_middleware.profiles.load_profile`, the
+same one the store and ``koa-cal`` use) says what a family is (``origin`` plus
+the profile's family columns for the record's ``cal_type``; ``--family-column``
+replaces the profile's), maps FITS keywords to columns and types, and names the
+calibration types and columns a record must have.
 
 Each file is published on its own: its bytes are stored (verified, atomically)
 before its record is added, so the archive never holds a record whose file it
@@ -18,12 +23,13 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..errors import InvalidRecordError
+from ..profiles import InstrumentProfile, load_profile
 from ..records import ARCHIVE_REQUIRED_FIELDS, SERVER_FIELDS, new_cal_id, validate_record
 from .catalog import Catalog
 from .problems import ArchiveProblem
@@ -50,8 +56,16 @@ def _is_fits(path: Path) -> bool:
     return path.name.lower().endswith(FITS_SUFFIXES)
 
 
-def read_record(path: Path) -> dict[str, Any]:
+def read_record(path: Path, header_map: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Return the record of ``path`` from its FITS header and/or its JSON sidecar.
+
+    Parameters
+    ----------
+    path : Path
+        The calibration file.
+    header_map : Mapping | None
+        Record column -> FITS keyword(s), changes to
+        :data:`koa_middleware.fits.DEFAULT_HEADER_MAP` (an instrument profile's).
 
     Raises
     ------
@@ -80,7 +94,7 @@ def read_record(path: Path) -> dict[str, Any]:
                 ) from None
             logger.warning("Cannot read FITS headers (%s); using %s alone", exc, sidecar.name)
         else:
-            return dict(FITSCalibration(path, **fields).to_record())
+            return dict(FITSCalibration(path, header_map, **fields).to_record())
     if not fields:
         raise InvalidRecordError(
             f"{path.name} has no record: it is not a FITS file and {sidecar.name} does not "
@@ -96,6 +110,7 @@ def ingest_file(
     path: Path,
     origin: str = "KECK",
     family_columns: Sequence[str] = (),
+    profile: InstrumentProfile | None = None,
 ) -> IngestResult:
     """Store one file and add its record.
 
@@ -112,7 +127,10 @@ def ingest_file(
     origin : str
         The origin of records that name none.
     family_columns : sequence of str
-        Columns that, beside ``cal_type`` and ``origin``, define a version family.
+        Columns that, beside ``cal_type`` and ``origin``, define a version family;
+        empty uses the profile's columns for the record's ``cal_type``.
+    profile : InstrumentProfile | None
+        The instrument's profile; None loads it (:func:`load_profile`).
 
     Returns
     -------
@@ -125,8 +143,15 @@ def ingest_file(
         differs from the file.
     ArchiveProblem
         If the archive refuses it (e.g. its id already has different bytes).
+
+    Examples
+    --------
+    >>> ingest_file(catalog, storage, "hispec", Path("dark_yj.fits"))  # doctest: +SKIP
+    IngestResult(id='...', filename='dark_yj.fits', cal_version='001', stored=True)
     """
-    record = {k: v for k, v in read_record(path).items() if k not in SERVER_FIELDS}
+    profile = profile or load_profile(instrument)
+    fields = read_record(path, profile.header_map)
+    record = {k: v for k, v in profile.check_record(fields).items() if k not in SERVER_FIELDS}
     record.setdefault("filename", path.name)
     record["id"] = record.get("id") or new_cal_id()
     record["origin"] = record.get("origin") or origin
@@ -162,6 +187,11 @@ def ingest_file(
             f"{path.name}: different bytes are already stored for id {record['id']}; "
             "give the record a new id."
         )
-    catalog.add(instrument, [record], version_family=list(family_columns))
+    if not family_columns:
+        family_columns = [
+            c for c in profile.family_columns_for(record["cal_type"]) if c != "origin"
+        ]
+    family = [c for c in family_columns if c != "cal_type"]
+    catalog.add(instrument, [record], version_family=family)
     logger.info("Ingested %s as %s version %s", path.name, record["id"], record["cal_version"])
     return IngestResult(record["id"], record["filename"], record["cal_version"], placed)

@@ -162,7 +162,13 @@ def test_generate_version_and_record_from(store):
     assert store.record_from(FileModel(record)) is record
     with pytest.raises(ValueError):
         store.record_from(42)
-    assert store.get_version_family_column_names("dark") == ["cal_type", "datetime_obs"]
+    # the shipped HISPEC profile splits families by spectrograph and era
+    assert store.get_version_family_column_names("dark") == [
+        "cal_type",
+        "spectrograph",
+        "instrument_era",
+        "datetime_obs",
+    ]
 
 
 def test_record_in_cache_modes(store):
