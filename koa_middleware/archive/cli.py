@@ -23,6 +23,7 @@ from pathlib import Path
 
 import click
 
+from .. import __version__
 from ..errors import KOAError
 from ..records import validate_column_name
 from .problems import ArchiveProblem
@@ -73,8 +74,9 @@ def _instrument_names(names) -> tuple[str, ...]:
     return tuple(dict.fromkeys(result))
 
 
-@click.group()
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
+@click.version_option(__version__, prog_name="koa-archive")
 def main(verbose: int) -> None:
     """The KOA calibration archive service."""
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG

@@ -20,6 +20,20 @@ def db_args(url: str | None) -> list[str]:
     return ["--db", url] if url else []
 
 
+def test_version_and_short_help():
+    from koa_middleware import __version__
+
+    version = run("--version")
+    assert (
+        version.returncode == 0 and version.stdout.strip() == f"koa-archive, version {__version__}"
+    )
+    for flag in ("-h", "--help"):
+        helped = run(flag)
+        assert helped.returncode == 0 and "serve" in helped.stdout and "ingest" in helped.stdout
+    sub = run("serve", "-h")
+    assert sub.returncode == 0 and "--body-timeout" in sub.stdout
+
+
 def test_tokens_create_list_revoke(tmp_path, catalog_url):
     root = tmp_path / "archive"
     writer = create_token(root, "write", db_url=catalog_url, name="pipeline")
