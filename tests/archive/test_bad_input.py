@@ -14,6 +14,7 @@ from koa_middleware.archive.catalog import Catalog
 from koa_middleware.archive.tokens import TokenStore
 from koa_middleware.records import ARCHIVE_REQUIRED_FIELDS
 from support.archive import make_record, md5_hex, upload
+from support.problems import expect
 
 
 def post_raw(client, body: bytes, inst: str = "hispec"):
@@ -22,15 +23,6 @@ def post_raw(client, body: bytes, inst: str = "hispec"):
 
 def add(client, records, inst: str = "hispec"):
     return post_raw(client, json.dumps(records).encode(), inst)
-
-
-def expect(response, status: int, code: str | None = None) -> dict:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert set(body) >= {"error", "message"} and body["message"], body
-    if code:
-        assert body["error"] == code
-    return body
 
 
 @pytest.fixture

@@ -16,17 +16,9 @@ import httpx
 import pytest
 
 from support.archive import ArchiveServer, make_record, md5_hex
+from support.problems import expect
 
 HUGE = "9" * 5000  # Python refuses int() of more than 4300 digits
-
-
-def expect(response, status: int, code: str | None = None) -> dict:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert set(body) >= {"error", "message"} and body["message"], body
-    if code:
-        assert body["error"] == code
-    return body
 
 
 def raw_request(base: str, head: str, body: bytes = b"", timeout: float = 30) -> bytes:

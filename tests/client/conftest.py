@@ -13,6 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from koa_middleware.cache import CacheLayout
 from koa_middleware.database.local_database import LocalCalibrationDB
 from koa_middleware.database.remote_database import RemoteCalibrationDB
 from support.archive import ArchivePair, make_client
@@ -58,3 +59,11 @@ def local_db(tmp_path, instrument) -> Iterator[LocalCalibrationDB]:
     db = LocalCalibrationDB(tmp_path / "local" / f"{instrument}_calibrations.db", instrument)
     yield db
     db.close()
+
+
+@pytest.fixture
+def layout(tmp_path) -> CacheLayout:
+    """The layout of a fresh cache folder for instrument ``hispec``."""
+    layout = CacheLayout(tmp_path / "cache", "hispec")
+    layout.create()
+    return layout

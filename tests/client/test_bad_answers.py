@@ -82,13 +82,6 @@ def remote(server, monkeypatch):
         yield remote
 
 
-@pytest.fixture
-def layout(tmp_path):
-    layout = CacheLayout(tmp_path / "cache", "hispec")
-    layout.create()
-    return layout
-
-
 def cache_is_clean(layout: CacheLayout) -> bool:
     return not any(layout.calibrations_dir.iterdir()) and not any(layout.tmp_dir.iterdir())
 

@@ -73,13 +73,6 @@ def remote(archive):
         yield remote
 
 
-@pytest.fixture
-def layout(tmp_path):
-    layout = CacheLayout(tmp_path / "cache", "hispec")
-    layout.create()
-    return layout
-
-
 def leftovers(layout: CacheLayout) -> list[str]:
     """Every file in the cache folder (there must be none after a refused download)."""
     return sorted(p.name for p in layout.root.rglob("*") if p.is_file() and p.suffix != ".lock")
