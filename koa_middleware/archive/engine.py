@@ -9,6 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from ..errors import ConfigurationError
+from ..sqlite_wal import switch_to_wal
 
 logger = logging.getLogger(__name__)
 
@@ -64,8 +65,8 @@ def make_engine(url: str) -> Engine:
     @sa.event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection, _record) -> None:
         dbapi_connection.isolation_level = None  # SQLAlchemy emits BEGIN itself, below
+        switch_to_wal(dbapi_connection, timeout=60)
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=FULL")
         cursor.close()
 

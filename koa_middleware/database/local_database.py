@@ -28,6 +28,7 @@ from ..records import (
     validate_column_name,
     validate_record,
 )
+from ..sqlite_wal import connect
 from .calibration_table import CalibrationTable
 from .side_tables import FILES_TABLE, META_TABLE, SideTables
 
@@ -93,15 +94,7 @@ class LocalCalibrationDB(SideTables):
         self.table_name = validate_column_name(table_name)
         self._lock = threading.RLock()
         self._depth = 0
-        self.conn = sqlite3.connect(
-            self.db_path, timeout=timeout, isolation_level=None, check_same_thread=False
-        )
-        self.conn.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
-        if self.db_path != ":memory:":
-            self.conn.execute("PRAGMA journal_mode = WAL")
-            self.conn.execute("PRAGMA synchronous = NORMAL")
-            # room for the indexes of ~100,000 records, so bulk adds stay in memory
-            self.conn.execute("PRAGMA cache_size = -65536")
+        self.conn = connect(self.db_path, timeout)
         self.db = sqlite_utils.Database(self.conn)
         self._closed = False
         self._table: CalibrationTable | None = None

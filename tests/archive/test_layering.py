@@ -13,6 +13,7 @@ ALLOWED = {
     "koa_middleware.errors",
     "koa_middleware.records",
     "koa_middleware.fits",
+    "koa_middleware.sqlite_wal",  # opening SQLite in WAL mode: standard library only
     "koa_middleware.profiles",  # the instrument profiles: standard library and records only
 }
 

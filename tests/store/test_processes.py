@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import random
 import signal
@@ -126,3 +127,31 @@ def test_kill_between_rename_and_commit_is_recovered(tmp_path):
         assert not (cache / "calibrations" / "hispec" / "doomed.fits").exists()
         assert list(store.layout.tmp_dir.glob("*.pending")) == []
         assert_cache_consistent(store)
+
+
+def open_new_database(path: str, barrier, results) -> None:
+    """Open the database once every process is ready, and report what went wrong."""
+    barrier.wait()
+    try:
+        db = LocalCalibrationDB(path, "hispec")
+        results.put(len(db))
+        db.close()
+    except Exception as exc:  # reported to the test, which names it
+        results.put(repr(exc))
+
+
+def test_eight_processes_open_one_new_database_at_once(tmp_path):
+    """Workers of a cluster job start together on a cache that does not exist yet."""
+    ctx = multiprocessing.get_context("spawn")
+    for round_ in range(10):  # the race is narrow: give it many chances
+        path = str(tmp_path / f"calibrations{round_}.db")
+        barrier, results = ctx.Barrier(8), ctx.Queue()
+        procs = [
+            ctx.Process(target=open_new_database, args=(path, barrier, results)) for _ in range(8)
+        ]
+        for proc in procs:
+            proc.start()
+        outcomes = [results.get(timeout=120) for _ in procs]
+        for proc in procs:
+            proc.join(timeout=60)
+        assert outcomes == [0] * 8, f"round {round_}: {outcomes}"
