@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from machine import warm_memory  # noqa: E402
 
-from koa_middleware.database.remote_database import RemoteCalibrationDB  # noqa: E402
+from koa_middleware.client.remote_database import RemoteCalibrationDB  # noqa: E402
 from support.archive import ArchiveServer, create_token  # noqa: E402
 
 INSTRUMENT = "hispec"

@@ -50,37 +50,48 @@ API_GROUPS = {
         "koa_middleware.errors",
         "koa_middleware.config",
     ],
-    "Databases, files and synchronization": [
+    "Local cache": [
         "koa_middleware.database",
         "koa_middleware.database.local_database",
-        "koa_middleware.database.remote_database",
         "koa_middleware.records",
-        "koa_middleware.registration",
-        "koa_middleware.registration_steps",
-        "koa_middleware.cache_lookup",
-        "koa_middleware.versions",
+        "koa_middleware.profiles",
         "koa_middleware.cache",
+        "koa_middleware.cache.registration",
+        "koa_middleware.cache.registration_steps",
+        "koa_middleware.cache.lookup",
+        "koa_middleware.cache.versions",
+        "koa_middleware.cache.layout",
+        "koa_middleware.cache.report",
         "koa_middleware.hashing",
-        "koa_middleware.transfer",
-        "koa_middleware.sync",
-        "koa_middleware.auth",
-        "koa_middleware.keck_login",
-        "koa_middleware.cache_report",
+    ],
+    "Archive client": [
+        "koa_middleware.client",
+        "koa_middleware.client.remote_database",
+        "koa_middleware.client.downloads",
+        "koa_middleware.client.sync",
+        "koa_middleware.client.auth",
+        "koa_middleware.client.keck_login",
     ],
     "Names of the reference implementation": [
         "koa_middleware.utils",
-        "koa_middleware.download",
-        "koa_middleware.keck_client",
+        "koa_middleware.client.download",
+        "koa_middleware.client.keck_client",
     ],
     "Command line (koa-cal)": [
         "koa_middleware.cli",
-        "koa_middleware.cli_support",
-        "koa_middleware.cli_output",
-        "koa_middleware.demo",
+        "koa_middleware.cli.commands",
+        "koa_middleware.cli.support",
+        "koa_middleware.cli.output",
+        "koa_middleware.cli.demo",
     ],
     "Archive service (koa-archive)": ["koa_middleware.archive"],
 }
-_SKIPPED_MODULES = {"koa_middleware.archive.__main__"}
+# The reference implementation's module paths: each is a module documented elsewhere.
+_SKIPPED_MODULES = {
+    "koa_middleware.download",
+    "koa_middleware.keck_client",
+    "koa_middleware.database.remote_database",
+}
 # Packages that re-export their modules' names: their own docstring only, so that
 # every object is documented once, under the module that defines it.
 _DOCSTRING_ONLY = {"koa_middleware", "koa_middleware.database", "koa_middleware.archive"}

@@ -1,9 +1,9 @@
 """CalibrationStore: the one facade pipelines use.
 
 It orchestrates the local database (:mod:`koa_middleware.database.local_database`),
-the archive client (:mod:`koa_middleware.database.remote_database`), the cache
-files (:mod:`koa_middleware.cache`, :mod:`koa_middleware.transfer`) and
-synchronization (:mod:`koa_middleware.sync`); it holds no SQL and no HTTP of
+the archive client (:mod:`koa_middleware.client.remote_database`), the cache
+files (:mod:`koa_middleware.cache.layout`, :mod:`koa_middleware.client.downloads`) and
+synchronization (:mod:`koa_middleware.client.sync`); it holds no SQL and no HTTP of
 its own.
 """
 
@@ -15,9 +15,12 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .cache import CacheLayout
-from .cache_check import CachedFiles, lstat_or_none
-from .cache_lookup import CacheLookup
+from .cache.check import CachedFiles, lstat_or_none
+from .cache.layout import CacheLayout
+from .cache.lookup import CacheLookup
+from .cache.registration import complete_cached_file_record, register_model
+from .cache.registration_steps import RegistrationSteps, _Staging
+from .cache.versions import find_version_issues
 from .config import DEFAULT_URL, resolve_config
 from .database.local_database import LocalCalibrationDB
 from .datamodel_protocol import SupportsCalibrationModelIO
@@ -32,10 +35,7 @@ from .records import (
     is_cal_id,
     validate_cal_id,
 )
-from .registration import complete_cached_file_record, register_model
-from .registration_steps import RegistrationSteps, _Staging
 from .selector_base import CalibrationSelector
-from .versions import find_version_issues
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ class CalibrationStore(RegistrationSteps, CacheLookup):
     >>> store.close()
     """
 
-    #: What the last sync from the archive did (:class:`koa_middleware.sync.SyncReport`:
+    #: What the last sync from the archive did (:class:`koa_middleware.client.sync.SyncReport`:
     #: ``added``, and ``set_aside``, id -> reason), or None before the first one.
     last_sync: Any = None
 
@@ -158,7 +158,7 @@ class CalibrationStore(RegistrationSteps, CacheLookup):
                 cfg.url,
             )
             return None
-        from .database.remote_database import RemoteCalibrationDB
+        from .client.remote_database import RemoteCalibrationDB
 
         return RemoteCalibrationDB(self.instrument_name, url=cfg.url, token=cfg.token)
 
@@ -325,7 +325,7 @@ class CalibrationStore(RegistrationSteps, CacheLookup):
         return self.remote_db
 
     def _download(self, record: dict, force: bool = False) -> Path:
-        from .transfer import fetch_to_cache
+        from .client.downloads import fetch_to_cache
 
         remote = self._require_remote(f"fetch {record['filename']}")
         path = fetch_to_cache(
@@ -362,7 +362,7 @@ class CalibrationStore(RegistrationSteps, CacheLookup):
 
         Records the archive has but the local database lacks are added locally.
         """
-        from .transfer import prefetch
+        from .client.downloads import prefetch
 
         remote = self._require_remote("prefetch calibrations")
         records = []
@@ -425,7 +425,7 @@ class CalibrationStore(RegistrationSteps, CacheLookup):
 
     def get_missing_records(self, source: str = "remote", mode: str = "id") -> list[dict]:
         """Records in ``source`` (``'remote'`` or ``'local'``) that the other side lacks."""
-        from .sync import missing_records
+        from .client.sync import missing_records
 
         _check_mode(mode)
         if source not in ("remote", "local"):
@@ -452,7 +452,7 @@ class CalibrationStore(RegistrationSteps, CacheLookup):
             not be stored are set aside (logged, tried again by the next
             sync): see :attr:`last_sync`.
         """
-        from .sync import sync_from_archive
+        from .client.sync import sync_from_archive
 
         if isinstance(cals, str) and cals in _MODES:
             cals, mode = None, cals
@@ -466,7 +466,7 @@ class CalibrationStore(RegistrationSteps, CacheLookup):
 
     def sync_records_to_remote(self, mode: str = "id") -> list[dict]:
         """Upload local calibrations the archive lacks (file first, then record)."""
-        from .sync import push_records
+        from .client.sync import push_records
 
         _check_mode(mode)
         remote = self._require_remote("push to the archive")

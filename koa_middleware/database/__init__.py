@@ -13,7 +13,7 @@ __all__ = ["LocalCalibrationDB", "RemoteCalibrationDB", "local_database", "remot
 def __getattr__(name: str) -> Any:
     # The HTTP client is imported on first use, so local-only work never loads it.
     if name == "RemoteCalibrationDB":
-        from .remote_database import RemoteCalibrationDB
+        from ..client.remote_database import RemoteCalibrationDB
 
         return RemoteCalibrationDB
     if name == "remote_database":

@@ -2,7 +2,7 @@
 
 ``_koa_meta`` holds key/value settings of the database (such as sync cursors);
 ``_koa_files`` holds what the store saw of each cached file when it placed or
-last checked it (see :mod:`koa_middleware.cache_check`). A mixin of
+last checked it (see :mod:`koa_middleware.cache.check`). A mixin of
 :class:`~koa_middleware.database.local_database.LocalCalibrationDB`, which
 creates the tables.
 """

@@ -13,9 +13,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from koa_middleware.cache import CacheLayout
+from koa_middleware.cache.layout import CacheLayout
+from koa_middleware.client.remote_database import RemoteCalibrationDB
 from koa_middleware.database.local_database import LocalCalibrationDB
-from koa_middleware.database.remote_database import RemoteCalibrationDB
 from support.archive import ArchivePair, make_client
 
 INSTRUMENTS = tuple(f"inst{i:03d}" for i in range(160))

@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from koa_middleware.auth import (
+from koa_middleware.client.auth import (
     DEFAULT_KECK_LOGIN_URL,
     Anonymous,
     BearerToken,
@@ -31,7 +31,7 @@ from koa_middleware.auth import (
     resolve_credentials,
     session_file_path,
 )
-from koa_middleware.database.remote_database import RemoteCalibrationDB
+from koa_middleware.client.remote_database import RemoteCalibrationDB
 from koa_middleware.errors import AuthenticationError, ConfigurationError, RemoteUnavailableError
 from support.keck_service import (
     API_PATH,
@@ -92,7 +92,7 @@ def test_session_is_reused_by_another_process(keck):
     assert last_updated(keck) == ISO
     before = len(keck.paths)
     code = (
-        "from koa_middleware.database.remote_database import RemoteCalibrationDB\n"
+        "from koa_middleware.client.remote_database import RemoteCalibrationDB\n"
         f"r = RemoteCalibrationDB('hispec', url={keck.api_url!r})\n"
         "print(r.get_last_updated())\n"
     )

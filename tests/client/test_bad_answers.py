@@ -13,9 +13,11 @@ import socket
 
 import pytest
 
-from koa_middleware.cache import CacheLayout
+from koa_middleware.cache.layout import CacheLayout
+from koa_middleware.client.downloads import fetch_to_cache
+from koa_middleware.client.remote_database import RemoteCalibrationDB
+from koa_middleware.client.sync import pull_records
 from koa_middleware.database.local_database import LocalCalibrationDB
-from koa_middleware.database.remote_database import RemoteCalibrationDB
 from koa_middleware.errors import (
     ArchiveError,
     AuthenticationError,
@@ -23,8 +25,6 @@ from koa_middleware.errors import (
     InvalidRecordError,
     RemoteUnavailableError,
 )
-from koa_middleware.sync import pull_records
-from koa_middleware.transfer import fetch_to_cache
 from support.scripted_http import (
     ScriptedHTTPServer,
     file_answer,

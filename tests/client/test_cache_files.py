@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from koa_middleware import CalibrationStore
-from koa_middleware.cache_report import verify_cache
+from koa_middleware.cache.report import verify_cache
 from support.full_disk import EFBIG_PRELUDE, ENOSPC_PRELUDE
 from support.published import publish
 

@@ -7,9 +7,9 @@ import os
 
 import pytest
 
-from koa_middleware.database import http_transport
+from koa_middleware.client import http_transport
+from koa_middleware.client.incoming import IncomingFile, write_all
 from koa_middleware.errors import RemoteUnavailableError
-from koa_middleware.incoming import IncomingFile, write_all
 from support.archive import make_client
 from support.koa_cal import closed_port_url
 from support.published import publish

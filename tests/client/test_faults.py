@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from koa_middleware.cache import CacheLayout
-from koa_middleware.transfer import fetch_to_cache
+from koa_middleware.cache.layout import CacheLayout
+from koa_middleware.client.downloads import fetch_to_cache
 from support.archive import ArchiveServer, create_token, make_client
 from support.published import publish
 from support.relay import Relay
@@ -107,9 +107,9 @@ CLIENT_SCRIPT = textwrap.dedent(
     import sys
     import time
     from pathlib import Path
-    from koa_middleware.cache import CacheLayout
-    from koa_middleware.database.remote_database import RemoteCalibrationDB
-    from koa_middleware.transfer import fetch_to_cache
+    from koa_middleware.cache.layout import CacheLayout
+    from koa_middleware.client.remote_database import RemoteCalibrationDB
+    from koa_middleware.client.downloads import fetch_to_cache
 
     url, token, cache, cal_id, go, entry = sys.argv[1:7]
     if entry == "store":

@@ -15,12 +15,12 @@ import uuid
 
 import pytest
 
-from koa_middleware.cache import CacheLayout
+from koa_middleware.cache.layout import CacheLayout
+from koa_middleware.client.downloads import fetch_to_cache
+from koa_middleware.client.remote_database import RemoteCalibrationDB
+from koa_middleware.client.sync import pull_records
 from koa_middleware.database.local_database import LocalCalibrationDB
-from koa_middleware.database.remote_database import RemoteCalibrationDB
 from koa_middleware.errors import ArchiveError, ChecksumMismatchError
-from koa_middleware.sync import pull_records
-from koa_middleware.transfer import fetch_to_cache
 from support.hostile_archive import HostileArchive
 
 LIMIT = 1 << 20

@@ -18,10 +18,10 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-import koa_middleware.keck_client as keck_client_module
-from koa_middleware.auth import session_file_path
+import koa_middleware.client.keck_client as keck_client_module
+from koa_middleware.client.auth import session_file_path
+from koa_middleware.client.keck_client import KeckObserverAuthClient
 from koa_middleware.errors import AuthenticationError, ConfigurationError
-from koa_middleware.keck_client import KeckObserverAuthClient
 from support.keck_service import (
     API_PATH,
     KeckService,
@@ -105,7 +105,7 @@ def test_constructing_again_in_a_process_asks_nothing(keck):
 def test_a_new_process_reuses_the_kept_session(keck):
     KeckObserverAuthClient()
     code = (
-        "from koa_middleware.keck_client import KeckObserverAuthClient\n"
+        "from koa_middleware.client.keck_client import KeckObserverAuthClient\n"
         "client = KeckObserverAuthClient()\n"
         f"answer = client.session.get({keck.base_url + API_PATH!r})\n"
         "print(answer.status_code, answer.json()['last_updated'])\n"

@@ -13,9 +13,9 @@ import termios
 
 import pytest
 
-from koa_middleware.cache import CacheLayout
-from koa_middleware.database.remote_database import RemoteCalibrationDB
-from koa_middleware.transfer import fetch_to_cache, progress_enabled
+from koa_middleware.cache.layout import CacheLayout
+from koa_middleware.client.downloads import fetch_to_cache, progress_enabled
+from koa_middleware.client.remote_database import RemoteCalibrationDB
 from support.scripted_http import ScriptedHTTPServer, file_answer, json_answer
 
 CAL_ID = "1b4e28ba-2fa1-4d2b-883f-0016d3cca427"

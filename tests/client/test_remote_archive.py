@@ -8,7 +8,9 @@ import subprocess
 
 import pytest
 
-from koa_middleware.cache import CacheLayout
+from koa_middleware.cache.layout import CacheLayout
+from koa_middleware.client.downloads import fetch_to_cache, prefetch
+from koa_middleware.client.sync import pull_records
 from koa_middleware.errors import (
     ArchiveError,
     AuthenticationError,
@@ -17,8 +19,6 @@ from koa_middleware.errors import (
     InvalidRecordError,
 )
 from koa_middleware.records import utc_now
-from koa_middleware.sync import pull_records
-from koa_middleware.transfer import fetch_to_cache, prefetch
 from support.archive import archive_command, create_token, make_client
 from support.published import new_record, publish
 

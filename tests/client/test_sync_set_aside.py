@@ -14,7 +14,12 @@ import uuid
 import pytest
 
 from koa_middleware import CalibrationStore
-from koa_middleware.sync import missing_records, pull_records, set_aside_key, sync_from_archive
+from koa_middleware.client.sync import (
+    missing_records,
+    pull_records,
+    set_aside_key,
+    sync_from_archive,
+)
 from support.published import publish
 from support.scripted_http import ScriptedHTTPServer, json_answer, raw_answer
 
@@ -158,9 +163,9 @@ def test_mode_id_after_a_sync_with_new_records_and_a_deleted_one(
 
 
 def test_anything_in_a_changes_page_that_is_not_a_record_is_set_aside(tmp_path):
+    from koa_middleware.client.remote_database import RemoteCalibrationDB
+    from koa_middleware.client.sync import cursor_key
     from koa_middleware.database.local_database import LocalCalibrationDB
-    from koa_middleware.database.remote_database import RemoteCalibrationDB
-    from koa_middleware.sync import cursor_key
 
     good = {
         "id": str(uuid.uuid4()),

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from koa_middleware import download
-from koa_middleware.download import KOADownloadError, download_koa
+from koa_middleware.client.download import KOADownloadError, download_koa
 from koa_middleware.errors import ArchiveError, InvalidRecordError
 from support.scripted_http import ScriptedHTTPServer, raw_answer, truncated_answer
 

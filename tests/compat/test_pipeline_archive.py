@@ -11,7 +11,7 @@ from compat.hispec_pipeline.datamodel import HispecCalibration, read_header
 from compat.hispec_pipeline.selectors import NearestDark
 from compat.hispec_pipeline.store import HispecCalibrationStore
 
-from koa_middleware.database.remote_database import RemoteCalibrationDB
+from koa_middleware.client.remote_database import RemoteCalibrationDB
 from support.scripted_http import Exchange, ScriptedHTTPServer, json_answer
 from support.ties import reference_choice
 

@@ -106,10 +106,10 @@ PROVIDED = [name for name in REFERENCE_NAMES if name not in NOT_PROVIDED]
 MODULES = {
     "database": "koa_middleware.database",
     "datamodel_protocol": "koa_middleware.datamodel_protocol",
-    "download": "koa_middleware.download",
-    "keck_client": "koa_middleware.keck_client",
+    "download": "koa_middleware.client.download",
+    "keck_client": "koa_middleware.client.keck_client",
     "local_database": "koa_middleware.database.local_database",
-    "remote_database": "koa_middleware.database.remote_database",
+    "remote_database": "koa_middleware.client.remote_database",
     "selector_base": "koa_middleware.selector_base",
     "store": "koa_middleware.store",
     "utils": "koa_middleware.utils",
@@ -123,10 +123,10 @@ MODULES = {
 DEFINED_IN = {
     "CalibrationSelector": "koa_middleware.selector_base",
     "CalibrationStore": "koa_middleware.store",
-    "KeckObserverAuthClient": "koa_middleware.keck_client",
+    "KeckObserverAuthClient": "koa_middleware.client.keck_client",
     "LocalCalibrationDB": "koa_middleware.database.local_database",
-    "RemoteCalibrationDB": "koa_middleware.database.remote_database",
-    "download_koa": "koa_middleware.download",
+    "RemoteCalibrationDB": "koa_middleware.client.remote_database",
+    "download_koa": "koa_middleware.client.download",
     "datetime_to_isot_ms": "koa_middleware.utils",
     "generate_koa_filehandle": "koa_middleware.utils",
     "generate_md5_file": "koa_middleware.utils",
@@ -177,12 +177,12 @@ def test_classes_and_functions(name):
 def test_constants_and_other_names():
     for name, value in CONSTANTS.items():
         assert getattr(koa_middleware, name) == value
-        assert getattr(koa_middleware.download, name) == value
+        assert getattr(koa_middleware.client.download, name) == value
     assert koa_middleware.datetime is datetime_module.datetime
     assert koa_middleware.timedelta is datetime_module.timedelta
     assert koa_middleware.timezone is datetime_module.timezone
     assert koa_middleware.tqdm is tqdm.tqdm
-    assert koa_middleware.logger is logging.getLogger("koa_middleware.download")
+    assert koa_middleware.logger is logging.getLogger("koa_middleware.client.download")
     assert (koa_middleware.os, koa_middleware.re, koa_middleware.hashlib) == (os, re, hashlib)
 
 
@@ -199,7 +199,7 @@ def test_star_import():
     missing = [name for name in PROVIDED if name not in namespace]
     assert missing == []
     assert namespace["CalibrationStore"] is koa_middleware.CalibrationStore
-    assert namespace["download_koa"] is koa_middleware.download.download_koa
+    assert namespace["download_koa"] is koa_middleware.client.download.download_koa
     assert namespace["SupportsCalibrationModelIO"] is koa_middleware.SupportsCalibrationModelIO
 
 
@@ -244,14 +244,14 @@ def test_the_archive_service_never_loads_the_client_store():
     assert "koa_middleware.archive" in loaded
     client_side = {
         "koa_middleware.store",
-        "koa_middleware.keck_client",
-        "koa_middleware.download",
+        "koa_middleware.client.keck_client",
+        "koa_middleware.client.download",
         "koa_middleware.utils",
-        "koa_middleware.database.remote_database",
+        "koa_middleware.client.remote_database",
     }
     assert loaded & client_side == set()
 
 
 def test_local_databases_never_load_the_http_client():
     loaded = _modules_loaded_by("from koa_middleware.database import LocalCalibrationDB")
-    assert "koa_middleware.database.remote_database" not in loaded
+    assert "koa_middleware.client.remote_database" not in loaded

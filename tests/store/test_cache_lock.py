@@ -8,12 +8,12 @@ import textwrap
 import threading
 import uuid
 
-from koa_middleware.cache import CacheLayout
+from koa_middleware.cache.layout import CacheLayout
 
 HOLDER = textwrap.dedent(
     """
     import sys, time
-    from koa_middleware.cache import CacheLayout
+    from koa_middleware.cache.layout import CacheLayout
     layout = CacheLayout(sys.argv[1], "hispec")
     with layout.lock(sys.argv[2]):
         print("locked", flush=True)

@@ -100,7 +100,7 @@ def test_a_link_in_place_of_the_registration_folder_is_never_followed(store, tmp
 
 
 def test_emptying_a_registration_folder_swapped_for_a_link_deletes_nothing(store, tmp_path):
-    from koa_middleware.registration_steps import _empty_folder
+    from koa_middleware.cache.registration_steps import _empty_folder
 
     outside = tmp_path / "outside_folder"
     outside.mkdir()

@@ -99,7 +99,7 @@ def test_process_killed_while_registering_leaves_a_consistent_cache(tmp_path):
 KILL_AFTER_RENAME = """
 import os, signal, sys
 sys.path.insert(0, {tests!r})
-import koa_middleware.registration as registration
+import koa_middleware.cache.registration as registration
 from support.models import FileModel
 from koa_middleware import CalibrationStore, LocalCalibrationDB
 

@@ -324,7 +324,7 @@ class ArchivePair:
 
 def make_client(url: str, instrument: str, token: str | None, **options: Any):
     """A RemoteCalibrationDB for tests: quick retries, so fault tests stay short."""
-    from koa_middleware.database.remote_database import RemoteCalibrationDB
+    from koa_middleware.client.remote_database import RemoteCalibrationDB
 
     options.setdefault("retries", 3)
     options.setdefault("backoff", 0.05)

@@ -12,7 +12,7 @@ import os
 import uuid
 from pathlib import Path
 
-from koa_middleware.database.remote_database import RemoteCalibrationDB
+from koa_middleware.client.remote_database import RemoteCalibrationDB
 
 __all__ = ["new_record", "publish"]
 

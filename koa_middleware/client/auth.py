@@ -10,7 +10,7 @@ Which credential a client uses is settled by :func:`resolve_credentials`:
 
 A token takes precedence over the Keck login when both are configured.
 
-The Keck observer login exchange itself is in :mod:`koa_middleware.keck_login`.
+The Keck observer login exchange itself is in :mod:`koa_middleware.client.keck_login`.
 :class:`KeckObserverLogin` keeps its session (the ``py_uid`` and the observer
 cookie, never the email or the password) in the user's state directory
 (``platformdirs.user_state_dir('koa_middleware')``, file ``keck_session.json``,
@@ -39,7 +39,8 @@ from typing import Any, Protocol
 
 import platformdirs
 
-from .errors import ConfigurationError
+from ..errors import ConfigurationError
+from ..records import utc_now
 from .keck_login import (
     DEFAULT_KECK_LOGIN_URL,
     KeckSession,
@@ -47,7 +48,6 @@ from .keck_login import (
     keck_login,
     keck_session_is_valid,
 )
-from .records import utc_now
 
 logger = logging.getLogger(__name__)
 

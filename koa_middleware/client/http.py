@@ -30,8 +30,8 @@ from typing import Any
 import httpx
 
 from .. import __version__
-from ..auth import Credentials
 from ..errors import ArchiveError, AuthenticationError, RemoteUnavailableError
+from .auth import Credentials
 from .http_transport import make_transport
 from .json_stream import iter_json_items
 
@@ -92,7 +92,7 @@ class ArchiveSession:
     Parameters
     ----------
     credentials : Credentials
-        What authenticates each request (see :mod:`koa_middleware.auth`).
+        What authenticates each request (see :mod:`koa_middleware.client.auth`).
     timeout : float
         Seconds to wait for data on a connection (read, write, pool).
     connect_timeout : float
@@ -107,7 +107,7 @@ class ArchiveSession:
 
     Examples
     --------
-    >>> from koa_middleware.auth import Anonymous
+    >>> from koa_middleware.client.auth import Anonymous
     >>> session = ArchiveSession(Anonymous(), retries=2)
     >>> session.retries
     2

@@ -26,29 +26,55 @@ import time
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any, Protocol
 
 import httpx
 from tqdm import tqdm
 
-from .cache import CacheLayout, cache_full_error, create_private_file, is_disk_full, place_file
-from .errors import (
+from ..cache.layout import (
+    CacheLayout,
+    cache_full_error,
+    create_private_file,
+    is_disk_full,
+    place_file,
+)
+from ..errors import (
     CalibrationNotFoundError,
     ChecksumMismatchError,
     KOAError,
     RemoteUnavailableError,
 )
-from .hashing import verify_file
+from ..hashing import verify_file
+from ..records import is_cal_id, validate_cal_id, validate_record
 from .incoming import IncomingFile
-from .records import is_cal_id, validate_cal_id, validate_record
 from .zip_member import extract_single_member
-
-if TYPE_CHECKING:
-    from .database.remote_database import RemoteCalibrationDB
 
 logger = logging.getLogger(__name__)
 
+
+class FileSource(Protocol):
+    """What a download needs of the archive client; the client class has all of it.
+
+    Naming it here keeps this module free of the client class, which itself
+    calls :func:`download_record_file`.
+    """
+
+    protocol: int
+    retries: int
+    backoff: float
+    display_url: str
+
+    def open_file_stream(
+        self, cal_id: str, headers: Mapping[str, str] | None = None
+    ) -> contextlib.AbstractContextManager[httpx.Response]: ...
+
+    def open_zip_stream(self, cal_id: str) -> contextlib.AbstractContextManager[httpx.Response]: ...
+
+    def query(self, **kwargs: Any) -> Any: ...
+
+
 __all__ = [
+    "FileSource",
     "progress_enabled",
     "progress_bar",
     "fetch_to_cache",
@@ -113,7 +139,7 @@ def _check_against_record(name: str, md5: str, size: int, record: Mapping[str, A
 
 
 def download_record_file(
-    remote_db: RemoteCalibrationDB,
+    remote_db: FileSource,
     record: Mapping[str, Any],
     destination: Path,
     *,
@@ -124,7 +150,7 @@ def download_record_file(
 
     Parameters
     ----------
-    remote_db : RemoteCalibrationDB
+    remote_db : FileSource
         The archive client.
     record : Mapping
         The calibration record (``id``, ``filename``; ``file_size`` and
@@ -190,7 +216,7 @@ def download_record_file(
 
 
 def _download_raw(
-    remote_db: RemoteCalibrationDB,
+    remote_db: FileSource,
     record: Mapping[str, Any],
     incoming: IncomingFile,
     progress: bool | None,
@@ -241,7 +267,7 @@ def _download_raw(
 
 
 def _retry_delay(
-    remote_db: RemoteCalibrationDB,
+    remote_db: FileSource,
     record: Mapping[str, Any],
     failures: int,
     exc: Exception,
@@ -320,7 +346,7 @@ def _too_large(record: Mapping[str, Any], limit: int, what: str = "file") -> Che
 
 
 def _download_zip(
-    remote_db: RemoteCalibrationDB,
+    remote_db: FileSource,
     record: Mapping[str, Any],
     incoming: IncomingFile,
     progress: bool | None,
@@ -360,7 +386,7 @@ def _download_zip(
 
 
 def fetch_to_cache(
-    remote_db: RemoteCalibrationDB,
+    remote_db: FileSource,
     record: Mapping[str, Any],
     layout: CacheLayout,
     *,
@@ -377,7 +403,7 @@ def fetch_to_cache(
 
     Parameters
     ----------
-    remote_db : RemoteCalibrationDB
+    remote_db : FileSource
         The archive client.
     record : Mapping
         The calibration record.
@@ -428,7 +454,7 @@ def fetch_to_cache(
 
 
 def prefetch(
-    remote_db: RemoteCalibrationDB,
+    remote_db: FileSource,
     records: Iterable[Mapping[str, Any] | str],
     layout: CacheLayout,
     workers: int = 8,
@@ -440,7 +466,7 @@ def prefetch(
 
     Parameters
     ----------
-    remote_db : RemoteCalibrationDB
+    remote_db : FileSource
         The archive client (its connection pool is shared by the workers).
     records : Iterable[dict | str]
         Records, or ids (looked up on the archive).

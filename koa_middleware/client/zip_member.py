@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .errors import ArchiveError, ChecksumMismatchError
+from ..errors import ArchiveError, ChecksumMismatchError
 from .incoming import IncomingFile
 
 logger = logging.getLogger(__name__)

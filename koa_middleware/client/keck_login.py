@@ -19,7 +19,7 @@ redirect is followed on the login, and neither that URL nor any secret
 in an error message. The HTTP libraries' own log records of the exchanges
 with the login service are dropped for the same reason.
 
-:class:`koa_middleware.auth.KeckObserverLogin` keeps the session on disk and
+:class:`koa_middleware.client.auth.KeckObserverLogin` keeps the session on disk and
 reuses it.
 """
 
@@ -38,7 +38,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from .errors import AuthenticationError, ConfigurationError, RemoteUnavailableError
+from ..errors import AuthenticationError, ConfigurationError, RemoteUnavailableError
 
 logger = logging.getLogger(__name__)
 

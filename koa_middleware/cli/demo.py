@@ -18,7 +18,7 @@ It runs the whole job on small synthetic HISPEC data, on this machine only:
 
 Examples
 --------
->>> from koa_middleware.demo import run_demo
+>>> from koa_middleware.cli.demo import run_demo
 >>> summary = run_demo(echo=print)  # doctest: +SKIP
 """
 
@@ -36,11 +36,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import KOAError
-from .fits import FITSCalibration, import_astropy_fits, mjd_from_datetime
-from .hashing import verify_file
-from .selectors import LatestVersionSelector, NearestInTimeSelector
-from .store import CalibrationStore
+from ..errors import KOAError
+from ..fits import FITSCalibration, import_astropy_fits, mjd_from_datetime
+from ..hashing import verify_file
+from ..selectors import LatestVersionSelector, NearestInTimeSelector
+from ..store import CalibrationStore
 
 logger = logging.getLogger(__name__)
 
@@ -333,7 +333,7 @@ def _why(row: dict[str, Any]) -> str:
 
 
 def _table(rows: list[dict[str, Any]]) -> str:
-    from .cli_output import render_table
+    from .output import render_table
 
     shown = [
         {

@@ -26,8 +26,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import CacheFullError, InvalidRecordError, UnsafeCachePathError
-from .records import is_cal_id, safe_path, validate_cal_id
+from ..errors import CacheFullError, InvalidRecordError, UnsafeCachePathError
+from ..records import is_cal_id, safe_path, validate_cal_id
 
 logger = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Reading many records from the archive: streamed queries and the changes feed.
 
 :class:`RemoteFeed` is the part of
-:class:`~koa_middleware.database.remote_database.RemoteCalibrationDB` that reads
+:class:`~koa_middleware.client.remote_database.RemoteCalibrationDB` that reads
 records in bulk for sync: query answers parsed record by record as they arrive
 (the whole JSON array of a v1 archive never has to be held as text), paging on
 v2, a cheap count probe, and the v2 changes feed, whose cursor must move.
@@ -18,10 +18,10 @@ import httpx
 
 from ..errors import ArchiveError
 from ..records import LOCAL_REQUIRED_FIELDS
-from .archive_http import redact_url
+from .http import redact_url
 
 if TYPE_CHECKING:
-    from .archive_http import ArchiveSession
+    from .http import ArchiveSession
 
 logger = logging.getLogger(__name__)
 

@@ -12,8 +12,8 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from .errors import KOAError, VersionLimitError
-from .records import MAX_VERSION, format_version
+from ..errors import KOAError, VersionLimitError
+from ..records import MAX_VERSION, format_version
 
 logger = logging.getLogger(__name__)
 

@@ -9,8 +9,8 @@ from typing import Any
 
 import click
 
-from .errors import InvalidRecordError, RemoteUnavailableError
-from .records import validate_column_name
+from ..errors import InvalidRecordError, RemoteUnavailableError
+from ..records import validate_column_name
 
 logger = logging.getLogger(__name__)
 
@@ -109,7 +109,7 @@ def open_store(state: State, remote: bool = False, probe: bool = False) -> Any:
     RemoteUnavailableError, AuthenticationError
         With ``probe``, if the archive is unreachable or refuses the credentials.
     """
-    from .store import CalibrationStore
+    from ..store import CalibrationStore
 
     if probe:
         probe_archive(state)
@@ -128,8 +128,8 @@ def cache_is_new(state: State) -> bool:
     ``verify --repair``) checks the archive first, so that it fails before
     creating an empty cache.
     """
-    from .cache import CacheLayout
-    from .config import resolve_config
+    from ..cache.layout import CacheLayout
+    from ..config import resolve_config
 
     cfg = resolve_config(state.instrument, state.cache_dir, url=state.url)
     layout = CacheLayout(cfg.cache_dir, cfg.instrument_name)
@@ -146,8 +146,8 @@ def probe_archive(state: State) -> None:
     AuthenticationError
         If it refuses the credentials.
     """
-    from .config import DEFAULT_URL, resolve_config
-    from .database.remote_database import RemoteCalibrationDB
+    from ..client.remote_database import RemoteCalibrationDB
+    from ..config import DEFAULT_URL, resolve_config
 
     cfg = resolve_config(state.instrument, state.cache_dir, url=state.url)
     has_login = bool(cfg.keck_email and cfg.keck_password)
@@ -181,7 +181,7 @@ def load_selector(spec: str, options: dict[str, str]) -> Any:
     click.BadParameter
         If the class cannot be imported, is not a selector, or refuses the options.
     """
-    from .selector_base import CalibrationSelector
+    from ..selector_base import CalibrationSelector
 
     target = SELECTOR_ALIASES.get(spec, spec)
     module_name, _, class_name = target.partition(":")

@@ -1,7 +1,7 @@
 """The steps of registration that pipelines override, as the reference defines them.
 
 :meth:`CalibrationStore.register_calibration` runs, in this order (see
-:mod:`koa_middleware.registration` for what holds them together):
+:mod:`koa_middleware.cache.registration` for what holds them together):
 
 1. :meth:`~RegistrationSteps._prepare_cal_record`: the record, with its
    version, origin and ``last_updated``;
@@ -32,10 +32,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .datamodel_protocol import SupportsCalibrationModelIO
-from .errors import CalibrationSaveError, InvalidRecordError, VersionLimitError
-from .hashing import file_digest
-from .records import MAX_VERSION, normalize_timestamp, safe_path, utc_now
+from ..datamodel_protocol import SupportsCalibrationModelIO
+from ..errors import CalibrationSaveError, InvalidRecordError, VersionLimitError
+from ..hashing import file_digest
+from ..records import MAX_VERSION, normalize_timestamp, safe_path, utc_now
 
 logger = logging.getLogger(__name__)
 
@@ -322,7 +322,7 @@ class RegistrationSteps:
                     f"{destination} belongs to a registered calibration and is not replaced; "
                     "give the new file another name, or register it with new_version=True."
                 )
-            from .cache import place_file
+            from .layout import place_file
 
             place_file(staged, destination)
             return str(destination)
@@ -493,7 +493,7 @@ def _copy_into(source: Path, target: Path, size: int) -> None:
     CacheFullError
         If there is no room for the copy; the partial copy is removed.
     """
-    from .cache import cache_full_error, create_private_file, is_disk_full
+    from .layout import cache_full_error, create_private_file, is_disk_full
 
     fd = create_private_file(target)
     try:

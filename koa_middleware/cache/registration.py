@@ -1,6 +1,6 @@
 """Registering a calibration model: version, file and record, all or nothing.
 
-The store's steps (:mod:`koa_middleware.registration_steps`, each one
+The store's steps (:mod:`koa_middleware.cache.registration_steps`, each one
 overridable) run inside one SQLite write transaction, in this order:
 
 1. take the write lock (``BEGIN IMMEDIATE``) and return an already registered
@@ -28,19 +28,19 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .cache import CacheLayout, cache_full_error, is_disk_full, place_file
-from .errors import (
+from ..errors import (
     CacheFullError,
     CalibrationNotFoundError,
     CalibrationSaveError,
     ChecksumMismatchError,
     InvalidRecordError,
 )
-from .hashing import file_digest
-from .records import LOCAL_REQUIRED_FIELDS, new_cal_id, utc_now, validate_record
+from ..hashing import file_digest
+from ..records import LOCAL_REQUIRED_FIELDS, new_cal_id, utc_now, validate_record
+from .layout import CacheLayout, cache_full_error, is_disk_full, place_file
 
 if TYPE_CHECKING:
-    from .store import CalibrationStore
+    from ..store import CalibrationStore
 
 logger = logging.getLogger(__name__)
 

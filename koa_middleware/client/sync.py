@@ -19,20 +19,20 @@ import logging
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from .cache import CacheLayout
-from .database.archive_records import ArchiveIntake, SyncReport, set_aside_key
-from .errors import (
+from ..cache.layout import CacheLayout
+from ..errors import (
     ArchiveError,
     CalibrationNotFoundError,
     ConfigurationError,
 )
-from .hashing import file_digest
-from .records import LOCAL_REQUIRED_FIELDS, is_cal_id, validate_cal_id
-from .transfer import progress_bar
+from ..hashing import file_digest
+from ..records import LOCAL_REQUIRED_FIELDS, is_cal_id, validate_cal_id
+from .archive_records import ArchiveIntake, SyncReport, set_aside_key
+from .downloads import progress_bar
 
 if TYPE_CHECKING:
-    from .database.local_database import LocalCalibrationDB
-    from .database.remote_database import RemoteCalibrationDB
+    from ..database.local_database import LocalCalibrationDB
+    from .remote_database import RemoteCalibrationDB
 
 logger = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ lists) and print nothing.
 
 Examples
 --------
->>> from koa_middleware.cache_report import verify_cache  # doctest: +SKIP
+>>> from koa_middleware.cache.report import verify_cache  # doctest: +SKIP
 >>> report = verify_cache(store)  # doctest: +SKIP
 >>> [p["filename"] for p in report["problems"]]  # doctest: +SKIP
 []
@@ -20,7 +20,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import (
+from ..errors import (
     ArchiveError,
     AuthenticationError,
     ChecksumMismatchError,
@@ -28,10 +28,10 @@ from .errors import (
     KOAError,
     RemoteUnavailableError,
 )
-from .hashing import verify_file
+from ..hashing import verify_file
 
 if TYPE_CHECKING:
-    from .store import CalibrationStore
+    from ..store import CalibrationStore
 
 logger = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ from ..errors import InvalidRecordError
 from ..records import LOCAL_REQUIRED_FIELDS, is_cal_id, validate_record
 
 if TYPE_CHECKING:
-    from .local_database import LocalCalibrationDB
+    from ..database.local_database import LocalCalibrationDB
     from .remote_database import RemoteCalibrationDB
 
 logger = logging.getLogger(__name__)

@@ -11,10 +11,10 @@ import logging
 import os
 from typing import Any
 
-from .datamodel_protocol import SupportsCalibrationModelIO
-from .errors import InvalidRecordError
-from .hashing import file_md5
-from .records import is_cal_id, validate_cal_id
+from ..datamodel_protocol import SupportsCalibrationModelIO
+from ..errors import InvalidRecordError
+from ..hashing import file_md5
+from ..records import is_cal_id, validate_cal_id
 
 logger = logging.getLogger(__name__)
 

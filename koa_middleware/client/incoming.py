@@ -25,7 +25,7 @@ import sys
 import threading
 from pathlib import Path
 
-from .cache import create_private_file, open_private_file
+from ..cache.layout import create_private_file, open_private_file
 
 logger = logging.getLogger(__name__)
 

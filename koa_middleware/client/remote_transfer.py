@@ -1,9 +1,9 @@
 """Writing to and downloading from the archive: ``add``, file downloads and uploads.
 
 :class:`RemoteTransfers` is the part of
-:class:`~koa_middleware.database.remote_database.RemoteCalibrationDB` that sends
+:class:`~koa_middleware.client.remote_database.RemoteCalibrationDB` that sends
 records and files to the archive and opens file downloads (which
-:mod:`koa_middleware.transfer` reads, verified and bounded by the record's size).
+:mod:`koa_middleware.client.downloads` reads, verified and bounded by the record's size).
 """
 
 from __future__ import annotations
@@ -28,10 +28,10 @@ from ..records import (
     validate_md5,
     validate_record,
 )
-from .archive_http import server_message
+from .http import server_message
 
 if TYPE_CHECKING:
-    from .archive_http import ArchiveSession
+    from .http import ArchiveSession
 
 logger = logging.getLogger(__name__)
 
@@ -119,7 +119,7 @@ class RemoteTransfers:
         """Open the raw file download of ``cal_id`` (v2 ``GET BASE/INST/files/ID``).
 
         Yields the streamed answer (200, 206 or 416; other statuses raise).
-        :mod:`koa_middleware.transfer` reads it with resume and verification.
+        :mod:`koa_middleware.client.downloads` reads it with resume and verification.
         """
         cal_id = validate_cal_id(cal_id)
         response = self.http.send(
@@ -184,7 +184,7 @@ class RemoteTransfers:
             The calibration's record, when the caller has it (saves a query).
         progress : bool | None
             Show a progress bar (only ever on a terminal; see
-            :func:`koa_middleware.transfer.progress_enabled`).
+            :func:`koa_middleware.client.downloads.progress_enabled`).
 
         Returns
         -------
@@ -208,7 +208,7 @@ class RemoteTransfers:
         >>> remote.download_calibration_file(cal_id, "/tmp/cals")  # doctest: +SKIP
         '/tmp/cals/hispec_dark_001.fits'
         """
-        from ..transfer import download_record_file
+        from .downloads import download_record_file
 
         cal_id = validate_cal_id(cal_id)
         if record is None:

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .hashing import file_md5
+from ..hashing import file_md5
 
 logger = logging.getLogger(__name__)
 

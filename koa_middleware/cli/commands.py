@@ -20,11 +20,11 @@ from typing import Any
 
 import click
 
-from . import __version__
-from . import cli_output as out
-from .cli_support import State, cache_is_new, load_selector, open_store, parse_pairs
-from .errors import InvalidRecordError, KOAError
-from .records import validate_column_name
+from .. import __version__
+from ..errors import InvalidRecordError, KOAError
+from ..records import validate_column_name
+from . import output as out
+from .support import State, cache_is_new, load_selector, open_store, parse_pairs
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ def cli(ctx, instrument, cache_dir, url, as_json, retries, verbose, debug) -> No
     """Manage a local calibration cache and keep it in step with the calibration archive."""
     if url:
         os.environ["KOA_CALIBRATIONS_URL"] = url  # the store reads it from there
-    level = logging.DEBUG if debug or verbose > 1 else logging.INFO if verbose else logging.ERROR
+    level = logging.DEBUG if debug or verbose > 1 else logging.INFO if verbose else logging.WARNING
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("koa-cal: %(levelname)s: %(message)s"))
     logging.getLogger().addHandler(handler)
@@ -89,7 +89,7 @@ def cli(ctx, instrument, cache_dir, url, as_json, retries, verbose, debug) -> No
 @click.pass_obj
 def config(state: State) -> None:
     """Show every setting, its value and where it came from."""
-    from .config import profile_setting, resolve_config
+    from ..config import profile_setting, resolve_config
 
     cfg = resolve_config(state.instrument, state.cache_dir, url=state.url)
     profile = profile_setting(cfg.instrument_name)
@@ -108,7 +108,7 @@ def status(state: State) -> None:
     Records are counted per cal_type and origin; the newest last_updated is
     shown here and on the archive (when one is configured).
     """
-    from .cache_report import cache_status
+    from ..cache.report import cache_status
 
     failed = None
     with open_store(state, remote=True) as store:
@@ -137,8 +137,8 @@ def sync(state: State, mode: str, files: bool) -> None:
     tried again by the next sync); a file the archive cannot serve is skipped
     with a warning. Both are counted in the summary.
     """
-    from .errors import AuthenticationError, RemoteUnavailableError
-    from .transfer import progress_bar
+    from ..client.downloads import progress_bar
+    from ..errors import AuthenticationError, RemoteUnavailableError
 
     with open_store(state, remote=True, probe=True) as store:
         added = store.sync_records_from_remote(mode=mode)
@@ -267,7 +267,7 @@ def get(state: State, items: tuple[str, ...]) -> None:
 @click.pass_obj
 def register(state, files, cal_type, origin, new_version, fields) -> None:
     """Register FITS calibration FILES into the local cache."""
-    from .fits import FITSCalibration
+    from ..fits import FITSCalibration
 
     overrides: dict[str, Any] = parse_pairs(fields, "--set")
     if cal_type:
@@ -324,7 +324,7 @@ def push(state: State) -> None:
 @click.pass_obj
 def verify(state: State, repair: bool) -> None:
     """Check cached files against their records (size, MD5)."""
-    from .cache_report import verify_cache
+    from ..cache.report import verify_cache
 
     with open_store(state, remote=repair, probe=repair and cache_is_new(state)) as store:
         report = verify_cache(store, repair=repair)
@@ -350,7 +350,7 @@ def verify(state: State, repair: bool) -> None:
 @click.pass_obj
 def versions(state: State, check: bool) -> None:
     """List version families, or check their numbering."""
-    from .cache_report import version_families
+    from ..cache.report import version_families
 
     with open_store(state) as store:
         if not check:
