@@ -32,7 +32,7 @@ from typing import Any
 
 from .errors import ConfigurationError
 from .profiles import load_profile
-from .records import validate_column_name
+from .records import parse_bool, validate_column_name
 
 logger = logging.getLogger(__name__)
 
@@ -42,13 +42,12 @@ __all__ = [
     "StoreConfig",
     "env_bool",
     "profile_setting",
+    "progress_from_env",
     "resolve_config",
 ]
 
 DEFAULT_URL = "https://www3.keck.hawaii.edu/api/calibrations"
 DEFAULT_ORIGIN = "LOCAL"
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off"}
 
 
 @dataclass(frozen=True)
@@ -83,16 +82,36 @@ def env_bool(name: str, default: bool) -> bool:
     ------
     ConfigurationError
         If the variable holds anything else.
+
+    Examples
+    --------
+    >>> env_bool("KOA_NO_SUCH_FLAG", default=True)
+    True
     """
     raw = os.environ.get(name)
     if raw is None or raw.strip() == "":
         return default
-    lowered = raw.strip().lower()
-    if lowered in _TRUE:
-        return True
-    if lowered in _FALSE:
-        return False
-    raise ConfigurationError(f"{name}={raw!r} is not a boolean; set it to true or false.")
+    flag = parse_bool(raw)
+    if flag is None:
+        raise ConfigurationError(f"{name}={raw!r} is not a boolean; set it to true or false.")
+    return flag
+
+
+def progress_from_env() -> Setting:
+    """Whether progress bars may show, from ``KOA_PROGRESS`` (default true).
+
+    The one place that reads ``KOA_PROGRESS``; a bar also needs a terminal
+    (:func:`koa_middleware.client.downloads.progress_enabled`).
+
+    Raises
+    ------
+    ConfigurationError
+        If ``KOA_PROGRESS`` is not a yes/no word.
+    """
+    named = bool(os.environ.get("KOA_PROGRESS", "").strip())
+    return Setting(
+        env_bool("KOA_PROGRESS", True), "environment (KOA_PROGRESS)" if named else "default"
+    )
 
 
 def _pick(argument: Any, *env_names: str, default: Any = None, secret: bool = False) -> Setting:
@@ -105,25 +124,59 @@ def _pick(argument: Any, *env_names: str, default: Any = None, secret: bool = Fa
     return Setting(default, "default", secret)
 
 
-@dataclass
+@dataclass(frozen=True, repr=False)
 class StoreConfig:
-    """The resolved settings of a :class:`~koa_middleware.store.CalibrationStore`."""
+    """The resolved settings of a :class:`~koa_middleware.store.CalibrationStore`.
 
-    settings: dict[str, Setting] = field(default_factory=dict)
+    Each attribute is the value in force; :meth:`source` says where it came
+    from. Secrets (the token, the Keck password) never appear in the repr.
+    """
 
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self.__dict__["settings"][name].value
-        except KeyError:
-            raise AttributeError(name) from None
+    instrument_name: str
+    cache_dir: str
+    local_database_filename: str
+    table_name: str
+    origin: str
+    use_cached: bool
+    url: str
+    token: str | None
+    keck_email: str | None
+    keck_password: str | None
+    progress: bool
+    #: name -> the resolved :class:`Setting`, in display order.
+    settings: dict[str, Setting] = field(default_factory=dict, compare=False)
+
+    @classmethod
+    def from_settings(cls, settings: dict[str, Setting]) -> StoreConfig:
+        """Build the object from resolved settings (one per field)."""
+        return cls(**{name: s.value for name, s in settings.items()}, settings=settings)
 
     def __repr__(self) -> str:
         shown = ", ".join(f"{k}={v.shown()!r}" for k, v in self.settings.items())
         return f"StoreConfig({shown})"
 
+    def source(self, name: str) -> str:
+        """Where setting ``name`` came from: argument, ``environment (NAME)`` or default."""
+        return self.settings[name].source
+
     def rows(self) -> list[tuple[str, str, str]]:
         """``(name, shown value, source)`` for every setting; secrets masked."""
         return [(name, s.shown(), s.source) for name, s in self.settings.items()]
+
+    @property
+    def has_login(self) -> bool:
+        """Whether both halves of the Keck observer login are set."""
+        return bool(self.keck_email and self.keck_password)
+
+    @property
+    def archive_configured(self) -> bool:
+        """Whether to connect to an archive at all.
+
+        The public Keck archive needs credentials, so with its default URL and
+        none of them the store works from the cache alone; any other URL (a
+        site's own archive, a test server) is used as given.
+        """
+        return bool(self.token or self.has_login) or self.url.rstrip("/") != DEFAULT_URL
 
 
 def resolve_config(
@@ -147,22 +200,11 @@ def resolve_config(
     >>> cfg = resolve_config("HISPEC", "/tmp/koa_cache", use_cached=True)
     >>> cfg.instrument_name, cfg.local_database_filename, cfg.table_name
     ('hispec', 'hispec_calibrations.db', 'hispec')
+    >>> cfg.source("use_cached")
+    'argument'
     """
     s: dict[str, Setting] = {}
-    inst = _pick(instrument_name, "KOA_INSTRUMENT_NAME")
-    if not inst.value:
-        raise ConfigurationError(
-            "No instrument name: pass instrument_name='hispec' (or --instrument) "
-            "or set KOA_INSTRUMENT_NAME."
-        )
-    name = str(inst.value).strip().lower()
-    try:
-        validate_column_name(name)
-    except ValueError:
-        raise ConfigurationError(
-            f"Invalid instrument name {inst.value!r}: use letters, digits and underscores."
-        ) from None
-    s["instrument_name"] = Setting(name, inst.source)
+    name = _instrument(instrument_name, s)
     cache = _pick(cache_dir, "KOA_CALIBRATION_CACHE")
     if not cache.value:
         raise ConfigurationError(
@@ -204,11 +246,27 @@ def resolve_config(
     s["token"] = _pick(token, "KOA_API_TOKEN", secret=True)
     s["keck_email"] = _pick(None, "KECK_OBSERVER_EMAIL")
     s["keck_password"] = _pick(None, "KECK_OBSERVER_PASSWORD", secret=True)
-    s["progress"] = Setting(
-        env_bool("KOA_PROGRESS", True),
-        "environment (KOA_PROGRESS)" if os.environ.get("KOA_PROGRESS") else "default",
-    )
-    return StoreConfig(s)
+    s["progress"] = progress_from_env()
+    return StoreConfig.from_settings(s)
+
+
+def _instrument(argument: str | None, settings: dict[str, Setting]) -> str:
+    """Resolve and check the instrument name into ``settings``; return it."""
+    inst = _pick(argument, "KOA_INSTRUMENT_NAME")
+    if not inst.value:
+        raise ConfigurationError(
+            "No instrument name: pass instrument_name='hispec' (or --instrument) "
+            "or set KOA_INSTRUMENT_NAME."
+        )
+    name = str(inst.value).strip().lower()
+    try:
+        validate_column_name(name)
+    except ValueError:
+        raise ConfigurationError(
+            f"Invalid instrument name {inst.value!r}: use letters, digits and underscores."
+        ) from None
+    settings["instrument_name"] = Setting(name, inst.source)
+    return name
 
 
 def profile_setting(instrument_name: str) -> Setting:

@@ -300,19 +300,40 @@ def normalize_version(value: Any) -> str:
     return format_version(number)
 
 
+def parse_bool(text: str) -> bool | None:
+    """Read a yes/no word: true/false, 1/0, yes/no, on/off, t/f, y/n, in any case.
+
+    The one reading of such words in the package: record fields, environment
+    variables and options all go through it.
+
+    Returns
+    -------
+    bool | None
+        The flag, or None when ``text`` is none of those words.
+
+    Examples
+    --------
+    >>> parse_bool(" Yes "), parse_bool("0"), parse_bool("enabled")
+    (True, False, None)
+    """
+    lowered = text.strip().lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    return None
+
+
 def normalize_bool(value: Any, field: str = "value") -> int:
     """Normalize ``true``/``false``, ``1``/``0`` (and yes/no, on/off) to 1 or 0."""
     if isinstance(value, bool):
         return int(value)
     if isinstance(value, int | float) and value in (0, 1):
         return int(value)
-    if isinstance(value, str):
-        lowered = value.strip().lower()
-        if lowered in _TRUE:
-            return 1
-        if lowered in _FALSE:
-            return 0
-    raise InvalidRecordError(f"Invalid {field} {value!r}: use true/false or 1/0.")
+    flag = parse_bool(value) if isinstance(value, str) else None
+    if flag is None:
+        raise InvalidRecordError(f"Invalid {field} {value!r}: use true/false or 1/0.")
+    return int(flag)
 
 
 def validate_md5(value: Any) -> str:

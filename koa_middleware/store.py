@@ -21,7 +21,7 @@ from .cache.lookup import CacheLookup
 from .cache.registration import complete_cached_file_record, register_model
 from .cache.registration_steps import RegistrationSteps, _Staging
 from .cache.versions import find_version_issues
-from .config import DEFAULT_URL, resolve_config
+from .config import resolve_config
 from .database.local_database import LocalCalibrationDB
 from .datamodel_protocol import SupportsCalibrationModelIO
 from .errors import (
@@ -69,6 +69,13 @@ class CalibrationStore(RegistrationSteps, CacheLookup):
         ``KOA_CALIBRATION_ORIGIN``, else ``'LOCAL'``.
     sync_on_init : bool
         Pull new records from the archive on construction (when connected).
+    url : str | None
+        The archive's URL. None reads ``KOA_CALIBRATIONS_URL``, else the Keck
+        calibrations API.
+    token : str | None
+        Bearer token for the archive. None reads ``KOA_API_TOKEN``; without
+        one, the Keck observer login (``KECK_OBSERVER_EMAIL``,
+        ``KECK_OBSERVER_PASSWORD``) is used when set.
 
     Raises
     ------
@@ -97,9 +104,11 @@ class CalibrationStore(RegistrationSteps, CacheLookup):
         use_cached: bool | None = None,
         origin: str | None = None,
         sync_on_init: bool = True,
+        url: str | None = None,
+        token: str | None = None,
     ):
         self.config = resolve_config(
-            instrument_name, cache_dir, local_database_filename, use_cached, origin
+            instrument_name, cache_dir, local_database_filename, use_cached, origin, url, token
         )
         self.instrument_name: str = self.config.instrument_name
         self.origin: str = self.config.origin
@@ -150,8 +159,7 @@ class CalibrationStore(RegistrationSteps, CacheLookup):
 
     def _connect_remote(self) -> Any:
         cfg = self.config
-        has_login = bool(cfg.keck_email and cfg.keck_password)
-        if not (cfg.token or has_login) and cfg.url.rstrip("/") == DEFAULT_URL:
+        if not cfg.archive_configured:
             logger.info(
                 "Not connecting to %s: no KOA_API_TOKEN or KECK_OBSERVER_EMAIL/"
                 "KECK_OBSERVER_PASSWORD is set; working from the local cache.",

@@ -162,7 +162,7 @@ class RegistrationSteps:
         set (argument or environment), else the record's, else ``'LOCAL'``."""
         if origin:
             return str(origin).strip().upper()
-        if self.config.settings["origin"].source != "default" or not record.get("origin"):
+        if self.config.source("origin") != "default" or not record.get("origin"):
             return self.origin
         return str(record["origin"]).strip().upper()
 

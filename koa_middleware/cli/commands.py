@@ -12,7 +12,6 @@ adds the traceback.
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import traceback
 from pathlib import Path
@@ -71,8 +70,6 @@ def _emit(state: State, data: Any, text: str | None = None) -> None:
 @click.pass_context
 def cli(ctx, instrument, cache_dir, url, as_json, retries, verbose, debug) -> None:
     """Manage a local calibration cache and keep it in step with the calibration archive."""
-    if url:
-        os.environ["KOA_CALIBRATIONS_URL"] = url  # the store reads it from there
     level = logging.DEBUG if debug or verbose > 1 else logging.INFO if verbose else logging.WARNING
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("koa-cal: %(levelname)s: %(message)s"))

@@ -78,6 +78,8 @@ SCIENCE_FRAMES = (
 READY_PREFIX = "koa-archive listening on "
 # Variables of the user's environment that would change how the demo's stores behave.
 _ISOLATED_ENV = (
+    "KOA_CALIBRATIONS_URL",
+    "KOA_API_TOKEN",
     "KOA_CALIBRATION_ORIGIN",
     "KOA_CALIBRATIONS_ORIGIN",
     "KOA_LOCAL_CALIBRATION_DATABASE_FILENAME",
@@ -400,19 +402,16 @@ def _run(work: Path, say: Callable[[str], None], started: float, kept: Path | No
         say(f"Started koa-archive at {archive.base_url}")
         write_token = _create_token(work / "archive", "write")
         read_token = _create_token(work / "archive", "read")
-        with _environment(
-            KOA_CALIBRATIONS_URL=archive.base_url, KOA_API_TOKEN=write_token, KOA_PROGRESS="0"
-        ):
-            with _demo_store(work / "publisher", origin="KECK") as publisher:
+        with _environment(KOA_PROGRESS="0"):
+            publishing = {"url": archive.base_url, "token": write_token, "origin": "KECK"}
+            with _demo_store(work / "publisher", **publishing) as publisher:
                 for path, new_version in calibrations:
                     model = FITSCalibration(path, publisher.profile.header_map)
                     publisher.register_calibration(model, new_version=new_version)
                 pushed = publisher.sync_records_to_remote()
         say(f"Published {len(pushed)} calibrations (files, then records) with a write token.")
-        with _environment(
-            KOA_CALIBRATIONS_URL=archive.base_url, KOA_API_TOKEN=read_token, KOA_PROGRESS="0"
-        ):
-            with _demo_store(work / "cache") as store:
+        with _environment(KOA_PROGRESS="0"):
+            with _demo_store(work / "cache", url=archive.base_url, token=read_token) as store:
                 synced = store.sync_records_from_remote()
                 say(f"Synced {len(synced)} records into a fresh cache with a read token.")
                 rows = _select(store, frames)

@@ -114,7 +114,7 @@ def open_store(state: State, remote: bool = False, probe: bool = False) -> Any:
     if probe:
         probe_archive(state)
     store = CalibrationStore(
-        state.instrument, state.cache_dir, connect_remote=remote, sync_on_init=False
+        state.instrument, state.cache_dir, connect_remote=remote, sync_on_init=False, url=state.url
     )
     if store.remote_db is not None:
         store.remote_db.retries = state.retries
@@ -147,17 +147,18 @@ def probe_archive(state: State) -> None:
         If it refuses the credentials.
     """
     from ..client.remote_database import RemoteCalibrationDB
-    from ..config import DEFAULT_URL, resolve_config
+    from ..config import resolve_config
 
     cfg = resolve_config(state.instrument, state.cache_dir, url=state.url)
-    has_login = bool(cfg.keck_email and cfg.keck_password)
-    if not (cfg.token or has_login) and cfg.url.rstrip("/") == DEFAULT_URL:
+    if not cfg.archive_configured:
         raise RemoteUnavailableError(
-            f"No archive credentials for {DEFAULT_URL}: set KOA_API_TOKEN (or "
+            f"No archive credentials for {cfg.url}: set KOA_API_TOKEN (or "
             "KECK_OBSERVER_EMAIL/KECK_OBSERVER_PASSWORD), or point --url / "
             "KOA_CALIBRATIONS_URL at another archive."
         )
-    with RemoteCalibrationDB(cfg.instrument_name, url=cfg.url, retries=state.retries) as remote:
+    with RemoteCalibrationDB(
+        cfg.instrument_name, url=cfg.url, token=cfg.token, retries=state.retries
+    ) as remote:
         remote.get_last_updated()  # reachable, and the credentials are accepted
 
 

@@ -38,6 +38,7 @@ from ..cache.layout import (
     is_disk_full,
     place_file,
 )
+from ..config import progress_from_env
 from ..errors import (
     CalibrationNotFoundError,
     ChecksumMismatchError,
@@ -82,8 +83,6 @@ __all__ = [
     "prefetch",
 ]
 
-_OFF = frozenset({"0", "false", "no", "off"})
-
 
 def progress_enabled(progress: bool | None = None, stream: IO | None = None) -> bool:
     """Decide whether to show a progress bar.
@@ -97,7 +96,7 @@ def progress_enabled(progress: bool | None = None, stream: IO | None = None) -> 
     >>> progress_enabled(True, io.StringIO())
     False
     """
-    if os.environ.get("KOA_PROGRESS", "").strip().lower() in _OFF or progress is False:
+    if progress is False or not progress_from_env().value:
         return False
     stream = sys.stderr if stream is None else stream
     try:
