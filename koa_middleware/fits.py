@@ -228,6 +228,9 @@ def _normalize_cal_type(value: Any) -> str:
     return CAL_TYPE_ALIASES.get(text, text)
 
 
+_DATE_ONLY_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
 def _combine_date_time(date: Any, time: Any) -> Any:
     """Turn the DATE-OBS forms into an ISO timestamp the record rules accept."""
     if not isinstance(date, str):
@@ -260,8 +263,25 @@ def _fields_from_headers(
     record.update(overrides)
     if "cal_type" in overrides and isinstance(record["cal_type"], str):
         record["cal_type"] = _normalize_cal_type(record["cal_type"])
+    if "datetime_obs" not in overrides:
+        _warn_if_date_only(path, found.get("datetime_obs"))
     _complete_times(record, overrides)
     return record
+
+
+def _warn_if_date_only(path: Path, stamp: Any) -> None:
+    """Warn when the header gave a day but no time: nearest-in-time selection needs it."""
+    if isinstance(stamp, str) and _DATE_ONLY_RE.match(stamp):
+        logger.warning(
+            "%s: DATE-OBS %s has no time of day, so it is dated %sT00:00:00 UTC, which can "
+            "change which calibrations are nearest in time; add TIME-OBS (or UT) to the "
+            "header, or pass datetime_obs with a time (koa-cal register --set "
+            "datetime_obs=%sT03:00:00).",
+            path.name,
+            stamp,
+            stamp,
+            stamp,
+        )
 
 
 def _complete_times(record: dict[str, Any], overrides: Mapping[str, Any]) -> None:

@@ -18,7 +18,11 @@ from typing import Any
 from .cache.check import CachedFiles, lstat_or_none
 from .cache.layout import CacheLayout
 from .cache.lookup import CacheLookup
-from .cache.registration import complete_cached_file_record, register_model
+from .cache.registration import (
+    complete_cached_file_record,
+    register_model,
+    warn_if_not_a_calibration,
+)
 from .cache.registration_steps import RegistrationSteps, _Staging
 from .cache.versions import find_version_issues
 from .config import resolve_config
@@ -31,10 +35,7 @@ from .errors import (
     RemoteUnavailableError,
 )
 from .profiles import InstrumentProfile, load_profile
-from .records import (
-    is_cal_id,
-    validate_cal_id,
-)
+from .records import is_cal_id, new_cal_id, validate_cal_id
 from .selector_base import CalibrationSelector
 
 logger = logging.getLogger(__name__)
@@ -217,23 +218,44 @@ class CalibrationStore(RegistrationSteps, CacheLookup):
             Origin to register under; else the record's, else the store's.
         new_version : bool
             If False, an existing calibration of the same version family and
-            origin is returned instead of registering a new version.
+            origin is returned instead of registering a new version. With the
+            same bytes (MD5), its file is put back if the cache lost it; with
+            other bytes, nothing is registered and a WARNING names both files.
 
         Returns
         -------
         tuple[str, dict]
-            The cached file's path and the stored record.
+            The cached file's path (it exists) and the stored record.
 
         Raises
         ------
         InvalidRecordError
             If the record breaks a rule; nothing is stored.
+        CalibrationNotFoundError
+            If the family's calibration lost its file and the model's bytes
+            differ from it (restore it, or pass ``new_version=True``).
         VersionLimitError
             If the family already holds version 999.
         CalibrationSaveError
             If ``save()`` raises or writes no file; nothing is stored.
         """
-        return register_model(self, cal, origin, new_version)
+        record = self.record_from(cal)
+        if record.get("id") is None:
+            record["id"] = new_cal_id()
+        origin = self._registration_origin(origin, record)
+        warn_if_not_a_calibration(record, self.profile.cal_types)
+        family = self.get_version_family_values(record)
+        self._ensure_family_index(family)
+        return register_model(
+            self,
+            cal,
+            db=self.local_db,
+            layout=self.layout,
+            cal_id=record["id"],
+            family=family,
+            origin=origin,
+            new_version=new_version,
+        )
 
     def _record_owns(self, cal_id: str, filename: str) -> bool:
         return (

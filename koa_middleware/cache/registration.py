@@ -26,7 +26,7 @@ import inspect
 import logging
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import (
     CacheFullError,
@@ -38,50 +38,94 @@ from ..errors import (
 from ..hashing import file_digest
 from ..records import LOCAL_REQUIRED_FIELDS, new_cal_id, utc_now, validate_record
 from .layout import CacheLayout, cache_full_error, is_disk_full, place_file
+from .registration_steps import save_model
 
 if TYPE_CHECKING:
-    from ..store import CalibrationStore
+    from contextlib import AbstractContextManager
+
+    from ..database.local_database import LocalCalibrationDB
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["complete_cached_file_record", "register_model"]
+__all__ = [
+    "RegistrationHost",
+    "complete_cached_file_record",
+    "register_model",
+    "warn_if_not_a_calibration",
+]
+
+
+class RegistrationHost(Protocol):
+    """The steps of registration that a store provides, each one overridable.
+
+    :class:`~koa_middleware.store.CalibrationStore` is one (through
+    :class:`~koa_middleware.cache.registration_steps.RegistrationSteps`).
+    """
+
+    data_dir: str
+
+    def _prepare_cal_record(self, cal: Any, origin: str | None = None) -> dict: ...
+
+    def save_calibration_file(self, cal: Any, cal_record: dict | None = None) -> str: ...
+
+    def _finalize_cal_record(self, *args: Any) -> dict | None: ...
+
+    def generate_calibration_version(self, cal: Any, origin: str | None = None) -> str: ...
+
+    def _staged(self) -> AbstractContextManager[Path]: ...
+
+    def _adopt_saved_file(self, saved: str | os.PathLike, folder: Path) -> Path: ...
+
+    def _file_digest(self, path: str | os.PathLike) -> tuple[str, int]: ...
 
 
 def register_model(
-    store: CalibrationStore, cal: Any, origin: str | None, new_version: bool
+    steps: RegistrationHost,
+    cal: Any,
+    *,
+    db: LocalCalibrationDB,
+    layout: CacheLayout,
+    cal_id: str,
+    family: dict,
+    origin: str,
+    new_version: bool,
 ) -> tuple[str, dict]:
-    """Register ``cal`` in ``store``; see :meth:`CalibrationStore.register_calibration`."""
-    record = store.record_from(cal)
-    if record.get("id") is None:
-        record["id"] = new_cal_id()
-    cal_id = record["id"]
-    origin = store._registration_origin(origin, record)
-    family = store.get_version_family_values(record)
-    store._ensure_family_index(family)
-    db = store.local_db
-    with store.layout.pending_write(cal_id) as pending, store._staged() as folder:
+    """Register ``cal`` under ``cal_id``; see :meth:`CalibrationStore.register_calibration`.
+
+    Parameters
+    ----------
+    steps : RegistrationHost
+        The store whose steps prepare, save and finalize the record.
+    cal : Any
+        The calibration model.
+    db, layout : LocalCalibrationDB, CacheLayout
+        Where the record and the file go.
+    cal_id, family, origin : str, dict, str
+        The calibration's id, its version family's values and its origin.
+    new_version : bool
+        Register a new version even when the family already holds one.
+
+    Returns
+    -------
+    tuple[str, dict]
+        The cached file's path (which exists) and the stored record.
+    """
+    with layout.pending_write(cal_id) as pending, steps._staged() as folder:
         placed: Path | None = None
         try:
             with db.write_transaction():
-                existing = _registered_already(store, cal_id, family, origin, new_version)
+                existing = _registered_already(db, cal_id, family, origin, new_version)
                 if existing is not None:
-                    return str(store.layout.path_for(existing["filename"])), existing
-                cal_record = store._prepare_cal_record(cal, origin=origin)
+                    return _answer_existing(steps, cal, existing, db, layout, folder)
+                cal_record = steps._prepare_cal_record(cal, origin=origin)
                 if cal_record.get("id") is None:
                     cal_record["id"] = cal_id
                 # A bad record is refused before the model writes anything.
                 validate_record(cal_record, _REQUIRED_BEFORE_SAVE)
-                try:
-                    saved = store.save_calibration_file(cal, cal_record=cal_record)
-                except CalibrationSaveError as exc:
-                    full = _cache_full(exc, folder, cal)
-                    if full is None:
-                        raise
-                    raise full from exc.__cause__
-                staged = store._adopt_saved_file(saved, folder)
-                cal_record = _finalize(store, cal, cal_record, str(staged))
-                stored = _checked_record(store, cal_record, staged, origin)
-                destination = _free_destination(store.layout, stored["filename"])
+                staged = _save(steps, cal, cal_record, folder)
+                cal_record = _finalize(steps, cal, cal_record, str(staged))
+                stored = _checked_record(steps, cal_record, staged, origin)
+                destination = _free_destination(layout, stored["filename"])
                 db.add(stored)
                 pending.note(stored["filename"])
                 place_file(staged, destination)
@@ -96,6 +140,132 @@ def register_model(
     return str(destination), stored
 
 
+#: Frame types that are science, not calibrations.
+_NOT_CALIBRATIONS = frozenset({"object", "science", "sci"})
+
+
+def warn_if_not_a_calibration(record: dict, known_types: tuple[str, ...] = ()) -> None:
+    """Warn when a record's ``cal_type`` names a science frame, or a type the profile lacks.
+
+    Parameters
+    ----------
+    record : dict
+        The record about to be registered.
+    known_types : tuple of str
+        The calibration types of the instrument's profile (empty: any type).
+
+    Examples
+    --------
+    >>> warn_if_not_a_calibration({"filename": "f.fits", "cal_type": "dark"}, ("dark",))
+    """
+    cal_type = str(record.get("cal_type") or "").lower()
+    if cal_type in _NOT_CALIBRATIONS:
+        logger.warning(
+            "%s has type %r, a science frame rather than a calibration; registering it "
+            "anyway. Check IMAGETYP in its header, or pass cal_type (koa-cal register "
+            "--cal-type).",
+            record.get("filename"),
+            cal_type,
+        )
+    elif known_types and cal_type and cal_type not in known_types:
+        logger.warning(
+            "%s has calibration type %r, which the instrument profile does not know (%s); "
+            "registering it anyway.",
+            record.get("filename"),
+            cal_type,
+            ", ".join(known_types),
+        )
+
+
+def _save(steps: RegistrationHost, cal: Any, cal_record: dict, folder: Path) -> Path:
+    """Let the model write its file (the ``save_calibration_file`` step) into ``folder``."""
+    try:
+        saved = steps.save_calibration_file(cal, cal_record=cal_record)
+    except CalibrationSaveError as exc:
+        full = _cache_full(exc, folder, cal)
+        if full is None:
+            raise
+        raise full from exc.__cause__
+    return steps._adopt_saved_file(saved, folder)
+
+
+def _answer_existing(
+    steps: RegistrationHost,
+    cal: Any,
+    existing: dict,
+    db: LocalCalibrationDB,
+    layout: CacheLayout,
+    folder: Path,
+) -> tuple[str, dict]:
+    """Answer with the calibration already registered, its file in place.
+
+    The model's bytes decide: the same MD5 means the same calibration (its file
+    is put back if the cache lost it); other bytes are not registered, with a
+    warning, and the existing calibration is the answer, as the reference has it.
+
+    Raises
+    ------
+    CalibrationNotFoundError
+        If the existing calibration's file is gone and the model's bytes differ,
+        so no existing path can be returned.
+    """
+    path = layout.path_for(existing["filename"])
+    have_file = path.is_file()
+    if have_file and not _needs_comparison(existing, cal):
+        return str(path), existing
+    staged = steps._adopt_saved_file(save_model(cal, str(folder)), folder)
+    md5, _size = steps._file_digest(staged)
+    same = md5 == str(existing.get("file_md5") or "").lower()
+    yours = _describe(cal, staged)
+    if same and not have_file:
+        place_file(staged, path)
+        db.set_file_stat(existing["id"], existing["filename"], md5, os.lstat(path))
+        logger.info("Put back %s, the missing file of calibration %s", path.name, existing["id"])
+    elif not same and have_file:
+        logger.warning(
+            "Not registered: %s differs from %s (version %s of the same family, id %s), "
+            "which is returned instead. Register it as a new version with new_version=True "
+            "(koa-cal register --new-version).",
+            yours,
+            path,
+            existing.get("cal_version"),
+            existing["id"],
+        )
+    elif not same:
+        raise CalibrationNotFoundError(
+            f"{existing['filename']} (version {existing.get('cal_version')}, id "
+            f"{existing['id']}) holds this version family, but its file is missing from "
+            f"{layout.calibrations_dir}, and {yours} has other bytes. Restore the file "
+            "(koa-cal verify --repair), or register yours as a new version with "
+            "new_version=True (koa-cal register --new-version)."
+        )
+    return str(path), existing
+
+
+def _needs_comparison(existing: dict, cal: Any) -> bool:
+    """Whether the model's bytes must be compared with the existing calibration's.
+
+    The same id is the same calibration registered again; another id in the
+    family may hold other bytes.
+    """
+    record = _model_record(cal)
+    return record is None or record.get("id") != existing["id"]
+
+
+def _model_record(cal: Any) -> dict | None:
+    try:
+        record = cal.to_record()
+    except Exception:  # a model that cannot describe itself is compared by its bytes
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def _describe(cal: Any, staged: Path) -> str:
+    """The user's file, as a warning names it."""
+    source = getattr(cal, "path", None) or getattr(cal, "filename", None)
+    return str(source) if source else f"the {type(cal).__name__} calibration ({staged.name})"
+
+
 def _cache_full(exc: CalibrationSaveError, folder: Path, cal: Any) -> CacheFullError | None:
     """The :class:`CacheFullError` to raise when ``save()`` failed for want of room."""
     cause = exc.__cause__
@@ -106,10 +276,9 @@ def _cache_full(exc: CalibrationSaveError, folder: Path, cal: Any) -> CacheFullE
 
 
 def _registered_already(
-    store: CalibrationStore, cal_id: str, family: dict, origin: str, new_version: bool
+    db: LocalCalibrationDB, cal_id: str, family: dict, origin: str, new_version: bool
 ) -> dict | None:
     """The registered calibration that makes this registration a no-op, if any."""
-    db = store.local_db
     existing = db.query_id(cal_id)
     if existing is None and not new_version:
         newest = db.rows_matching({**family, "origin": origin}, "cal_version DESC", limit=1)
@@ -129,9 +298,9 @@ _REQUIRED_BEFORE_SAVE = tuple(f for f in LOCAL_REQUIRED_FIELDS if f != "filename
 _TAKES_MODEL: dict[Any, bool] = {}
 
 
-def _finalize(store: CalibrationStore, cal: Any, cal_record: dict, path: str) -> dict:
+def _finalize(steps: RegistrationHost, cal: Any, cal_record: dict, path: str) -> dict:
     """Call ``_finalize_cal_record`` as declared: ``(cal, record, path)`` or ``(record, path)``."""
-    method = store._finalize_cal_record
+    method = steps._finalize_cal_record
     function = getattr(method, "__func__", method)
     if function not in _TAKES_MODEL:
         params = inspect.signature(method).parameters.values()
@@ -145,7 +314,7 @@ def _finalize(store: CalibrationStore, cal: Any, cal_record: dict, path: str) ->
     return cal_record if result is None else result
 
 
-def _checked_record(store: CalibrationStore, cal_record: dict, staged: Path, origin: str) -> dict:
+def _checked_record(steps: RegistrationHost, cal_record: dict, staged: Path, origin: str) -> dict:
     """The record to store: what the steps left out filled in, checked against the file.
 
     Raises
@@ -158,12 +327,12 @@ def _checked_record(store: CalibrationStore, cal_record: dict, staged: Path, ori
     if cal_record.get("origin") is None:
         cal_record["origin"] = origin
     if cal_record.get("cal_version") is None:
-        cal_record["cal_version"] = store.generate_calibration_version(cal_record, origin=origin)
+        cal_record["cal_version"] = steps.generate_calibration_version(cal_record, origin=origin)
     if cal_record.get("last_updated") is None:
         cal_record["last_updated"] = utc_now()
     if not cal_record.get("filename"):
         cal_record["filename"] = staged.name
-    md5, size = store._file_digest(staged)
+    md5, size = steps._file_digest(staged)
     claimed = cal_record.get("file_md5")
     if claimed is not None and str(claimed).lower() != md5:
         raise ChecksumMismatchError(

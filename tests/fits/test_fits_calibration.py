@@ -313,3 +313,21 @@ def test_fits_metadata_of_a_science_frame_needs_no_cal_type(tmp_path):
     assert fits_metadata(bare) == {"filename": "bare.fits"}
     with pytest.raises(FileNotFoundError):
         fits_metadata(tmp_path / "nope.fits")
+
+
+def test_a_date_without_a_time_warns(tmp_path, caplog):
+    path = write_fits(tmp_path / "dark.fits", CALTYPE="DARK", DATE_OBS="2025-03-05")
+    with caplog.at_level("WARNING", logger="koa_middleware.fits"):
+        record = FITSCalibration(path).to_record()
+    assert record["datetime_obs"] == "2025-03-05T00:00:00.000"
+    [warning] = [r.getMessage() for r in caplog.records]
+    assert "dark.fits" in warning and "no time of day" in warning and "TIME-OBS" in warning
+
+
+def test_a_date_with_its_time_card_or_an_override_does_not_warn(tmp_path, caplog):
+    timed = write_fits(tmp_path / "a.fits", CALTYPE="DARK", DATE_OBS="2025-03-05", UT="06:07:08")
+    dated = write_fits(tmp_path / "b.fits", CALTYPE="DARK", DATE_OBS="2025-03-05")
+    with caplog.at_level("WARNING", logger="koa_middleware.fits"):
+        assert FITSCalibration(timed).to_record()["datetime_obs"] == "2025-03-05T06:07:08.000"
+        FITSCalibration(dated, datetime_obs="2025-03-05T03:00:00").to_record()
+    assert caplog.records == []
