@@ -53,6 +53,8 @@ API_GROUPS = {
     "Local cache": [
         "koa_middleware.database",
         "koa_middleware.database.local_database",
+        "koa_middleware.database.reading",
+        "koa_middleware.sqlite_wal",
         "koa_middleware.records",
         "koa_middleware.profiles",
         "koa_middleware.cache",

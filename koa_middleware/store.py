@@ -35,7 +35,7 @@ from .errors import (
     RemoteUnavailableError,
 )
 from .profiles import InstrumentProfile, load_profile
-from .records import is_cal_id, new_cal_id, validate_cal_id
+from .records import is_cal_id, new_cal_id
 from .selector_base import CalibrationSelector
 
 logger = logging.getLogger(__name__)
@@ -337,13 +337,14 @@ class CalibrationStore(RegistrationSteps, CacheLookup):
             record = self.remote_db.query(filename=os.path.basename(cal), fetch="first")
         else:
             record = self.record_from(cal)
-            record = self.remote_db.query(cal_id=validate_cal_id(record.get("id")))
+            record = self.remote_db.query(cal_id=record.get("id"))
         if not record:
             raise CalibrationNotFoundError(
                 f"Calibration {described!r} is neither in the local cache nor on the "
                 f"archive at {self.remote_db.url}."
             )
-        return self.local_db.add(record)
+        # The archive client validated its answer: it goes in as it is.
+        return self.local_db.add_validated([record])[0]
 
     def _require_remote(self, action: str) -> Any:
         if self.remote_db is None:
@@ -378,7 +379,7 @@ class CalibrationStore(RegistrationSteps, CacheLookup):
         """
         remote = self._require_remote("download a calibration")
         if isinstance(calibration, str):
-            record = remote.query(cal_id=validate_cal_id(calibration))
+            record = remote.query(cal_id=calibration)
             if not record:
                 raise CalibrationNotFoundError(
                     f"Calibration {calibration} is not on the archive at {remote.url}."

@@ -14,7 +14,7 @@ from typing import Any
 from ..datamodel_protocol import SupportsCalibrationModelIO
 from ..errors import InvalidRecordError
 from ..hashing import file_md5
-from ..records import is_cal_id, validate_cal_id
+from ..records import is_cal_id
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ class CacheLookup:
             return self.local_db.query_filename(os.path.basename(text))
         record = self.record_from(cal)
         if record.get("id") is not None:
-            return self.local_db.query_id(validate_cal_id(record["id"]))
+            return self.local_db.query_id(record["id"])
         if record.get("filename"):
             return self.local_db.query_filename(record["filename"])
         return None

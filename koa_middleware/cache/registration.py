@@ -126,7 +126,7 @@ def register_model(
                 cal_record = _finalize(steps, cal, cal_record, str(staged))
                 stored = _checked_record(steps, cal_record, staged, origin)
                 destination = _free_destination(layout, stored["filename"])
-                db.add(stored)
+                db.add_validated([stored])
                 pending.note(stored["filename"])
                 place_file(staged, destination)
                 placed = destination

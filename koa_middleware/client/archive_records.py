@@ -153,13 +153,13 @@ def store_what_fits(
         key = record_key(raw, position)
         try:
             # The record rules first: no SQL for a record that breaks them.
-            validate_record(raw, LOCAL_REQUIRED_FIELDS)
+            checked = validate_record(raw, LOCAL_REQUIRED_FIELDS)
         except (InvalidRecordError, OverflowError, TypeError, ValueError) as exc:
             aside[key] = _reason(exc)
             continue
         conn.execute(f"SAVEPOINT {_SAVEPOINT}")
         try:
-            kept.append(local_db.add(raw))
+            kept.extend(local_db.add_validated([checked]))
         except Exception as exc:
             _undo(local_db)
             if not is_record_problem(exc):

@@ -46,7 +46,7 @@ from ..errors import (
     RemoteUnavailableError,
 )
 from ..hashing import verify_file
-from ..records import is_cal_id, validate_cal_id, validate_record
+from ..records import is_cal_id
 from .incoming import IncomingFile
 from .zip_member import extract_single_member
 
@@ -152,8 +152,9 @@ def download_record_file(
     remote_db : FileSource
         The archive client.
     record : Mapping
-        The calibration record (``id``, ``filename``; ``file_size`` and
-        ``file_md5`` are checked when present).
+        The calibration record, validated where it came in (the local
+        database or the archive client): ``id``, ``filename``; ``file_size``
+        and ``file_md5`` are checked when present.
     destination : Path
         The final path.
     partial : Path
@@ -175,7 +176,7 @@ def download_record_file(
     ArchiveError, RemoteUnavailableError
         If the archive refuses or stays unreachable through all retries.
     """
-    cal_id = validate_cal_id(record["id"])
+    cal_id = record["id"]
     incoming = IncomingFile(partial, record.get("file_size"))
     while True:
         try:
@@ -405,7 +406,9 @@ def fetch_to_cache(
     remote_db : FileSource
         The archive client.
     record : Mapping
-        The calibration record.
+        The calibration record, validated where it came in (the local
+        database or the archive client); its file name is still refused if it
+        would leave the cache.
     layout : CacheLayout
         The cache.
     progress : bool | None
@@ -431,9 +434,8 @@ def fetch_to_cache(
     --------
     >>> path = fetch_to_cache(remote, record, CacheLayout(cache_dir, "hispec"))  # doctest: +SKIP
     """
-    record = validate_record(record)
     cal_id = record["id"]
-    destination = layout.path_for(record["filename"])
+    destination = layout.path_for(record["filename"])  # refuses a name that leaves the cache
     layout.create()
     with layout.lock(cal_id):
         if not force and destination.is_file():

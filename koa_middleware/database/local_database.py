@@ -22,14 +22,13 @@ import sqlite_utils
 from ..errors import InvalidRecordError
 from ..records import (
     LOCAL_REQUIRED_FIELDS,
-    normalize_timestamp,
-    normalize_version,
     validate_cal_id,
     validate_column_name,
     validate_record,
 )
 from ..sqlite_wal import connect
 from .calibration_table import CalibrationTable
+from .reading import RecordReading, quote_identifier
 from .side_tables import FILES_TABLE, META_TABLE, SideTables
 
 logger = logging.getLogger(__name__)
@@ -52,23 +51,7 @@ INDEXED_COLUMNS = ("cal_type", "datetime_obs", "last_updated", "origin")
 _SQL_TYPES = {bool: "INTEGER", int: "INTEGER", float: "REAL"}
 
 
-def _q(name: str) -> str:
-    """Quote a validated identifier for SQL."""
-    return '"' + validate_column_name(name) + '"'
-
-
-def _parse_order_by(order_by: str) -> str:
-    """Turn ``'column'`` or ``'column DESC'`` into safe SQL, refusing anything else."""
-    parts = order_by.split()
-    direction = parts[1].upper() if len(parts) == 2 else "ASC"
-    if len(parts) not in (1, 2) or direction not in ("ASC", "DESC"):
-        raise InvalidRecordError(
-            f"Invalid order_by {order_by!r}: use a column name, optionally followed by ASC or DESC."
-        )
-    return f"{_q(parts[0])} {direction}"
-
-
-class LocalCalibrationDB(SideTables):
+class LocalCalibrationDB(RecordReading, SideTables):
     """The calibration records of one instrument in a SQLite database.
 
     Parameters
@@ -107,9 +90,9 @@ class LocalCalibrationDB(SideTables):
     # -- schema -------------------------------------------------------------
 
     def _create_schema(self) -> None:
-        table = _q(self.table_name)
+        table = quote_identifier(self.table_name)
         columns = ", ".join(
-            f"{_q(name)} {kind}{' PRIMARY KEY' if name == 'id' else ''}"
+            f"{quote_identifier(name)} {kind}{' PRIMARY KEY' if name == 'id' else ''}"
             for name, kind in BASE_COLUMNS.items()
         )
         with self.write_transaction():
@@ -121,7 +104,7 @@ class LocalCalibrationDB(SideTables):
             for name in INDEXED_COLUMNS:
                 self.conn.execute(
                     f'CREATE INDEX IF NOT EXISTS "ix_{self.table_name}_{name}" '
-                    f"ON {table} ({_q(name)})"
+                    f"ON {table} ({quote_identifier(name)})"
                 )
             self.conn.execute(
                 f'CREATE TABLE IF NOT EXISTS "{META_TABLE}" (key TEXT PRIMARY KEY, value TEXT)'
@@ -133,7 +116,7 @@ class LocalCalibrationDB(SideTables):
             )
 
     def _read_columns(self) -> dict[str, str]:
-        rows = self.conn.execute(f"PRAGMA table_info({_q(self.table_name)})").fetchall()
+        rows = self.conn.execute(f"PRAGMA table_info({self._quoted_table})").fetchall()
         return {row[1]: row[2] for row in rows}
 
     @property
@@ -165,8 +148,8 @@ class LocalCalibrationDB(SideTables):
             )
         with self.write_transaction():
             self.conn.execute(
-                f'CREATE INDEX IF NOT EXISTS "{index}" ON {_q(self.table_name)} '
-                f"({', '.join(_q(n) for n in names)})"
+                f'CREATE INDEX IF NOT EXISTS "{index}" ON {self._quoted_table} '
+                f"({', '.join(quote_identifier(n) for n in names)})"
             )
 
     def _add_missing_columns(self, records: list[dict], alter: bool) -> None:
@@ -203,7 +186,9 @@ class LocalCalibrationDB(SideTables):
         for name, value in missing.items():
             kind = _SQL_TYPES.get(type(value), "TEXT")
             try:
-                self.conn.execute(f"ALTER TABLE {_q(self.table_name)} ADD COLUMN {_q(name)} {kind}")
+                self.conn.execute(
+                    f"ALTER TABLE {self._quoted_table} ADD COLUMN {quote_identifier(name)} {kind}"
+                )
             except sqlite3.OperationalError as exc:
                 raise InvalidRecordError(
                     f"Could not add column {name!r} to table {self.table_name!r}: {exc}. "
@@ -303,19 +288,48 @@ class LocalCalibrationDB(SideTables):
         records = [
             validate_record(cal, LOCAL_REQUIRED_FIELDS) for cal in ([cals] if single else cals)
         ]
+        self.add_validated(records, alter)
+        return records[0] if single else records
+
+    def add_validated(self, records: list[dict], alter: bool = True) -> list[dict]:
+        """Insert or update records that :func:`~koa_middleware.records.validate_record` passed.
+
+        For the package's own callers, which validate a record once where it
+        comes in (an archive's answer, a registration) and pass it inward; use
+        :meth:`add` for anything else.
+
+        Parameters
+        ----------
+        records : list of dict
+            Validated, normalized records (with the local required fields).
+        alter : bool
+            Add columns that the records bring and the table lacks.
+
+        Returns
+        -------
+        list of dict
+            ``records``, as stored.
+
+        Raises
+        ------
+        InvalidRecordError
+            If two records claim one file name; then nothing is written.
+        """
         if records:
             with self.write_transaction():
                 self._add_missing_columns(records, alter)
                 for run in _runs_of_same_keys(records):
                     self._upsert(run)
-        return records[0] if single else records
+        return records
 
     def _upsert(self, records: list[dict]) -> None:
         keys = list(records[0])
-        names = ", ".join(_q(k) for k in keys)
+        names = ", ".join(quote_identifier(k) for k in keys)
         marks = ", ".join("?" for _ in keys)
-        updates = ", ".join(f"{_q(k)} = excluded.{_q(k)}" for k in keys if k != "id")
-        sql = f"INSERT INTO {_q(self.table_name)} ({names}) VALUES ({marks}) ON CONFLICT(id) DO "
+        updates = ", ".join(
+            f"{quote_identifier(k)} = excluded.{quote_identifier(k)}" for k in keys if k != "id"
+        )
+        sql = f"INSERT INTO {self._quoted_table} ({names}) VALUES ({marks}) ON CONFLICT(id) DO "
         sql += f"UPDATE SET {updates}" if updates else "NOTHING"
         try:
             self.conn.executemany(sql, ([r[k] for k in keys] for r in records))
@@ -329,7 +343,8 @@ class LocalCalibrationDB(SideTables):
         """Delete the record with this id; return True if there was one."""
         with self.write_transaction():
             cursor = self.conn.execute(
-                f"DELETE FROM {_q(self.table_name)} WHERE id = ?", (validate_cal_id(cal_id),)
+                f"DELETE FROM {self._quoted_table} WHERE id = ?",
+                (validate_cal_id(cal_id),),
             )
         return cursor.rowcount > 0
 
@@ -338,236 +353,11 @@ class LocalCalibrationDB(SideTables):
         if not confirm:
             raise ValueError("_reset() deletes every record; call _reset(confirm=True) to do so.")
         with self.write_transaction():
-            self.conn.execute(f"DELETE FROM {_q(self.table_name)}")
+            self.conn.execute(f"DELETE FROM {self._quoted_table}")
             self.conn.execute(f'DELETE FROM "{META_TABLE}"')
 
-    # -- reading -----------------------------------------------------------
-
-    @property
-    def table(self) -> CalibrationTable:
-        """The sqlite-utils Table of the records, for ``rows_where`` and friends."""
-        if self._table is None:
-            self._table = CalibrationTable(self.db, self.table_name, self.ensure_index)
-        return self._table
-
-    @property
-    def rows(self) -> Iterator[dict]:
-        """Every record, as dicts."""
-        return self.table.rows
-
-    def rows_where(self, where: str | None = None, where_args: Any = None, **kwargs) -> Iterator:
-        """Records matching an SQL ``where`` fragment; see sqlite-utils' ``Table.rows_where``."""
-        return self.table.rows_where(where, where_args, **kwargs)
-
-    def custom_query(self, sql: str, params: Any = None) -> list[dict]:
-        """Run a read-only SQL statement with bound parameters and return its rows as dicts."""
-        with self._lock:
-            cursor = self.conn.execute(sql, params or ())
-            names = [d[0] for d in cursor.description or ()]
-            return [dict(zip(names, row, strict=True)) for row in cursor]
-
-    def query(
-        self,
-        filename: str | None = None,
-        cal_type: str | None = None,
-        cal_id: str | None = None,
-        cal_version_min: str | None = None,
-        cal_version_max: str | None = None,
-        date_time_start: str | None = None,
-        date_time_end: str | None = None,
-        last_updated_start: str | None = None,
-        last_updated_end: str | None = None,
-        origin: str | None = None,
-        order_by: str = "last_updated",
-        fetch: str = "all",
-        **filters: Any,
-    ) -> list[dict] | dict | None:
-        """Records matching every given filter, ordered by ``order_by``.
-
-        Records that tie on ``order_by`` come in the order they were added.
-
-        Parameters
-        ----------
-        filename : str | None
-            The record of this file: one record or None; other filters are ignored.
-        cal_id : str | None
-            The record with this id: one record or None; other filters are ignored.
-        cal_type, origin : str | None
-            Equality filters.
-        cal_version_min, cal_version_max : str | None
-            Inclusive bounds on ``cal_version``.
-        date_time_start, date_time_end : str | None
-            Inclusive bounds on ``datetime_obs``.
-        last_updated_start, last_updated_end : str | None
-            Inclusive bounds on ``last_updated``.
-        order_by : str
-            A column, optionally followed by ``ASC`` or ``DESC``.
-        fetch : {'all', 'first'}
-            ``'first'`` returns one record or None.
-        **filters
-            Equality filters on any other column.
-
-        Returns
-        -------
-        list[dict] | dict | None
-            A list; one record or None with ``cal_id``, ``filename`` or
-            ``fetch='first'``.
-
-        Raises
-        ------
-        InvalidRecordError
-            If a filter names a column the table does not have (a typo such as
-            ``datetime_start``): the message lists the columns it has.
-
-        Examples
-        --------
-        >>> db = LocalCalibrationDB(":memory:", "hispec")
-        >>> db.query(cal_type="dark")
-        []
-        """
-        if fetch not in ("all", "first"):
-            raise ValueError(f"Invalid fetch {fetch!r}: use 'all' or 'first'.")
-        if cal_id is not None:
-            return self.query_id(cal_id)
-        if filename is not None:
-            return self.query_filename(filename)
-        conditions: list[str] = []
-        params: list[Any] = []
-
-        def add(sql: str, value: Any) -> None:
-            conditions.append(sql)
-            params.append(value)
-
-        if cal_type is not None:
-            add("cal_type = ?", cal_type)
-        if origin is not None:
-            add("origin = ?", str(origin).upper())
-        bounds = (
-            ("cal_version", ">=", cal_version_min, normalize_version),
-            ("cal_version", "<=", cal_version_max, normalize_version),
-            ("datetime_obs", ">=", date_time_start, normalize_timestamp),
-            ("datetime_obs", "<=", date_time_end, normalize_timestamp),
-            ("last_updated", ">=", last_updated_start, normalize_timestamp),
-            ("last_updated", "<=", last_updated_end, normalize_timestamp),
-        )
-        for column, operator, value, normalize in bounds:
-            if value is not None:
-                add(f"{column} {operator} ?", normalize(value))
-        known = self._read_columns() if filters else {}
-        for column, value in filters.items():
-            if validate_column_name(column) not in known:
-                raise InvalidRecordError(
-                    f"No record of table {self.table_name!r} has a column {column!r}; "
-                    f"its columns are {', '.join(sorted(known))}."
-                )
-            add(f"{_q(column)} = ?", value)
-        sql = f"SELECT * FROM {_q(self.table_name)}"
-        if conditions:
-            sql += " WHERE " + " AND ".join(conditions)
-        sql += f" ORDER BY {_parse_order_by(order_by)}, rowid"
-        if fetch == "first":
-            rows = self.custom_query(sql + " LIMIT 1", params)
-            return rows[0] if rows else None
-        return self.custom_query(sql, params)
-
-    def query_id(self, cal_id: str) -> dict | None:
-        """The record with this id, or None."""
-        rows = self.custom_query(
-            f"SELECT * FROM {_q(self.table_name)} WHERE id = ?", (validate_cal_id(cal_id),)
-        )
-        return rows[0] if rows else None
-
-    def query_filename(self, filename: str) -> dict | None:
-        """The record whose file has this name, or None."""
-        rows = self.custom_query(
-            f"SELECT * FROM {_q(self.table_name)} WHERE filename = ?", (filename,)
-        )
-        return rows[0] if rows else None
-
-    def get_last_updated(self) -> str | None:
-        """The newest ``last_updated`` of any record, or None when there are none."""
-        row = self.conn.execute(f"SELECT MAX(last_updated) FROM {_q(self.table_name)}").fetchone()
-        return row[0]
-
-    def get_column(self, column: str) -> list:
-        """Every value of one column, in the order the records were added.
-
-        Examples
-        --------
-        >>> LocalCalibrationDB(":memory:", "hispec").get_column(column="filename")
-        []
-        """
-        sql = f"SELECT {_q(column)} FROM {_q(self.table_name)} ORDER BY rowid"
-        return [row[0] for row in self.conn.execute(sql)]
-
-    def _equal_to(self, values: Mapping[str, Any]) -> tuple[list[str], list[Any]] | None:
-        """SQL conditions for columns equal to ``values`` (None: IS NULL).
-
-        None when no row can match (a value for a column the table lacks).
-        """
-        conditions: list[str] = []
-        params: list[Any] = []
-        for column, value in values.items():
-            if validate_column_name(column) not in self._columns:
-                self._columns = self._read_columns()  # another process may have added it
-            if column not in self._columns:
-                if value is None:
-                    continue  # every row lacks the column
-                return None
-            if value is None:
-                conditions.append(f"{_q(column)} IS NULL")
-            else:
-                conditions.append(f"{_q(column)} = ?")
-                params.append(value)
-        return conditions, params
-
-    def rows_matching(
-        self, values: Mapping[str, Any], order_by: str | None = None, limit: int | None = None
-    ) -> list[dict]:
-        """Records whose columns equal ``values``; None matches only an empty value.
-
-        Parameters
-        ----------
-        values : Mapping
-            Column -> value.
-        order_by : str | None
-            A column, optionally followed by ``ASC`` or ``DESC``; ties (and
-            everything without it) in the order the records were added.
-        limit : int | None
-            At most this many records.
-
-        Examples
-        --------
-        >>> LocalCalibrationDB(":memory:", "hispec").rows_matching({"cal_type": "dark"})
-        []
-        """
-        where = self._equal_to(values)
-        if where is None:
-            return []
-        conditions, params = where
-        sql = f"SELECT * FROM {_q(self.table_name)}"
-        if conditions:
-            sql += " WHERE " + " AND ".join(conditions)
-        sql += f" ORDER BY {_parse_order_by(order_by) + ', ' if order_by else ''}rowid"
-        if limit is not None:
-            sql += f" LIMIT {int(limit)}"
-        return self.custom_query(sql, params)
-
-    def max_version(self, family: Mapping[str, Any], origin: str) -> int:
-        """The highest version number (0 if none) within a version family and origin."""
-        where = self._equal_to({**family, "origin": origin})
-        if where is None:
-            return 0
-        conditions, params = where
-        row = self.conn.execute(
-            f"SELECT MAX(CAST(cal_version AS INTEGER)) FROM {_q(self.table_name)} "
-            f"WHERE {' AND '.join(conditions)}",
-            params,
-        ).fetchone()
-        return row[0] or 0
-
     def __len__(self) -> int:
-        return self.conn.execute(f"SELECT COUNT(*) FROM {_q(self.table_name)}").fetchone()[0]
+        return self.conn.execute(f"SELECT COUNT(*) FROM {self._quoted_table}").fetchone()[0]
 
     def close(self) -> None:
         """Close the connection. Calling it again does nothing."""

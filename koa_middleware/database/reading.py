@@ -1,0 +1,297 @@
+"""Reading the records of a local calibration database: queries, lookups, versions.
+
+A mixin of :class:`~koa_middleware.database.local_database.LocalCalibrationDB`
+(it needs ``conn``, ``db``, ``table_name``, ``_lock``, ``_table`` and
+``ensure_index``). Column names reach SQL only through :func:`quote_identifier`;
+values always go as bound parameters.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from ..errors import InvalidRecordError
+from ..records import (
+    normalize_timestamp,
+    normalize_version,
+    validate_cal_id,
+    validate_column_name,
+)
+from .calibration_table import CalibrationTable
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["RecordReading", "parse_order_by", "quote_identifier"]
+
+
+def quote_identifier(name: str) -> str:
+    """Quote an identifier for SQL, after checking it is a valid column name.
+
+    Raises
+    ------
+    InvalidRecordError
+        If ``name`` is not a valid column name.
+
+    Examples
+    --------
+    >>> quote_identifier("cal_type")
+    '"cal_type"'
+    """
+    return '"' + validate_column_name(name) + '"'
+
+
+def parse_order_by(order_by: str) -> str:
+    """Turn ``'column'`` or ``'column DESC'`` into safe SQL, refusing anything else.
+
+    Raises
+    ------
+    InvalidRecordError
+        If ``order_by`` is anything but a column name and an optional direction.
+
+    Examples
+    --------
+    >>> parse_order_by("cal_version desc")
+    '"cal_version" DESC'
+    """
+    parts = order_by.split()
+    direction = parts[1].upper() if len(parts) == 2 else "ASC"
+    if len(parts) not in (1, 2) or direction not in ("ASC", "DESC"):
+        raise InvalidRecordError(
+            f"Invalid order_by {order_by!r}: use a column name, optionally followed by ASC or DESC."
+        )
+    return f"{quote_identifier(parts[0])} {direction}"
+
+
+class RecordReading:
+    """The read side of the local database."""
+
+    @property
+    def _quoted_table(self) -> str:
+        """The records' table name, quoted for SQL."""
+        return quote_identifier(self.table_name)
+
+    @property
+    def table(self) -> CalibrationTable:
+        """The sqlite-utils Table of the records, for ``rows_where`` and friends."""
+        if self._table is None:
+            self._table = CalibrationTable(self.db, self.table_name, self.ensure_index)
+        return self._table
+
+    @property
+    def rows(self) -> Iterator[dict]:
+        """Every record, as dicts."""
+        return self.table.rows
+
+    def rows_where(self, where: str | None = None, where_args: Any = None, **kwargs) -> Iterator:
+        """Records matching an SQL ``where`` fragment; see sqlite-utils' ``Table.rows_where``."""
+        return self.table.rows_where(where, where_args, **kwargs)
+
+    def custom_query(self, sql: str, params: Any = None) -> list[dict]:
+        """Run a read-only SQL statement with bound parameters and return its rows as dicts."""
+        with self._lock:
+            cursor = self.conn.execute(sql, params or ())
+            names = [d[0] for d in cursor.description or ()]
+            return [dict(zip(names, row, strict=True)) for row in cursor]
+
+    def query(
+        self,
+        filename: str | None = None,
+        cal_type: str | None = None,
+        cal_id: str | None = None,
+        cal_version_min: str | None = None,
+        cal_version_max: str | None = None,
+        date_time_start: str | None = None,
+        date_time_end: str | None = None,
+        last_updated_start: str | None = None,
+        last_updated_end: str | None = None,
+        origin: str | None = None,
+        order_by: str = "last_updated",
+        fetch: str = "all",
+        **filters: Any,
+    ) -> list[dict] | dict | None:
+        """Records matching every given filter, ordered by ``order_by``.
+
+        Records that tie on ``order_by`` come in the order they were added.
+
+        Parameters
+        ----------
+        filename : str | None
+            The record of this file: one record or None; other filters are ignored.
+        cal_id : str | None
+            The record with this id: one record or None; other filters are ignored.
+        cal_type, origin : str | None
+            Equality filters.
+        cal_version_min, cal_version_max : str | None
+            Inclusive bounds on ``cal_version``.
+        date_time_start, date_time_end : str | None
+            Inclusive bounds on ``datetime_obs``.
+        last_updated_start, last_updated_end : str | None
+            Inclusive bounds on ``last_updated``.
+        order_by : str
+            A column, optionally followed by ``ASC`` or ``DESC``.
+        fetch : {'all', 'first'}
+            ``'first'`` returns one record or None.
+        **filters
+            Equality filters on any other column.
+
+        Returns
+        -------
+        list[dict] | dict | None
+            A list; one record or None with ``cal_id``, ``filename`` or
+            ``fetch='first'``.
+
+        Raises
+        ------
+        InvalidRecordError
+            If a filter names a column the table does not have (a typo such as
+            ``datetime_start``): the message lists the columns it has.
+
+        Examples
+        --------
+        >>> db = LocalCalibrationDB(":memory:", "hispec")
+        >>> db.query(cal_type="dark")
+        []
+        """
+        if fetch not in ("all", "first"):
+            raise ValueError(f"Invalid fetch {fetch!r}: use 'all' or 'first'.")
+        if cal_id is not None:
+            return self.query_id(cal_id)
+        if filename is not None:
+            return self.query_filename(filename)
+        conditions: list[str] = []
+        params: list[Any] = []
+
+        def add(sql: str, value: Any) -> None:
+            conditions.append(sql)
+            params.append(value)
+
+        if cal_type is not None:
+            add("cal_type = ?", cal_type)
+        if origin is not None:
+            add("origin = ?", str(origin).upper())
+        bounds = (
+            ("cal_version", ">=", cal_version_min, normalize_version),
+            ("cal_version", "<=", cal_version_max, normalize_version),
+            ("datetime_obs", ">=", date_time_start, normalize_timestamp),
+            ("datetime_obs", "<=", date_time_end, normalize_timestamp),
+            ("last_updated", ">=", last_updated_start, normalize_timestamp),
+            ("last_updated", "<=", last_updated_end, normalize_timestamp),
+        )
+        for column, operator, value, normalize in bounds:
+            if value is not None:
+                add(f"{column} {operator} ?", normalize(value))
+        known = self._read_columns() if filters else {}
+        for column, value in filters.items():
+            if validate_column_name(column) not in known:
+                raise InvalidRecordError(
+                    f"No record of table {self.table_name!r} has a column {column!r}; "
+                    f"its columns are {', '.join(sorted(known))}."
+                )
+            add(f"{quote_identifier(column)} = ?", value)
+        sql = f"SELECT * FROM {self._quoted_table}"
+        if conditions:
+            sql += " WHERE " + " AND ".join(conditions)
+        sql += f" ORDER BY {parse_order_by(order_by)}, rowid"
+        if fetch == "first":
+            rows = self.custom_query(sql + " LIMIT 1", params)
+            return rows[0] if rows else None
+        return self.custom_query(sql, params)
+
+    def query_id(self, cal_id: str) -> dict | None:
+        """The record with this id, or None."""
+        rows = self.custom_query(
+            f"SELECT * FROM {self._quoted_table} WHERE id = ?",
+            (validate_cal_id(cal_id),),
+        )
+        return rows[0] if rows else None
+
+    def query_filename(self, filename: str) -> dict | None:
+        """The record whose file has this name, or None."""
+        rows = self.custom_query(
+            f"SELECT * FROM {self._quoted_table} WHERE filename = ?", (filename,)
+        )
+        return rows[0] if rows else None
+
+    def get_last_updated(self) -> str | None:
+        """The newest ``last_updated`` of any record, or None when there are none."""
+        row = self.conn.execute(f"SELECT MAX(last_updated) FROM {self._quoted_table}").fetchone()
+        return row[0]
+
+    def get_column(self, column: str) -> list:
+        """Every value of one column, in the order the records were added.
+
+        Examples
+        --------
+        >>> LocalCalibrationDB(":memory:", "hispec").get_column(column="filename")
+        []
+        """
+        sql = f"SELECT {quote_identifier(column)} FROM {self._quoted_table} ORDER BY rowid"
+        return [row[0] for row in self.conn.execute(sql)]
+
+    def _equal_to(self, values: Mapping[str, Any]) -> tuple[list[str], list[Any]] | None:
+        """SQL conditions for columns equal to ``values`` (None: IS NULL).
+
+        None when no row can match (a value for a column the table lacks).
+        """
+        conditions: list[str] = []
+        params: list[Any] = []
+        for column, value in values.items():
+            if validate_column_name(column) not in self._columns:
+                self._columns = self._read_columns()  # another process may have added it
+            if column not in self._columns:
+                if value is None:
+                    continue  # every row lacks the column
+                return None
+            if value is None:
+                conditions.append(f"{quote_identifier(column)} IS NULL")
+            else:
+                conditions.append(f"{quote_identifier(column)} = ?")
+                params.append(value)
+        return conditions, params
+
+    def rows_matching(
+        self, values: Mapping[str, Any], order_by: str | None = None, limit: int | None = None
+    ) -> list[dict]:
+        """Records whose columns equal ``values``; None matches only an empty value.
+
+        Parameters
+        ----------
+        values : Mapping
+            Column -> value.
+        order_by : str | None
+            A column, optionally followed by ``ASC`` or ``DESC``; ties (and
+            everything without it) in the order the records were added.
+        limit : int | None
+            At most this many records.
+
+        Examples
+        --------
+        >>> LocalCalibrationDB(":memory:", "hispec").rows_matching({"cal_type": "dark"})
+        []
+        """
+        where = self._equal_to(values)
+        if where is None:
+            return []
+        conditions, params = where
+        sql = f"SELECT * FROM {self._quoted_table}"
+        if conditions:
+            sql += " WHERE " + " AND ".join(conditions)
+        sql += f" ORDER BY {parse_order_by(order_by) + ', ' if order_by else ''}rowid"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        return self.custom_query(sql, params)
+
+    def max_version(self, family: Mapping[str, Any], origin: str) -> int:
+        """The highest version number (0 if none) within a version family and origin."""
+        where = self._equal_to({**family, "origin": origin})
+        if where is None:
+            return 0
+        conditions, params = where
+        row = self.conn.execute(
+            f"SELECT MAX(CAST(cal_version AS INTEGER)) FROM {self._quoted_table} "
+            f"WHERE {' AND '.join(conditions)}",
+            params,
+        ).fetchone()
+        return row[0] or 0
