@@ -22,6 +22,7 @@ __all__ = [
     "KOADownloadError",
     "CacheFullError",
     "UnsafeCachePathError",
+    "ManifestError",
 ]
 
 
@@ -122,4 +123,12 @@ class UnsafeCachePathError(KOAError, OSError):
 
     The store never writes through such a path; the message says which path to
     remove.
+    """
+
+
+class ManifestError(KOAError, LookupError):
+    """A run manifest cannot be read, or does not pin what a replayed run asks for.
+
+    The message names the manifest and the input, and says how to fall back to
+    selecting (``manifest_fallback=True``).
     """

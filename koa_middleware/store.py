@@ -34,6 +34,7 @@ from .errors import (
     ChecksumMismatchError,
     RemoteUnavailableError,
 )
+from .manifest import RunManifests
 from .profiles import InstrumentProfile, load_profile
 from .records import is_cal_id, new_cal_id
 from .selector_base import CalibrationSelector
@@ -45,7 +46,7 @@ __all__ = ["CalibrationStore"]
 _MODES = ("id", "last_updated")
 
 
-class CalibrationStore(RegistrationSteps, CacheLookup):
+class CalibrationStore(RegistrationSteps, CacheLookup, RunManifests):
     """Manage the storage, retrieval and synchronization of calibrations.
 
     Parameters
@@ -77,6 +78,12 @@ class CalibrationStore(RegistrationSteps, CacheLookup):
         Bearer token for the archive. None reads ``KOA_API_TOKEN``; without
         one, the Keck observer login (``KECK_OBSERVER_EMAIL``,
         ``KECK_OBSERVER_PASSWORD``) is used when set.
+    manifest : str | os.PathLike | None
+        A run manifest to replay (:mod:`koa_middleware.manifest`): each selection
+        it recorded returns the pinned calibration, fetched and MD5-checked.
+    manifest_fallback : bool
+        When replaying, select as usual for inputs the manifest does not know
+        instead of raising :class:`~koa_middleware.errors.ManifestError`.
 
     Raises
     ------
@@ -107,10 +114,13 @@ class CalibrationStore(RegistrationSteps, CacheLookup):
         sync_on_init: bool = True,
         url: str | None = None,
         token: str | None = None,
+        manifest: str | os.PathLike | None = None,
+        manifest_fallback: bool = False,
     ):
         self.config = resolve_config(
             instrument_name, cache_dir, local_database_filename, use_cached, origin, url, token
         )
+        self._open_manifest(manifest, manifest_fallback)
         self.instrument_name: str = self.config.instrument_name
         self.origin: str = self.config.origin
         self.use_cached: bool = self.config.use_cached
@@ -295,6 +305,13 @@ class CalibrationStore(RegistrationSteps, CacheLookup):
         is checked against the record's MD5 first, and fetched again when it
         differs.
         """
+        with self._outer_call() as outer:
+            path, record = self._get_calibration(cal)
+        if outer:
+            self._note_call("get_calibration", cal, None, record)
+        return path, record
+
+    def _get_calibration(self, cal: dict | str) -> tuple[str, dict]:
         record = self._lookup_local(cal)
         if record is None:
             record = self._fetch_remote_record(cal)
@@ -425,13 +442,19 @@ class CalibrationStore(RegistrationSteps, CacheLookup):
         --------
         >>> # path, record = store.select_and_get_calibration(frame, DarkSelector())
         """
-        record = selector.select(input, self.local_db, **kwargs)
-        if record is None:
-            raise CalibrationNotFoundError(
-                f"{selector!r} found no calibration for input {_describe(input)}; check "
-                "the local database (koa-cal query) or sync from the archive."
-            )
-        return self.get_calibration(record)
+        with self._outer_call() as outer:
+            result = self._replay_selection(input, selector)
+            if result is None:
+                record = selector.select(input, self.local_db, **kwargs)
+                if record is None:
+                    raise CalibrationNotFoundError(
+                        f"{selector!r} found no calibration for input {_describe(input)}; "
+                        "check the local database (koa-cal query) or sync from the archive."
+                    )
+                result = self.get_calibration(record)
+        if outer:
+            self._note_call("select_and_get_calibration", input, selector, result[1])
+        return result
 
     # -- querying ----------------------------------------------------------
 

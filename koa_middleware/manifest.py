@@ -1,0 +1,411 @@
+"""Run manifests: which calibrations a reduction used, recorded and replayed.
+
+A manifest is a JSON file. While :meth:`CalibrationStore.record_manifest
+<koa_middleware.store.CalibrationStore.record_manifest>` is active, every
+``select_and_get_calibration`` and ``get_calibration`` adds an entry: the input
+(its file name and the metadata the selector reads), the selector (class and
+parameters), and the calibration chosen (id, file name, version, MD5, size),
+with the archive URL and the library version once for the run. A store made
+with ``manifest="run.json"`` replays it: each selection the manifest knows
+returns the pinned calibration, fetched and MD5-checked if missing.
+
+The format (``"format": "koa-manifest/1"``)::
+
+    {"format": "koa-manifest/1", "created": "2026-11-29T17:00:00.000",
+     "library_version": "0.1.0", "instrument": "hispec",
+     "archive_url": "https://.../api/calibrations",
+     "entries": [{"call": "select_and_get_calibration",
+                  "input": {"name": "sci_0001.fits", "metadata": {...}},
+                  "selector": {"class": "koa_middleware.selectors:NearestInTimeSelector",
+                               "parameters": {"cal_type": "dark", ...}},
+                  "chosen": {"id": "...", "filename": "...", "cal_version": "001",
+                             "cal_type": "dark", "file_md5": "...", "file_size": 123}}]}
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .errors import ChecksumMismatchError, ManifestError
+from .fits import FITSCalibration
+from .records import utc_now, validate_cal_id, validate_md5
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "FORMAT",
+    "ManifestRecorder",
+    "ManifestReplay",
+    "RunManifests",
+    "check_pinned",
+    "input_identity",
+    "read_manifest",
+    "selector_identity",
+]
+
+FORMAT = "koa-manifest/1"
+#: Fields of the chosen record that a manifest keeps.
+CHOSEN_FIELDS = ("id", "filename", "cal_version", "cal_type", "file_md5", "file_size")
+#: A manifest larger than this is refused: a run of a million selections is ~500 MB.
+MAX_MANIFEST_BYTES = 1 << 30
+
+
+def _json_safe(value: Any) -> Any:
+    if value is None or isinstance(value, str | bool | int | float):
+        return value
+    if isinstance(value, Mapping):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_json_safe(v) for v in value]
+    return repr(value)
+
+
+def input_identity(input: Any, selector: Any = None) -> dict[str, Any]:
+    """The identity of a selection's input: its file name and the metadata the selector reads.
+
+    Parameters
+    ----------
+    input : Any
+        A FITS path, a :class:`~koa_middleware.fits.FITSCalibration`, a dict of
+        metadata, a data model, or (for ``get_calibration``) an id or a record.
+    selector : CalibrationSelector | None
+        The selector, whose ``get_metadata`` turns the input into metadata.
+
+    Returns
+    -------
+    dict
+        ``{"name": ..., "metadata": {...}}`` (JSON-safe).
+
+    Examples
+    --------
+    >>> input_identity({"filename": "sci.fits", "exptime": 300})
+    {'name': 'sci.fits', 'metadata': {'filename': 'sci.fits', 'exptime': 300}}
+    """
+    if isinstance(input, str | os.PathLike):
+        name = os.path.basename(os.fspath(input))
+    elif isinstance(input, FITSCalibration):
+        name = input.path.name
+    elif isinstance(input, Mapping):
+        name = input.get("filename") or input.get("id")
+    else:
+        record = getattr(input, "to_record", None)
+        name = record().get("filename") if callable(record) else None
+    if selector is not None:
+        metadata = selector.get_metadata(input)
+    elif isinstance(input, Mapping):  # a record handed to get_calibration: its id says it
+        metadata = {"id": input.get("id")} if input.get("id") else dict(input)
+    else:
+        metadata = {}
+    return {"name": None if name is None else str(name), "metadata": _json_safe(metadata)}
+
+
+def selector_identity(selector: Any) -> dict[str, Any]:
+    """The selector's class (``module:QualName``) and its public parameters.
+
+    Examples
+    --------
+    >>> from koa_middleware.selectors import LatestVersionSelector
+    >>> selector_identity(LatestVersionSelector(cal_type="dark"))["class"]
+    'koa_middleware.selectors:LatestVersionSelector'
+    """
+    if selector is None:
+        return {"class": None, "parameters": {}}
+    kind = type(selector)
+    parameters = {k: v for k, v in vars(selector).items() if not k.startswith("_")}
+    return {
+        "class": f"{kind.__module__}:{kind.__qualname__}",
+        "parameters": _json_safe(parameters),
+    }
+
+
+def _key(call: str, identity: Mapping[str, Any], selector: Mapping[str, Any]) -> str:
+    """The replay key: the call, the input's name (else its metadata), the selector."""
+    name = identity.get("name")
+    if name is None:
+        text = json.dumps(identity.get("metadata"), sort_keys=True)
+        name = "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+    return json.dumps([call, name, selector], sort_keys=True)
+
+
+def _chosen(record: Mapping[str, Any]) -> dict[str, Any]:
+    return {field: record.get(field) for field in CHOSEN_FIELDS}
+
+
+class ManifestRecorder:
+    """Collects the entries of a run and writes them, atomically, to its manifest file.
+
+    Parameters
+    ----------
+    path : str | os.PathLike
+        The manifest file to write (replaced when the run ends).
+    instrument : str
+        The store's instrument.
+    archive_url : str | None
+        The archive the store uses, or None for a local-only store.
+    """
+
+    def __init__(self, path: str | os.PathLike, instrument: str, archive_url: str | None):
+        self.path = Path(path).expanduser().absolute()
+        self.header = {
+            "format": FORMAT,
+            "created": utc_now(),
+            "library_version": __version__,
+            "instrument": instrument,
+            "archive_url": archive_url,
+        }
+        self.entries: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"ManifestRecorder({str(self.path)!r}, entries={len(self.entries)})"
+
+    def add(self, call: str, input: Any, selector: Any, record: Mapping[str, Any]) -> None:
+        """Record one call and the calibration it returned."""
+        entry = {
+            "call": call,
+            "input": input_identity(input, selector),
+            "selector": selector_identity(selector),
+            "chosen": _chosen(record),
+        }
+        with self._lock:
+            self.entries.append(entry)
+
+    def write(self) -> Path:
+        """Write the manifest (a temporary file renamed into place); return its path."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._lock:
+            document = {**self.header, "entries": list(self.entries)}
+        partial = self.path.with_name(f".{self.path.name}.{os.getpid()}.part")
+        try:
+            with open(partial, "w", encoding="utf-8") as handle:
+                json.dump(document, handle, indent=1, sort_keys=False)
+                handle.write("\n")
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(partial, self.path)
+        finally:
+            partial.unlink(missing_ok=True)
+        logger.info("Wrote the run manifest %s (%d entries)", self.path, len(document["entries"]))
+        return self.path
+
+
+def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
+    """Read and check a manifest file.
+
+    Raises
+    ------
+    ManifestError
+        If the file is missing, too large, not JSON, not of this format, or an
+        entry lacks a valid id or MD5; the message names the file and the entry.
+    """
+    path = Path(path).expanduser()
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise ManifestError(f"Cannot read the manifest {path}: {exc.strerror}.") from exc
+    if size > MAX_MANIFEST_BYTES:
+        raise ManifestError(f"The manifest {path} has {size} bytes, more than a manifest holds.")
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ManifestError(f"{path} is not a JSON manifest: {exc}.") from exc
+    if not isinstance(document, dict) or document.get("format") != FORMAT:
+        raise ManifestError(
+            f"{path} is not a calibration manifest (format {FORMAT!r}); record one with "
+            "store.record_manifest() or koa-cal explain --manifest."
+        )
+    entries = document.get("entries")
+    if not isinstance(entries, list):
+        raise ManifestError(f"The manifest {path} has no list of entries.")
+    for number, entry in enumerate(entries, 1):
+        _check_entry(path, number, entry)
+    return document
+
+
+def _check_entry(path: Path, number: int, entry: Any) -> None:
+    try:
+        if not isinstance(entry, dict) or not isinstance(entry.get("chosen"), dict):
+            raise ValueError("it is not an object with a 'chosen' calibration")
+        validate_cal_id(entry["chosen"].get("id"))
+        validate_md5(entry["chosen"].get("file_md5"))
+        if not isinstance(entry.get("input"), dict) or not isinstance(entry.get("call"), str):
+            raise ValueError("it lacks 'call' or 'input'")
+    except (ValueError, TypeError) as exc:
+        raise ManifestError(f"Entry {number} of the manifest {path} is invalid: {exc}") from None
+
+
+class ManifestReplay:
+    """The pinned choices of a manifest, for a store that replays a run.
+
+    Parameters
+    ----------
+    path : str | os.PathLike
+        The manifest to replay.
+    fallback : bool
+        Select as usual for an input the manifest does not know, instead of
+        raising :class:`~koa_middleware.errors.ManifestError`.
+
+    Raises
+    ------
+    ManifestError
+        If the manifest cannot be read.
+    """
+
+    def __init__(self, path: str | os.PathLike, fallback: bool = False):
+        self.path = Path(path).expanduser().absolute()
+        self.document = read_manifest(self.path)
+        self.fallback = fallback
+        self._pins: dict[str, dict] = {}
+        for entry in self.document["entries"]:
+            key = _key(entry["call"], entry["input"], entry.get("selector") or {})
+            self._pins[key] = entry
+
+    def __repr__(self) -> str:
+        return f"ManifestReplay({str(self.path)!r}, entries={len(self._pins)})"
+
+    def pinned(self, call: str, input: Any, selector: Any) -> dict | None:
+        """The calibration the manifest pinned for this call, or None to select as usual.
+
+        Raises
+        ------
+        ManifestError
+            If the manifest does not know the input (and ``fallback`` is off),
+            or knows it with other metadata (a changed frame).
+        """
+        identity = input_identity(input, selector)
+        entry = self._pins.get(_key(call, identity, selector_identity(selector)))
+        if entry is None:
+            if self.fallback:
+                logger.info("%s is not in %s; selecting", identity["name"], self.path.name)
+                return None
+            raise ManifestError(
+                f"The manifest {self.path} pins no calibration for input "
+                f"{identity['name'] or identity['metadata']!r} with {selector!r}; replay only "
+                "the run it recorded, or pass manifest_fallback=True to select for new inputs."
+            )
+        recorded = entry["input"].get("metadata") or {}
+        changed = sorted(
+            k for k in set(recorded) | set(identity["metadata"])
+            if recorded.get(k) != identity["metadata"].get(k)
+        )  # fmt: skip
+        if changed:
+            raise ManifestError(
+                f"Input {identity['name']!r} is not the frame {self.path.name} recorded: "
+                f"{', '.join(changed)} differ. Replay with the recorded frames, or record anew."
+            )
+        return entry["chosen"]
+
+
+def check_pinned(chosen: Mapping[str, Any], record: Mapping[str, Any], manifest: Path) -> None:
+    """Refuse a calibration whose bytes are not the ones the manifest pinned.
+
+    Raises
+    ------
+    ChecksumMismatchError
+        If the record's MD5 differs from the manifest's.
+    """
+    if str(record.get("file_md5") or "").lower() != str(chosen["file_md5"]).lower():
+        raise ChecksumMismatchError(
+            f"{chosen['filename']} (id {chosen['id']}) has MD5 {record.get('file_md5')} now, "
+            f"but {manifest.name} pinned {chosen['file_md5']}; the calibration changed since "
+            "the run was recorded, so the run cannot be reproduced with it."
+        )
+    if record.get("retracted_at"):
+        logger.warning(
+            "Replaying %s: calibration %s (%s) was retracted since (%s); using it as pinned.",
+            manifest.name,
+            chosen["id"],
+            chosen["filename"],
+            record.get("retract_reason") or "no reason given",
+        )
+
+
+@contextmanager
+def recording(recorder: ManifestRecorder) -> Iterator[ManifestRecorder]:
+    """Yield ``recorder``, then write its manifest whatever happened in the block."""
+    try:
+        yield recorder
+    finally:
+        recorder.write()
+
+
+class RunManifests:
+    """Recording and replaying run manifests: a mixin of the calibration store.
+
+    It needs the store's ``instrument_name``, ``remote_db`` and
+    ``get_calibration``; the store calls :meth:`_replay_selection` and
+    :meth:`_note_call` around its selections.
+    """
+
+    _replay: ManifestReplay | None = None
+    _recorder: ManifestRecorder | None = None
+
+    def _open_manifest(self, manifest: str | os.PathLike | None, fallback: bool) -> None:
+        self._replay = ManifestReplay(manifest, fallback) if manifest is not None else None
+        self._manifest_depth = threading.local()
+
+    @contextmanager
+    def record_manifest(self, path: str | os.PathLike) -> Iterator[ManifestRecorder]:
+        """Record every calibration the block selects or gets into the manifest ``path``.
+
+        The manifest is written when the block ends, also when it raised, so
+        that a failed run still says what it used. Replay it with
+        ``CalibrationStore(..., manifest=path)``.
+
+        Parameters
+        ----------
+        path : str | os.PathLike
+            The JSON file to write (replaced if it exists).
+
+        Yields
+        ------
+        ManifestRecorder
+            The recorder (its ``entries`` grow as the block runs).
+
+        Examples
+        --------
+        >>> with store.record_manifest("run.json"):  # doctest: +SKIP
+        ...     path, record = store.select_and_get_calibration("sci.fits", DarkSelector())
+        """
+        url = getattr(self.remote_db, "display_url", None)
+        recorder = ManifestRecorder(path, self.instrument_name, url)
+        previous, self._recorder = self._recorder, recorder
+        try:
+            with recording(recorder):
+                yield recorder
+        finally:
+            self._recorder = previous
+
+    @contextmanager
+    def _outer_call(self) -> Iterator[bool]:
+        """Yield whether this call is the outermost store call of its thread."""
+        depth = getattr(self._manifest_depth, "value", 0)
+        self._manifest_depth.value = depth + 1
+        try:
+            yield depth == 0
+        finally:
+            self._manifest_depth.value = depth
+
+    def _replay_selection(self, input: Any, selector: Any) -> tuple[str, dict] | None:
+        """The pinned calibration's path and record when replaying, else None."""
+        if self._replay is None:
+            return None
+        chosen = self._replay.pinned("select_and_get_calibration", input, selector)
+        if chosen is None:
+            return None
+        path, record = self.get_calibration(chosen["id"])
+        check_pinned(chosen, record, self._replay.path)
+        return path, record
+
+    def _note_call(self, call: str, input: Any, selector: Any, record: Mapping) -> None:
+        if self._recorder is not None:
+            self._recorder.add(call, input, selector, record)
