@@ -23,76 +23,24 @@ from __future__ import annotations
 import logging
 import sqlite3
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .errors import InvalidRecordError
-from .records import normalize_bool, validate_column_name
+from .records import normalize_bool
 from .selector_base import CalibrationSelector, record_mjd
+from .selector_options import Condition, columns_option, days_option, format_days
 
 if TYPE_CHECKING:
     from .database.local_database import LocalCalibrationDB
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Condition", "ColumnMatchSelector", "NearestInTimeSelector", "LatestVersionSelector"]
+__all__ = ["ColumnMatchSelector", "NearestInTimeSelector", "LatestVersionSelector"]
 
 # MJD = JD - 2400000.5; records without mjd_start fall back to datetime_obs.
 _JULIAN_OFFSET = 2400000.5
 # Days added to a narrowing window so rounding never drops a row at its edge.
 _WINDOW_SLACK = 1e-6
-
-
-@dataclass(frozen=True)
-class Condition:
-    """One condition of a selector's query.
-
-    Attributes
-    ----------
-    label : str
-        How a person reads it, e.g. ``"spectrograph = 'spec_a'"``.
-    sql : str
-        The SQL fragment, with ``:name`` placeholders only.
-    params : dict
-        The values of its placeholders.
-    """
-
-    label: str
-    sql: str
-    params: dict = field(default_factory=dict)
-
-
-def _columns_option(value: str | Iterable[str] | None) -> tuple[str, ...]:
-    if value is None:
-        return ()
-    if isinstance(value, str):
-        value = [part.strip() for part in value.split(",") if part.strip()]
-    return tuple(validate_column_name(column) for column in value)
-
-
-def _days_option(value: Any, name: str) -> float | None:
-    if value is None or value == "" or (isinstance(value, str) and value.lower() == "none"):
-        return None
-    try:
-        days = float(value)
-    except (TypeError, ValueError):
-        days = -1.0
-    if days < 0:
-        raise InvalidRecordError(f"Invalid {name} {value!r}: give a number of days >= 0.")
-    return days
-
-
-def _format_days(days: float) -> str:
-    """A time distance a person reads at a glance: ``'2.0 h before'``, ``'3.5 d after'``."""
-    size = abs(days)
-    side = "before" if days < 0 else "after"
-    if size < 1 / 24:
-        text = f"{size * 1440:.1f} min"
-    elif size < 2:
-        text = f"{size * 24:.1f} h"
-    else:
-        text = f"{size:.1f} d"
-    return f"{text} {side}" if size else "at the same time as"
 
 
 class ColumnMatchSelector(CalibrationSelector):
@@ -131,7 +79,7 @@ class ColumnMatchSelector(CalibrationSelector):
         if not isinstance(cal_type, str) or not cal_type.strip():
             raise InvalidRecordError("A selector needs a cal_type such as 'dark' or 'flat'.")
         self.cal_type = cal_type.strip().lower()
-        self.match = _columns_option(match)
+        self.match = columns_option(match)
         self.master_only = bool(normalize_bool(master_only, "master_only"))
         self.explain_limit = int(explain_limit)
         self._indexed: set[tuple] = set()
@@ -423,7 +371,7 @@ class NearestInTimeSelector(ColumnMatchSelector):
         **kwargs: Any,
     ):
         super().__init__(cal_type, match=match, master_only=master_only, origin=origin, **kwargs)
-        self.max_days = _days_option(max_days, "max_days")
+        self.max_days = days_option(max_days, "max_days")
 
     def time_conditions(self, meta: Mapping[str, Any], columns: Iterable[str]) -> list[Condition]:
         """The record has a time and, with ``max_days``, lies within it of the frame."""
@@ -467,7 +415,7 @@ class NearestInTimeSelector(ColumnMatchSelector):
             return super().explain_reason(meta, candidates, chosen, fallback, eliminated, total)
         distance = record_mjd(chosen) - self.frame_mjd(meta)
         return (
-            f"nearest in time: {_format_days(distance)} the frame, version "
+            f"nearest in time: {format_days(distance)} the frame, version "
             f"{chosen.get('cal_version')}, among {total or len(candidates)} candidate(s) matching "
             f"{self._match_text(meta)}"
         )
@@ -512,7 +460,7 @@ class LatestVersionSelector(ColumnMatchSelector):
         **kwargs: Any,
     ):
         super().__init__(cal_type, match=match, master_only=master_only, origin=origin, **kwargs)
-        days = _days_option(validity_days, "validity_days")
+        days = days_option(validity_days, "validity_days")
         if days is None:
             raise InvalidRecordError("LatestVersionSelector needs validity_days, e.g. 7.")
         self.validity_days = days
@@ -546,6 +494,6 @@ class LatestVersionSelector(ColumnMatchSelector):
         distance = record_mjd(chosen) - self.frame_mjd(meta)
         return (
             f"latest version {chosen.get('cal_version')} within {self.validity_days:g} d "
-            f"({_format_days(distance)} the frame), among {total or len(candidates)} candidate(s) "
+            f"({format_days(distance)} the frame), among {total or len(candidates)} candidate(s) "
             f"matching {self._match_text(meta)}"
         )

@@ -26,7 +26,7 @@ import time
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import Any, Protocol
 
 import httpx
 from tqdm import tqdm
@@ -38,7 +38,6 @@ from ..cache.layout import (
     is_disk_full,
     place_file,
 )
-from ..config import progress_from_env
 from ..errors import (
     CalibrationNotFoundError,
     ChecksumMismatchError,
@@ -48,6 +47,7 @@ from ..errors import (
 from ..hashing import verify_file
 from ..records import is_cal_id
 from .incoming import IncomingFile
+from .progress import progress_bar, progress_enabled  # re-exported: callers import them here
 from .zip_member import extract_single_member
 
 logger = logging.getLogger(__name__)
@@ -82,42 +82,6 @@ __all__ = [
     "download_record_file",
     "prefetch",
 ]
-
-
-def progress_enabled(progress: bool | None = None, stream: IO | None = None) -> bool:
-    """Decide whether to show a progress bar.
-
-    Bars appear only when ``stream`` (default ``sys.stderr``) is a terminal,
-    never when ``KOA_PROGRESS=0`` (or false/no/off) or ``progress`` is False.
-
-    Examples
-    --------
-    >>> import io
-    >>> progress_enabled(True, io.StringIO())
-    False
-    """
-    if progress is False or not progress_from_env().value:
-        return False
-    stream = sys.stderr if stream is None else stream
-    try:
-        return bool(stream.isatty())
-    except (AttributeError, ValueError):
-        return False
-
-
-def progress_bar(total: int | None, desc: str, progress: bool | None, unit: str = "B") -> tqdm:
-    """Return a tqdm bar that shows only when :func:`progress_enabled` says so."""
-    enabled = progress_enabled(progress)
-    return tqdm(
-        total=total,
-        desc=desc,
-        unit=unit,
-        unit_scale=unit == "B",
-        unit_divisor=1024 if unit == "B" else 1000,
-        disable=not enabled,
-        leave=False,
-        file=sys.stderr,
-    )
 
 
 def _check_against_record(name: str, md5: str, size: int, record: Mapping[str, Any]) -> None:
