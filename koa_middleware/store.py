@@ -520,7 +520,7 @@ class CalibrationStore(RegistrationSteps, CacheLookup, RunManifests):
 
     def sync_records_to_remote(self, mode: str = "id") -> list[dict]:
         """Upload local calibrations the archive lacks (file first, then record)."""
-        from .client.sync import push_records
+        from .client.push import push_records
 
         _check_mode(mode)
         remote = self._require_remote("push to the archive")

@@ -6,7 +6,8 @@ Plain functions that :class:`koa_middleware.store.CalibrationStore` calls:
 - :func:`pull_records`: bring the archive's records into the local database,
   incrementally through the v2 changes feed (with its cursor kept in the local
   database), or by comparing ids (v1, or when asked for specific records);
-- :func:`push_records`: upload local calibrations (file first, then record).
+- :func:`~koa_middleware.client.push.push_records` (in its own module):
+  upload local calibrations (file first, then record).
 
 Records go into the local database in large batches (``local_db.add``), and
 only ids and timestamps are compared, so a first sync of 100,000 records stays
@@ -19,13 +20,10 @@ import logging
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ..cache.layout import CacheLayout
 from ..errors import (
-    ArchiveError,
     CalibrationNotFoundError,
     ConfigurationError,
 )
-from ..hashing import file_digest
 from ..records import LOCAL_REQUIRED_FIELDS, is_cal_id, validate_cal_id
 from .archive_records import ArchiveIntake, SyncReport, set_aside_key
 from .downloads import progress_bar
@@ -39,7 +37,6 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "missing_records",
     "pull_records",
-    "push_records",
     "sync_from_archive",
     "SyncReport",
     "cursor_key",
@@ -434,79 +431,3 @@ def _pull_changes(intake: ArchiveIntake, progress: bool | None) -> None:
         finally:
             pages.close()
     logger.debug("Read the changes of %s up to %d.", remote_db.display_url, since)
-
-
-def push_records(
-    local_db: LocalCalibrationDB,
-    remote_db: RemoteCalibrationDB,
-    layout: CacheLayout,
-    mode: str = "id",
-    progress: bool | None = False,
-) -> list[dict]:
-    """Publish local calibrations on the archive: each file first, then the records.
-
-    Every local record missing on the archive (see :func:`missing_records`,
-    ``source='local'``) has its file uploaded (``PUT files/ID``, checked by MD5
-    on the archive; already there is fine), then the records are added in
-    batches, so the archive never holds a record whose file it cannot serve.
-
-    Parameters
-    ----------
-    local_db : LocalCalibrationDB
-        The local database.
-    remote_db : RemoteCalibrationDB
-        The archive client (protocol 2, with a 'write' token).
-    layout : CacheLayout
-        The cache holding the files.
-    mode : {'id', 'last_updated'}
-        How to find the records to push.
-    progress : bool | None
-        Show a progress bar (terminal only).
-
-    Returns
-    -------
-    list[dict]
-        The records added to the archive.
-
-    Raises
-    ------
-    ArchiveError
-        If the archive speaks only protocol 1 (no uploads), or refuses a file (409).
-    CalibrationNotFoundError
-        If a record's file is not in the cache (nothing is pushed then).
-    ChecksumMismatchError
-        If a file does not match its record.
-    AuthenticationError
-        401, or 403 for a token without the 'write' scope.
-
-    Examples
-    --------
-    >>> pushed = push_records(store.local_db, store.remote_db, store.layout)  # doctest: +SKIP
-    """
-    _check_mode(mode)
-    if remote_db.protocol < 2:
-        raise ArchiveError(
-            f"The archive at {remote_db.display_url} speaks protocol 1, which cannot receive "
-            "files; push to an archive that speaks protocol 2 (koa-archive).",
-            url=remote_db.display_url,
-        )
-    records = missing_records(local_db, remote_db, "local", mode)
-    if not records:
-        return []
-    paths = {rec["id"]: layout.path_for(rec["filename"]) for rec in records}
-    absent = [rec["filename"] for rec in records if not paths[rec["id"]].is_file()]
-    if absent:
-        raise CalibrationNotFoundError(
-            f"{len(absent)} calibration file(s) to push are not in the cache "
-            f"({', '.join(absent[:5])}); fetch or register them again. Nothing was pushed."
-        )
-    with progress_bar(len(records), "push", progress, unit="file") as bar:
-        for rec in records:
-            path = paths[rec["id"]]
-            if not rec.get("file_md5") or rec.get("file_size") is None:
-                rec["file_md5"], rec["file_size"] = file_digest(path)
-            remote_db.upload_calibration_file(rec["id"], path, rec["file_md5"])
-            bar.update(1)
-    remote_db.add(records)
-    logger.info("Pushed %d calibration(s) to %s.", len(records), remote_db.display_url)
-    return records

@@ -8,7 +8,8 @@ import pytest
 
 from koa_middleware.cache.layout import CacheLayout
 from koa_middleware.client.downloads import prefetch
-from koa_middleware.client.sync import cursor_key, missing_records, pull_records, push_records
+from koa_middleware.client.push import push_records
+from koa_middleware.client.sync import cursor_key, missing_records, pull_records
 from koa_middleware.database.local_database import LocalCalibrationDB
 from koa_middleware.errors import ArchiveError, AuthenticationError, CalibrationNotFoundError
 from koa_middleware.records import utc_now
