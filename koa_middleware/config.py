@@ -8,6 +8,8 @@ Environment variables
 ============================================= ===========================================
 ``KOA_INSTRUMENT_NAME``                       instrument (required unless passed)
 ``KOA_CALIBRATION_CACHE``                     cache folder (required unless passed)
+``KOA_CALIBRATION_CACHE_READONLY``            none (read-only caches searched first,
+                                              separated by ``os.pathsep``)
 ``KOA_LOCAL_CALIBRATION_DATABASE_FILENAME``   ``<instrument>_calibrations.db``
 ``KOA_LOCAL_CALIBRATION_DATABASE_TABLE_NAME`` ``<instrument>``
 ``KOA_CALIBRATION_ORIGIN``                    ``LOCAL`` (``KOA_CALIBRATIONS_ORIGIN`` too)
@@ -143,6 +145,8 @@ class StoreConfig:
     keck_email: str | None
     keck_password: str | None
     progress: bool
+    #: Read-only caches searched before ``cache_dir`` (absolute folders, in order).
+    readonly_caches: tuple[str, ...] = ()
     #: name -> the resolved :class:`Setting`, in display order.
     settings: dict[str, Setting] = field(default_factory=dict, compare=False)
 
@@ -187,8 +191,13 @@ def resolve_config(
     origin: str | None = None,
     url: str | None = None,
     token: str | None = None,
+    readonly_caches: str | os.PathLike | list | tuple | None = None,
 ) -> StoreConfig:
     """Resolve every store setting from arguments, the environment and defaults.
+
+    ``readonly_caches`` (else ``KOA_CALIBRATION_CACHE_READONLY``) names the
+    read-only caches, as a sequence of folders or one string of folders
+    separated by ``os.pathsep``; see :mod:`koa_middleware.cache.readonly`.
 
     Raises
     ------
@@ -247,7 +256,35 @@ def resolve_config(
     s["keck_email"] = _pick(None, "KECK_OBSERVER_EMAIL")
     s["keck_password"] = _pick(None, "KECK_OBSERVER_PASSWORD", secret=True)
     s["progress"] = progress_from_env()
+    s["readonly_caches"] = _readonly_caches(readonly_caches, s["cache_dir"].value)
     return StoreConfig.from_settings(s)
+
+
+def _readonly_caches(argument: Any, cache_dir: str) -> Setting:
+    """The read-only cache folders: absolute, without repeats or the writable cache itself."""
+    picked = _pick(argument, "KOA_CALIBRATION_CACHE_READONLY", default="")
+    raw = picked.value
+    parts = raw.split(os.pathsep) if isinstance(raw, str) else [os.fspath(p) for p in raw]
+    folders: list[str] = []
+    for part in parts:
+        if not part.strip():
+            continue
+        folder = str(Path(part.strip()).expanduser().absolute())
+        if folder == cache_dir:
+            logger.warning(
+                "Ignoring %s in KOA_CALIBRATION_CACHE_READONLY: it is the writable cache itself.",
+                folder,
+            )
+        elif folder not in folders:
+            folders.append(folder)
+    return Setting(_Folders(folders), picked.source)
+
+
+class _Folders(tuple):
+    """Folders, shown as the environment variable spells them (joined by ``os.pathsep``)."""
+
+    def __str__(self) -> str:
+        return os.pathsep.join(self)
 
 
 def _instrument(argument: str | None, settings: dict[str, Setting]) -> str:

@@ -18,6 +18,7 @@ from typing import Any
 from .cache.check import CachedFiles, lstat_or_none
 from .cache.layout import CacheLayout
 from .cache.lookup import CacheLookup
+from .cache.readonly import ReadOnlyCaches
 from .cache.registration import (
     complete_cached_file_record,
     register_model,
@@ -140,6 +141,9 @@ class CalibrationStore(RegistrationSteps, CacheLookup, RunManifests):
         self._cached_files = CachedFiles(self.local_db)
         self._family_indexes: set[tuple[str, ...]] = set()
         self._closed = False
+        #: The read-only caches searched first (``KOA_CALIBRATION_CACHE_READONLY``).
+        self.readonly_caches = ReadOnlyCaches.from_config(self.config, self.layout)
+        self.readonly_caches.refresh(self.local_db)
         self.layout.recover_pending(self._record_owns)
         self.layout.clean_temp()
         self.remote_db = self._connect_remote() if connect_remote else None
@@ -312,12 +316,15 @@ class CalibrationStore(RegistrationSteps, CacheLookup, RunManifests):
         return path, record
 
     def _get_calibration(self, cal: dict | str) -> tuple[str, dict]:
+        self.readonly_caches.refresh(self.local_db)
         record = self._lookup_local(cal)
         if record is None:
             record = self._fetch_remote_record(cal)
+        serve_cached = self.use_cached or self.remote_db is None
+        if serve_cached and (shared := self.readonly_caches.file_for(record, self._cached_files)):
+            return str(shared), record
         path = self.layout.path_for(record["filename"])
         info = lstat_or_none(path)
-        serve_cached = self.use_cached or self.remote_db is None
         if info is not None and serve_cached:
             problem = self._cached_files.problem(record, path, info)
             if problem is None:
@@ -442,6 +449,7 @@ class CalibrationStore(RegistrationSteps, CacheLookup, RunManifests):
         --------
         >>> # path, record = store.select_and_get_calibration(frame, DarkSelector())
         """
+        self.readonly_caches.refresh(self.local_db)
         with self._outer_call() as outer:
             result = self._replay_selection(input, selector)
             if result is None:
@@ -468,6 +476,7 @@ class CalibrationStore(RegistrationSteps, CacheLookup, RunManifests):
 
     def query(self, source: str | None = None, **kwargs: Any) -> list[dict] | dict | None:
         """Query the local (default) or remote database; see ``LocalCalibrationDB.query``."""
+        self.readonly_caches.refresh(self.local_db)
         return self._db(source, "local").query(**kwargs)
 
     def get_last_updated(self, source: str | None = None, **kwargs: Any) -> str | None:

@@ -6,14 +6,16 @@
       calibrations/<instrument>/<filename>     the files
       database/<instrument>_calibrations.db    SQLite
       tmp/<instrument>/                        files being written (cleaned on start)
-      locks/<instrument>/<id>.lock             one writer per calibration id
+      locks/<instrument>/<id>.lock             one writer per calibration id (exists
+                                               only while in use)
 
-Every path built from a record goes through :meth:`CacheLayout.path_for`.
+Every path built from a record goes through :meth:`CacheLayout.path_for`. Files
+and folders are created as :mod:`koa_middleware.cache.permissions` says: the
+creator's umask decides their modes, and they keep the group of the cache root.
 """
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import fcntl
 import logging
@@ -28,6 +30,10 @@ from pathlib import Path
 
 from ..errors import CacheFullError, InvalidRecordError, UnsafeCachePathError
 from ..records import is_cal_id, safe_path, validate_cal_id
+from .locks import held_lock, is_locked, leads_to, locked_file
+from .locks import is_own_file as _is_own_file
+from .locks import remove_planted as _remove_planted
+from .permissions import FILE_MODE, make_folder, make_folders, match_folder_group
 
 logger = logging.getLogger(__name__)
 
@@ -83,8 +89,8 @@ class CacheLayout:
         """
         if self._created:
             return
-        self.root.mkdir(parents=True, exist_ok=True)
-        self.database_dir.mkdir(exist_ok=True)
+        make_folders(self.root)
+        make_folder(self.database_dir)
         self.check_folders()
         self._created = True
 
@@ -114,7 +120,7 @@ class CacheLayout:
             try:
                 info = os.lstat(folder)
             except FileNotFoundError:
-                folder.mkdir(exist_ok=True)  # removed while the store ran
+                make_folder(folder)  # new, or removed while the store ran
                 continue
             if stat.S_ISDIR(info.st_mode):
                 continue
@@ -155,22 +161,59 @@ class CacheLayout:
         An exclusive ``flock`` on ``locks/<instrument>/<id>.lock``, waited for
         when another thread or process holds it. The system releases it when
         the block ends or the holder dies, so a killed process never leaves a
-        calibration locked. Lock files stay (removing one could let two holders
-        lock different files of the same name). A link planted at the lock's path
-        is removed and replaced, never followed.
+        calibration locked. The holder removes the lock file before letting go,
+        so lock files do not pile up (:mod:`koa_middleware.cache.locks` says why
+        that is safe). A link planted at the lock's path is removed and
+        replaced, never followed.
 
         Examples
         --------
         >>> with layout.lock(cal_id):  # doctest: +SKIP
         ...     pass  # only one writer of cal_id in here, across processes
         """
-        path = self.locks_dir / f"{validate_cal_id(cal_id)}.lock"
+        path = self.lock_path(cal_id)
         self.check_folders()
-        fd = _locked_file(path)
-        try:
+        with held_lock(path):
             yield
-        finally:
-            os.close(fd)  # releases the lock
+
+    def lock_path(self, cal_id: str) -> Path:
+        """The name of calibration ``cal_id``'s lock file (present only while in use).
+
+        Raises
+        ------
+        InvalidRecordError
+            If ``cal_id`` is not a calibration id.
+        """
+        return self.locks_dir / f"{validate_cal_id(cal_id)}.lock"
+
+    def in_use(self, cal_id: str) -> bool:
+        """Whether a running process holds the lock of calibration ``cal_id`` now.
+
+        Never waits and never creates a lock file. The answer is true only of
+        the moment it was taken: a process may take or release the lock right
+        after.
+
+        Parameters
+        ----------
+        cal_id : str
+            The calibration's id.
+
+        Returns
+        -------
+        bool
+            True while a live process holds the lock (within :meth:`lock`).
+
+        Raises
+        ------
+        InvalidRecordError
+            If ``cal_id`` is not a calibration id.
+
+        Examples
+        --------
+        >>> layout.in_use(cal_id)  # doctest: +SKIP
+        False
+        """
+        return is_locked(self.lock_path(cal_id))
 
     def clean_temp(self) -> None:
         """Remove leftovers of interrupted writes from the temporary folder.
@@ -212,7 +255,7 @@ class CacheLayout:
         """
         marker = self.tmp_dir / f"{validate_cal_id(cal_id)}.pending"
         self.check_folders()
-        fd = _locked_file(marker)
+        fd = locked_file(marker, write=True)
         try:
             yield PendingWrite(fd)
         finally:
@@ -238,7 +281,8 @@ class CacheLayout:
             return removed
         for marker in self.tmp_dir.glob("*.pending"):
             try:
-                fd = os.open(marker, os.O_RDWR | os.O_NONBLOCK | _NOFOLLOW)
+                # read-only: a marker of another account of the cache's group may be locked
+                fd = os.open(marker, os.O_RDONLY | os.O_NONBLOCK | _NOFOLLOW)
             except FileNotFoundError:
                 continue
             except OSError as exc:
@@ -247,13 +291,18 @@ class CacheLayout:
                 _remove_planted(marker, "a crash-recovery marker")
                 continue
             try:
-                if not _is_own_file(os.fstat(fd)) or not is_cal_id(marker.stem):
+                info = os.fstat(fd)
+                if info.st_nlink == 0:
+                    continue  # its writer finished and removed it
+                if not _is_own_file(info) or not is_cal_id(marker.stem):
                     _remove_planted(marker, "a crash-recovery marker")
                     continue
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:
                     continue  # its writer is alive
+                if not leads_to(marker, fd):
+                    continue  # finished meanwhile; the name may be a new writer's
                 filename = os.read(fd, 4096).decode("utf-8", "replace")
                 cal_id = marker.stem
                 if filename and not record_owns(cal_id, filename):
@@ -297,7 +346,8 @@ def place_file(source: Path, destination: Path, *, synced: bool = False) -> None
     already flushed ``source`` (``os.fsync`` before closing it).
 
     Only a regular file of one name is moved; a link at ``destination`` is
-    replaced (the rename takes the link's place), never written through.
+    replaced (the rename takes the link's place), never written through. The
+    file takes the group of ``destination``'s folder when it has another one.
 
     Raises
     ------
@@ -311,10 +361,12 @@ def place_file(source: Path, destination: Path, *, synced: bool = False) -> None
             "file was put in its place); nothing was moved into the cache. Remove it and try "
             "again."
         )
-    if not synced:
+    if not synced or info.st_gid != os.stat(destination.parent).st_gid:
         fd = os.open(source, os.O_RDONLY | _NOFOLLOW)
         try:
-            os.fsync(fd)
+            match_folder_group(fd, destination.parent)  # the group of the folder it joins
+            if not synced:
+                os.fsync(fd)
         finally:
             os.close(fd)
     if os.path.islink(destination):
@@ -341,9 +393,12 @@ def create_private_file(path: Path) -> int:
     """
     for _ in range(5):
         try:
-            return os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o644)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | _NOFOLLOW, FILE_MODE)
         except FileExistsError:
             _remove_planted(path, "a file being written", quiet=True)
+            continue
+        match_folder_group(fd, path.parent)
+        return fd
     raise UnsafeCachePathError(
         f"Could not create {path}: something keeps putting a file or link there. Check "
         "what else writes into the cache folder."
@@ -368,6 +423,10 @@ def open_private_file(path: Path, *, append: bool = False) -> int:
     try:
         fd = os.open(path, flags)
     except FileNotFoundError:
+        return _new_file(path, append)
+    except PermissionError:
+        # another account's partial file, which this one may not add to: start afresh
+        _remove_planted(path, "a partial file", quiet=True)
         return _new_file(path, append)
     except OSError as exc:
         if exc.errno != errno.ELOOP:
@@ -434,71 +493,6 @@ def cache_full_error(exc: OSError, folder: Path, needed: int | None, what: str) 
         folder=str(folder),
         needed=needed,
         code=exc.errno,
-    )
-
-
-def _is_own_file(info: os.stat_result) -> bool:
-    """A regular file with one name: nothing else can see or change its bytes through a link."""
-    return stat.S_ISREG(info.st_mode) and info.st_nlink == 1
-
-
-def _remove_planted(path: Path, what: str, quiet: bool = False) -> None:
-    """Remove the name ``path`` (a link is removed itself, never what it points to)."""
-    try:
-        info = os.lstat(path)
-    except FileNotFoundError:
-        return
-    if stat.S_ISDIR(info.st_mode):
-        raise UnsafeCachePathError(
-            f"{path} is a folder where the store keeps {what}; remove it and try again."
-        )
-    if stat.S_ISLNK(info.st_mode):
-        logger.warning(
-            "Removed the link %s (to %s) where the store keeps %s; the file it points to is "
-            "left alone.",
-            path,
-            os.readlink(path),
-            what,
-        )
-    elif not quiet or not _is_own_file(info):
-        logger.warning("Replaced %s, which was not a file the store made (%s).", path, what)
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
-
-
-def _locked_file(path: Path) -> int:
-    """Open (creating it) and ``flock`` the file ``path``, never through a link.
-
-    After the lock is taken, the name must still be the locked file (a holder
-    that finished may have removed it, or a planted name been replaced);
-    otherwise the lock is taken again on what the name is now.
-    """
-    for _ in range(100):
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NONBLOCK | _NOFOLLOW, 0o644)
-        except OSError as exc:
-            if exc.errno != errno.ELOOP:
-                raise
-            _remove_planted(path, "a lock file")
-            continue
-        try:
-            if not _is_own_file(os.fstat(fd)):
-                _remove_planted(path, "a lock file")
-                continue
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            try:
-                same = os.lstat(path).st_ino == os.fstat(fd).st_ino
-            except FileNotFoundError:
-                same = False
-            if same:
-                result, fd = fd, -1
-                return result
-        finally:
-            if fd >= 0:
-                os.close(fd)
-    raise UnsafeCachePathError(
-        f"Could not lock {path}: its name keeps being replaced. Check what else writes "
-        "into the cache's folders."
     )
 
 

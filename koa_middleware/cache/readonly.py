@@ -1,0 +1,399 @@
+"""Read-only caches searched before the store's own (``KOA_CALIBRATION_CACHE_READONLY``).
+
+A compute cluster keeps one cache on a shared file system, filled on one
+machine by ``koa-cal sync --files``; its workers name it in
+``KOA_CALIBRATION_CACHE_READONLY`` (several folders separated by
+``os.pathsep``) and each machine keeps a writable cache of its own for what the
+shared one lacks.
+
+Records
+    The records of a read-only cache that the writable cache's database lacks
+    (by id) are copied into it, so every selector, query and lookup (even a
+    pipeline's own SQL) sees the union of both; a record the writable cache
+    already has wins. The copy is incremental (by SQLite ``rowid``) and runs
+    when the store opens and whenever the read-only database's files change
+    (a few ``stat`` calls per lookup). A record of a read-only cache that
+    changes after it was copied is not copied again.
+Files
+    A file found in a read-only cache is checked against its record (size,
+    MD5) as the store checks its own, and served in place: the path returned
+    is in the read-only cache. A file that is missing or does not match is
+    downloaded into the writable cache.
+Opening the databases
+    Each read-only database is opened with the SQLite URI ``mode=ro`` for the
+    time of one read, then closed, so it is never changed and never held open.
+    SQLite's locks keep each read consistent while another process of the
+    same machine updates the database. ``immutable=1`` is never used: it tells
+    SQLite the file cannot change, which is false while the cache is updated.
+    A database in WAL mode needs its ``-shm`` file; when that file is missing
+    and the folder is not writable (the usual case for a read-only mount when
+    no writer has the database open), the database and its ``-wal`` are
+    copied into the writable cache's ``tmp`` folder, the copy is kept only
+    when the files did not change while it was made, and it is read and
+    removed at once.
+
+Limits: SQLite's WAL index is shared memory, coherent only among the
+processes of one machine. While a writer on *another* machine is updating the
+database, a read may fail (it is logged and tried again at the next lookup)
+or, on a network file system whose locks do not work, see a mix of old and
+new pages; run ``koa-cal sync --files`` when the workers are idle, or on the
+file server itself, to be safe. Network file systems cache file attributes,
+so a change may be noticed only after their cache time (``actimeo`` on NFS).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import sqlite3
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from ..errors import InvalidRecordError
+from ..records import validate_column_name
+from ..sqlite_wal import connect_readonly
+from .check import lstat_or_none
+from .layout import CacheLayout, create_private_file
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["ReadOnlyCache", "ReadOnlyCaches"]
+
+#: Records read from a read-only database per query.
+_BATCH = 2000
+#: Attempts at a copy of a database whose files stayed unchanged while it was made.
+_COPY_ATTEMPTS = 5
+
+
+class ReadOnlyCache:
+    """One read-only calibration cache: its database (read only) and its files.
+
+    Parameters
+    ----------
+    root : str | Path
+        The cache's root folder (as ``KOA_CALIBRATION_CACHE`` of the machine that fills it).
+    instrument : str
+        The instrument name.
+    db_filename : str
+        The database file name in ``root/database``.
+    table_name : str
+        The table of records.
+
+    Examples
+    --------
+    >>> cache = ReadOnlyCache("/shared/koa_cache", "hispec", "hispec_calibrations.db", "hispec")
+    >>> cache.db_path.as_posix()
+    '/shared/koa_cache/database/hispec_calibrations.db'
+    """
+
+    def __init__(self, root: str | Path, instrument: str, db_filename: str, table_name: str):
+        self.layout = CacheLayout(root, instrument)
+        self.db_path = self.layout.database_dir / db_filename
+        self.table_name = validate_column_name(table_name)
+        self._stamp: tuple | None = None
+        #: id -> stat of files found not to match their record (not checked again).
+        self._bad: dict[str, tuple] = {}
+
+    def __repr__(self) -> str:
+        return f"ReadOnlyCache(root={str(self.layout.root)!r})"
+
+    def stamp(self) -> tuple:
+        """What identifies the database's present state: device, inode, size, times of its files."""
+        parts = []
+        for suffix in ("", "-wal"):
+            info = lstat_or_none(f"{self.db_path}{suffix}")
+            parts.append(
+                None
+                if info is None
+                else (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+            )
+        return tuple(parts)
+
+    def changed(self) -> bool:
+        """Whether the database's files changed since the last :meth:`records_after` (cheap)."""
+        return self.stamp() != self._stamp
+
+    def records_after(self, rowid: int, scratch: Path) -> tuple[list[dict], int]:
+        """The records whose ``rowid`` is above ``rowid``, and the highest ``rowid`` seen.
+
+        Parameters
+        ----------
+        rowid : int
+            The highest ``rowid`` read before (0 for all records).
+        scratch : Path
+            A writable folder for a copy of the database, when it cannot be read in place.
+
+        Returns
+        -------
+        tuple[list[dict], int]
+            The records, in ``rowid`` order, and the highest ``rowid`` (``rowid``
+            itself when there are none).
+
+        Raises
+        ------
+        sqlite3.Error
+            If the database cannot be read, in place or as a copy.
+        OSError
+            If the database cannot be copied.
+        """
+        stamp = self.stamp()
+        if stamp[0] is None:
+            self._stamp = stamp
+            return [], rowid
+        try:
+            result = self._read(connect_readonly(self.db_path), rowid)
+        except sqlite3.OperationalError as exc:
+            # WAL mode without a -shm file that this process may create
+            if os.access(self.db_path.parent, os.W_OK) or os.path.lexists(f"{self.db_path}-shm"):
+                raise
+            logger.debug("Reading a copy of %s, which cannot be read in place: %s", self, exc)
+            result = self._read_copy(rowid, scratch)
+        self._stamp = stamp
+        return result
+
+    def _read(self, conn: sqlite3.Connection, rowid: int) -> tuple[list[dict], int]:
+        try:
+            table = '"' + self.table_name + '"'
+            exists = conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (self.table_name,)
+            ).fetchone()
+            if not exists:
+                return [], rowid
+            # the table name passed validate_column_name
+            sql = f"SELECT rowid AS _koa_rowid, * FROM {table} WHERE rowid > ? ORDER BY rowid"  # noqa: S608
+            cursor = conn.execute(sql, (rowid,))
+            names = [d[0] for d in cursor.description]
+            rows = [dict(zip(names, row, strict=True)) for row in cursor]
+        finally:
+            conn.close()
+        last = rowid
+        for row in rows:
+            last = row.pop("_koa_rowid")
+        return rows, last
+
+    def _read_copy(self, rowid: int, scratch: Path) -> tuple[list[dict], int]:
+        """Read a copy of the database (and its ``-wal``) made while neither changed."""
+        copy = scratch / f"{uuid.uuid4().hex}.snapshot"
+        try:
+            for _ in range(_COPY_ATTEMPTS):
+                before = self.stamp()
+                for suffix in ("", "-wal"):
+                    _copy_file(Path(f"{self.db_path}{suffix}"), Path(f"{copy}{suffix}"))
+                if self.stamp() == before and not os.path.lexists(f"{self.db_path}-shm"):
+                    conn = sqlite3.connect(str(copy), isolation_level=None)
+                    return self._read(conn, rowid)
+            raise sqlite3.OperationalError(
+                f"{self.db_path} kept changing while it was copied; it is read again at "
+                "the next lookup."
+            )
+        finally:
+            for suffix in ("", "-wal", "-shm", "-journal"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(f"{copy}{suffix}")
+
+    def file_for(self, record: Mapping[str, Any], cached_files: Any) -> Path | None:
+        """The record's file in this cache when it is there and matches the record, else None.
+
+        Parameters
+        ----------
+        record : Mapping
+            The calibration's record.
+        cached_files : CachedFiles
+            The store's checker of cached files (size, MD5, remembered stats).
+
+        Returns
+        -------
+        Path | None
+            The file's path in this read-only cache.
+        """
+        path = self.layout.path_for(record["filename"])
+        info = lstat_or_none(path)
+        if info is None:
+            return None
+        seen = (path.name, info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino)
+        if self._bad.get(record["id"]) == seen:
+            return None  # found wrong before, and unchanged since
+        problem = cached_files.problem(record, path, info)
+        if problem is not None:
+            if len(self._bad) >= 4096:
+                self._bad.clear()
+            self._bad[record["id"]] = seen
+            logger.warning(
+                "The file %s of the read-only cache %s %s; using the writable cache instead.",
+                path,
+                self.layout.root,
+                problem,
+            )
+            return None
+        return path
+
+
+class ReadOnlyCaches:
+    """The read-only caches of a store, searched in order before its own cache.
+
+    Parameters
+    ----------
+    roots : sequence of str
+        The read-only caches' root folders (``StoreConfig.readonly_caches``).
+    instrument, db_filename, table_name : str
+        As for the store's own cache.
+    own : CacheLayout
+        The store's writable cache (copies of databases are read in its ``tmp`` folder).
+
+    Examples
+    --------
+    >>> caches = ReadOnlyCaches([], "hispec", "hispec_calibrations.db", "hispec", None)
+    >>> bool(caches)
+    False
+    """
+
+    def __init__(
+        self,
+        roots: Any,
+        instrument: str,
+        db_filename: str,
+        table_name: str,
+        own: CacheLayout | None,
+    ):
+        self.caches = [ReadOnlyCache(root, instrument, db_filename, table_name) for root in roots]
+        self.own = own
+
+    @classmethod
+    def from_config(cls, config: Any, own: CacheLayout) -> ReadOnlyCaches:
+        """The read-only caches a :class:`~koa_middleware.config.StoreConfig` names."""
+        return cls(
+            config.readonly_caches,
+            config.instrument_name,
+            config.local_database_filename,
+            config.table_name,
+            own,
+        )
+
+    def __bool__(self) -> bool:
+        return bool(self.caches)
+
+    def refresh(self, local_db: Any) -> int:
+        """Copy into ``local_db`` the records of the read-only caches it lacks (by id).
+
+        Only caches whose database changed since the last call are read; a
+        cache that cannot be read is logged and tried again when its database
+        changes.
+
+        Parameters
+        ----------
+        local_db : LocalCalibrationDB
+            The writable cache's database.
+
+        Returns
+        -------
+        int
+            How many records were added.
+        """
+        added = 0
+        for cache in self.caches:
+            if not cache.changed():
+                continue
+            try:
+                added += self._refresh_one(cache, local_db)
+            except (OSError, sqlite3.Error) as exc:
+                cache._stamp = cache.stamp()  # tried again when its database changes
+                logger.warning(
+                    "Could not read the records of the read-only cache %s (%s: %s); working "
+                    "without its new records until its database changes. Check that the "
+                    "folder is readable and holds a calibration cache.",
+                    cache.layout.root,
+                    type(exc).__name__,
+                    exc,
+                )
+        return added
+
+    def _refresh_one(self, cache: ReadOnlyCache, local_db: Any) -> int:
+        key = f"readonly:{cache.db_path}"
+        saved = (local_db.get_meta(key) or "").split(":")
+        stamp = cache.stamp()[0]
+        inode = "" if stamp is None else f"{stamp[0]}.{stamp[1]}"
+        after = int(saved[1]) if len(saved) == 2 and saved[0] == inode else 0
+        self.own.create()
+        rows, last = cache.records_after(after, self.own.tmp_dir)
+        if last < after:  # the table was emptied and filled again
+            rows, last = cache.records_after(0, self.own.tmp_dir)
+        added = 0
+        for start in range(0, len(rows), _BATCH):
+            added += _add_missing(local_db, rows[start : start + _BATCH], cache)
+        if last != after or saved[0] != inode:
+            local_db.set_meta(key, f"{inode}:{last}")
+        if added:
+            logger.info("Added %d records of the read-only cache %s.", added, cache.layout.root)
+        return added
+
+    def file_for(self, record: Mapping[str, Any], cached_files: Any) -> Path | None:
+        """The record's file in the first read-only cache that holds it intact, or None.
+
+        Examples
+        --------
+        >>> store.readonly_caches.file_for(record, store._cached_files)  # doctest: +SKIP
+        PosixPath('/shared/koa_cache/calibrations/hispec/dark_001.fits')
+        """
+        for cache in self.caches:
+            path = cache.file_for(record, cached_files)
+            if path is not None:
+                return path
+        return None
+
+
+def _add_missing(local_db: Any, rows: list[dict], cache: ReadOnlyCache) -> int:
+    """Add the rows whose id ``local_db`` lacks; set aside (with a warning) those it refuses.
+
+    The look and the additions are one write transaction, so a record another
+    process writes meanwhile is never overwritten.
+    """
+    with local_db.write_transaction():
+        return _add_absent(local_db, rows, cache)
+
+
+def _add_absent(local_db: Any, rows: list[dict], cache: ReadOnlyCache) -> int:
+    ids = [row.get("id") for row in rows if row.get("id")]
+    marks = ", ".join("?" for _ in ids)
+    table = '"' + validate_column_name(local_db.table_name) + '"'
+    sql = f"SELECT id FROM {table} WHERE id IN ({marks})"  # noqa: S608 - a validated name
+    present = {row["id"] for row in local_db.custom_query(sql, ids)}
+    missing = [_without_nulls(row) for row in rows if row.get("id") not in present]
+    if not missing:
+        return 0
+    try:
+        local_db.add(missing)
+        return len(missing)
+    except InvalidRecordError:
+        pass
+    added = 0
+    for row in missing:
+        try:
+            local_db.add(row)
+            added += 1
+        except InvalidRecordError as exc:
+            logger.warning(
+                "Set aside record %s of the read-only cache %s: %s",
+                row.get("id"),
+                cache.layout.root,
+                exc,
+            )
+    return added
+
+
+def _without_nulls(row: dict) -> dict:
+    """The record without empty columns (a column only some records have)."""
+    return {key: value for key, value in row.items() if value is not None}
+
+
+def _copy_file(source: Path, target: Path) -> None:
+    """Copy ``source`` (if it exists) to the new private file ``target``."""
+    try:
+        reader = open(source, "rb")  # noqa: SIM115 - closed below
+    except FileNotFoundError:
+        return
+    with reader, open(create_private_file(target), "wb") as writer:
+        shutil.copyfileobj(reader, writer, 1 << 20)

@@ -1,0 +1,136 @@
+"""A cache shared by several accounts of one Unix group works for each of them.
+
+Tests run as root; the accounts are ids no account of the system uses, taken on
+by child processes (``support.shared_account``). Root's own permissions are
+never what makes a test pass: every store runs as one of those accounts.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import httpx
+import pytest
+
+from support.archive import ArchiveServer, create_token, publish
+from support.shared_account import account_folder, reachable_folder, run_as, unused_ids
+
+pytestmark = pytest.mark.skipif(
+    os.geteuid() != 0, reason="needs root, to run stores as other accounts of one group"
+)
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory):
+    root = tmp_path_factory.mktemp("shared-archive")
+    with ArchiveServer(root, instruments=("hispec",)) as server:
+        yield server, create_token(root, "write")
+
+
+def everything_in(cache: Path) -> list[Path]:
+    return [cache, *sorted(cache.rglob("*"))]
+
+
+@pytest.mark.parametrize("setgid_root", [True, False], ids=["setgid_root", "plain_root"])
+@pytest.mark.parametrize("primary", ["shared", "own"], ids=["group_primary", "own_primary"])
+def test_a_second_account_of_the_group_registers_and_syncs(archive, setgid_root, primary):
+    server, token = archive
+    uid1, uid2, gid, own1, own2 = unused_ids(5)
+    with (
+        reachable_folder() as shared,
+        httpx.Client(
+            base_url=server.base_url + "/", headers={"Authorization": f"Bearer {token}"}
+        ) as client,
+    ):
+        cache = shared / "cache"
+        cache.mkdir()
+        os.chown(cache, 0, gid)
+        cache.chmod(0o2775 if setgid_root else 0o775)
+        # The group's accounts, with the group as their primary one or as a second one.
+        first = (uid1, gid, [gid]) if primary == "shared" else (uid1, own1, [own1, gid])
+        second = (uid2, gid, [gid]) if primary == "shared" else (uid2, own2, [own2, gid])
+
+        def env(account):
+            home = shared / f"home-{account[0]}"
+            if not home.exists():
+                account_folder(shared, account[0], account[1])
+            return {
+                "HOME": str(home),
+                "XDG_STATE_HOME": str(home / "state"),
+                "KOA_CALIBRATIONS_URL": server.base_url,
+                "KOA_API_TOKEN": token,
+            }
+
+        def run(account, steps):
+            return run_as(*account, 0o002, cache, steps, env=env(account))
+
+        made = run(first, [["register", ["first", 2]]])["register"]
+        assert len(made) == 2
+        published = [publish(client, os.urandom(5000)) for _ in range(3)]
+
+        # The second account writes into the database, the calibrations, the
+        # temporary files and the locks that the first one created.
+        done = run(second, [["register", ["second", 2]], ["sync", None]])
+        names = {Path(p).name for p in done["sync"]}
+        expected = {Path(p).name for p in made + done["register"]} | {
+            p["filename"] for p in published
+        }
+        assert expected <= names
+        # ... and the first one can still read and write all of it afterwards.
+        again = run(first, [["register", ["third", 1]], ["sync", None], ["read_all", None]])
+        assert again["read_all"] == len(again["sync"]) >= len(names) + 1
+        assert expected | {Path(again["register"][0]).name} <= {Path(p).name for p in again["sync"]}
+
+        for path in everything_in(cache):
+            info = path.lstat()
+            mode = stat.S_IMODE(info.st_mode)
+            assert info.st_gid == gid, f"{path} has group {info.st_gid}, not the cache's"
+            if stat.S_ISDIR(info.st_mode):
+                assert mode & 0o070 == 0o070, f"{path} is {oct(mode)}: not the group's"
+                if setgid_root:
+                    assert info.st_mode & stat.S_ISGID, f"{path} lost the setgid bit"
+            else:
+                assert stat.S_ISREG(info.st_mode), path
+                assert mode & 0o060 == 0o060, f"{path} is {oct(mode)}, not as umask 002 says"
+        owners = {p.lstat().st_uid for p in everything_in(cache)[1:]}
+        assert owners >= {uid1, uid2}
+        assert not list((cache / "locks" / "hispec").iterdir()), "lock files were left"
+
+
+def test_the_database_follows_the_umask(tmp_path):
+    """SQLite alone would make it rw-r--r--; the group may write it under umask 002."""
+    from koa_middleware import CalibrationStore
+
+    old = os.umask(0o002)
+    try:
+        with CalibrationStore("hispec", str(tmp_path / "cache"), connect_remote=False) as store:
+            database = Path(store.local_db.db_path)
+            for suffix in ("", "-wal", "-shm"):
+                mode = stat.S_IMODE(os.lstat(f"{database}{suffix}").st_mode)
+                assert mode == 0o664, f"{database}{suffix} is {oct(mode)}"
+    finally:
+        os.umask(old)
+
+
+def test_locks_markers_and_temporary_files_follow_the_umask(tmp_path):
+    import uuid
+
+    from koa_middleware.cache.layout import CacheLayout, create_private_file
+
+    old = os.umask(0o002)
+    try:
+        layout = CacheLayout(tmp_path / "cache", "hispec")
+        layout.create()
+        for folder in (layout.root, layout.calibrations_dir, layout.tmp_dir, layout.locks_dir):
+            assert stat.S_IMODE(folder.stat().st_mode) == 0o775, folder
+        cal_id = str(uuid.uuid4())
+        with layout.lock(cal_id), layout.pending_write(cal_id):
+            for path in (layout.lock_path(cal_id), layout.tmp_dir / f"{cal_id}.pending"):
+                assert stat.S_IMODE(path.stat().st_mode) == 0o664, path
+        os.close(create_private_file(layout.temp_path("x.fits")))
+        (temporary,) = layout.tmp_dir.iterdir()
+        assert stat.S_IMODE(temporary.stat().st_mode) == 0o664
+    finally:
+        os.umask(old)
