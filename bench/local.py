@@ -11,7 +11,11 @@ spectrograph by (i // 4) % 2, instrument_era by (i // 8) % 2, master_cal 1, a
   registrations;
 - ``store.local_db.add`` of N records in one call;
 - p50 and p95 of ``select_and_get_calibration`` with a dark selector;
-- p50 of ``get_calibration(id)`` of a cached file.
+- p50 of ``get_calibration(id)`` of a cached file;
+- the same selection p50 with 10% of the records retracted (the archive's
+  retractions, as a sync stores them);
+- 1,000 selections recorded into a run manifest, then the time per selection
+  when a store replays the manifest, next to selecting.
 """
 
 from __future__ import annotations
@@ -119,31 +123,52 @@ def bench_size(root: Path, n: int, lookups: int) -> None:
         add_s = time.perf_counter() - t0
 
         selector = DarkSelector()
-        select_times = []
-        for k in range(lookups):
-            i = (k * 7919) % n
-            frame = {
-                "era": ("era1", "era2")[(i // 8) % 2],
-                "spec": ("spec_a", "spec_b")[(i // 4) % 2],
-                "mjd": MJD_OF_START + i / 24 + 0.3,
-            }
-            t0 = time.perf_counter()
-            path, record = store.select_and_get_calibration(frame, selector)
-            select_times.append(time.perf_counter() - t0)
-            assert record["cal_type"] == "dark" and os.path.isfile(path)
-
+        select_times = time_selections(store, selector, n, lookups)
         get_times = []
         for k in range(lookups):
             cal_id = records[(k * 104729) % n]["id"]
             t0 = time.perf_counter()
             store.get_calibration(cal_id)
             get_times.append(time.perf_counter() - t0)
+        store.local_db.set_retractions(
+            {r["id"]: ("2024-06-01T00:00:00.000", "bench") for r in records[::10]}, pushed=True
+        )
+        retracted_times = time_selections(store, selector, n, lookups)
+        manifest = root / f"run{n}.json"
+        with store.record_manifest(manifest):
+            selecting = time_selections(store, selector, n, 1_000)
+    with CalibrationStore("hispec", str(cache), connect_remote=False, manifest=manifest) as replay:
+        replaying = time_selections(replay, selector, n, 1_000)
     print(
         f"N={n:>7,}: local_db.add of N records {add_s:.3f} s | "
         f"select_and_get_calibration p50 {percentile(select_times, 0.5) * 1e3:.3f} ms "
         f"p95 {percentile(select_times, 0.95) * 1e3:.3f} ms | "
         f"get_calibration(id) p50 {percentile(get_times, 0.5) * 1e3:.4f} ms"
     )
+    print(
+        f"N={n:>7,}: 10% retracted: select_and_get_calibration p50 "
+        f"{percentile(retracted_times, 0.5) * 1e3:.3f} ms | 1,000 selections: recording "
+        f"{sum(selecting):.3f} s, replaying the manifest {sum(replaying):.3f} s "
+        f"(p50 {percentile(selecting, 0.5) * 1e3:.3f} vs {percentile(replaying, 0.5) * 1e3:.3f} ms)"
+    )
+
+
+def time_selections(store, selector, n: int, lookups: int) -> list[float]:
+    """Seconds per ``select_and_get_calibration`` over ``lookups`` frames spread over the cache."""
+    times = []
+    for k in range(lookups):
+        i = (k * 7919) % n
+        frame = {
+            "filename": f"frame_{k:06d}.fits",
+            "era": ("era1", "era2")[(i // 8) % 2],
+            "spec": ("spec_a", "spec_b")[(i // 4) % 2],
+            "mjd": MJD_OF_START + i / 24 + 0.3,
+        }
+        t0 = time.perf_counter()
+        path, record = store.select_and_get_calibration(frame, selector)
+        times.append(time.perf_counter() - t0)
+        assert record["cal_type"] == "dark" and os.path.isfile(path)
+    return times
 
 
 def file_digest_of_payload(root: Path) -> tuple[str, int]:

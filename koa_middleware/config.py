@@ -19,6 +19,10 @@ Environment variables
 ``KECK_OBSERVER_EMAIL``                       none (Keck observer login)
 ``KECK_OBSERVER_PASSWORD``                    none (Keck observer login)
 ``KOA_PROGRESS``                              ``1`` (progress bars on a terminal)
+``KOA_ALLOW_RETRACTED``                       ``0`` (get a retracted calibration by id,
+                                              with a warning)
+``KOA_CACHE_MAX_SIZE``                        none (e.g. ``50GiB``: after downloads, the
+                                              least recently used files go)
 ``KOA_INSTRUMENT_PROFILE``                    none (a TOML instrument profile; see
                                               :mod:`koa_middleware.profiles`)
 ============================================= ===========================================
@@ -145,6 +149,10 @@ class StoreConfig:
     keck_email: str | None
     keck_password: str | None
     progress: bool
+    #: Serve a retracted calibration asked for by id (with a warning) instead of refusing it.
+    allow_retracted: bool = False
+    #: Bytes the cache's files may take; least recently used files go after downloads.
+    cache_max_size: int | None = None
     #: Read-only caches searched before ``cache_dir`` (absolute folders, in order).
     readonly_caches: tuple[str, ...] = ()
     #: name -> the resolved :class:`Setting`, in display order.
@@ -192,6 +200,7 @@ def resolve_config(
     url: str | None = None,
     token: str | None = None,
     readonly_caches: str | os.PathLike | list | tuple | None = None,
+    allow_retracted: bool | None = None,
 ) -> StoreConfig:
     """Resolve every store setting from arguments, the environment and defaults.
 
@@ -242,20 +251,14 @@ def resolve_config(
     s["table_name"] = table
     org = _pick(origin, "KOA_CALIBRATION_ORIGIN", "KOA_CALIBRATIONS_ORIGIN", default=DEFAULT_ORIGIN)
     s["origin"] = Setting(str(org.value).strip().upper(), org.source)
-    if use_cached is not None:
-        s["use_cached"] = Setting(bool(use_cached), "argument")
-    elif os.environ.get("KOA_USE_CACHED_CALIBRATIONS", "").strip():
-        s["use_cached"] = Setting(
-            env_bool("KOA_USE_CACHED_CALIBRATIONS", True),
-            "environment (KOA_USE_CACHED_CALIBRATIONS)",
-        )
-    else:
-        s["use_cached"] = Setting(True, "default")
+    s["use_cached"] = _flag(use_cached, "KOA_USE_CACHED_CALIBRATIONS", True)
     s["url"] = _pick(url, "KOA_CALIBRATIONS_URL", default=DEFAULT_URL)
     s["token"] = _pick(token, "KOA_API_TOKEN", secret=True)
     s["keck_email"] = _pick(None, "KECK_OBSERVER_EMAIL")
     s["keck_password"] = _pick(None, "KECK_OBSERVER_PASSWORD", secret=True)
     s["progress"] = progress_from_env()
+    s["allow_retracted"] = _flag(allow_retracted, "KOA_ALLOW_RETRACTED", False)
+    s["cache_max_size"] = _size(_pick(None, "KOA_CACHE_MAX_SIZE"))
     s["readonly_caches"] = _readonly_caches(readonly_caches, s["cache_dir"].value)
     return StoreConfig.from_settings(s)
 
@@ -285,6 +288,24 @@ class _Folders(tuple):
 
     def __str__(self) -> str:
         return os.pathsep.join(self)
+
+
+def _size(picked: Setting) -> Setting:
+    """A size setting in bytes (``50GiB``, ``500MB``), or None when unset."""
+    if picked.value is None:
+        return picked
+    from .cache.prune import parse_size
+
+    return Setting(parse_size(picked.value), picked.source)
+
+
+def _flag(argument: bool | None, env_name: str, default: bool) -> Setting:
+    """A yes/no setting: the argument, else the environment variable, else the default."""
+    if argument is not None:
+        return Setting(bool(argument), "argument")
+    if os.environ.get(env_name, "").strip():
+        return Setting(env_bool(env_name, default), f"environment ({env_name})")
+    return Setting(default, "default")
 
 
 def _instrument(argument: str | None, settings: dict[str, Setting]) -> str:

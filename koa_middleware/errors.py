@@ -23,6 +23,7 @@ __all__ = [
     "CacheFullError",
     "UnsafeCachePathError",
     "ManifestError",
+    "RetractedCalibrationError",
 ]
 
 
@@ -132,3 +133,16 @@ class ManifestError(KOAError, LookupError):
     The message names the manifest and the input, and says how to fall back to
     selecting (``manifest_fallback=True``).
     """
+
+
+class RetractedCalibrationError(KOAError, LookupError):
+    """A calibration asked for by id was retracted; the message gives when and why.
+
+    Set ``KOA_ALLOW_RETRACTED=1`` (or pass ``allow_retracted=True``) to get it
+    anyway, with a warning, e.g. to reproduce an old reduction.
+    """
+
+    def __init__(self, message: str, cal_id: str | None = None, reason: str | None = None):
+        super().__init__(message)
+        self.cal_id = cal_id
+        self.reason = reason

@@ -47,9 +47,11 @@ __all__ = [
     "ManifestReplay",
     "RunManifests",
     "check_pinned",
+    "fetch_manifest",
     "input_identity",
     "read_manifest",
     "selector_identity",
+    "verify_manifest",
 ]
 
 FORMAT = "koa-manifest/1"
@@ -319,14 +321,67 @@ def check_pinned(chosen: Mapping[str, Any], record: Mapping[str, Any], manifest:
             f"but {manifest.name} pinned {chosen['file_md5']}; the calibration changed since "
             "the run was recorded, so the run cannot be reproduced with it."
         )
-    if record.get("retracted_at"):
-        logger.warning(
-            "Replaying %s: calibration %s (%s) was retracted since (%s); using it as pinned.",
-            manifest.name,
-            chosen["id"],
-            chosen["filename"],
-            record.get("retract_reason") or "no reason given",
-        )
+
+
+def _pinned(path: str | os.PathLike) -> dict[str, dict]:
+    """The distinct calibrations a manifest pins, by id."""
+    return {e["chosen"]["id"]: e["chosen"] for e in read_manifest(path)["entries"]}
+
+
+def verify_manifest(store: Any, path: str | os.PathLike) -> list[dict]:
+    """What is missing or different in the cache of the calibrations a manifest pins.
+
+    Returns
+    -------
+    list of dict
+        ``id``, ``filename`` and ``problem`` for each pinned calibration that is
+        not cached with its pinned MD5; empty when the cache holds them all.
+
+    Raises
+    ------
+    ManifestError
+        If the manifest cannot be read.
+
+    Examples
+    --------
+    >>> verify_manifest(store, "run.json")  # doctest: +SKIP
+    []
+    """
+    from .hashing import file_md5
+
+    problems = []
+    for cal_id, chosen in _pinned(path).items():
+        record = store.local_db.query_id(cal_id)
+        cached = store.layout.path_for(chosen["filename"])
+        if record is None:
+            problem = "no record in the cache"
+        elif not cached.is_file():
+            problem = "not downloaded"
+        elif file_md5(cached) != str(chosen["file_md5"]).lower():
+            problem = f"the cached file's MD5 is not the pinned {chosen['file_md5']}"
+        else:
+            continue
+        problems.append({"id": cal_id, "filename": chosen["filename"], "problem": problem})
+    return problems
+
+
+def fetch_manifest(store: Any, path: str | os.PathLike) -> list[str]:
+    """Get every calibration a manifest pins (downloading what is missing); return the paths.
+
+    Raises
+    ------
+    ManifestError
+        If the manifest cannot be read.
+    ChecksumMismatchError
+        If a calibration's bytes are not the pinned ones.
+    """
+    manifest = Path(path)
+    paths = []
+    for cal_id, chosen in _pinned(path).items():
+        found, record = store.get_calibration(cal_id, allow_retracted=True)
+        check_pinned(chosen, record, manifest)
+        paths.append(found)
+    return paths
 
 
 @contextmanager
@@ -402,7 +457,8 @@ class RunManifests:
         chosen = self._replay.pinned("select_and_get_calibration", input, selector)
         if chosen is None:
             return None
-        path, record = self.get_calibration(chosen["id"])
+        # A calibration retracted since is what the run used: served, with a warning.
+        path, record = self.get_calibration(chosen["id"], allow_retracted=True)
         check_pinned(chosen, record, self._replay.path)
         return path, record
 

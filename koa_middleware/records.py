@@ -36,7 +36,13 @@ LOCAL_REQUIRED_FIELDS = ("id", "filename", "cal_type", "datetime_obs")
 #: Fields every record must carry on the archive (PROTOCOL.md, Records).
 ARCHIVE_REQUIRED_FIELDS = LOCAL_REQUIRED_FIELDS + ("origin", "cal_version")
 #: Fields the archive sets itself and never takes from a client.
-SERVER_FIELDS = ("last_updated", "seq")
+#: Fields of a record's life on the archive: when it was first published, and when and
+#: why it was retracted. The archive sets them; a local database keeps them beside the
+#: record (so a record keeps the shape pipelines know).
+LIFECYCLE_FIELDS = ("published_at", "retracted_at", "retract_reason")
+SERVER_FIELDS = ("last_updated", "seq", *LIFECYCLE_FIELDS)
+#: The longest retraction reason a record may carry.
+MAX_REASON_CHARS = 2000
 #: Columns whose values are booleans stored as 0/1.
 BOOLEAN_COLUMNS = frozenset({"master_cal"})
 
@@ -258,6 +264,43 @@ def _parse_timestamp(value: Any) -> datetime | None:
         return parsedate_to_datetime(text)
     except (TypeError, ValueError, IndexError):
         return None
+
+
+def split_lifecycle(record: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Separate a record from its lifecycle fields (:data:`LIFECYCLE_FIELDS`), checked.
+
+    Returns
+    -------
+    tuple[dict, dict]
+        The record without them, and ``published_at``, ``retracted_at`` (None
+        when live) and ``retract_reason`` of those it had.
+
+    Raises
+    ------
+    InvalidRecordError
+        If a time is not a timestamp, or a reason is not text of at most 2,000
+        characters.
+
+    Examples
+    --------
+    >>> split_lifecycle({"id": "x", "retracted_at": "2026-01-02", "retract_reason": "bad"})
+    ({'id': 'x'}, {'retracted_at': '2026-01-02T00:00:00.000', 'retract_reason': 'bad'})
+    """
+    rest = {k: v for k, v in record.items() if k not in LIFECYCLE_FIELDS}
+    info: dict[str, Any] = {}
+    for name in ("published_at", "retracted_at"):
+        if name in record:
+            value = record[name]
+            info[name] = None if value is None else normalize_timestamp(value, name)
+    if "retract_reason" in record:
+        reason = record["retract_reason"]
+        if reason is not None and (not isinstance(reason, str) or len(reason) > MAX_REASON_CHARS):
+            raise InvalidRecordError(
+                f"Invalid retract_reason {str(reason)[:40]!r}...: give text of at most 2,000 "
+                "characters."
+            )
+        info["retract_reason"] = reason
+    return rest, info
 
 
 def utc_now() -> str:

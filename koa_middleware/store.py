@@ -17,6 +17,7 @@ from typing import Any
 
 from .cache.check import CachedFiles, lstat_or_none
 from .cache.layout import CacheLayout
+from .cache.lifecycle import CacheBounds, Lifecycle
 from .cache.lookup import CacheLookup
 from .cache.readonly import ReadOnlyCaches
 from .cache.registration import (
@@ -47,7 +48,7 @@ __all__ = ["CalibrationStore"]
 _MODES = ("id", "last_updated")
 
 
-class CalibrationStore(RegistrationSteps, CacheLookup, RunManifests):
+class CalibrationStore(RegistrationSteps, CacheLookup, RunManifests, Lifecycle, CacheBounds):
     """Manage the storage, retrieval and synchronization of calibrations.
 
     Parameters
@@ -205,6 +206,7 @@ class CalibrationStore(RegistrationSteps, CacheLookup, RunManifests):
         self._closed = True
         self._cached_files.save()
         self._remove_stage_folders()
+        self._close_selection_views()
         self.local_db.close()
         if self.remote_db is not None and hasattr(self.remote_db, "close"):
             self.remote_db.close()
@@ -279,13 +281,18 @@ class CalibrationStore(RegistrationSteps, CacheLookup, RunManifests):
 
     # -- getting calibrations ----------------------------------------------
 
-    def get_calibration(self, cal: dict | str) -> tuple[str, dict]:
+    def get_calibration(
+        self, cal: dict | str, allow_retracted: bool | None = None
+    ) -> tuple[str, dict]:
         """The local path and record of a calibration, downloading what is missing.
 
         Parameters
         ----------
         cal : dict | str
             A record, an id, or a path or file name in the cache.
+        allow_retracted : bool | None
+            Serve a retracted calibration (with a warning). None reads
+            ``KOA_ALLOW_RETRACTED`` (default false).
 
         Returns
         -------
@@ -296,6 +303,8 @@ class CalibrationStore(RegistrationSteps, CacheLookup, RunManifests):
         ------
         CalibrationNotFoundError
             If the calibration is neither in the cache nor on the archive.
+        RetractedCalibrationError
+            If the calibration was retracted (and retracted ones are not allowed).
         RemoteUnavailableError
             If the file must be fetched and no archive is reachable.
         ChecksumMismatchError
@@ -310,16 +319,18 @@ class CalibrationStore(RegistrationSteps, CacheLookup, RunManifests):
         differs.
         """
         with self._outer_call() as outer:
-            path, record = self._get_calibration(cal)
+            path, record = self._get_calibration(cal, allow_retracted)
+        self._cached_files.note_use(record["id"])
         if outer:
             self._note_call("get_calibration", cal, None, record)
         return path, record
 
-    def _get_calibration(self, cal: dict | str) -> tuple[str, dict]:
+    def _get_calibration(self, cal: dict | str, allow_retracted: bool | None) -> tuple[str, dict]:
         self.readonly_caches.refresh(self.local_db)
         record = self._lookup_local(cal)
         if record is None:
             record = self._fetch_remote_record(cal)
+        self._check_retraction(record, allow_retracted)
         serve_cached = self.use_cached or self.remote_db is None
         if serve_cached and (shared := self.readonly_caches.file_for(record, self._cached_files)):
             return str(shared), record
@@ -387,6 +398,7 @@ class CalibrationStore(RegistrationSteps, CacheLookup, RunManifests):
             remote, record, self.layout, progress=self.config.progress, force=force
         )
         self._cached_files.remember(record, path)
+        self._keep_in_bounds(int(record.get("file_size") or 0))
         return path
 
     def download_calibration_file(self, calibration: dict | str) -> str:
@@ -450,16 +462,22 @@ class CalibrationStore(RegistrationSteps, CacheLookup, RunManifests):
         >>> # path, record = store.select_and_get_calibration(frame, DarkSelector())
         """
         self.readonly_caches.refresh(self.local_db)
+        return self._select_and_get(input, selector, self.selection_db(), kwargs)
+
+    def _select_and_get(
+        self, input: Any, selector: Any, db: Any, kwargs: dict, allow_retracted: bool = False
+    ) -> tuple[str, dict]:
+        """Select among the records ``db`` shows (a run's pin first), get, record."""
         with self._outer_call() as outer:
             result = self._replay_selection(input, selector)
             if result is None:
-                record = selector.select(input, self.local_db, **kwargs)
+                record = selector.select(input, db, **kwargs)
                 if record is None:
                     raise CalibrationNotFoundError(
                         f"{selector!r} found no calibration for input {_describe(input)}; "
                         "check the local database (koa-cal query) or sync from the archive."
                     )
-                result = self.get_calibration(record)
+                result = self.get_calibration(record, allow_retracted=allow_retracted)
         if outer:
             self._note_call("select_and_get_calibration", input, selector, result[1])
         return result

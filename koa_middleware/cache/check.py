@@ -14,6 +14,7 @@ import logging
 import os
 import sqlite3
 import stat
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,8 @@ __all__ = ["CachedFiles", "lstat_or_none"]
 STAT_BATCH = 64
 #: At most this many stats of intact files are kept in memory.
 KNOWN_STATS = 65536
+#: Uses of files are written this many at a time, or after this many seconds.
+USE_BATCH, USE_INTERVAL = 256, 60.0
 
 
 def lstat_or_none(path: str | os.PathLike) -> os.stat_result | None:
@@ -53,6 +56,18 @@ class CachedFiles:
         self._unsaved: dict[str, tuple] = {}
         #: Stats seen to match the record (a file whose stat is one of these is intact).
         self._known: dict[str, tuple] = {}
+        #: When files were served since the last write (id -> Unix time).
+        self._uses: dict[str, float] = {}
+        self._uses_written = time.monotonic()
+
+    def note_use(self, cal_id: str) -> None:
+        """Remember that ``cal_id``'s file was served now (written in batches).
+
+        The times decide which files ``koa-cal prune`` removes first.
+        """
+        self._uses[cal_id] = time.time()
+        if len(self._uses) >= USE_BATCH or time.monotonic() - self._uses_written > USE_INTERVAL:
+            self.save()
 
     def problem(self, record: Mapping[str, Any], path: Path, info: os.stat_result) -> str | None:
         """What is wrong with the record's cached file, or None when it may be served.
@@ -107,14 +122,17 @@ class CachedFiles:
             logger.debug("Could not record the stat of %s: %s", path, exc)
 
     def save(self) -> None:
-        """Write the stats of files checked since the last batch (also when the store closes)."""
+        """Write the stats and uses noted since the last batch (also when the store closes)."""
         unsaved, self._unsaved = self._unsaved, {}
-        if not unsaved:
-            return
+        uses, self._uses = self._uses, {}
+        self._uses_written = time.monotonic()
         try:
-            self.local_db.set_file_stats(unsaved)
-        except sqlite3.Error as exc:
-            logger.debug("Could not record the stats of %d cached files: %s", len(unsaved), exc)
+            if unsaved:
+                self.local_db.set_file_stats(unsaved)
+            if uses:
+                self.local_db.note_uses(uses)
+        except sqlite3.Error as exc:  # a read-only cache: nothing is remembered
+            logger.debug("Could not record what was seen of %d cached files: %s", len(unsaved), exc)
 
     def _know(self, cal_id: str, seen: tuple) -> None:
         if len(self._known) >= KNOWN_STATS:

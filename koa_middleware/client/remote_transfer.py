@@ -17,11 +17,17 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from ..errors import ArchiveError, CalibrationNotFoundError, ChecksumMismatchError
+from ..errors import (
+    ArchiveError,
+    CalibrationNotFoundError,
+    ChecksumMismatchError,
+    InvalidRecordError,
+)
 from ..hashing import file_digest
 from ..records import (
     ARCHIVE_REQUIRED_FIELDS,
     BOOLEAN_COLUMNS,
+    MAX_REASON_CHARS,
     SERVER_FIELDS,
     safe_path,
     validate_cal_id,
@@ -109,6 +115,74 @@ class RemoteTransfers:
         if clean:
             logger.info("Added %d record(s) to the archive at %s.", added, self.display_url)
         return {"added": added, "ids": ids}
+
+    def retract(self, ids: Iterable[str], reason: str) -> list[str]:
+        """Retract calibrations on the archive (``POST BASE/INST/retract``, v2, write scope).
+
+        The records and files stay; each record gains ``retracted_at`` and
+        ``retract_reason`` and a new ``seq``, so every client learns of it on
+        its next sync, and v1 queries stop returning it.
+
+        Parameters
+        ----------
+        ids : iterable of str
+            Calibration ids (all must be on the archive).
+        reason : str
+            Why.
+
+        Returns
+        -------
+        list of str
+            The ids retracted.
+
+        Raises
+        ------
+        InvalidRecordError
+            If an id is malformed or the reason empty (checked before sending).
+        CalibrationNotFoundError
+            If the archive lacks an id (nothing is retracted then).
+        AuthenticationError
+            401, or 403 for a credential without the 'write' scope.
+
+        Examples
+        --------
+        >>> remote.retract([cal_id], "hot pixels")  # doctest: +SKIP
+        ['1b4e28ba-2fa1-4d2b-883f-0016d3cca427']
+        """
+        body = {"ids": [validate_cal_id(i) for i in ids], "reason": _retract_reason(reason)}
+        return self._lifecycle_request("retract", body)
+
+    def unretract(self, ids: Iterable[str]) -> list[str]:
+        """Make retracted calibrations live again on the archive (``POST BASE/INST/unretract``).
+
+        Raises
+        ------
+        CalibrationNotFoundError
+            If the archive lacks an id.
+        AuthenticationError
+            401, or 403 for a credential without the 'write' scope.
+        """
+        return self._lifecycle_request("unretract", {"ids": [validate_cal_id(i) for i in ids]})
+
+    def _lifecycle_request(self, action: str, body: dict) -> list[str]:
+        self._require_v2(f"{action}ion" if action.endswith("t") else action)
+        if not body["ids"]:
+            return []
+        response = self.http.send(
+            "POST", f"{self.instrument_url}/{action}", json_body=body, idempotent=True
+        )
+        if response.status_code == 404:
+            raise CalibrationNotFoundError(
+                f"The archive at {self.display_url} refused to {action}: {server_message(response)}"
+            )
+        data = self.http.json(response, f"{action} calibrations")
+        done = data.get(f"{action}ed") if isinstance(data, Mapping) else None
+        if not isinstance(done, list):
+            raise self.http.shape_error(response, f'{{"{action}ed": [ids]}}')
+        logger.info(
+            "%sed %d calibration(s) on %s", action.capitalize(), len(done), self.display_url
+        )
+        return [str(i) for i in done]
 
     # ------------------------------------------------------------------- files
 
@@ -313,3 +387,14 @@ def _wire_booleans(record: dict) -> dict:
         if record.get(column) is not None:
             record[column] = bool(record[column])
     return record
+
+
+def _retract_reason(reason: Any) -> str:
+    if not isinstance(reason, str) or not reason.strip():
+        raise InvalidRecordError(
+            "A retraction needs a reason, e.g. 'hot pixels in the lower half'."
+        )
+    text = " ".join(reason.split())
+    if len(text) > MAX_REASON_CHARS:
+        raise InvalidRecordError(f"The reason is {len(text)} characters long; keep it under 2,000.")
+    return text

@@ -21,7 +21,9 @@ import sqlite_utils
 
 from ..errors import InvalidRecordError
 from ..records import (
+    LIFECYCLE_FIELDS,
     LOCAL_REQUIRED_FIELDS,
+    split_lifecycle,
     validate_cal_id,
     validate_column_name,
     validate_record,
@@ -29,7 +31,14 @@ from ..records import (
 from ..sqlite_wal import connect
 from .calibration_table import CalibrationTable
 from .reading import RecordReading, quote_identifier
-from .side_tables import FILES_TABLE, META_TABLE, SideTables
+from .side_tables import (
+    FILES_TABLE,
+    META_TABLE,
+    PUBLISHED_TABLE,
+    RETRACTIONS_TABLE,
+    USES_TABLE,
+    SideTables,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -114,15 +123,17 @@ class LocalCalibrationDB(RecordReading, SideTables):
                 "filename TEXT, file_md5 TEXT, size INTEGER, mtime_ns INTEGER, ctime_ns INTEGER, "
                 "inode INTEGER)"
             )
-
-    def _read_columns(self) -> dict[str, str]:
-        rows = self.conn.execute(f"PRAGMA table_info({self._quoted_table})").fetchall()
-        return {row[1]: row[2] for row in rows}
-
-    @property
-    def columns(self) -> list[str]:
-        """The names of the table's columns."""
-        return list(self._read_columns())
+            self.conn.execute(
+                f'CREATE TABLE IF NOT EXISTS "{RETRACTIONS_TABLE}" (id TEXT PRIMARY KEY, '
+                "retracted_at TEXT NOT NULL, reason TEXT NOT NULL, pushed INTEGER DEFAULT 0)"
+            )
+            self.conn.execute(
+                f'CREATE TABLE IF NOT EXISTS "{PUBLISHED_TABLE}" '
+                "(id TEXT PRIMARY KEY, published_at TEXT NOT NULL)"
+            )
+            self.conn.execute(
+                f'CREATE TABLE IF NOT EXISTS "{USES_TABLE}" (id TEXT PRIMARY KEY, last_used REAL)'
+            )
 
     def ensure_index(self, columns: Iterable[str]) -> None:
         """Create an index over ``columns`` (in order) if there is none yet.
@@ -288,7 +299,7 @@ class LocalCalibrationDB(RecordReading, SideTables):
         records = [
             validate_record(cal, LOCAL_REQUIRED_FIELDS) for cal in ([cals] if single else cals)
         ]
-        self.add_validated(records, alter)
+        records = self.add_validated(records, alter)
         return records[0] if single else records
 
     def add_validated(self, records: list[dict], alter: bool = True) -> list[dict]:
@@ -296,7 +307,9 @@ class LocalCalibrationDB(RecordReading, SideTables):
 
         For the package's own callers, which validate a record once where it
         comes in (an archive's answer, a registration) and pass it inward; use
-        :meth:`add` for anything else.
+        :meth:`add` for anything else. The archive's lifecycle fields
+        (``published_at``, ``retracted_at``, ``retract_reason``) are kept beside
+        the records (:meth:`apply_lifecycle`), so records keep their shape.
 
         Parameters
         ----------
@@ -315,12 +328,24 @@ class LocalCalibrationDB(RecordReading, SideTables):
         InvalidRecordError
             If two records claim one file name; then nothing is written.
         """
+        lifecycle: dict[str, dict] = {}
+        if any(name in record for record in records for name in LIFECYCLE_FIELDS):
+            records = [self._split_lifecycle(record, lifecycle) for record in records]
         if records:
             with self.write_transaction():
                 self._add_missing_columns(records, alter)
                 for run in _runs_of_same_keys(records):
                     self._upsert(run)
+                if lifecycle:
+                    self.apply_lifecycle(lifecycle)
         return records
+
+    @staticmethod
+    def _split_lifecycle(record: dict, lifecycle: dict[str, dict]) -> dict:
+        rest, info = split_lifecycle(record)
+        if info:
+            lifecycle[rest["id"]] = info
+        return rest
 
     def _upsert(self, records: list[dict]) -> None:
         keys = list(records[0])

@@ -72,6 +72,15 @@ class RecordReading:
         """The records' table name, quoted for SQL."""
         return quote_identifier(self.table_name)
 
+    def _read_columns(self) -> dict[str, str]:
+        rows = self.conn.execute(f"PRAGMA table_info({self._quoted_table})").fetchall()
+        return {row[1]: row[2] for row in rows}
+
+    @property
+    def columns(self) -> list[str]:
+        """The names of the table's columns."""
+        return list(self._read_columns())
+
     @property
     def table(self) -> CalibrationTable:
         """The sqlite-utils Table of the records, for ``rows_where`` and friends."""
@@ -150,6 +159,7 @@ class RecordReading:
 
         Examples
         --------
+        >>> from koa_middleware import LocalCalibrationDB
         >>> db = LocalCalibrationDB(":memory:", "hispec")
         >>> db.query(cal_type="dark")
         []
@@ -224,6 +234,7 @@ class RecordReading:
 
         Examples
         --------
+        >>> from koa_middleware import LocalCalibrationDB
         >>> LocalCalibrationDB(":memory:", "hispec").get_column(column="filename")
         []
         """
@@ -268,6 +279,7 @@ class RecordReading:
 
         Examples
         --------
+        >>> from koa_middleware import LocalCalibrationDB
         >>> LocalCalibrationDB(":memory:", "hispec").rows_matching({"cal_type": "dark"})
         []
         """

@@ -1,0 +1,158 @@
+"""Keeping a cache in bounds against a real archive: least recently used files go, records stay."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from koa_middleware.cache.prune import parse_size
+from koa_middleware.errors import ConfigurationError
+from koa_middleware.hashing import file_md5
+from support.models import FileModel, dark
+
+SIZE = 10_000
+TESTS_DIR = Path(__file__).resolve().parents[1]
+
+
+def publish(open_store, archive, count: int) -> list[dict]:
+    publisher = open_store(
+        archive.url(2), archive.tokens["write"], name="publisher", sync_on_init=False
+    )
+    records = [
+        publisher.register_calibration(FileModel(dark(i), os.urandom(SIZE)), origin="KECK")[1]
+        for i in range(count)
+    ]
+    publisher.sync_records_to_remote()
+    return records
+
+
+def files_in(store) -> set[str]:
+    return {p.name for p in store.layout.calibrations_dir.iterdir()}
+
+
+def test_the_least_recently_used_files_go_and_their_records_stay(archive, open_store):
+    records = publish(open_store, archive, 4)
+    store = open_store(archive.url(2), archive.tokens["read"], name="reader")
+    for record in [records[2], records[0], records[3], records[1]]:  # 2 is the oldest use
+        store.get_calibration(record["id"])
+    report = store.prune(3 * SIZE)
+    assert [r["id"] for r in report.removed] == [records[2]["id"]]
+    assert (report.size_before, report.size_after) == (4 * SIZE, 3 * SIZE)
+    assert files_in(store) == {r["filename"] for r in records} - {records[2]["filename"]}
+    assert len(store.local_db) == 4
+    path, _ = store.get_calibration(records[2]["id"])  # fetched again, intact
+    assert file_md5(path) == records[2]["file_md5"]
+
+
+def test_uses_are_remembered_across_stores(archive, open_store):
+    records = publish(open_store, archive, 3)
+    first = open_store(archive.url(2), archive.tokens["read"], name="shared")
+    for record in records:
+        first.get_calibration(record["id"])
+    first.get_calibration(records[0]["id"])  # now the most recent
+    first.close()
+    again = open_store(archive.url(2), archive.tokens["read"], name="shared", sync_on_init=False)
+    removed = [r["id"] for r in again.prune(SIZE).removed]
+    assert removed == [records[1]["id"], records[2]["id"]]
+
+
+def test_koa_cache_max_size_prunes_after_downloads(archive, open_store, monkeypatch):
+    records = publish(open_store, archive, 5)
+    monkeypatch.setenv("KOA_CACHE_MAX_SIZE", str(2 * SIZE))
+    store = open_store(archive.url(2), archive.tokens["read"], name="bounded")
+    for record in records:
+        store.get_calibration(record["id"])
+    size = sum(p.stat().st_size for p in store.layout.calibrations_dir.iterdir())
+    assert size <= 2 * SIZE
+    assert records[-1]["filename"] in files_in(store)  # the newest stays
+    assert len(store.local_db) == 5
+
+
+def test_files_of_this_origin_the_archive_lacks_are_never_removed(archive, open_store):
+    records = publish(open_store, archive, 2)
+    store = open_store(archive.url(2), archive.tokens["read"], name="mixed")
+    for record in records:
+        store.get_calibration(record["id"])
+    _, mine = store.register_calibration(FileModel(dark(7), os.urandom(SIZE)))  # origin LOCAL
+    report = store.prune(0)
+    assert report.kept_local == [mine["id"]]
+    assert files_in(store) == {mine["filename"]}
+
+
+def test_without_an_archive_every_file_of_this_origin_is_kept(open_store, tmp_path):
+    store = open_store("http://127.0.0.1:9/", None, name="alone", connect_remote=False)
+    _, mine = store.register_calibration(FileModel(dark(1), os.urandom(SIZE)))
+    report = store.prune("0")
+    assert report.removed == [] and report.kept_local == [mine["id"]]
+
+
+def test_a_file_in_use_is_not_removed(archive, open_store):
+    records = publish(open_store, archive, 2)
+    store = open_store(archive.url(2), archive.tokens["read"], name="busy")
+    for record in records:
+        store.get_calibration(record["id"])
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with store.layout.lock(records[0]["id"]):
+            held.set()
+            release.wait(30)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert held.wait(30)
+        report = store.prune(0)
+    finally:
+        release.set()
+        holder.join()
+    assert report.kept_in_use == [records[0]["id"]]
+    assert files_in(store) == {records[0]["filename"]}
+
+
+@pytest.mark.parametrize(("text", "size"), [("50GiB", 50 * 2**30), ("1.5 MB", 1_500_000), ("7", 7)])
+def test_sizes_are_read_with_their_units(text, size):
+    assert parse_size(text) == size
+
+
+@pytest.mark.parametrize("text", ["lots", "-5", "5 parsecs", ""])
+def test_a_bad_size_says_how_to_write_one(text):
+    with pytest.raises(ConfigurationError, match="50GiB"):
+        parse_size(text)
+
+
+def test_prune_under_concurrent_gets_from_another_process(archive, open_store, instrument):
+    records = publish(open_store, archive, 6)
+    store = open_store(archive.url(2), archive.tokens["read"], name="contended")
+    for record in records:
+        store.get_calibration(record["id"])
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(TESTS_DIR),
+        "KOA_CALIBRATIONS_URL": archive.url(2),
+        "KOA_API_TOKEN": archive.tokens["read"],
+    }
+    ids = ",".join(r["id"] for r in records)
+    getter = subprocess.Popen(
+        [sys.executable, "-m", "support.child_getter", instrument, store.cache_dir, ids, "40"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        while getter.poll() is None:
+            store.prune(2 * SIZE)
+    finally:
+        out, err = getter.communicate(timeout=120)
+    assert getter.returncode == 0, err
+    assert out.strip() == str(40 * len(records))  # every get returned the right bytes
+    assert len(store.local_db) == len(records)
+    for record in records:  # whatever is left is whole; whatever went comes back whole
+        path, _ = store.get_calibration(record["id"])
+        assert file_md5(path) == record["file_md5"]
