@@ -17,6 +17,8 @@ import stat
 import threading
 from pathlib import Path
 
+from .permissions import make_folder
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["COPY_CHUNK", "Staging", "copy_into", "empty_folder", "fresh_folder"]
@@ -48,7 +50,7 @@ def fresh_folder(folder: Path) -> None:
     try:
         info = os.lstat(folder)
     except FileNotFoundError:
-        os.mkdir(folder, 0o700)
+        make_folder(folder)  # the cache's group may clean it up after a killed process
         return
     if stat.S_ISDIR(info.st_mode):
         os.utime(folder, follow_symlinks=False)
@@ -60,7 +62,7 @@ def fresh_folder(folder: Path) -> None:
         f"a link to {os.readlink(folder)}" if stat.S_ISLNK(info.st_mode) else "a file",
     )
     os.unlink(folder)
-    os.mkdir(folder, 0o700)
+    make_folder(folder)
 
 
 def empty_folder(folder: Path) -> None:

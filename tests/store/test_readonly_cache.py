@@ -109,6 +109,26 @@ def test_a_second_store_uses_the_shared_files_in_place_and_downloads_the_rest(
     assert contents(shared) == before
 
 
+def test_prefetch_takes_the_shared_files_in_place_and_downloads_only_the_rest(
+    archive, tmp_path, monkeypatch
+):
+    server, token = archive
+    shared = tmp_path / "shared"
+    published, _local = fill_shared_cache(archive, shared)
+    read_only(shared)
+    monkeypatch.setenv("KOA_CALIBRATION_CACHE_READONLY", str(shared))
+    with Relay(server.port) as relay:
+        url = relay.rewrite(server.base_url)
+        with CalibrationStore(
+            "hispec", str(tmp_path / "own"), url=url, token=token, sync_on_init=False
+        ) as store:
+            paths = store.prefetch([r["id"] for r in published])
+            assert relay.count(FILES) == 1  # only the file the shared cache lacks
+    assert [Path(p).is_relative_to(shared) for p in paths] == [True] * (len(published) - 1) + [
+        False
+    ]
+
+
 def test_the_writable_cache_wins_and_a_changed_shared_file_is_not_served(
     archive, tmp_path, monkeypatch, caplog
 ):
