@@ -42,6 +42,8 @@ class ArchiveSide:
     #: What the last sync from the archive did (:class:`koa_middleware.client.sync.SyncReport`:
     #: ``added``, and ``set_aside``, id -> reason), or None before the first one.
     last_sync: Any = None
+    #: The ids whose retraction the last push sent to the archive.
+    last_pushed_retractions: tuple[str, ...] | list[str] = ()
 
     def _sync_on_init(self) -> None:
         """Pull new records; whatever goes wrong, warn and work from the cache."""
@@ -208,11 +210,23 @@ class ArchiveSide:
         return report.added
 
     def sync_records_to_remote(self, mode: str = "id") -> list[dict]:
-        """Upload local calibrations the archive lacks (file first, then record)."""
-        from .push import push_records
+        """Upload local calibrations the archive lacks (file first, then record).
+
+        Calibrations retracted here are not uploaded; retractions made here of
+        calibrations the archive holds are sent to it
+        (:attr:`last_pushed_retractions` lists them).
+
+        Returns
+        -------
+        list of dict
+            The records added to the archive.
+        """
+        from .push import push_records, push_retractions
 
         check_mode(mode)
         remote = self._require_remote("push to the archive")
-        return push_records(
+        pushed = push_records(
             self.local_db, remote, self.layout, mode=mode, progress=self.config.progress
         )
+        self.last_pushed_retractions = push_retractions(self.local_db, remote)
+        return pushed

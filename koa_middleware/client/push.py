@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["push_records"]
+__all__ = ["push_records", "push_retractions"]
 
 
 def push_records(
@@ -74,7 +74,9 @@ def push_records(
             "files; push to an archive that speaks protocol 2 (koa-archive).",
             url=remote_db.display_url,
         )
-    records = missing_records(local_db, remote_db, "local", mode)
+    retracted = local_db.retractions()
+    records = [r for r in missing_records(local_db, remote_db, "local", mode)
+               if r["id"] not in retracted]  # fmt: skip
     if not records:
         return []
     paths = {rec["id"]: layout.path_for(rec["filename"]) for rec in records}
@@ -94,3 +96,55 @@ def push_records(
     remote_db.add(records)
     logger.info("Pushed %d calibration(s) to %s.", len(records), remote_db.display_url)
     return records
+
+
+def push_retractions(local_db: LocalCalibrationDB, remote_db: RemoteCalibrationDB) -> list[str]:
+    """Send the archive the retractions made here of calibrations it holds.
+
+    Retractions of calibrations the archive lacks stay local (those records are
+    not pushed either). Each retraction sent is marked as known to the archive.
+
+    Returns
+    -------
+    list of str
+        The ids retracted on the archive.
+
+    Raises
+    ------
+    ArchiveError
+        If the archive refuses (an archive of protocol 1 has no retraction:
+        the retractions stay local, with a warning).
+    AuthenticationError
+        401, or 403 for a token without the 'write' scope.
+
+    Examples
+    --------
+    >>> push_retractions(store.local_db, store.remote_db)  # doctest: +SKIP
+    ['1b4e28ba-2fa1-4d2b-883f-0016d3cca427']
+    """
+    waiting = local_db.retractions(pushed=False)
+    if not waiting:
+        return []
+    if remote_db.protocol < 2:
+        logger.warning(
+            "The archive at %s speaks protocol 1, which has no retraction; the %d made here "
+            "stay local.",
+            remote_db.display_url,
+            len(waiting),
+        )
+        return []
+    unknown = {r["id"] for r in missing_records(local_db, remote_db, "local", "id")}
+    by_reason: dict[str, list[str]] = {}
+    for cal_id, retraction in waiting.items():
+        if cal_id not in unknown:
+            by_reason.setdefault(retraction["reason"], []).append(cal_id)
+    sent: list[str] = []
+    for reason, ids in by_reason.items():
+        done = remote_db.retract(ids, reason)
+        local_db.set_retractions(
+            {cal_id: (waiting[cal_id]["retracted_at"], reason) for cal_id in done}, pushed=True
+        )
+        sent.extend(done)
+    if sent:
+        logger.info("Sent %d retraction(s) to %s.", len(sent), remote_db.display_url)
+    return sent
