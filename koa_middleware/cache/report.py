@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 from collections import Counter, defaultdict
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,7 +36,31 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["cache_status", "folder_size", "verify_cache", "version_families"]
+__all__ = [
+    "archive_comparison",
+    "cache_status",
+    "folder_size",
+    "time_order",
+    "verify_cache",
+    "version_families",
+]
+
+
+def time_order(record: Mapping[str, Any]) -> tuple[str, str, str]:
+    """Sort key of records by time: ``datetime_obs``, then ``cal_version``, then file name.
+
+    Examples
+    --------
+    >>> rows = [{"datetime_obs": "2025-03-02T00:00:00.000", "cal_version": "001"},
+    ...         {"datetime_obs": "2025-03-01T00:00:00.000", "cal_version": "002"}]
+    >>> [r["cal_version"] for r in sorted(rows, key=time_order)]
+    ['002', '001']
+    """
+    return (
+        str(record.get("datetime_obs") or ""),
+        str(record.get("cal_version") or ""),
+        str(record.get("filename") or ""),
+    )
 
 
 def folder_size(path: str | os.PathLike) -> int:
@@ -69,8 +94,15 @@ def cache_status(store: CalibrationStore) -> dict[str, Any]:
     dict
         ``instrument``, ``cache_dir``, ``database`` (its path), ``records``
         (how many), ``by_type_origin`` (list of ``{cal_type, origin, count}``),
-        ``local_last_updated``, ``missing_files`` (list of ``{id, filename}``)
-        and ``cache_bytes`` (``calibrations``, ``database``, ``total``).
+        ``local_last_updated``, ``files_not_downloaded`` (how many records
+        have no file in the cache), ``missing_files`` (those records as
+        ``{id, filename, datetime_obs}``, by time) and ``cache_bytes``
+        (``calibrations``, ``database``, ``total``).
+
+    Examples
+    --------
+    >>> cache_status(store)["files_not_downloaded"]  # doctest: +SKIP
+    0
     """
     db = store.local_db
     counts = Counter(zip(db.get_column("cal_type"), db.get_column("origin"), strict=True))
@@ -79,7 +111,8 @@ def cache_status(store: CalibrationStore) -> dict[str, Any]:
         for (cal_type, origin), count in sorted(counts.items(), key=lambda kv: str(kv[0]))
     ]
     missing = [
-        {"id": rec["id"], "filename": rec["filename"]} for rec in store.get_missing_local_files()
+        {"id": rec["id"], "filename": rec["filename"], "datetime_obs": rec.get("datetime_obs")}
+        for rec in sorted(store.get_missing_local_files(), key=time_order)
     ]
     calibrations = folder_size(store.layout.calibrations_dir)
     database = folder_size(store.layout.database_dir)
@@ -90,6 +123,7 @@ def cache_status(store: CalibrationStore) -> dict[str, Any]:
         "records": len(db),
         "by_type_origin": by_type,
         "local_last_updated": db.get_last_updated(),
+        "files_not_downloaded": len(missing),
         "missing_files": missing,
         "cache_bytes": {
             "calibrations": calibrations,
@@ -99,15 +133,65 @@ def cache_status(store: CalibrationStore) -> dict[str, Any]:
     }
 
 
+def archive_comparison(store: CalibrationStore) -> dict[str, int]:
+    """How far the cache is ahead of and behind its archive.
+
+    Only ids and ``last_updated`` are fetched from the archive.
+
+    Parameters
+    ----------
+    store : CalibrationStore
+        A store connected to its archive.
+
+    Returns
+    -------
+    dict
+        ``not_pushed``: local records the archive lacks (what ``koa-cal push``
+        uploads); ``not_pulled``: archive records the cache lacks, or holds
+        in an older state (what ``koa-cal sync`` pulls).
+
+    Raises
+    ------
+    RemoteUnavailableError, AuthenticationError, ArchiveError
+        If the archive cannot answer.
+
+    Examples
+    --------
+    >>> archive_comparison(store)  # doctest: +SKIP
+    {'not_pushed': 0, 'not_pulled': 2014}
+    """
+    db = store.local_db
+    local = dict(zip(db.get_column("id"), db.get_column("last_updated"), strict=True))
+    remote: dict[str, Any] = {}
+    for page in store.remote_db.iter_query(columns="id,last_updated"):
+        remote.update((rec["id"], rec.get("last_updated")) for rec in page)
+    not_pulled = sum(
+        1
+        for cal_id, updated in remote.items()
+        if cal_id not in local or str(updated or "") > str(local[cal_id] or "")
+    )
+    not_pushed = sum(1 for cal_id in local if cal_id not in remote)
+    return {"not_pushed": not_pushed, "not_pulled": not_pulled}
+
+
 def _check_record(store: CalibrationStore, record: dict) -> dict | None:
-    """Return the problem with one record's cached file, or None when it is intact."""
+    """Return the problem with one record's cached file, or None when it is intact.
+
+    A record whose file is absent and was never placed in the cache (no stat
+    of it was recorded) is ``not_downloaded``; one whose file was placed and
+    is gone is ``missing``.
+    """
     base = {"id": record.get("id"), "filename": record.get("filename")}
     try:
         path = store.layout.path_for(record["filename"])
     except (InvalidRecordError, KeyError) as exc:
         return {**base, "problem": "invalid", "detail": str(exc)}
+    if not path.is_file() and not os.path.lexists(path):
+        if store.local_db.get_file_stat(record["id"]) is None:
+            return {**base, "problem": "not_downloaded", "detail": f"{path} not downloaded yet"}
+        return {**base, "problem": "missing", "detail": f"{path} was placed and is gone"}
     if not path.is_file():
-        return {**base, "problem": "missing", "detail": f"{path} does not exist"}
+        return {**base, "problem": "corrupt", "detail": f"{path} is not a regular file"}
     try:
         verify_file(path, record)
     except ChecksumMismatchError as exc:
@@ -128,11 +212,14 @@ def verify_cache(store: CalibrationStore, repair: bool = False) -> dict[str, Any
     Returns
     -------
     dict
-        ``checked`` (records checked), ``ok`` (intact files), ``problems`` (one
-        dict per bad file: ``id``, ``filename``, ``problem`` — ``missing``,
-        ``corrupt`` or ``invalid`` — ``detail``, and with ``repair``:
-        ``repaired`` and, when that failed, ``repair_error``) and
-        ``unrepaired`` (how many problems remain).
+        ``checked`` (records checked), ``ok`` (intact files),
+        ``not_downloaded`` (``{id, filename}`` of records whose file was never
+        placed in the cache: the state after a sync without files, not a
+        problem; ``repair`` leaves them), ``problems`` (one dict per file lost
+        or damaged after it was placed: ``id``, ``filename``, ``problem`` —
+        ``missing``, ``corrupt`` or ``invalid`` — ``detail``, and with
+        ``repair``: ``repaired`` and, when that failed, ``repair_error``) and
+        ``unrepaired`` (how many problems remain). Lists are in time order.
 
     Examples
     --------
@@ -141,12 +228,17 @@ def verify_cache(store: CalibrationStore, repair: bool = False) -> dict[str, Any
     """
     checked = 0
     problems = []
-    for record in store.local_db.rows:
+    not_downloaded = []
+    for record in sorted(store.local_db.rows, key=time_order):
         checked += 1
         problem = _check_record(store, record)
-        if problem is not None:
-            problem["_record"] = record
-            problems.append(problem)
+        if problem is None:
+            continue
+        if problem["problem"] == "not_downloaded":
+            not_downloaded.append({"id": problem["id"], "filename": problem["filename"]})
+            continue
+        problem["_record"] = record
+        problems.append(problem)
     if repair:
         _repair(store, problems)
     for problem in problems:
@@ -154,7 +246,8 @@ def verify_cache(store: CalibrationStore, repair: bool = False) -> dict[str, Any
     unrepaired = sum(1 for p in problems if not p.get("repaired"))
     return {
         "checked": checked,
-        "ok": checked - len(problems),
+        "ok": checked - len(problems) - len(not_downloaded),
+        "not_downloaded": not_downloaded,
         "problems": problems,
         "unrepaired": unrepaired,
     }
@@ -193,10 +286,17 @@ def version_families(store: CalibrationStore) -> list[dict[str, Any]]:
     -------
     list[dict]
         One dict per family and origin: ``origin``, ``family`` (the family
-        values), ``versions`` (sorted) and ``latest``.
+        values), ``versions`` (sorted) and ``latest``; families in the time
+        order of their first calibration (``datetime_obs``).
+
+    Examples
+    --------
+    >>> version_families(store)[0]["versions"]  # doctest: +SKIP
+    ['001', '002']
     """
     families: dict[tuple, list[str]] = defaultdict(list)
     values: dict[tuple, dict] = {}
+    first: dict[tuple, tuple] = {}
     for row in store.local_db.rows:
         try:
             family = store.get_version_family_values(row)
@@ -205,8 +305,9 @@ def version_families(store: CalibrationStore) -> list[dict[str, Any]]:
         key = (row.get("origin"), tuple(sorted((k, str(v)) for k, v in family.items())))
         families[key].append(str(row.get("cal_version")))
         values[key] = family
+        first[key] = min(first.get(key, time_order(row)), time_order(row))
     result = []
-    for key in sorted(families, key=lambda k: (str(k[0]), k[1])):
+    for key in sorted(families, key=lambda k: (first[k], str(k[0]), k[1])):
         versions = sorted(families[key])
         result.append(
             {"origin": key[0], "family": values[key], "versions": versions, "latest": versions[-1]}

@@ -16,13 +16,19 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "MISSING_SHOWN",
+    "count",
     "human_size",
     "render_csv",
     "render_explain",
     "render_json",
     "render_status",
     "render_table",
+    "render_verify",
 ]
+
+#: How many missing files ``koa-cal status`` and ``koa-cal verify`` list by name.
+MISSING_SHOWN = 10
 
 #: Columns ``koa-cal query`` shows in a table unless ``--columns`` says otherwise.
 DEFAULT_QUERY_COLUMNS = (
@@ -34,6 +40,18 @@ DEFAULT_QUERY_COLUMNS = (
     "datetime_obs",
     "last_updated",
 )
+
+
+def count(number: int, singular: str, plural: str | None = None) -> str:
+    """A count with thousands separators and the noun that agrees with it.
+
+    Examples
+    --------
+    >>> count(2014, "record"), count(1, "file"), count(3, "version issue")
+    ('2,014 records', '1 file', '3 version issues')
+    """
+    noun = singular if number == 1 else plural or f"{singular}s"
+    return f"{number:,} {noun}"
 
 
 def human_size(size: int) -> str:
@@ -118,37 +136,128 @@ def render_csv(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None 
     return buffer.getvalue()
 
 
+def _names_capped(rows: Sequence[Mapping[str, Any]], total: int) -> list[str]:
+    """``  filename  (id)`` lines for the first rows, and how many more there are."""
+    lines = [f"  {row['filename']}  ({row['id']})" for row in rows[:MISSING_SHOWN]]
+    if total > len(lines):
+        lines.append(f"  and {total - len(lines):,} more")
+    return lines
+
+
 def render_status(status: Mapping[str, Any]) -> str:
-    """The human form of ``koa-cal status``."""
+    """The human form of ``koa-cal status``.
+
+    Parameters
+    ----------
+    status : Mapping
+        What :func:`koa_middleware.cache.report.cache_status` returned, with
+        ``archive`` (``url``, ``last_updated``, ``not_pushed``,
+        ``not_pulled`` or ``error``) when the command asked the archive.
+
+    Returns
+    -------
+    str
+        The text; files not downloaded are named up to :data:`MISSING_SHOWN`,
+        then counted ("and 1,990 more").
+
+    Examples
+    --------
+    >>> text = render_status(cache_status_of_a_store)  # doctest: +SKIP
+    """
     size = status["cache_bytes"]
     lines = [
         f"instrument:          {status['instrument']}",
         f"cache:               {status['cache_dir']}",
         f"database:            {status['database']}",
-        f"records:             {status['records']}",
+        f"records:             {status['records']:,}",
         f"last updated here:   {status['local_last_updated'] or '-'}",
     ]
     if "archive" in status:
-        archive = status["archive"]
-        remote = archive.get("last_updated") or "-"
-        if archive.get("error"):
-            remote = f"unreachable ({archive['error']})"
-        elif not archive.get("url"):
-            remote = "no archive configured"
-        lines.append(f"last updated there:  {remote}")
-        if archive.get("url"):
-            lines.append(f"archive:             {archive['url']}")
-    lines.append(f"missing files:       {len(status['missing_files'])}")
+        lines += _archive_lines(status["archive"])
+    missing = status["files_not_downloaded"]
+    hint = " (koa-cal sync --files fetches them)" if missing else ""
+    lines.append(f"not downloaded:      {count(missing, 'file')}{hint}")
     lines.append(
         f"cache size:          {human_size(size['total'])} (files "
         f"{human_size(size['calibrations'])}, database {human_size(size['database'])})"
     )
     if status["by_type_origin"]:
         lines += ["", render_table(status["by_type_origin"], ["cal_type", "origin", "count"])]
-    if status["missing_files"]:
-        lines += ["", "missing:"] + [
-            f"  {m['filename']}  ({m['id']})" for m in status["missing_files"]
-        ]
+    if missing:
+        lines += ["", "files not downloaded:", *_names_capped(status["missing_files"], missing)]
+    return "\n".join(lines)
+
+
+def _archive_lines(archive: Mapping[str, Any]) -> list[str]:
+    remote = archive.get("last_updated") or "-"
+    if archive.get("error"):
+        remote = f"unreachable ({archive['error']})"
+    elif not archive.get("url"):
+        remote = "no archive configured"
+    lines = [f"last updated there:  {remote}"]
+    if archive.get("url"):
+        lines.append(f"archive:             {archive['url']}")
+    if archive.get("not_pushed") is not None:
+        pushed = archive["not_pushed"]
+        hint = " (koa-cal push uploads them)" if pushed else ""
+        lines.append(f"not pushed:          {count(pushed, 'record')}{hint}")
+    if archive.get("not_pulled") is not None:
+        pulled = archive["not_pulled"]
+        hint = " (koa-cal sync pulls them)" if pulled else ""
+        lines.append(f"not pulled:          {count(pulled, 'record')}{hint}")
+    return lines
+
+
+#: What ``koa-cal verify`` calls each problem.
+PROBLEM_WORDS = {"missing": "lost", "corrupt": "damaged", "invalid": "invalid record"}
+
+
+def render_verify(report: Mapping[str, Any], repair: bool) -> str:
+    """The human form of ``koa-cal verify``.
+
+    Files never downloaded (the normal state after a sync without ``--files``)
+    are counted apart from files lost or damaged after they were placed.
+
+    Parameters
+    ----------
+    report : Mapping
+        What :func:`koa_middleware.cache.report.verify_cache` returned.
+    repair : bool
+        Whether repairs were tried.
+
+    Returns
+    -------
+    str
+        The text.
+
+    Examples
+    --------
+    >>> print(render_verify({"checked": 2, "ok": 2, "problems": [], "not_downloaded": [],
+    ...                      "unrepaired": 0}, repair=False))
+    Checked 2 records: 2 intact, 0 not downloaded yet, 0 lost or damaged.
+    """
+    lines = []
+    problems = report["problems"]
+    if problems:
+        columns = ["filename", "problem", "detail"] + (["repaired"] if repair else [])
+        rows = [
+            dict(p, problem=PROBLEM_WORDS.get(p["problem"], p["problem"]),
+                 detail=p.get("repair_error") or p["detail"])
+            for p in problems
+        ]  # fmt: skip
+        lines += [render_table(rows, columns), ""]
+    waiting = report["not_downloaded"]
+    if waiting:
+        lines += ["not downloaded yet:", *_names_capped(waiting, len(waiting)), ""]
+    summary = (
+        f"Checked {count(report['checked'], 'record')}: {report['ok']:,} intact, "
+        f"{len(waiting):,} not downloaded yet, {len(problems):,} lost or damaged"
+    )
+    if repair:
+        summary += f" ({report['unrepaired']:,} not repaired)"
+    lines.append(summary + ".")
+    if waiting:
+        lines.append("koa-cal sync --files downloads the files not downloaded yet.")
     return "\n".join(lines)
 
 

@@ -1,27 +1,49 @@
-"""Helpers of ``koa-cal``: option parsing, opening the store, loading selectors."""
+"""Helpers of ``koa-cal``: options, opening the store or the archive, selectors, Ctrl-C.
+
+The commands live in :mod:`.commands` (the group and its entry point),
+:mod:`.cache_commands`, :mod:`.archive_commands` and :mod:`.register_command`;
+what they share is here.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import importlib
 import logging
+import os
+import re
+import sys
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import date
 from typing import Any
 
 import click
 
 from ..errors import InvalidRecordError, RemoteUnavailableError
 from ..records import validate_column_name
+from . import output as out
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "SELECTOR_ALIASES",
+    "Interrupted",
     "State",
     "cache_is_new",
+    "emit",
+    "json_flag",
     "load_selector",
+    "one_bar_for_many",
+    "one_line",
+    "open_archive",
     "open_store",
     "parse_pairs",
     "probe_archive",
+    "require_cache",
+    "summarize_interrupt",
+    "time_bound",
 ]
 
 #: Short names ``koa-cal explain --selector`` accepts for the built-in selectors.
@@ -29,6 +51,8 @@ SELECTOR_ALIASES = {
     "nearest": "koa_middleware.selectors:NearestInTimeSelector",
     "latest": "koa_middleware.selectors:LatestVersionSelector",
 }
+
+_DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
 @dataclass
@@ -40,6 +64,100 @@ class State:
     url: str | None = None
     json: bool = False
     retries: int = 2
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during a command, with a one-line summary of what was done.
+
+    Parameters
+    ----------
+    summary : str
+        What was done before the interruption and how to go on, e.g.
+        ``"306 of 2,014 files downloaded; run the same command to resume"``.
+
+    Examples
+    --------
+    >>> Interrupted("3 of 5 files registered").summary
+    '3 of 5 files registered'
+    """
+
+    def __init__(self, summary: str):
+        super().__init__(summary)
+        self.summary = summary
+
+
+@contextlib.contextmanager
+def summarize_interrupt(summary: Callable[[], str]) -> Iterator[None]:
+    """Turn Ctrl-C inside the block into :class:`Interrupted` carrying ``summary()``.
+
+    Parameters
+    ----------
+    summary : callable
+        Called when Ctrl-C arrives; returns the one-line summary.
+
+    Raises
+    ------
+    Interrupted
+        On Ctrl-C (an :class:`Interrupted` raised inside passes unchanged).
+
+    Examples
+    --------
+    >>> done = []
+    >>> with summarize_interrupt(lambda: f"{len(done)} done"):  # doctest: +SKIP
+    ...     work(done)
+    """
+    try:
+        yield
+    except Interrupted:
+        raise
+    except KeyboardInterrupt:
+        raise Interrupted(summary()) from None
+
+
+def _set_json(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if value:
+        ctx.ensure_object(State).json = True
+
+
+#: ``--json`` on a command, the same as the global option.
+json_flag = click.option(
+    "--json",
+    is_flag=True,
+    expose_value=False,
+    callback=_set_json,
+    help="Print JSON instead of text (also a global option: koa-cal --json COMMAND).",
+)
+
+
+def emit(state: State, data: Any, text: str) -> None:
+    """Print ``text``, or ``data`` as JSON with ``--json``.
+
+    Parameters
+    ----------
+    state : State
+        The global options.
+    data : Any
+        What ``--json`` prints.
+    text : str
+        What is printed otherwise.
+
+    Examples
+    --------
+    >>> emit(State(json=False), {"records": 3}, "3 records")
+    3 records
+    """
+    click.echo(out.render_json(data) if state.json else text)
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception's message on one line (its type's name when it has none).
+
+    Examples
+    --------
+    >>> one_line(ValueError("two\\n  lines"))
+    'two lines'
+    """
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def parse_pairs(values: tuple[str, ...], option: str, validate_keys: bool = True) -> dict[str, str]:
@@ -84,8 +202,49 @@ def parse_pairs(values: tuple[str, ...], option: str, validate_keys: bool = True
     return result
 
 
+def time_bound(value: str | None, option: str, end: bool) -> str | None:
+    """A ``--since`` / ``--until`` value as the store reads it; a bare date covers its day.
+
+    Parameters
+    ----------
+    value : str | None
+        The option's value: a UTC time, or a date ``YYYY-MM-DD``.
+    option : str
+        The option's name, for messages.
+    end : bool
+        True for ``--until``: a date means the end of that day (23:59:59.999);
+        else its start (00:00).
+
+    Returns
+    -------
+    str | None
+        The bound (None when ``value`` is None).
+
+    Raises
+    ------
+    click.BadParameter
+        If a date-only value is not a real date.
+
+    Examples
+    --------
+    >>> time_bound("2025-03-03", "--until", end=True)
+    '2025-03-03T23:59:59.999'
+    >>> time_bound("2025-03-03", "--since", end=False)
+    '2025-03-03T00:00:00.000'
+    """
+    if value is None or not _DATE_ONLY.match(value.strip()):
+        return value
+    try:
+        day = date.fromisoformat(value.strip())
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r} is not a date; use YYYY-MM-DD or YYYY-MM-DDTHH:MM:SS.", param_hint=option
+        ) from None
+    return f"{day.isoformat()}T{'23:59:59.999' if end else '00:00:00.000'}"
+
+
 def open_store(state: State, remote: bool = False, probe: bool = False) -> Any:
-    """Open the store the global options describe.
+    """Open the store the global options describe (creating its cache folders).
 
     Parameters
     ----------
@@ -114,26 +273,117 @@ def open_store(state: State, remote: bool = False, probe: bool = False) -> Any:
     if probe:
         probe_archive(state)
     store = CalibrationStore(
-        state.instrument, state.cache_dir, connect_remote=remote, sync_on_init=False, url=state.url
+        state.instrument, state.cache_dir, connect_remote=False, sync_on_init=False, url=state.url
     )
-    if store.remote_db is not None:
-        store.remote_db.retries = state.retries
+    if remote and store.config.archive_configured:
+        store.remote_db = open_archive(state)  # its errors name where the credential came from
     return store
+
+
+def open_archive(state: State) -> Any:
+    """Open the archive client alone, for a command that needs no cache.
+
+    Returns
+    -------
+    RemoteCalibrationDB
+        The client (use it as a context manager).
+
+    Raises
+    ------
+    RemoteUnavailableError
+        If no archive is configured.
+
+    Examples
+    --------
+    >>> with open_archive(state) as remote:  # doctest: +SKIP
+    ...     remote.get_last_updated()
+    '2026-02-12T03:04:05.000'
+    """
+    from ..client.remote_database import RemoteCalibrationDB
+    from ..config import resolve_config
+
+    cfg = resolve_config(state.instrument, state.cache_dir, url=state.url)
+    if not cfg.archive_configured:
+        raise RemoteUnavailableError(
+            f"No archive credentials for {cfg.url}: set KOA_API_TOKEN (or "
+            "KECK_OBSERVER_EMAIL/KECK_OBSERVER_PASSWORD), or point --url / "
+            "KOA_CALIBRATIONS_URL at another archive."
+        )
+    # The client finds the credential itself, so that its errors name where it came from.
+    return RemoteCalibrationDB(cfg.instrument_name, url=cfg.url, retries=state.retries)
 
 
 def cache_is_new(state: State) -> bool:
     """Return True when the instrument's cache database does not exist yet.
 
-    A command that could work from the cache alone but finds none (``get``,
-    ``verify --repair``) checks the archive first, so that it fails before
-    creating an empty cache.
+    A read-only cache (``KOA_CALIBRATION_CACHE_READONLY``) holding the
+    instrument's database counts as a cache. A command that could work from
+    the cache alone but finds none (``get``, ``verify --repair``) checks the
+    archive first, so that it fails before creating an empty cache.
+
+    Parameters
+    ----------
+    state : State
+        The global options.
+
+    Returns
+    -------
+    bool
+        Whether no database of the instrument exists in the cache folders.
+
+    Raises
+    ------
+    ConfigurationError
+        If the instrument or cache folder is set nowhere.
+
+    Examples
+    --------
+    >>> cache_is_new(State(instrument="hispec", cache_dir="/nonexistent"))
+    True
     """
     from ..cache.layout import CacheLayout
     from ..config import resolve_config
 
     cfg = resolve_config(state.instrument, state.cache_dir, url=state.url)
-    layout = CacheLayout(cfg.cache_dir, cfg.instrument_name)
-    return not (layout.database_dir / cfg.local_database_filename).exists()
+    if cfg.local_database_filename == ":memory:":
+        return False
+    folders = (cfg.cache_dir, *getattr(cfg, "readonly_caches", ()))
+    return not any(
+        (
+            CacheLayout(folder, cfg.instrument_name).database_dir / cfg.local_database_filename
+        ).exists()
+        for folder in folders
+    )
+
+
+def require_cache(state: State) -> None:
+    """Refuse a command that reads the cache when the instrument has none yet.
+
+    Nothing is created: only the commands that write (``register``, ``sync``,
+    ``push``, ``get``, ``verify --repair``) create a cache.
+
+    Raises
+    ------
+    click.ClickException
+        If the instrument's cache database does not exist (exit status 1).
+    ConfigurationError
+        If the instrument or cache folder is set nowhere.
+
+    Examples
+    --------
+    >>> require_cache(State(instrument="hispec", cache_dir="/nonexistent"))  # doctest: +SKIP
+    Traceback (most recent call last):
+    click.exceptions.ClickException: No calibration cache for hispec in /nonexistent yet: ...
+    """
+    from ..config import resolve_config
+
+    if not cache_is_new(state):
+        return
+    cfg = resolve_config(state.instrument, state.cache_dir, url=state.url)
+    raise click.ClickException(
+        f"No calibration cache for {cfg.instrument_name} in {cfg.cache_dir} yet: "
+        "`koa-cal sync` (from the archive) or `koa-cal register FILE...` creates one."
+    )
 
 
 def probe_archive(state: State) -> None:
@@ -146,24 +396,47 @@ def probe_archive(state: State) -> None:
     AuthenticationError
         If it refuses the credentials.
     """
-    from ..client.remote_database import RemoteCalibrationDB
-    from ..config import resolve_config
-
-    cfg = resolve_config(state.instrument, state.cache_dir, url=state.url)
-    if not cfg.archive_configured:
-        raise RemoteUnavailableError(
-            f"No archive credentials for {cfg.url}: set KOA_API_TOKEN (or "
-            "KECK_OBSERVER_EMAIL/KECK_OBSERVER_PASSWORD), or point --url / "
-            "KOA_CALIBRATIONS_URL at another archive."
-        )
-    with RemoteCalibrationDB(
-        cfg.instrument_name, url=cfg.url, token=cfg.token, retries=state.retries
-    ) as remote:
+    with open_archive(state) as remote:
         remote.get_last_updated()  # reachable, and the credentials are accepted
+
+
+@contextlib.contextmanager
+def one_bar_for_many(store: Any) -> Iterator[bool | None]:
+    """Within the block, the store's single-file downloads show no bar of their own.
+
+    A command that downloads many files shows one bar over all of them
+    instead; it yields the store's progress setting for that bar.
+
+    Parameters
+    ----------
+    store : CalibrationStore
+        The open store.
+
+    Yields
+    ------
+    bool | None
+        The progress setting in force before the block.
+
+    Examples
+    --------
+    >>> with one_bar_for_many(store) as progress:  # doctest: +SKIP
+    ...     with progress_bar(total_bytes, "files", progress) as bar:
+    ...         for record in records:
+    ...             store.download_calibration_file(record)
+    ...             bar.update(record["file_size"])
+    """
+    saved = store.config
+    store.config = dataclasses.replace(saved, progress=False)
+    try:
+        yield saved.progress
+    finally:
+        store.config = saved
 
 
 def load_selector(spec: str, options: dict[str, str]) -> Any:
     """Import and build a selector from ``MODULE:CLASS`` (or an alias) and keyword options.
+
+    A module in the current folder is found, as ``python -m`` would find it.
 
     Parameters
     ----------
@@ -181,6 +454,11 @@ def load_selector(spec: str, options: dict[str, str]) -> Any:
     ------
     click.BadParameter
         If the class cannot be imported, is not a selector, or refuses the options.
+
+    Examples
+    --------
+    >>> load_selector("nearest", {"cal_type": "dark"}).cal_type
+    'dark'
     """
     from ..selector_base import CalibrationSelector
 
@@ -190,7 +468,8 @@ def load_selector(spec: str, options: dict[str, str]) -> Any:
         raise click.BadParameter(f"{spec!r}: use MODULE:CLASS, 'nearest' or 'latest'.",
                                  param_hint="--selector")  # fmt: skip
     try:
-        cls = getattr(importlib.import_module(module_name), class_name)
+        with _current_folder_importable():
+            cls = getattr(importlib.import_module(module_name), class_name)
     except (ImportError, AttributeError) as exc:
         raise click.BadParameter(f"cannot load {target}: {exc}", param_hint="--selector") from None
     if not (isinstance(cls, type) and issubclass(cls, CalibrationSelector)):
@@ -201,3 +480,18 @@ def load_selector(spec: str, options: dict[str, str]) -> Any:
         raise click.BadParameter(
             f"cannot build {class_name}: {exc}", param_hint="--option"
         ) from None
+
+
+@contextlib.contextmanager
+def _current_folder_importable() -> Iterator[None]:
+    """Put the current folder first on ``sys.path`` for one import."""
+    folder = os.getcwd()
+    added = folder not in sys.path and "" not in sys.path
+    if added:
+        sys.path.insert(0, folder)
+    try:
+        yield
+    finally:
+        if added:
+            with contextlib.suppress(ValueError):
+                sys.path.remove(folder)

@@ -65,7 +65,7 @@ def published(tmp_path_factory, publisher_env) -> dict[str, Path]:
     assert koa_cal("register", *map(str, files), env=publisher_env).returncode == 0
     result = koa_cal("push", env=publisher_env)
     assert result.returncode == 0, result.stderr
-    assert "Pushed 3 calibration(s)" in result.stdout
+    assert "Pushed 3 calibrations," in result.stdout
     return {path.name: path for path in files}
 
 
@@ -90,19 +90,20 @@ def test_push_summary_and_remote_query(tmp_path, publisher_env, pipeline_env, pu
     darks = koa_cal("query", "--source", "remote", "--cal-type", "dark", "--format", "json",
                     env=pipeline_env)  # fmt: skip
     assert len(json.loads(darks.stdout)) == 2
-    assert not (tmp_path / "cache" / "calibrations" / "hispec").exists() or not any(
-        (tmp_path / "cache" / "calibrations" / "hispec").iterdir()
-    )
+    assert not (tmp_path / "cache").exists()  # asking the archive creates no cache
 
 
 def test_sync_records_then_files_status_and_verify(tmp_path, pipeline_env, published):
-    before = json.loads(koa_cal("--json", "status", env=pipeline_env).stdout)
-    assert before["records"] == 0 and before["archive"]["last_updated"] is not None
+    before = koa_cal("status", env=pipeline_env)
+    assert before.returncode == 1
+    assert "No calibration cache for hispec" in one_error_line(before)
+    assert not (tmp_path / "cache").exists()
     result = koa_cal("sync", env=pipeline_env)
     assert result.returncode == 0, result.stderr
-    assert "Pulled 3 new or changed record(s)" in result.stdout
+    assert "Pulled 3 new or changed records" in result.stdout
     status = json.loads(koa_cal("--json", "status", env=pipeline_env).stdout)
-    assert status["records"] == 3 and len(status["missing_files"]) == 3
+    assert status["records"] == 3 and status["files_not_downloaded"] == 3
+    assert (status["archive"]["not_pulled"], status["archive"]["not_pushed"]) == (0, 0)
     assert status["local_last_updated"] == status["archive"]["last_updated"]
     files = json.loads(koa_cal("--json", "sync", "--files", env=pipeline_env).stdout)
     assert (files["records_added"], files["files_downloaded"]) == (0, 3)
@@ -114,7 +115,7 @@ def test_sync_records_then_files_status_and_verify(tmp_path, pipeline_env, publi
     )
     assert incremental["records_added"] == 0 and incremental["records_total"] == 3
     text = koa_cal("status", env=pipeline_env).stdout
-    assert "missing files:       0" in text and "dark" in text and "KECK" in text
+    assert "not downloaded:      0 files" in text and "dark" in text and "KECK" in text
 
 
 def test_get_downloads_what_is_missing(tmp_path, publisher_env, pipeline_env, published):
@@ -191,10 +192,25 @@ def test_bad_token(tmp_path, archive, published):
         result = koa_cal(*command, env=env)
         assert result.returncode == 1
         line = one_error_line(result)
-        assert "401" in line and "KOA_API_TOKEN" in line
+        assert "401" in line and "refused the bearer token from KOA_API_TOKEN" in line
         assert "koa_not-a-real-token" not in result.stdout + result.stderr
+    assert "No calibration cache" in one_error_line(koa_cal("status", env=env))
+    mine = write_cal(tmp_path / "in" / "BIAS_4.fits", IMAGETYP="BIAS", DATE_OBS="2025-03-04T01:00")
+    assert koa_cal("register", str(mine), env=env).returncode == 0
     status = koa_cal("status", env=env)
-    assert status.returncode == 1 and "401" in one_error_line(status)
+    assert status.returncode == 1
+    assert "refused the bearer token from KOA_API_TOKEN (401)" in one_error_line(status)
+    assert "records:             1" in status.stdout
+
+
+def test_no_credentials_says_so(tmp_path, archive, published):
+    env = cli_env(tmp_path, KOA_CALIBRATIONS_URL=archive.url)
+    for command in (["sync"], ["query", "--source", "remote"]):
+        result = koa_cal(*command, env=env)
+        assert result.returncode == 1
+        line = one_error_line(result)
+        assert "401" in line and "no credentials" in line
+    assert not (tmp_path / "cache").exists()
 
 
 def test_bad_token_on_a_fresh_machine_writes_nothing(tmp_path, archive, published):

@@ -116,7 +116,8 @@ def test_missing_instrument_setting(tmp_path):
     result = koa_cal("status", env=env)
     assert result.returncode == 1
     assert "KOA_INSTRUMENT_NAME" in one_error_line(result)
-    assert koa_cal("--instrument", "hispec", "status", env=env).returncode == 0
+    given = koa_cal("--instrument", "hispec", "status", env=env)
+    assert given.returncode == 1 and "No calibration cache for hispec" in one_error_line(given)
 
 
 def test_debug_shows_the_traceback(tmp_path):
@@ -243,7 +244,7 @@ def test_query_filters_and_formats(env, filled):
     assert table.returncode == 0
     assert table.stdout.splitlines()[0].split()[:3] == ["id", "filename", "cal_type"]
     assert len(table.stdout.splitlines()) == 2 + 3
-    assert "3 record(s)" in table.stderr
+    assert table.stderr.strip() == "3 records"
 
     rows = list(csv.DictReader(io.StringIO(koa_cal("query", "--format", "csv", env=env).stdout)))
     assert len(rows) == 4 and "spectrograph" in rows[0] and "file_md5" in rows[0]
@@ -277,13 +278,14 @@ def test_status(tmp_path, env, filled):
     assert data["records"] == 4
     counts = {(r["cal_type"], r["origin"]): r["count"] for r in data["by_type_origin"]}
     assert counts == {("dark", "LOCAL"): 3, ("flat", "LOCAL"): 1}
-    assert data["missing_files"] == [] and data["archive"]["url"] is None
+    assert data["missing_files"] == [] and data["files_not_downloaded"] == 0
+    assert data["archive"]["url"] is None
     assert data["cache_bytes"]["calibrations"] == sum(p.stat().st_size for p in filled)
     assert data["local_last_updated"] == max(r["last_updated"] for r in records_in(env))
     (tmp_path / "cache" / "calibrations" / "hispec" / filled[1].name).unlink()
     text = koa_cal("status", env=env)
     assert text.returncode == 0
-    assert "missing files:       1" in text.stdout and filled[1].name in text.stdout
+    assert "not downloaded:      1 file " in text.stdout and filled[1].name in text.stdout
     assert "no archive configured" in text.stdout
 
 
@@ -322,7 +324,7 @@ def test_versions_and_check(tmp_path, env, filled):
     db.close()
     result = koa_cal("versions", "--check", env=env)
     assert result.returncode == 1
-    assert "1 version issue" in one_error_line(result)
+    assert "1 version issue found" in one_error_line(result)
     assert "duplicate" in result.stdout and twin["id"] in result.stdout
     issues = json.loads(koa_cal("--json", "versions", "--check", env=env).stdout)
     assert [i["issue"] for i in issues] == ["duplicate"]

@@ -153,12 +153,14 @@ def test_a_toml_profile_rules_the_store_koa_cal_and_koa_archive_alike(tmp_path, 
     assert result.returncode == 0, result.stderr
     assert published == [("dark_green.fits", "001"), ("dark_red.fits", "001")]
 
-    # Without the profile the two darks are one family: the second is already cached,
-    # and the archive numbers it 002.
+    # Without the profile the two darks are one family: the second, with other bytes, is
+    # skipped (exit 1), and the archive numbers it 002.
     (tmp_path / "plain").mkdir()
     plain = cli_env(tmp_path / "plain", KOA_INSTRUMENT_NAME="kpf")
     result = koa_cal("register", *map(str, files), "--json", env=plain)
-    assert [row["status"] for row in json.loads(result.stdout)] == ["registered", "already cached"]
+    assert result.returncode == 1
+    assert [row["status"] for row in json.loads(result.stdout)] == ["registered", "skipped"]
+    assert "--new-version" in result.stderr.strip().splitlines()[-1]
     published, _ = ingest(tmp_path / "plain" / "archive", "kpf", files)
     assert published == [("dark_green.fits", "001"), ("dark_red.fits", "002")]
 

@@ -101,10 +101,10 @@ def test_sync_text_summary_names_what_was_set_aside_and_skipped(env, archive):
     result = koa_cal("sync", "--files", env=env)
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    assert "Pulled 4 new or changed record(s)" in out
-    assert "Set aside 1 record(s)" in out and archive["bad"]["id"] in out
-    assert "Downloaded 3 file(s)" in out
-    assert "Skipped 1 file(s)" in out and archive["no_file"]["id"] in out
+    assert "Pulled 4 new or changed records" in out
+    assert "Set aside 1 record that" in out and archive["bad"]["id"] in out
+    assert "Downloaded 3 files," in out
+    assert "Skipped 1 file the archive" in out and archive["no_file"]["id"] in out
     # The set-aside record is tried again, and still set aside, by the next sync.
     again = json.loads(koa_cal("--json", "sync", env=env).stdout)
     assert again["records_added"] == 0 and again["records_set_aside"] == 1
