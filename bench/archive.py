@@ -5,6 +5,9 @@ Run::
     python3 bench/archive.py                      # SQLite catalog
     python3 bench/archive.py --db postgresql://postgres@127.0.0.1:5432/test
     python3 bench/archive.py --records 20000 --size-mb 256   # a shorter run
+    python3 bench/archive.py --db postgresql://postgres@127.0.0.1:5432/test \
+        --storage s3://koa-bench/archive --s3-endpoint-url http://127.0.0.1:9000 --size 1G
+    python3 bench/archive.py --db ... --storage s3://koa-bench/archive --start-moto --size 256M
 
 It starts ``koa-archive serve`` in a temporary folder and prints:
 
@@ -19,6 +22,15 @@ It starts ``koa-archive serve`` in a temporary folder and prints:
   ``[0,0,...]``, refused (413: too many records), while another client asks
   ``/healthz`` every 10 ms: its p50/p99 latency, the server's peak RSS, the time to
   the refusal and the size of the answer; then a body declaring more than the limit.
+
+With ``--storage s3://BUCKET/PREFIX`` the files go to S3-compatible storage
+(endpoint ``--s3-endpoint-url``, credentials from the standard AWS variables;
+``--start-moto`` starts a moto server on loopback and creates the bucket) and
+the run prints instead: upload and download of a ``--size`` file through the
+archive next to ``curl`` against the store directly (presigned PUT and GET),
+the download through a second server started with ``--redirect-downloads``
+(``curl -L``), and the ``query?cal_id=`` rate of one server and of two servers
+on the same catalog and bucket, connections handed out round-robin.
 
 Targets: at least 0.7 of curl's rate both ways; peak RSS under 150 MB during the
 upload; while the hostile add is refused, ``/healthz`` p99 under 100 ms and peak
@@ -76,10 +88,12 @@ def archive_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "koa_middleware.archive", *args]
 
 
-def start_server(root: Path, db_url: str | None) -> tuple[subprocess.Popen, str]:
+def start_server(
+    root: Path, db_url: str | None, extra: tuple[str, ...] = ()
+) -> tuple[subprocess.Popen, str]:
     db = ["--db", db_url] if db_url else []
     process = subprocess.Popen(
-        archive_command("serve", "--root", str(root), *db, "--port", "0"),
+        archive_command("serve", "--root", str(root), *db, "--port", "0", *extra),
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -156,9 +170,13 @@ async def _keep_alive_client(host, port, path_for, token, deadline, latencies, e
         writer.close()
 
 
-def bench_query(base: str, token: str, ids: list[str], seconds: float) -> None:
-    """query?cal_id= at 32 concurrent keep-alive connections (a minimal raw HTTP/1.1 client)."""
-    url = httpx.URL(base)
+def bench_query(base: str | list[str], token: str, ids: list[str], seconds: float) -> None:
+    """query?cal_id= at 32 concurrent keep-alive connections (a minimal raw HTTP/1.1 client).
+
+    With several servers the connections are handed out round-robin.
+    """
+    urls = [httpx.URL(b) for b in ([base] if isinstance(base, str) else base)]
+    url = urls[0]
     prefix = url.path.rstrip("/")
     latencies: list[float] = []
     errors: list[bytes] = []
@@ -172,8 +190,16 @@ def bench_query(base: str, token: str, ids: list[str], seconds: float) -> None:
         started = time.perf_counter()
         await asyncio.gather(
             *(
-                _keep_alive_client(url.host, url.port, path_for, token, deadline, latencies, errors)
-                for _ in range(CLIENTS)
+                _keep_alive_client(
+                    urls[i % len(urls)].host,
+                    urls[i % len(urls)].port,
+                    path_for,
+                    token,
+                    deadline,
+                    latencies,
+                    errors,
+                )
+                for i in range(CLIENTS)
             )
         )
         return time.perf_counter() - started
@@ -182,8 +208,9 @@ def bench_query(base: str, token: str, ids: list[str], seconds: float) -> None:
     latencies.sort()
     p50 = latencies[len(latencies) // 2] * 1000
     p99 = latencies[int(len(latencies) * 0.99)] * 1000
+    servers = f" over {len(urls)} servers (round-robin)" if len(urls) > 1 else ""
     print(
-        f"query?cal_id= with {CLIENTS} keep-alive clients for {elapsed:.1f} s: "
+        f"query?cal_id= with {CLIENTS} keep-alive clients{servers} for {elapsed:.1f} s: "
         f"{len(latencies) / elapsed:,.0f} requests/s, p50 {p50:.1f} ms, p99 {p99:.1f} ms"
         + (f", {len(errors)} non-200 answers" if errors else "")
     )
@@ -390,22 +417,191 @@ def bench_hostile_add(root: Path, db_url: str | None, token: str) -> None:
         server.wait()
 
 
+# -- object storage ----------------------------------------------------------------------
+def parse_size(text: str) -> int:
+    """``256M``, ``1G``, ``1GiB`` or a number of bytes."""
+    text = text.strip().upper().removesuffix("IB").removesuffix("B")
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    if text and text[-1] in units:
+        return int(float(text[:-1]) * units[text[-1]])
+    return int(text)
+
+
+def start_moto(storage: str) -> tuple[subprocess.Popen, str]:
+    """A moto server on loopback (its own process) with the bucket of ``storage``."""
+    import boto3
+
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "koa-bench")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "koa-bench-secret")
+    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    for _ in range(200):
+        try:
+            httpx.get(endpoint)
+            break
+        except httpx.HTTPError:
+            time.sleep(0.05)
+    boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket=storage[5:].split("/")[0])
+    return process, endpoint
+
+
+def presigned(endpoint: str | None, storage: str, key: str, method: str) -> str:
+    import boto3
+    from botocore.config import Config
+
+    bucket, _, prefix = storage[5:].partition("/")
+    client = boto3.client(
+        "s3", endpoint_url=endpoint, config=Config(s3={"addressing_style": "path"})
+    )
+    full_key = f"{prefix.strip('/')}/{key}" if prefix.strip("/") else key
+    return client.generate_presigned_url(
+        method, Params={"Bucket": bucket, "Key": full_key}, ExpiresIn=3600
+    )
+
+
+def cpu_seconds(*pids: int | None) -> list[float]:
+    """User + system CPU seconds used so far by each process (0 for None)."""
+    times = [psutil.Process(pid).cpu_times() if pid else None for pid in pids]
+    return [t.user + t.system if t else 0.0 for t in times]
+
+
+def bench_object_storage(
+    args, root: Path, token: str, storage_args: tuple[str, ...], store_pid: int | None
+) -> None:
+    """Large-file transfers through the archive vs curl on the store; query rate, 1 and 2."""
+    size = args.size
+    mib = size / (1 << 20)
+    auth = f"Authorization: Bearer {token}"
+    first, base = start_server(root, args.db, storage_args)
+    servers = [first]
+    try:
+        with httpx.Client(base_url=base + "/", headers={"Authorization": f"Bearer {token}"}) as c:
+            ids = seed(c, args.records)
+        with tempfile.TemporaryDirectory(prefix="koa-bench-large-") as folder:
+            path = Path(folder) / "large.bin"
+            md5 = write_random_file(path, size)
+            timed_shell(f"cat {path} > /dev/null")
+            # The store alone: curl PUT and GET through presigned URLs.
+            direct_key = f"bench/{uuid.uuid4()}"
+            put_url = presigned(args.s3_endpoint_url, args.storage, direct_key, "put_object")
+            get_url = presigned(args.s3_endpoint_url, args.storage, direct_key, "get_object")
+            direct_up, _ = timed_shell(f"curl -sf -T {path} '{put_url}'")
+            direct_down, output = timed_shell(f"curl -sf '{get_url}' | md5sum")
+            assert output.split()[0] == md5
+            cal_id = str(uuid.uuid4())
+            stop, peak = threading.Event(), []
+            watcher = threading.Thread(
+                target=peak_rss, args=(psutil.Process(first.pid), stop, peak)
+            )
+            watcher.start()
+            busy = cpu_seconds(first.pid, store_pid)
+            up_time, output = timed_shell(
+                f"curl -sf -T {path} -H '{auth}' -H 'X-File-MD5: {md5}' "
+                f"-w '%{{http_code}}' {base}/hispec/files/{cal_id}"
+            )
+            busy = [
+                after - before
+                for before, after in zip(busy, cpu_seconds(first.pid, store_pid), strict=True)
+            ]
+            stop.set()
+            watcher.join()
+            assert output.endswith("201"), output
+            down_time, output = timed_shell(
+                f"curl -sf -H '{auth}' {base}/hispec/files/{cal_id} | md5sum"
+            )
+            assert output.split()[0] == md5
+            redirecting, redirect_base = start_server(
+                root, args.db, (*storage_args, "--redirect-downloads")
+            )
+            servers.append(redirecting)
+            # curl -L does not send the token on to the store (another host).
+            redirect_time, output = timed_shell(
+                f"curl -sfL -H '{auth}' {redirect_base}/hispec/files/{cal_id} | md5sum"
+            )
+            assert output.split()[0] == md5
+        print(f"{mib:.0f} MiB file on {args.storage}, MD5 included:")
+        print(f"  curl PUT to the store (presigned): {mib / direct_up:,.0f} MiB/s")
+        print(
+            f"  archive upload (curl -T; MD5, multipart upload): {mib / up_time:,.0f} MiB/s "
+            f"= {direct_up / up_time:.2f} of curl to the store"
+        )
+        print(f"  curl GET from the store (presigned) | md5sum: {mib / direct_down:,.0f} MiB/s")
+        print(
+            f"  archive download, streamed (curl | md5sum): {mib / down_time:,.0f} MiB/s "
+            f"= {direct_down / down_time:.2f} of curl from the store"
+        )
+        print(
+            f"  archive download, --redirect-downloads (curl -L | md5sum): "
+            f"{mib / redirect_time:,.0f} MiB/s = {direct_down / redirect_time:.2f} of curl"
+        )
+        print(f"  server peak RSS during the upload: {peak[0] / 1e6:.0f} MB")
+        print(
+            f"  CPU seconds during the upload: archive {busy[0]:.1f}"
+            + (f", store {busy[1]:.1f}" if store_pid else "")
+        )
+        bench_query(base, token, ids, args.seconds)
+        bench_query([base, redirect_base], token, ids, args.seconds)
+    finally:
+        for server in servers:
+            server.terminate()
+            server.wait()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--db", default=None, help="catalog URL (default SQLite in a temp dir)")
     parser.add_argument("--records", type=int, default=100_000)
-    parser.add_argument("--size-mb", type=int, default=1024)
+    parser.add_argument("--size-mb", type=int, default=None, help="file size in MiB")
+    parser.add_argument(
+        "--size", type=parse_size, default=1 << 30, help="file size: 256M, 1G, ... (default 1G)"
+    )
+    parser.add_argument("--storage", default=None, metavar="s3://BUCKET/PREFIX")
+    parser.add_argument("--s3-endpoint-url", default=None, metavar="URL")
+    parser.add_argument(
+        "--start-moto", action="store_true", help="start a moto server for --storage"
+    )
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument(
         "--hostile-only", action="store_true", help="run only the hostile add section"
     )
     args = parser.parse_args()
+    if args.size_mb is not None:
+        args.size = args.size_mb << 20
     command = "python3 bench/archive.py " + " ".join(sys.argv[1:])
     print(f"command: {command.strip()}")
     print(
         f"machine: {os.cpu_count()} CPUs, {psutil.virtual_memory().total / 2**30:.0f} GiB RAM; "
-        f"catalog: {'PostgreSQL' if args.db else 'SQLite'}"
+        f"catalog: {'PostgreSQL' if args.db else 'SQLite'}; files: {args.storage or 'folder'}"
     )
+    if args.storage:
+        moto = None
+        if args.start_moto:
+            moto, args.s3_endpoint_url = start_moto(args.storage)
+            print(f"store: moto server at {args.s3_endpoint_url} (objects in its memory)")
+        storage_args = ("--storage", args.storage)
+        if args.s3_endpoint_url:
+            storage_args += ("--s3-endpoint-url", args.s3_endpoint_url)
+        try:
+            with tempfile.TemporaryDirectory(prefix="koa-bench-archive-") as folder:
+                root = Path(folder) / "archive"
+                bench_object_storage(
+                    args,
+                    root,
+                    make_token(root, args.db),
+                    storage_args,
+                    moto.pid if moto else None,
+                )
+        finally:
+            if moto is not None:
+                moto.terminate()
+                moto.wait()
+        return
     with tempfile.TemporaryDirectory(prefix="koa-bench-archive-") as folder:
         root = Path(folder) / "archive"
         token = make_token(root, args.db)
@@ -419,8 +615,8 @@ def main() -> None:
                 ids = seed(client, args.records)
                 bench_query(base, token, ids, args.seconds)
                 bench_changes(client, args.records)
-            if args.size_mb:
-                bench_large_file(base, token, server, args.size_mb)
+            if args.size:
+                bench_large_file(base, token, server, args.size >> 20)
         finally:
             server.terminate()
             server.wait()

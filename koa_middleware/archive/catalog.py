@@ -25,21 +25,18 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from ..errors import ConfigurationError, InvalidRecordError
-from ..records import format_version, utc_now
-from .columns import load_columns, plan_columns, register_columns
+from ..errors import ConfigurationError
+from ..records import utc_now
+from .additions import check_file_against_record, prepare_additions, write_additions
 from .engine import catalog_url, make_engine
-from .filters import conditions, query_statement
-from .problems import Conflict, invalid_batch
-from .schema import RECORD_COLUMNS, files, metadata, records, seq_counters
+from .filters import query_statement
+from .problems import Conflict
+from .schema import files, metadata, records, row_to_record, seq_counters
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["Catalog", "StoredFile", "catalog_url", "make_engine", "row_to_record"]
 
-#: Ids fetched per ``IN (...)`` statement, well below SQLite's bound-parameter limit.
-_CHUNK = 500
-_CORE_FIELDS = frozenset(RECORD_COLUMNS) - {"seq"}
 # Statements run on every download or lookup by id, built once (only parameters change).
 _FILE_ENTRY = sa.select(files.c.md5, files.c.size).where(
     files.c.instrument == sa.bindparam("instrument"), files.c.id == sa.bindparam("id")
@@ -243,7 +240,7 @@ class Catalog:
                 return StoredFile(found.md5, found.size), False
             record = conn.execute(_RECORD_BY_ID, {"instrument": instrument, "id": cal_id}).first()
             if record is not None:
-                _check_file_against_record(cal_id, stored, record.file_md5, record.file_size)
+                check_file_against_record(cal_id, stored, record.file_md5, record.file_size)
             placed = place() if place is not None else False
             if place is not None and not placed:
                 return None, False
@@ -268,6 +265,8 @@ class Catalog:
 
         Each inserted or changed record gets the next ``seq`` and a fresh
         ``last_updated``; a record identical to the stored one is left as it is.
+        The batch is checked first (:func:`.additions.prepare_additions`), then
+        written (:func:`.additions.write_additions`), in one transaction.
 
         Parameters
         ----------
@@ -290,84 +289,10 @@ class Catalog:
             If a file name belongs to another record, or a record's ``file_md5`` or
             ``file_size`` disagrees with the stored file. Nothing is changed.
         """
-        ids = [record["id"] for record in batch]
         with self._writing(instrument) as (conn, last_seq, last_stamp):
-            if version_family is not None:
-                self._assign_versions(conn, instrument, batch, version_family)
-            new_columns, errors = plan_columns(batch, load_columns(conn, instrument))
-            if errors:
-                raise invalid_batch(errors, len(batch))
-            existing = self._fetch(conn, records, instrument, ids)
-            owners = self._filename_owners(conn, instrument, [r["filename"] for r in batch])
-            stored_files = self._fetch(conn, files, instrument, ids)
-            batch_ids = set(ids)
-            for record in batch:
-                owner = owners.get(record["filename"])
-                if owner is not None and owner != record["id"] and owner not in batch_ids:
-                    raise Conflict(
-                        f"File name {record['filename']!r} already belongs to calibration "
-                        f"{owner}; file names are unique within an instrument: rename the file."
-                    )
-                _check_against_file(record, stored_files.get(record["id"]))
-            stamp = max(utc_now(), last_stamp or "")
-            seq = last_seq
-            inserts = []
-            for record in batch:
-                old = existing.get(record["id"])
-                if old is not None and _comparable(row_to_record(old, False)) == _comparable(
-                    record
-                ):
-                    continue  # unchanged: no new seq, so followers of changes see nothing new
-                seq += 1
-                values = _row_values(instrument, record, seq, stamp)
-                if old is None:
-                    inserts.append(values)
-                else:
-                    conn.execute(
-                        records.update()
-                        .where(records.c.instrument == instrument, records.c.id == record["id"])
-                        .values(values)
-                    )
-            if inserts:
-                conn.execute(records.insert(), inserts)
-            register_columns(conn, instrument, new_columns)
-            if seq != last_seq:
-                conn.execute(
-                    seq_counters.update()
-                    .where(seq_counters.c.instrument == instrument)
-                    .values(last_seq=seq, last_updated=stamp)
-                )
-        return ids
-
-    def _assign_versions(
-        self,
-        conn: Connection,
-        instrument: str,
-        batch: Sequence[dict[str, Any]],
-        family_columns: Sequence[str],
-    ) -> None:
-        handed_out: dict[tuple, int] = {}
-        for record in batch:
-            if record.get("cal_version") is not None:
-                continue
-            columns = ("cal_type", "origin", *family_columns)
-            family = {name: record.get(name) for name in columns}
-            key = tuple(sorted((k, repr(v)) for k, v in family.items()))
-            if key not in handed_out:
-                filters = {k: str(v) for k, v in family.items() if v is not None}
-                highest = conn.execute(
-                    sa.select(sa.func.max(records.c.cal_version)).where(
-                        records.c.instrument == instrument, *conditions(filters, self.is_postgres)
-                    )
-                ).scalar()
-                handed_out[key] = int(highest) if highest else 0
-            handed_out[key] += 1
-            try:
-                record["cal_version"] = format_version(handed_out[key])
-            except InvalidRecordError as exc:
-                raise Conflict(
-                    f"Calibration {record['filename']}: {exc} The family is full."
-                ) from None
+            plan = prepare_additions(conn, instrument, batch, version_family, self.is_postgres)
+            write_additions(conn, instrument, plan, last_seq, last_stamp)
+        return [record["id"] for record in batch]
 
     @contextmanager
     def _writing(self, instrument: str) -> Iterator[tuple[Connection, int, str | None]]:
@@ -393,86 +318,3 @@ class Catalog:
                 "The records conflict with stored ones (a file name or id is already taken); "
                 "nothing was changed."
             ) from exc
-
-    @staticmethod
-    def _fetch(
-        conn: Connection, table: sa.Table, instrument: str, ids: Sequence[str]
-    ) -> dict[str, Mapping[str, Any]]:
-        found: dict[str, Mapping[str, Any]] = {}
-        for start in range(0, len(ids), _CHUNK):
-            chunk = ids[start : start + _CHUNK]
-            rows = conn.execute(
-                sa.select(table).where(table.c.instrument == instrument, table.c.id.in_(chunk))
-            ).mappings()
-            found.update((row["id"], row) for row in rows)
-        return found
-
-    @staticmethod
-    def _filename_owners(
-        conn: Connection, instrument: str, filenames: Sequence[str]
-    ) -> dict[str, str]:
-        owners: dict[str, str] = {}
-        for start in range(0, len(filenames), _CHUNK):
-            chunk = filenames[start : start + _CHUNK]
-            rows = conn.execute(
-                sa.select(records.c.filename, records.c.id).where(
-                    records.c.instrument == instrument, records.c.filename.in_(chunk)
-                )
-            )
-            owners.update((row.filename, row.id) for row in rows)
-        return owners
-
-
-def _check_against_file(record: Mapping[str, Any], stored: Mapping[str, Any] | None) -> None:
-    if stored is None:
-        return
-    md5, size = record.get("file_md5"), record.get("file_size")
-    if md5 is not None and md5 != stored["md5"]:
-        raise Conflict(
-            f"Calibration {record['id']}: file_md5 {md5} disagrees with the stored file "
-            f"(MD5 {stored['md5']}); upload the right file under a new id, or fix the record."
-        )
-    if size is not None and size != stored["size"]:
-        raise Conflict(
-            f"Calibration {record['id']}: file_size {size} disagrees with the stored file "
-            f"({stored['size']} bytes); fix the record."
-        )
-
-
-def _check_file_against_record(
-    cal_id: str, stored: StoredFile, md5: str | None, size: int | None
-) -> None:
-    if md5 is not None and md5 != stored.md5:
-        raise Conflict(
-            f"Calibration {cal_id} is recorded with file_md5 {md5}, but this file has MD5 "
-            f"{stored.md5}; upload the file that belongs to the record."
-        )
-    if size is not None and size != stored.size:
-        raise Conflict(
-            f"Calibration {cal_id} is recorded with file_size {size}, but this file has "
-            f"{stored.size} bytes; upload the file that belongs to the record."
-        )
-
-
-def _row_values(instrument: str, record: Mapping[str, Any], seq: int, stamp: str) -> dict:
-    values = {name: record.get(name) for name in _CORE_FIELDS}
-    values.update(instrument=instrument, seq=seq, last_updated=stamp)
-    values["extra"] = {k: v for k, v in record.items() if k not in _CORE_FIELDS and k != "seq"}
-    return values
-
-
-def row_to_record(row: Mapping[str, Any], include_seq: bool) -> dict[str, Any]:
-    """Return the record of a ``records`` row: its columns, ``seq`` if asked, then ``extra``."""
-    record = {name: row[name] for name in RECORD_COLUMNS if name != "seq"}
-    if include_seq:
-        record["seq"] = row["seq"]
-    record.update(row["extra"] or {})
-    return record
-
-
-def _comparable(record: Mapping[str, Any]) -> dict[str, Any]:
-    """The part of a record a client controls (no server fields, absent = null)."""
-    result = {k: v for k, v in record.items() if k not in ("last_updated", "seq")}
-    result.setdefault("file_md5", None)
-    result.setdefault("file_size", None)
-    return result

@@ -8,8 +8,10 @@ Examples
 ::
 
     koa-archive serve --root /srv/koa --port 8750 --instrument hispec
+    koa-archive serve --root /srv/koa --db postgresql://koa@db/koa --storage s3://cals/koa
     koa-archive token create --root /srv/koa --scope write --name pipeline
     koa-archive ingest --root /srv/koa --instrument hispec dark_001.fits
+    koa-archive migrate-storage --from /srv/koa --to s3://cals/koa
 """
 
 from __future__ import annotations
@@ -50,6 +52,37 @@ def _root_option(function):
         type=click.Path(file_okay=False, path_type=Path),
         help="The archive folder (files, and the default catalog).",
     )(function)
+
+
+def _storage_options(function):
+    function = click.option(
+        "--s3-endpoint-url",
+        default=None,
+        metavar="URL",
+        help="Endpoint of S3-compatible storage, e.g. http://minio:9000 (default: "
+        "AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, else AWS).",
+    )(function)
+    return click.option(
+        "--storage",
+        "storage_url",
+        default=None,
+        metavar="s3://BUCKET/PREFIX",
+        help="Keep files in object storage (credentials and region from the standard AWS "
+        "variables); default: the folder DIR/files.",
+    )(function)
+
+
+def _open_storage(root: Path, storage_url: str | None, s3_endpoint_url: str | None):
+    from .storage import open_storage
+
+    if s3_endpoint_url and not storage_url:
+        raise click.BadParameter(
+            "is only used with --storage s3://BUCKET/PREFIX.", param_hint="--s3-endpoint-url"
+        )
+    try:
+        return open_storage(storage_url, root, s3_endpoint_url)
+    except KOAError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 def _open_catalog(root: Path, db_url: str | None, instruments=()):
@@ -150,6 +183,30 @@ def main(verbose: int) -> None:
     help="Rows of a query answer read from the catalog and sent at a time.",
 )
 @click.option("--access-log", is_flag=True, help="Log every request.")
+@_storage_options
+@click.option(
+    "--redirect-downloads",
+    is_flag=True,
+    help="Answer raw-file downloads with a 307 to a short-lived URL of the object "
+    "(needs --storage s3://...); clients then read the bytes from the store.",
+)
+@click.option(
+    "--redirect-seconds",
+    type=click.IntRange(min=1, max=7 * 24 * 3600),
+    default=300,
+    show_default=True,
+    metavar="SECONDS",
+    help="How long a redirect URL stays valid.",
+)
+@click.option(
+    "--abandoned-upload-age",
+    type=click.FloatRange(min=0),
+    default=3600.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="At start, remove partial uploads (left by a crash) that received nothing for "
+    "this long. Keep it above the longest pause of an upload still running elsewhere.",
+)
 def serve(
     root,
     db_url,
@@ -164,12 +221,23 @@ def serve(
     body_timeout,
     query_batch,
     access_log,
+    storage_url,
+    s3_endpoint_url,
+    redirect_downloads,
+    redirect_seconds,
+    abandoned_upload_age,
 ) -> None:
-    """Serve the calibrations API under http://HOST:PORT/api/calibrations."""
+    """Serve the calibrations API under http://HOST:PORT/api/calibrations.
+
+    \b
+    Examples:
+      koa-archive serve --root /srv/koa --instrument hispec
+      koa-archive serve --root /srv/koa --db postgresql://koa@db/koa \\
+          --storage s3://calibrations/koa --redirect-downloads --host 0.0.0.0
+    """
     import uvicorn
 
     from .app import API_PREFIX, ArchiveSettings, create_app
-    from .storage import LocalFileStorage
 
     root = root.expanduser().absolute()
     names = _instrument_names(instruments) or DEFAULT_INSTRUMENTS
@@ -184,10 +252,17 @@ def serve(
         max_add_records=max_add_records,
         body_timeout=body_timeout,
         query_batch=query_batch,
+        redirect_downloads=redirect_downloads,
+        redirect_seconds=redirect_seconds,
     )
+    if redirect_downloads and not storage_url:
+        raise click.BadParameter(
+            "needs --storage s3://BUCKET/PREFIX: a folder cannot hand out download URLs.",
+            param_hint="--redirect-downloads",
+        )
+    storage = _open_storage(root, storage_url, s3_endpoint_url)
     catalog = _open_catalog(root, db_url, names)
-    storage = LocalFileStorage(root)
-    storage.clean_incoming()
+    storage.clean_incoming(abandoned_upload_age)
     app = create_app(settings, catalog=catalog, storage=storage)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     # proto=IPPROTO_TCP lets asyncio set TCP_NODELAY on accepted connections; without it
@@ -301,24 +376,26 @@ def token_revoke(root, db_url, name) -> None:
     metavar="NAME",
     help="A column that, beside cal_type and origin, defines a version family (repeatable).",
 )
+@_storage_options
 @click.argument(
     "files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
 )
-def ingest(root, db_url, instrument, origin, family_columns, files) -> None:
+def ingest(
+    root, db_url, instrument, origin, family_columns, storage_url, s3_endpoint_url, files
+) -> None:
     """Publish calibration FILES (FITS header and/or FILE.json sidecar as the record).
 
     Prints one line per published file: ID, FILENAME, CAL_VERSION. Each file is
     published on its own; the exit status is 1 if any failed.
     """
     from .ingest import ingest_file
-    from .storage import LocalFileStorage
 
     (name,) = _instrument_names([instrument])
     for column in family_columns:
         _instrument_names([column])
     root = root.expanduser().absolute()
+    storage = _open_storage(root, storage_url, s3_endpoint_url)
     catalog = _open_catalog(root, db_url, [name])
-    storage = LocalFileStorage(root)
     failures = 0
     try:
         for path in files:
@@ -333,3 +410,67 @@ def ingest(root, db_url, instrument, origin, family_columns, files) -> None:
         catalog.close()
     if failures:
         raise click.ClickException(f"{failures} of {len(files)} file(s) were not ingested.")
+
+
+@main.command("migrate-storage")
+@click.option(
+    "--from",
+    "source",
+    required=True,
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    help="The archive folder whose files (DIR/files) are copied.",
+)
+@click.option(
+    "--db",
+    "db_url",
+    default=None,
+    metavar="URL",
+    help="The archive's catalog (default: SQLite at DIR/archive.db).",
+)
+@click.option(
+    "--to",
+    "target_url",
+    required=True,
+    metavar="s3://BUCKET/PREFIX",
+    help="Where the files go.",
+)
+@click.option("--s3-endpoint-url", default=None, metavar="URL", help="The store's endpoint.")
+def migrate_storage(source, db_url, target_url, s3_endpoint_url) -> None:
+    """Copy an archive's files to object storage, checking each against the catalog.
+
+    Every file the catalog lists is read from DIR/files, its MD5 and size are
+    checked against the catalog while it is sent, and only then is the object
+    completed. Objects already there with the right MD5 and size are left as
+    they are, so the command can be run again after an interruption. Prints one
+    line per file (copied, present or failed) and a summary; exit status 1 if
+    any file failed.
+
+    \b
+    Examples:
+      koa-archive migrate-storage --from /srv/koa --to s3://calibrations/koa
+      koa-archive migrate-storage --from /srv/koa --db postgresql://koa@db/koa \\
+          --to s3://calibrations/koa --s3-endpoint-url http://minio:9000
+    """
+    from .migrate import migrate_files
+    from .storage import LocalFileStorage
+
+    root = source.expanduser().absolute()
+    if not target_url.startswith("s3://"):
+        raise click.BadParameter("write s3://BUCKET/PREFIX.", param_hint="--to")
+    target = _open_storage(root, target_url, s3_endpoint_url)
+    catalog = _open_catalog(root, db_url)
+    try:
+        report = migrate_files(
+            catalog,
+            LocalFileStorage(root),
+            target,
+            on_file=lambda outcome: click.echo(outcome.line(), err=outcome.error is not None),
+        )
+    finally:
+        catalog.close()
+    click.echo(report.summary())
+    if report.failed:
+        raise click.ClickException(
+            f"{report.failed} file(s) were not copied (see the lines above); fix them and run "
+            "the command again: files already copied are not sent twice."
+        )

@@ -156,7 +156,7 @@ def ingest_file(
     record["id"] = record.get("id") or new_cal_id()
     record["origin"] = record.get("origin") or origin
     declared = {k: record.get(k) for k in ("file_md5", "file_size")}
-    pending = storage.begin(instrument)
+    pending = storage.begin(instrument, record["id"])
     try:
         with open(path, "rb") as source:
             while chunk := source.read(1 << 20):

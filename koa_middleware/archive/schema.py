@@ -12,6 +12,8 @@ form: clients store records in SQLite, whose column names ignore case.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
@@ -95,3 +97,30 @@ tokens = sa.Table(
     sa.Column("scope", sa.String(16), nullable=False),
     sa.Column("created", sa.String(23), nullable=False),
 )
+
+
+def row_to_record(row: Mapping[str, Any], include_seq: bool) -> dict[str, Any]:
+    """Return the record of a ``records`` row: its columns, ``seq`` if asked, then ``extra``.
+
+    Parameters
+    ----------
+    row : Mapping
+        A row of ``records``.
+    include_seq : bool
+        Include ``seq`` (v2).
+
+    Returns
+    -------
+    dict
+        The record as the archive answers it.
+
+    Examples
+    --------
+    >>> row_to_record(row, include_seq=True)["seq"]  # doctest: +SKIP
+    17
+    """
+    record = {name: row[name] for name in RECORD_COLUMNS if name != "seq"}
+    if include_seq:
+        record["seq"] = row["seq"]
+    record.update(row["extra"] or {})
+    return record

@@ -34,6 +34,10 @@ class ArchiveSettings:
     body_timeout: float | None = DEFAULT_BODY_TIMEOUT
     #: Rows of a ``query`` answer read from the catalog and sent at a time.
     query_batch: int = DEFAULT_QUERY_BATCH
+    #: Answer raw-file downloads with a 307 to a short-lived URL of the stored object.
+    redirect_downloads: bool = False
+    #: How long such a URL stays valid.
+    redirect_seconds: int = 300
 
 
 class Archive:

@@ -1,10 +1,12 @@
 """Where the archive keeps calibration files, behind a small interface.
 
-:class:`FileStorage` is what the service needs from a file store: write a new
-file under a temporary name, then place it under its id, atomically and
-without ever replacing a file already there, and read it back.
-:class:`LocalFileStorage` keeps files in ``DIR/files/<instrument>/<id>``; an
-object store can take its place later.
+:class:`FileStorage` is what the service needs from a file store: receive a
+new file out of sight (:meth:`~FileStorage.begin`, a :class:`PendingFile`),
+then place it under its id, atomically and without ever replacing a file
+already there, and read it back. :class:`LocalFileStorage` keeps files in
+``DIR/files/<instrument>/<id>``; :class:`.s3_storage.S3FileStorage` keeps
+them in S3-compatible object storage. :func:`open_storage` picks one from
+``--storage``.
 """
 
 from __future__ import annotations
@@ -21,12 +23,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
+from ..errors import ConfigurationError
 from ..records import safe_path, validate_cal_id, validate_column_name
 from .catalog import StoredFile
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["FileStorage", "LocalFileStorage", "PendingFile"]
+__all__ = ["FileStorage", "LocalFileStorage", "PendingFile", "LocalPendingFile", "open_storage"]
 
 
 #: Bytes written between two requests to start writeback.
@@ -58,7 +61,36 @@ def _start_writeback(fd: int, offset: int, length: int) -> None:
         _sync_file_range(fd, offset, length)
 
 
-class PendingFile:
+class PendingFile(abc.ABC):
+    """A file being received, out of sight until its storage places it; hashed as written.
+
+    Attributes
+    ----------
+    size : int
+        Bytes written so far.
+    """
+
+    size: int
+
+    @abc.abstractmethod
+    def write(self, data: bytes) -> None:
+        """Append ``data`` to the file and to its checksum."""
+
+    def write_all(self, blocks: list[bytes]) -> None:
+        """Append several blocks in order (one call per batch from the receiving loop)."""
+        for block in blocks:
+            self.write(block)
+
+    @abc.abstractmethod
+    def finish(self) -> StoredFile:
+        """Make sure every byte is stored (still out of sight); return the MD5 and size."""
+
+    @abc.abstractmethod
+    def discard(self) -> None:
+        """Drop the file unless it was placed (safe to call more than once)."""
+
+
+class LocalPendingFile(PendingFile):
     """A file being received: written under a temporary name, hashed as it is written.
 
     Examples
@@ -86,11 +118,6 @@ class PendingFile:
             _start_writeback(self._handle.fileno(), self._flushed, self.size - self._flushed)
             self._flushed = self.size
 
-    def write_all(self, blocks: list[bytes]) -> None:
-        """Append several blocks in order (one call per batch from the receiving loop)."""
-        for block in blocks:
-            self.write(block)
-
     def finish(self) -> StoredFile:
         """Flush the file to disk and return its MD5 and size."""
         assert self._handle is not None, "finish after discard"
@@ -112,8 +139,15 @@ class FileStorage(abc.ABC):
     """The file store of an archive: files named by instrument and calibration id."""
 
     @abc.abstractmethod
-    def begin(self, instrument: str) -> PendingFile:
-        """Start receiving a new file for ``instrument``."""
+    def begin(
+        self, instrument: str, cal_id: str | None = None, md5: str | None = None
+    ) -> PendingFile:
+        """Start receiving a new file for ``instrument``.
+
+        ``cal_id`` is where it will be placed (object stores write there from the
+        start, out of sight); ``md5`` the MD5 it must have, kept with the file
+        when the store can (see :meth:`describe`).
+        """
 
     @abc.abstractmethod
     def place(self, pending: PendingFile, instrument: str, cal_id: str) -> bool:
@@ -131,12 +165,29 @@ class FileStorage(abc.ABC):
         """Return True when a file is stored under ``cal_id``."""
 
     @abc.abstractmethod
-    def open(self, instrument: str, cal_id: str) -> BinaryIO:
-        """Open the stored file for reading (raises FileNotFoundError when missing)."""
+    def open(
+        self, instrument: str, cal_id: str, start: int = 0, end: int | None = None
+    ) -> BinaryIO:
+        """Open the stored file for reading bytes ``start`` to ``end`` (exclusive; None: all).
+
+        The handle is positioned at ``start``. Raises FileNotFoundError when missing.
+        """
 
     @abc.abstractmethod
     def digest(self, instrument: str, cal_id: str) -> StoredFile:
         """Read a stored file through and return its MD5 and size."""
+
+    def describe(self, instrument: str, cal_id: str) -> StoredFile | None:
+        """MD5 and size of a stored file, as cheaply as the store can; None when absent."""
+        return self.digest(instrument, cal_id) if self.exists(instrument, cal_id) else None
+
+    def download_url(self, instrument: str, cal_id: str, seconds: int) -> str | None:
+        """A URL that serves the stored file for ``seconds``; None when storage has none."""
+        return None
+
+    def clean_incoming(self, max_age: float = 3600.0) -> int:
+        """Remove uploads abandoned by a crash, untouched for ``max_age`` seconds."""
+        return 0
 
 
 class LocalFileStorage(FileStorage):
@@ -161,12 +212,15 @@ class LocalFileStorage(FileStorage):
         folder = self.files_dir / validate_column_name(instrument)
         return safe_path(folder, validate_cal_id(cal_id))
 
-    def begin(self, instrument: str) -> PendingFile:
+    def begin(
+        self, instrument: str, cal_id: str | None = None, md5: str | None = None
+    ) -> LocalPendingFile:
         """Start receiving a new file (in ``files/.incoming``)."""
-        return PendingFile(self.incoming_dir / f"{uuid.uuid4().hex}.part")
+        return LocalPendingFile(self.incoming_dir / f"{uuid.uuid4().hex}.part")
 
     def place(self, pending: PendingFile, instrument: str, cal_id: str) -> bool:
         """Link the finished file to ``files/<instrument>/<id>``; never replaces one."""
+        assert isinstance(pending, LocalPendingFile)
         destination = self.path_for(instrument, cal_id)
         destination.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -183,9 +237,14 @@ class LocalFileStorage(FileStorage):
         """Return True when a file is stored under ``cal_id``."""
         return self.path_for(instrument, cal_id).is_file()
 
-    def open(self, instrument: str, cal_id: str) -> BinaryIO:
-        """Open the stored file for reading."""
-        return open(self.path_for(instrument, cal_id), "rb")
+    def open(
+        self, instrument: str, cal_id: str, start: int = 0, end: int | None = None
+    ) -> BinaryIO:
+        """Open the stored file for reading, positioned at ``start``."""
+        handle = open(self.path_for(instrument, cal_id), "rb")  # noqa: SIM115 - the caller closes
+        if start:
+            handle.seek(start)
+        return handle
 
     def digest(self, instrument: str, cal_id: str) -> StoredFile:
         """Read the stored file through; return its MD5 and size."""
@@ -211,6 +270,47 @@ class LocalFileStorage(FileStorage):
         if removed:
             logger.info("Removed %d abandoned upload(s) from %s", removed, self.incoming_dir)
         return removed
+
+
+def open_storage(
+    spec: str | None, root: str | Path, s3_endpoint_url: str | None = None
+) -> FileStorage:
+    """The file storage named by ``--storage``: ``s3://BUCKET/PREFIX``, or ``ROOT/files``.
+
+    Parameters
+    ----------
+    spec : str | None
+        ``s3://BUCKET/PREFIX``, or None for the folder ``ROOT/files``.
+    root : str | Path
+        The archive folder.
+    s3_endpoint_url : str | None
+        The object store's endpoint (else the standard AWS variables decide).
+
+    Returns
+    -------
+    FileStorage
+
+    Raises
+    ------
+    ConfigurationError
+        If ``spec`` is not an ``s3://`` URL, or the store cannot be used (the
+        message says why).
+
+    Examples
+    --------
+    >>> open_storage(None, "/srv/koa")  # doctest: +SKIP
+    LocalFileStorage('/srv/koa/files')
+    """
+    if spec is None:
+        return LocalFileStorage(root)
+    if not spec.startswith("s3://"):
+        raise ConfigurationError(
+            f"--storage {spec!r}: write s3://BUCKET/PREFIX for object storage, or leave "
+            "--storage out to keep files under ROOT/files."
+        )
+    from .s3_storage import S3FileStorage  # boto3 only when it is needed
+
+    return S3FileStorage.from_url(spec, s3_endpoint_url)
 
 
 def _fsync_directory(directory: Path) -> None:

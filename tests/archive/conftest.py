@@ -20,6 +20,7 @@ from support.postgres import (  # noqa: F401  (fixtures)
     fresh_postgres_database,
     postgres_url,
 )
+from support.s3 import S3Bucket, s3_bucket, s3_endpoint  # noqa: F401  (fixtures)
 
 
 def make_tokens(root: Path, db_url: str | None) -> dict[str, str]:
@@ -73,6 +74,41 @@ def start_archive(tmp_path: Path, catalog_url: str | None):  # noqa: F811
         root.mkdir()
         tokens = make_tokens(root, catalog_url)
         server = ArchiveServer(root, db_url=catalog_url, **options).start()
+        archive = Archive(server, tokens)
+        started.append(archive)
+        return archive
+
+    yield start
+    for archive in started:
+        archive.close()
+        archive.server.__exit__(None, None, None)
+
+
+@pytest.fixture
+def start_s3_archive(tmp_path: Path, s3_bucket: S3Bucket):  # noqa: F811
+    """Start servers whose files are in this test's bucket.
+
+    ``start_s3_archive(db_url=None, extra_args=(), root=None, tokens=None)``: a
+    new archive folder (SQLite catalog unless ``db_url``) unless ``root`` names
+    the folder of one started before, whose tokens it then shares (or ``tokens``).
+    """
+    started: list[Archive] = []
+
+    def start(
+        db_url: str | None = None,
+        extra_args: tuple[str, ...] = (),
+        root: Path | None = None,
+        tokens: dict[str, str] | None = None,
+    ) -> Archive:
+        if root is None:
+            root = tmp_path / f"s3archive{len(started)}"
+            root.mkdir()
+            tokens = make_tokens(root, db_url)
+        elif tokens is None:
+            tokens = next(a.tokens for a in started if a.root == root)
+        server = ArchiveServer(
+            root, db_url=db_url, extra_args=s3_bucket.server_args + tuple(extra_args)
+        ).start()
         archive = Archive(server, tokens)
         started.append(archive)
         return archive
