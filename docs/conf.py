@@ -83,6 +83,7 @@ API_GROUPS = {
         "koa_middleware.client.progress",
         "koa_middleware.client.sync",
         "koa_middleware.client.push",
+        "koa_middleware.client.archive_side",
         "koa_middleware.client.auth",
         "koa_middleware.client.keck_login",
     ],
@@ -94,6 +95,10 @@ API_GROUPS = {
     "Command line (koa-cal)": [
         "koa_middleware.cli",
         "koa_middleware.cli.commands",
+        "koa_middleware.cli.cache_commands",
+        "koa_middleware.cli.archive_commands",
+        "koa_middleware.cli.register_command",
+        "koa_middleware.cli.lifecycle_commands",
         "koa_middleware.cli.support",
         "koa_middleware.cli.output",
         "koa_middleware.cli.demo",

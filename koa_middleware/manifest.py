@@ -170,6 +170,29 @@ class ManifestRecorder:
     def __repr__(self) -> str:
         return f"ManifestRecorder({str(self.path)!r}, entries={len(self.entries)})"
 
+    @classmethod
+    def extending(
+        cls, path: str | os.PathLike, instrument: str, archive_url: str | None
+    ) -> ManifestRecorder:
+        """A recorder that keeps the entries ``path`` already holds (if it exists).
+
+        Raises
+        ------
+        ManifestError
+            If the file exists but is not a manifest, or is another instrument's.
+        """
+        recorder = cls(path, instrument, archive_url)
+        if recorder.path.exists():
+            document = read_manifest(recorder.path)
+            if document.get("instrument") != instrument:
+                raise ManifestError(
+                    f"{recorder.path} is a manifest of {document.get('instrument')}, not "
+                    f"{instrument}; record into another file."
+                )
+            recorder.header["created"] = document.get("created", recorder.header["created"])
+            recorder.entries = list(document["entries"])
+        return recorder
+
     def add(self, call: str, input: Any, selector: Any, record: Mapping[str, Any]) -> None:
         """Record one call and the calibration it returned."""
         entry = {

@@ -175,6 +175,8 @@ def _remove_unless_in_use(store: Any, record: dict) -> bool:
         try:
             path.unlink()
         except FileNotFoundError:
-            return True
+            pass
+        # pruned, not lost: verify then counts it as not downloaded yet
+        store.local_db.forget_file_stat(record["id"])
     logger.debug("Removed %s (calibration %s) from the cache", path, record["id"])
     return True

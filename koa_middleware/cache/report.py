@@ -129,7 +129,9 @@ def cache_status(store: CalibrationStore) -> dict[str, Any]:
             "calibrations": calibrations,
             "database": database,
             "total": calibrations + database,
+            "limit": store.config.cache_max_size,
         },
+        "retracted": len(db.retractions()),
     }
 
 

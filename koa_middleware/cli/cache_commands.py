@@ -351,10 +351,26 @@ def versions(state: State, check: bool) -> None:
     metavar="KEY=VALUE",
     help="Frame metadata instead of --input (datetime_obs=..., spectrograph=...); repeat.",
 )
+@click.option(
+    "--manifest",
+    type=click.Path(dir_okay=False),
+    help="Record the choice in this run manifest (created, or extended if it exists).",
+)
+@click.option(
+    "--as-of",
+    metavar="TIME",
+    help="Choose among the calibrations published and not retracted at this UTC time.",
+)
 @json_flag
 @click.pass_obj
 def explain(
-    state: State, spec: str, options: tuple[str, ...], frame: str | None, meta: tuple[str, ...]
+    state: State,
+    spec: str,
+    options: tuple[str, ...],
+    frame: str | None,
+    meta: tuple[str, ...],
+    manifest: str | None,
+    as_of: str | None,
 ) -> None:
     """Show the candidates a selector considers, its choice and why.
 
@@ -368,6 +384,10 @@ def explain(
       koa-cal explain --selector latest --option cal_type=flat \\
           --meta datetime_obs=2025-03-02T06:00 --meta spectrograph=yJ
       koa-cal explain --selector myselectors:DarkSelector --input sci_0042.fits
+      koa-cal explain --selector nearest --option cal_type=dark --input sci_0042.fits \\
+          --manifest run.json
+      koa-cal explain --selector nearest --option cal_type=dark --input sci_0042.fits \\
+          --as-of 2025-03-01
     """
     if bool(frame) == bool(meta):
         raise click.UsageError("give either --input FRAME.fits or --meta KEY=VALUE ...")
@@ -384,7 +404,19 @@ def explain(
                 ) from None
     require_cache(state)
     with open_store(state) as store:
-        report = selector.explain(input_data, store.local_db)
+        report = store.explain(input_data, selector, as_of=time_bound(as_of, "--as-of", True))
+        if manifest and report["chosen"] is not None:
+            _record_choice(store, manifest, input_data, selector, report["chosen"])
     emit(state, report, out.render_explain(report))
     if report["chosen"] is None:
         raise click.ClickException(report["reason"])
+
+
+def _record_choice(store: Any, path: str, input_data: Any, selector: Any, chosen: dict) -> None:
+    """Add the choice to the manifest ``path`` (created, or extended if it exists)."""
+    from ..manifest import ManifestRecorder
+
+    url = getattr(store.remote_db, "display_url", None)
+    recorder = ManifestRecorder.extending(path, store.instrument_name, url)
+    recorder.add("select_and_get_calibration", input_data, selector, chosen)
+    recorder.write()

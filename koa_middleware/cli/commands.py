@@ -29,6 +29,7 @@ from .. import __version__
 from . import output as out
 from .archive_commands import get, push, sync
 from .cache_commands import config, explain, query, status, verify, versions
+from .lifecycle_commands import manifest, prune, remove, retract, unretract
 from .register_command import register
 from .support import Interrupted, State, json_flag, one_line
 
@@ -163,7 +164,9 @@ _GLOBAL_OPTIONS = (
     "environment variables)."
 )
 
-for _command in (config, status, sync, query, get, register, push, verify, versions, explain, demo):
+_COMMANDS = (config, status, sync, query, get, register, push, verify, versions, explain,
+             retract, unretract, remove, prune, manifest, demo)  # fmt: skip
+for _command in _COMMANDS:
     _command.epilog = _GLOBAL_OPTIONS
     cli.add_command(_command)
 

@@ -177,10 +177,14 @@ def render_status(status: Mapping[str, Any]) -> str:
     missing = status["files_not_downloaded"]
     hint = " (koa-cal sync --files fetches them)" if missing else ""
     lines.append(f"not downloaded:      {count(missing, 'file')}{hint}")
+    limit = size.get("limit")
+    bound = f"; limit {human_size(limit)}, KOA_CACHE_MAX_SIZE" if limit is not None else ""
     lines.append(
         f"cache size:          {human_size(size['total'])} (files "
-        f"{human_size(size['calibrations'])}, database {human_size(size['database'])})"
+        f"{human_size(size['calibrations'])}, database {human_size(size['database'])}{bound})"
     )
+    if status.get("retracted"):
+        lines.append(f"retracted:           {count(status['retracted'], 'calibration')}")
     if status["by_type_origin"]:
         lines += ["", render_table(status["by_type_origin"], ["cal_type", "origin", "count"])]
     if missing:
@@ -302,6 +306,10 @@ def render_explain(report: Mapping[str, Any]) -> str:
     else:
         lines.append("chosen:   none")
     lines.append(f"why:      {report['reason']}")
+    retracted = report.get("retracted") or []
+    if retracted:
+        lines += ["", f"skipped, retracted ({len(retracted)}):"]
+        lines.append(render_table(retracted, ["filename", "cal_version", "retracted_at", "reason"]))
     eliminated = report.get("eliminated_by")
     if eliminated and eliminated.get("funnel"):
         lines += ["", "conditions applied one after another:"]

@@ -78,7 +78,10 @@ class ArchiveSide:
             return None
         from .remote_database import RemoteCalibrationDB
 
-        return RemoteCalibrationDB(self.instrument_name, url=cfg.url, token=cfg.token)
+        # A token from the environment is left for the client to find, so that its errors
+        # say where the credential came from.
+        token = cfg.token if cfg.source("token") == "argument" else None
+        return RemoteCalibrationDB(self.instrument_name, url=cfg.url, token=token)
 
     def _fetch_remote_record(self, cal: Any) -> dict:
         described = cal if isinstance(cal, str) else self.record_from(cal).get("id")

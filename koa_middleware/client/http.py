@@ -31,7 +31,7 @@ import httpx
 
 from .. import __version__
 from ..errors import ArchiveError, AuthenticationError, RemoteUnavailableError
-from .auth import Credentials
+from .auth import Anonymous, Credentials
 from .http_transport import make_transport
 from .json_stream import iter_json_items
 
@@ -343,6 +343,14 @@ class ArchiveSession:
         display = redact_url(str(response.request.url))
         detail = server_message(response)
         detail = f" ({detail})" if detail else ""
+        if status == 401 and isinstance(self.credentials, Anonymous):
+            raise AuthenticationError(
+                f"The archive at {display} refused a request with no credentials (401)"
+                f"{detail} when asked to {action}; set KOA_API_TOKEN (or "
+                "KECK_OBSERVER_EMAIL and KECK_OBSERVER_PASSWORD).",
+                url=display,
+                status=status,
+            )
         if status == 401:
             raise AuthenticationError(
                 f"The archive at {display} refused the {self.credentials.description} "

@@ -228,3 +228,8 @@ class SideTables:
         with self.write_transaction():
             for table in (FILES_TABLE, USES_TABLE, RETRACTIONS_TABLE, PUBLISHED_TABLE):
                 self.conn.execute(f'DELETE FROM "{table}" WHERE id = ?', (cal_id,))
+
+    def forget_file_stat(self, cal_id: str) -> None:
+        """Drop the recorded stat of a file removed on purpose (pruned), so it is not "lost"."""
+        with self.write_transaction():
+            self.conn.execute('DELETE FROM "_koa_files" WHERE id = ?', (cal_id,))

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from koa_middleware.cache.prune import parse_size
+from koa_middleware.cache.report import verify_cache
 from koa_middleware.errors import ConfigurationError
 from koa_middleware.hashing import file_md5
 from support.models import FileModel, dark
@@ -45,6 +46,9 @@ def test_the_least_recently_used_files_go_and_their_records_stay(archive, open_s
     assert (report.size_before, report.size_after) == (4 * SIZE, 3 * SIZE)
     assert files_in(store) == {r["filename"] for r in records} - {records[2]["filename"]}
     assert len(store.local_db) == 4
+    checked = verify_cache(store)  # pruned on purpose: not downloaded, not lost
+    assert checked["problems"] == []
+    assert [r["id"] for r in checked["not_downloaded"]] == [records[2]["id"]]
     path, _ = store.get_calibration(records[2]["id"])  # fetched again, intact
     assert file_md5(path) == records[2]["file_md5"]
 
