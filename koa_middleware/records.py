@@ -303,6 +303,31 @@ def split_lifecycle(record: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str
     return rest, info
 
 
+def retraction_reason(reason: Any) -> str:
+    """Check and tidy the reason of a retraction: text, whitespace collapsed, 1-2,000 characters.
+
+    Raises
+    ------
+    InvalidRecordError
+        If the reason is missing, empty or too long.
+
+    Examples
+    --------
+    >>> retraction_reason("  hot pixels\n in the lower half ")
+    'hot pixels in the lower half'
+    """
+    if not isinstance(reason, str) or not reason.strip():
+        raise InvalidRecordError(
+            "A retraction needs a reason, e.g. reason='hot pixels in the lower half'."
+        )
+    text = " ".join(reason.split())
+    if len(text) > MAX_REASON_CHARS:
+        raise InvalidRecordError(
+            f"The reason is {len(text)} characters long; keep it under {MAX_REASON_CHARS:,}."
+        )
+    return text
+
+
 def utc_now() -> str:
     """Return the current UTC time as ``YYYY-MM-DDTHH:MM:SS.sss``."""
     return datetime.now(UTC).replace(tzinfo=None).isoformat(timespec="milliseconds")

@@ -22,26 +22,12 @@ from ..errors import (
     InvalidRecordError,
     RetractedCalibrationError,
 )
-from ..records import normalize_timestamp, utc_now, validate_cal_id
+from ..records import normalize_timestamp, retraction_reason, utc_now, validate_cal_id
 from .prune import PruneReport, parse_size, present_files, prune_cache
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["AsOfStore", "CacheBounds", "Lifecycle"]
-
-#: The longest reason a retraction keeps.
-MAX_REASON_LENGTH = 2000
-
-
-def _reason(reason: Any) -> str:
-    if not isinstance(reason, str) or not reason.strip():
-        raise InvalidRecordError(
-            "A retraction needs a reason, e.g. reason='hot pixels in the lower half'."
-        )
-    text = " ".join(reason.split())
-    if len(text) > MAX_REASON_LENGTH:
-        raise InvalidRecordError(f"The reason is {len(text)} characters long; keep it under 2,000.")
-    return text
 
 
 class Lifecycle:
@@ -165,7 +151,7 @@ class Lifecycle:
         --------
         >>> store.retract([cal_id], reason="hot pixels")  # doctest: +SKIP
         """
-        reason = _reason(reason)
+        reason = retraction_reason(reason)
         wanted = [validate_cal_id(i) for i in ([ids] if isinstance(ids, str) else ids)]
         for cal_id in wanted:
             record = self.local_db.query_id(cal_id)

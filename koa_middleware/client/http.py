@@ -377,20 +377,13 @@ class ArchiveSession:
     def json(self, response: httpx.Response, action: str) -> Any:
         """Check an answer's status and return its JSON body, refusing HTML and invalid JSON."""
         self.raise_for_status(response, action)
-        display = redact_url(str(response.request.url))
         body = response.content
         if _looks_like_html(response, body[:512]):
             raise self._html_error(response, action)
         try:
             return json_module.loads(body)
         except ValueError as exc:
-            raise ArchiveError(
-                f"The archive at {display} sent invalid JSON when asked to {action} ({exc}); "
-                "the answer may have been cut short or the URL is not a calibrations API. "
-                "Try again; if it persists, report it to the archive operators.",
-                url=display,
-                status=response.status_code,
-            ) from exc
+            raise self._invalid_json_error(response, action, exc) from exc
 
     def iter_json(self, response: httpx.Response, action: str) -> Iterator[tuple[bool, Any]]:
         """Parse a streamed 2xx answer while it arrives (see :func:`iter_json_items`).
@@ -406,7 +399,6 @@ class ArchiveSession:
         httpx.TransportError
             If the connection breaks (the caller may ask again).
         """
-        display = redact_url(str(response.request.url))
         if "html" in response.headers.get("content-type", "").lower():
             raise self._html_error(response, action)
         first = bytearray()
@@ -422,13 +414,19 @@ class ArchiveSession:
         except ValueError as exc:
             if bytes(first).lstrip()[:1] == b"<":
                 raise self._html_error(response, action) from exc
-            raise ArchiveError(
-                f"The archive at {display} sent invalid JSON when asked to {action} ({exc}); "
-                "the answer may have been cut short or the URL is not a calibrations API. "
-                "Try again; if it persists, report it to the archive operators.",
-                url=display,
-                status=response.status_code,
-            ) from exc
+            raise self._invalid_json_error(response, action, exc) from exc
+
+    def _invalid_json_error(
+        self, response: httpx.Response, action: str, exc: ValueError
+    ) -> ArchiveError:
+        display = redact_url(str(response.request.url))
+        return ArchiveError(
+            f"The archive at {display} sent invalid JSON when asked to {action} ({exc}); "
+            "the answer may have been cut short or the URL is not a calibrations API. "
+            "Try again; if it persists, report it to the archive operators.",
+            url=display,
+            status=response.status_code,
+        )
 
     def _html_error(self, response: httpx.Response, action: str) -> ArchiveError:
         display = redact_url(str(response.request.url))

@@ -21,14 +21,13 @@ from ..errors import (
     ArchiveError,
     CalibrationNotFoundError,
     ChecksumMismatchError,
-    InvalidRecordError,
 )
 from ..hashing import file_digest
 from ..records import (
     ARCHIVE_REQUIRED_FIELDS,
     BOOLEAN_COLUMNS,
-    MAX_REASON_CHARS,
     SERVER_FIELDS,
+    retraction_reason,
     safe_path,
     validate_cal_id,
     validate_md5,
@@ -149,7 +148,7 @@ class RemoteTransfers:
         >>> remote.retract([cal_id], "hot pixels")  # doctest: +SKIP
         ['1b4e28ba-2fa1-4d2b-883f-0016d3cca427']
         """
-        body = {"ids": [validate_cal_id(i) for i in ids], "reason": _retract_reason(reason)}
+        body = {"ids": [validate_cal_id(i) for i in ids], "reason": retraction_reason(reason)}
         return self._lifecycle_request("retract", body)
 
     def unretract(self, ids: Iterable[str]) -> list[str]:
@@ -387,14 +386,3 @@ def _wire_booleans(record: dict) -> dict:
         if record.get(column) is not None:
             record[column] = bool(record[column])
     return record
-
-
-def _retract_reason(reason: Any) -> str:
-    if not isinstance(reason, str) or not reason.strip():
-        raise InvalidRecordError(
-            "A retraction needs a reason, e.g. 'hot pixels in the lower half'."
-        )
-    text = " ".join(reason.split())
-    if len(text) > MAX_REASON_CHARS:
-        raise InvalidRecordError(f"The reason is {len(text)} characters long; keep it under 2,000.")
-    return text
