@@ -13,8 +13,6 @@ import logging
 import os
 import socket
 import stat
-import subprocess
-import sys
 import traceback
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -33,6 +31,7 @@ from koa_middleware.client.auth import (
 )
 from koa_middleware.client.remote_database import RemoteCalibrationDB
 from koa_middleware.errors import AuthenticationError, ConfigurationError, RemoteUnavailableError
+from support.children import run_child
 from support.keck_service import (
     API_PATH,
     KeckService,
@@ -91,14 +90,7 @@ def test_first_login_is_step_one_then_step_two_then_the_api_call(keck, tmp_path)
 def test_session_is_reused_by_another_process(keck):
     assert last_updated(keck) == ISO
     before = len(keck.paths)
-    code = (
-        "from koa_middleware.client.remote_database import RemoteCalibrationDB\n"
-        f"r = RemoteCalibrationDB('hispec', url={keck.api_url!r})\n"
-        "print(r.get_last_updated())\n"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=dict(os.environ)
-    )
+    result = run_child("last_updated", keck.api_url)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == ISO
     assert keck.logins == 1  # no new login ...

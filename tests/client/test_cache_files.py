@@ -13,16 +13,13 @@ from __future__ import annotations
 import errno
 import json
 import os
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 
 from koa_middleware import CalibrationStore
 from koa_middleware.cache.report import verify_cache
-from support.full_disk import EFBIG_PRELUDE, ENOSPC_PRELUDE
+from support.children import run_child
 from support.published import publish
 
 SENTINEL_BYTES = b"sentinel: these bytes must never change\n" * 8
@@ -134,25 +131,6 @@ def test_verify_repair_records_the_stat_of_the_fresh_copy(open_store, publisher,
 # -- item 2: a full disk ------------------------------------------------------------
 
 
-DOWNLOAD_IN_CHILD = textwrap.dedent(
-    """
-    import json, os, sys
-    from koa_middleware import CalibrationStore
-    from koa_middleware.errors import CacheFullError
-    cache, instrument, cal_id = sys.argv[1:4]
-    store = CalibrationStore(instrument, cache, sync_on_init=False)
-    try:
-        store.get_calibration(cal_id)
-        out = {"raised": None}
-    except CacheFullError as exc:
-        out = {"raised": "CacheFullError", "errno": exc.errno, "message": str(exc),
-               "folder": exc.folder, "needed": exc.needed, "oserror": isinstance(exc, OSError)}
-    store.close()
-    print(json.dumps(out))
-    """
-)
-
-
 @pytest.mark.parametrize("limit", ["ENOSPC", "EFBIG"])
 def test_a_full_disk_during_a_download_is_a_clear_error(
     shared_archive, publisher, instrument, tmp_path, monkeypatch, limit
@@ -161,20 +139,12 @@ def test_a_full_disk_during_a_download_is_a_clear_error(
     cache = tmp_path / "cache"
     with CalibrationStore(instrument, str(cache), connect_remote=False):
         pass  # the cache and its database exist before the disk fills
-    prelude = ENOSPC_PRELUDE if limit == "ENOSPC" else EFBIG_PRELUDE
     env = {
         **os.environ,
-        "PYTHONPATH": os.pathsep.join(sys.path),
         "KOA_CALIBRATIONS_URL": shared_archive.url(2),
         "KOA_API_TOKEN": shared_archive.tokens["read"],
     }
-    result = subprocess.run(
-        [sys.executable, "-c", prelude + DOWNLOAD_IN_CHILD, str(cache), instrument, record["id"]],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-    )
+    result = run_child("download_on_full_disk", limit, cache, instrument, record["id"], env=env)
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout.strip().splitlines()[-1])
     tmp_dir = cache / "tmp" / instrument

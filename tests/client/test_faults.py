@@ -10,8 +10,6 @@ from __future__ import annotations
 import hashlib
 import signal
 import subprocess
-import sys
-import textwrap
 import threading
 import time
 from pathlib import Path
@@ -21,6 +19,7 @@ import pytest
 from koa_middleware.cache.layout import CacheLayout
 from koa_middleware.client.downloads import fetch_to_cache
 from support.archive import ArchiveServer, create_token, make_client
+from support.children import NO_FILE, ready_file, start_child, stop_children, wait_until_ready
 from support.published import publish
 from support.relay import Relay
 
@@ -87,7 +86,7 @@ def test_archive_down_mid_download_then_back(archive, protocol, tmp_path):
             worker.start()
             wait_for_partial(layout, record["id"], 2_000_000)
             server.kill()  # the archive goes down mid-download ...
-            time.sleep(0.3)
+            time.sleep(0.3)  # ... stays down a while, so that the client retries ...
             server.start()  # ... and comes back on the same port
             worker.join(120)
         assert "error" not in result, result.get("error")
@@ -102,48 +101,33 @@ def test_archive_down_mid_download_then_back(archive, protocol, tmp_path):
             assert 2_000_000 <= offset < record["file_size"]
 
 
-CLIENT_SCRIPT = textwrap.dedent(
-    """
-    import sys
-    import time
-    from pathlib import Path
-    from koa_middleware.cache.layout import CacheLayout
-    from koa_middleware.client.remote_database import RemoteCalibrationDB
-    from koa_middleware.client.downloads import fetch_to_cache
-
-    url, token, cache, cal_id, go, entry = sys.argv[1:7]
-    if entry == "store":
-        # The whole store: record lookup on the archive, local add, then the download.
-        import os
-        from koa_middleware.store import CalibrationStore
-
-        os.environ.update(KOA_CALIBRATIONS_URL=url, KOA_API_TOKEN=token)
-        store = CalibrationStore(instrument_name="hispec", cache_dir=cache, sync_on_init=False)
-        while go != "-" and not Path(go).exists():
-            time.sleep(0.01)
-        path, record = store.get_calibration(cal_id)
-        assert record["id"] == cal_id
-        store.close()
-    else:
-        with RemoteCalibrationDB("hispec", url=url, token=token, backoff=0.1) as remote:
-            record = remote.query(cal_id=cal_id)
-            remote.protocol
-            while go != "-" and not Path(go).exists():
-                time.sleep(0.01)
-            path = fetch_to_cache(remote, record, CacheLayout(cache, "hispec"))
-    print(path)
-    """
-)
-
-
 def run_client(
-    tmp_path: Path, url: str, token: str, cal_id: str, go: str = "-", entry: str = "fetch"
+    tmp_path: Path,
+    url: str,
+    token: str,
+    cal_id: str,
+    entry: str = "fetch",
+    go: Path | str = NO_FILE,
+    ready: Path | str = NO_FILE,
 ) -> subprocess.Popen:
-    script = tmp_path / "client.py"
-    script.write_text(CLIENT_SCRIPT)
-    cache = str(tmp_path / "cache")
-    argv = [sys.executable, str(script), url, token, cache, cal_id, go, entry]
-    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    """A process downloading ``cal_id`` into ``tmp_path/cache`` through ``entry``.
+
+    Given ``ready``, it creates that file once the archive has answered, then
+    waits for ``go`` before it downloads; it prints the path of the file.
+    """
+    return start_child(
+        "fetch_calibration",
+        url,
+        token,
+        tmp_path / "cache",
+        cal_id,
+        entry,
+        go,
+        ready,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 @pytest.mark.slow
@@ -177,12 +161,18 @@ def test_four_processes_one_download(archive, protocol, tmp_path, entry):
     go = tmp_path / "go"
     with Relay(server.port, rate=16e6) as relay:
         url = relay.rewrite(server.base_url)
+        ready = tmp_path / "ready"
+        ready.mkdir()
         processes = [
-            run_client(tmp_path, url, token, record["id"], str(go), entry) for _ in range(4)
+            run_client(tmp_path, url, token, record["id"], entry, go, ready_file(ready, n))
+            for n in range(4)
         ]
-        time.sleep(1.0)  # let them all start up before they race
+        wait_until_ready(ready, processes)  # every client has asked the archive: now they race
         go.touch()
-        outputs = [process.communicate(timeout=120) for process in processes]
+        try:
+            outputs = [process.communicate(timeout=120) for process in processes]
+        finally:
+            stop_children(processes)
         for process, (out, err) in zip(processes, outputs, strict=True):
             assert process.returncode == 0, err
             assert out.strip() == str(layout.path_for(record["filename"]))

@@ -8,10 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import stat
-import subprocess
-import sys
 import traceback
 from collections.abc import Iterator
 
@@ -22,6 +19,7 @@ import koa_middleware.client.keck_client as keck_client_module
 from koa_middleware.client.auth import session_file_path
 from koa_middleware.client.keck_client import KeckObserverAuthClient
 from koa_middleware.errors import AuthenticationError, ConfigurationError
+from support.children import run_child
 from support.keck_service import (
     API_PATH,
     KeckService,
@@ -104,15 +102,7 @@ def test_constructing_again_in_a_process_asks_nothing(keck):
 
 def test_a_new_process_reuses_the_kept_session(keck):
     KeckObserverAuthClient()
-    code = (
-        "from koa_middleware.client.keck_client import KeckObserverAuthClient\n"
-        "client = KeckObserverAuthClient()\n"
-        f"answer = client.session.get({keck.base_url + API_PATH!r})\n"
-        "print(answer.status_code, answer.json()['last_updated'])\n"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=dict(os.environ)
-    )
+    result = run_child("keck_session_get", keck.base_url + API_PATH)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "200 Thu, 12 Feb 2026 00:00:00 GMT"
     assert keck.logins == 1

@@ -5,8 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -14,17 +12,19 @@ from compat.hispec_pipeline.datamodel import HispecCalibration
 from compat.hispec_pipeline.store import HispecCalibrationStore
 
 from koa_middleware.hashing import file_digest
+from support.children import ready_file, start_child, stop_children, wait_until_ready
 
-TESTS_DIR = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
 
-def start_worker(cache: Path, prefix: str, count: int, **env: str) -> subprocess.Popen:
-    environment = {**os.environ, "PYTHONPATH": str(TESTS_DIR), **env}
-    return subprocess.Popen(
-        [sys.executable, "-m", "compat.hispec_pipeline.worker", str(cache), prefix, str(count)],
-        env=environment,
-        stderr=subprocess.PIPE,
+def start_worker(
+    cache: Path, prefix: str, count: int, ready: Path | None = None, **env: str
+) -> subprocess.Popen:
+    """A ``compat.hispec_pipeline.worker`` process; it creates ``ready`` once its store is open."""
+    args = [cache, prefix, count] if ready is None else [cache, prefix, count, ready]
+    environment = {**os.environ, **env}
+    return start_child(
+        "compat.hispec_pipeline.worker", *args, env=environment, stderr=subprocess.PIPE
     )
 
 
@@ -43,12 +43,17 @@ def consistent_records(store) -> list[dict]:
 def test_four_pipeline_processes_register_one_family(tmp_path, no_koa_environment):
     cache = tmp_path / "cache"
     HispecCalibrationStore("hispec", str(cache), connect_remote=False).close()
-    workers = [start_worker(cache, f"w{n}", 50) for n in range(4)]
-    time.sleep(1.0)  # let every worker open its store
+    ready = tmp_path / "ready"
+    ready.mkdir()
+    workers = [start_worker(cache, f"w{n}", 50, ready_file(ready, n)) for n in range(4)]
+    wait_until_ready(ready, workers)  # every worker has opened its store
     (cache / "go").touch()
-    for worker in workers:
-        _, err = worker.communicate(timeout=240)
-        assert worker.returncode == 0, err.decode()
+    try:
+        for worker in workers:
+            _, err = worker.communicate(timeout=240)
+            assert worker.returncode == 0, err.decode()
+    finally:
+        stop_children(workers)
     with HispecCalibrationStore("hispec", str(cache), connect_remote=False) as store:
         rows = consistent_records(store)
         assert sorted(r["cal_version"] for r in rows) == [f"{v:03d}" for v in range(1, 201)]

@@ -17,7 +17,6 @@ import hashlib
 import logging
 import os
 import re
-import subprocess
 import sys
 import types
 
@@ -25,6 +24,7 @@ import pytest
 import tqdm
 
 import koa_middleware
+from support.children import run_child
 
 REFERENCE_NAMES = [
     "BASE_URL_KECK",
@@ -225,21 +225,24 @@ def test_utils_names():
         assert getattr(koa_middleware, name) is getattr(utils, name)
 
 
-def _modules_loaded_by(code: str) -> set[str]:
-    probe = code + "\nimport sys; print(' '.join(sorted(sys.modules)))"
-    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+def _modules_loaded_by(*names: str) -> set[str]:
+    """The modules a fresh interpreter has loaded once it imported ``names``.
+
+    A name is a module, or ``module:name`` for a name taken from it.
+    """
+    result = run_child("imported_modules", *names)
     assert result.returncode == 0, result.stderr
     return set(result.stdout.split())
 
 
 def test_importing_the_package_loads_nothing_else():
-    loaded = _modules_loaded_by("import koa_middleware")
+    loaded = _modules_loaded_by("koa_middleware")
     assert sorted(name for name in loaded if name.startswith("koa_middleware.")) == []
 
 
 def test_the_archive_service_never_loads_the_client_store():
     loaded = _modules_loaded_by(
-        "import koa_middleware.archive, koa_middleware.archive.app, koa_middleware.archive.cli"
+        "koa_middleware.archive", "koa_middleware.archive.app", "koa_middleware.archive.cli"
     )
     assert "koa_middleware.archive" in loaded
     client_side = {
@@ -253,5 +256,5 @@ def test_the_archive_service_never_loads_the_client_store():
 
 
 def test_local_databases_never_load_the_http_client():
-    loaded = _modules_loaded_by("from koa_middleware.database import LocalCalibrationDB")
+    loaded = _modules_loaded_by("koa_middleware.database:LocalCalibrationDB")
     assert "koa_middleware.client.remote_database" not in loaded

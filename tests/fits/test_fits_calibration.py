@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,6 +17,7 @@ from koa_middleware.fits import (  # noqa: E402
     FITSCalibration,
     fits_record,
 )
+from support.children import run_child  # noqa: E402
 
 
 def write_fits(path: Path, extension: dict | None = None, **cards) -> Path:
@@ -284,17 +283,7 @@ def test_bad_override_column_name_is_refused(tmp_path):
 
 def test_missing_astropy_gives_the_install_command(tmp_path):
     path = write_fits(tmp_path / "s.fits", CALTYPE="dark", DATE_OBS="2024-01-01T00:00:00")
-    code = (
-        "import sys; sys.modules['astropy'] = None\n"
-        "from koa_middleware.fits import fits_record\n"
-        "try:\n"
-        f"    fits_record({str(path)!r})\n"
-        "except ImportError as exc:\n"
-        "    print(exc)\n"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
-    )
+    result = run_child("fits_record_without_astropy", path, check=True)
     assert "pip install 'koa_middleware[fits]'" in result.stdout
 
 

@@ -13,9 +13,6 @@ import errno
 import json
 import logging
 import os
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -23,7 +20,7 @@ import pytest
 from koa_middleware import CalibrationStore
 from koa_middleware.errors import ChecksumMismatchError, UnsafeCachePathError
 from koa_middleware.hashing import file_md5
-from support.full_disk import ENOSPC_PRELUDE
+from support.children import run_child
 from support.models import FileModel, dark
 
 SENTINEL_BYTES = b"sentinel: these bytes must never change\n"
@@ -183,42 +180,11 @@ def test_a_link_in_place_of_a_cached_file_is_not_served(store, sentinel):
 # -- item 2: a full disk ------------------------------------------------------------
 
 
-def run_child(body: str, *args: str, prelude: str = "") -> dict:
-    """Run ``body`` in a fresh Python process; it prints one JSON line that is returned."""
-    script = prelude + textwrap.dedent(body)
-    result = subprocess.run(
-        [sys.executable, "-c", script, *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
-    )
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout.strip().splitlines()[-1])
-
-
-REGISTER_IN_CHILD = """
-import json, sys
-from koa_middleware import CalibrationStore
-from koa_middleware.errors import CacheFullError
-sys.path.insert(0, sys.argv[2])
-from support.models import FileModel, dark
-store = CalibrationStore("hispec", sys.argv[1], connect_remote=False)
-try:
-    store.register_calibration(FileModel(dark(1), data=b"z" * (1 << 20)))
-    out = {"raised": None}
-except CacheFullError as exc:
-    out = {"raised": "CacheFullError", "errno": exc.errno, "message": str(exc),
-           "folder": exc.folder, "oserror": isinstance(exc, OSError)}
-store.close()
-print(json.dumps(out))
-"""
-
-
 def test_a_full_disk_during_registration_is_a_clear_error(tmp_path):
     cache = tmp_path / "cache"
-    out = run_child(REGISTER_IN_CHILD, str(cache), str(Path(__file__).parents[1]),
-                    prelude=ENOSPC_PRELUDE)  # fmt: skip
+    result = run_child("register_on_full_disk", cache)  # its writes fail with ENOSPC
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout.strip().splitlines()[-1])
     assert out["raised"] == "CacheFullError" and out["oserror"]
     assert out["errno"] == errno.ENOSPC
     assert out["folder"] == str(cache / "tmp" / "hispec")

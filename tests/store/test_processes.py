@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import multiprocessing
-import os
 import random
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -15,18 +13,17 @@ import pytest
 
 from koa_middleware import CalibrationStore, LocalCalibrationDB
 from koa_middleware.hashing import file_digest
+from support.children import ready_file, run_child, start_child, stop_children, wait_until_ready
 
-TESTS_DIR = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
 
-def start_worker(cache: Path, prefix: str, count: int) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(TESTS_DIR)}
-    return subprocess.Popen(
-        [sys.executable, "-m", "support.register_worker", str(cache), prefix, str(count)],
-        env=env,
-        stderr=subprocess.PIPE,
-    )
+def start_worker(
+    cache: Path, prefix: str, count: int, ready: Path | None = None
+) -> subprocess.Popen:
+    """A ``support.register_worker`` process; it creates ``ready`` once its store is open."""
+    args = [cache, prefix, count] if ready is None else [cache, prefix, count, ready]
+    return start_child("support.register_worker", *args, stderr=subprocess.PIPE)
 
 
 def wait_for_records(cache: Path, more_than: int, timeout: float = 60.0) -> None:
@@ -56,12 +53,17 @@ def assert_cache_consistent(store: CalibrationStore) -> int:
 def test_four_processes_register_one_family(tmp_path):
     cache = tmp_path / "cache"
     CalibrationStore("hispec", str(cache), connect_remote=False).close()
-    workers = [start_worker(cache, f"w{n}", 200) for n in range(4)]
-    time.sleep(1.0)  # let every worker open its store
+    ready = tmp_path / "ready"
+    ready.mkdir()
+    workers = [start_worker(cache, f"w{n}", 200, ready_file(ready, n)) for n in range(4)]
+    wait_until_ready(ready, workers)  # every worker has opened its store
     (cache / "go").touch()
-    for worker in workers:
-        _, err = worker.communicate(timeout=240)
-        assert worker.returncode == 0, err.decode()
+    try:
+        for worker in workers:
+            _, err = worker.communicate(timeout=240)
+            assert worker.returncode == 0, err.decode()
+    finally:
+        stop_children(workers)
     with CalibrationStore("hispec", str(cache), connect_remote=False) as store:
         assert assert_cache_consistent(store) == 800
         versions = sorted(store.local_db.get_column("cal_version"))
@@ -77,10 +79,12 @@ def test_process_killed_while_registering_leaves_a_consistent_cache(tmp_path):
     total = 0
     for round_ in range(12):
         worker = start_worker(cache, f"r{round_}", 0)
-        wait_for_records(cache, more_than=total)  # the worker is under way ...
-        time.sleep(rng.random() * 0.3)  # ... then a random moment of its work
-        worker.send_signal(signal.SIGKILL)
-        worker.wait()
+        try:
+            wait_for_records(cache, more_than=total)  # the worker is under way ...
+            time.sleep(rng.random() * 0.3)  # ... then a random moment of its work
+        finally:
+            worker.send_signal(signal.SIGKILL)
+            worker.wait()
         with CalibrationStore("hispec", str(cache), connect_remote=False) as store:
             count = assert_cache_consistent(store)
             assert count > total
@@ -96,31 +100,10 @@ def test_process_killed_while_registering_leaves_a_consistent_cache(tmp_path):
             assert leftovers == [], leftovers
 
 
-KILL_AFTER_RENAME = """
-import os, signal, sys
-sys.path.insert(0, {tests!r})
-import koa_middleware.cache.registration as registration
-from support.models import FileModel
-from koa_middleware import CalibrationStore, LocalCalibrationDB
-
-real_place_file = registration.place_file
-
-def place_then_die(source, destination):
-    real_place_file(source, destination)
-    os.kill(os.getpid(), signal.SIGKILL)  # the worst moment: file in place, not committed
-
-registration.place_file = place_then_die
-store = CalibrationStore("hispec", {cache!r}, connect_remote=False)
-store.register_calibration(FileModel({{"filename": "doomed.fits", "cal_type": "dark",
-                                       "datetime_obs": "2024-05-01T00:00:00"}}))
-"""
-
-
 def test_kill_between_rename_and_commit_is_recovered(tmp_path):
     cache = tmp_path / "cache"
-    code = KILL_AFTER_RENAME.format(tests=str(TESTS_DIR), cache=str(cache))
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True)
-    assert result.returncode == -signal.SIGKILL, result.stderr.decode()
+    result = run_child("die_between_rename_and_commit", cache)
+    assert result.returncode == -signal.SIGKILL, result.stderr
     assert (cache / "calibrations" / "hispec" / "doomed.fits").is_file()  # the stray file
     with CalibrationStore("hispec", str(cache), connect_remote=False) as store:
         assert store.local_db.query_filename("doomed.fits") is None

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,6 +16,7 @@ from koa_middleware.errors import (
 )
 from koa_middleware.hashing import file_md5
 from support.archive import ArchiveServer, create_token
+from support.children import start_child
 from support.models import FileModel, dark
 from support.relay import Relay
 
@@ -174,16 +174,6 @@ def test_token_takes_precedence_over_keck_login(archive, open_store, monkeypatch
     assert archive.tokens["read"] not in repr(store) + repr(store.remote_db)
 
 
-GET_ONE = """
-import sys
-from koa_middleware import CalibrationStore
-store = CalibrationStore(sys.argv[1], sys.argv[2], sync_on_init=False)
-path, record = store.get_calibration(sys.argv[3])
-from koa_middleware.hashing import file_md5
-print(file_md5(path) == record["file_md5"], path)
-"""
-
-
 def test_four_processes_fetching_one_id_download_once(archive, open_store, tmp_path, instrument):
     records, data = publish(open_store, archive, count=1, size=1_500_000)
     big = records[0]  # 0.75 s through the relay: long enough for all four to ask at once
@@ -196,8 +186,11 @@ def test_four_processes_fetching_one_id_download_once(archive, open_store, tmp_p
         }
         cache = str(tmp_path / "shared-cache")
         procs = [
-            subprocess.Popen(
-                [sys.executable, "-c", GET_ONE, instrument, cache, big["id"]],
+            start_child(
+                "get_and_check",
+                instrument,
+                cache,
+                big["id"],
                 env=env,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,

@@ -1,7 +1,8 @@
 """A pipeline process registering through the subclass.
 
-``python -m compat.hispec_pipeline.worker CACHE PREFIX N`` (with ``tests`` on the path)
-registers N darks of one family with ``new_version=True``, after ``CACHE/go`` exists.
+``python -m compat.hispec_pipeline.worker CACHE PREFIX N [READY]`` (with ``tests`` on
+the path) registers N darks of one family with ``new_version=True``, after ``CACHE/go``
+exists. Once its store is open it creates the file READY, if given.
 With ``N = 0`` and ``KILL_AT=finalize`` it kills itself inside the finalize step of
 its first registration, after the model saved its file.
 """
@@ -12,6 +13,7 @@ import os
 import signal
 import sys
 import time
+from pathlib import Path
 
 from compat.hispec_pipeline.datamodel import HispecCalibration
 from compat.hispec_pipeline.store import HispecCalibrationStore
@@ -28,6 +30,8 @@ def main() -> None:
     cache, prefix, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
     kind = DoomedStore if os.environ.get("KILL_AT") == "finalize" else HispecCalibrationStore
     with kind("hispec", cache, connect_remote=False) as store:
+        if len(sys.argv) > 4:
+            Path(sys.argv[4]).touch()  # ready: the store is open
         while not os.path.exists(os.path.join(cache, "go")):
             time.sleep(0.005)
         for i in range(max(count, 1)):
