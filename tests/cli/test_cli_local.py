@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -387,24 +386,13 @@ def test_explain_with_metadata_and_an_empty_result(tmp_path, env, filled):
 
 
 def test_explain_with_a_custom_selector_module(tmp_path, env, filled):
-    (tmp_path / "mysel.py").write_text(
-        textwrap.dedent(
-            """
-            from koa_middleware import CalibrationSelector
-
-            class AnyFlat(CalibrationSelector):
-                def get_candidates(self, input, db, **kwargs):
-                    return db.query(cal_type="flat")
-            """
-        )
-    )
-    env = dict(env, PYTHONPATH=str(tmp_path))
-    result = koa_cal("--json", "explain", "--selector", "mysel:AnyFlat", "--meta",
+    env = dict(env, PYTHONPATH=str(Path(__file__).parent / "user_selectors"))
+    result = koa_cal("--json", "explain", "--selector", "any_flat:AnyFlat", "--meta",
                      "datetime_obs=2025-03-02", env=env)  # fmt: skip
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["chosen"]["filename"] == "flat_yj_02.fits"
-    assert report["selector"] == "mysel:AnyFlat"
+    assert report["selector"] == "any_flat:AnyFlat"
 
 
 @pytest.mark.parametrize(

@@ -3,23 +3,11 @@
 from __future__ import annotations
 
 import subprocess
-import sys
-import textwrap
 import threading
 import uuid
 
 from koa_middleware.cache.layout import CacheLayout
-
-HOLDER = textwrap.dedent(
-    """
-    import sys, time
-    from koa_middleware.cache.layout import CacheLayout
-    layout = CacheLayout(sys.argv[1], "hispec")
-    with layout.lock(sys.argv[2]):
-        print("locked", flush=True)
-        time.sleep(600)
-    """
-)
+from support.children import start_child
 
 
 def acquire_in_thread(layout: CacheLayout, cal_id: str) -> threading.Event:
@@ -37,8 +25,13 @@ def test_lock_waits_for_another_process_and_is_freed_when_it_dies(tmp_path):
     layout = CacheLayout(tmp_path, "hispec")
     layout.create()
     cal_id = str(uuid.uuid4())
-    holder = subprocess.Popen(
-        [sys.executable, "-c", HOLDER, str(tmp_path), cal_id], stdout=subprocess.PIPE, text=True
+    holder = start_child(
+        "hold_lock",
+        tmp_path,
+        cal_id,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert holder.stdout.readline().strip() == "locked"

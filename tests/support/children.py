@@ -327,6 +327,19 @@ def imported_modules(*names: str) -> None:
     print(" ".join(sorted(sys.modules)))
 
 
+def hold_lock(cache: str, cal_id: str) -> None:
+    """Hold calibration ``cal_id``'s lock, say ``locked``, and keep it until killed.
+
+    It waits for its standard input to end, which happens only when the test
+    kills it (or closes the pipe).
+    """
+    from koa_middleware.cache.layout import CacheLayout
+
+    with CacheLayout(cache, "hispec").lock(cal_id):
+        print("locked", flush=True)
+        sys.stdin.read()
+
+
 CHILDREN: dict[str, Callable[..., None]] = {
     child.__name__: child
     for child in (
@@ -339,6 +352,7 @@ CHILDREN: dict[str, Callable[..., None]] = {
         keck_session_get,
         fits_record_without_astropy,
         imported_modules,
+        hold_lock,
     )
 }
 

@@ -8,7 +8,8 @@ larger files fail with EFBIG. Call either first thing in a child process.
 
 Examples
 --------
->>> # in a child: python -c "from support.full_disk import *; fail_file_writes_with_enospc(); ..."
+>>> # first thing in a child (see support.children):
+>>> fail_file_writes_with_enospc()  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -19,13 +20,7 @@ import platform
 import resource
 import struct
 
-__all__ = ["fail_file_writes_with_enospc", "limit_file_size", "ENOSPC_PRELUDE", "EFBIG_PRELUDE"]
-
-#: The first line of a child script that should meet a full disk (or a size limit).
-ENOSPC_PRELUDE = "from support.full_disk import fail_file_writes_with_enospc\n" + (
-    "fail_file_writes_with_enospc()\n"
-)
-EFBIG_PRELUDE = "from support.full_disk import limit_file_size\nlimit_file_size(256 << 10)\n"
+__all__ = ["fail_file_writes_with_enospc", "limit_file_size"]
 
 # (audit architecture, write, writev) per machine
 _SYSCALLS = {"x86_64": (0xC000003E, 1, 20), "aarch64": (0xC00000B7, 64, 66)}
