@@ -313,7 +313,7 @@ def retraction_reason(reason: Any) -> str:
 
     Examples
     --------
-    >>> retraction_reason("  hot pixels\n in the lower half ")
+    >>> retraction_reason("  hot pixels   in the lower half ")
     'hot pixels in the lower half'
     """
     if not isinstance(reason, str) or not reason.strip():
