@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import threading
-
 import pytest
 
 from support.archive import ArchiveServer, make_record
+from support.changes_follower import follow_while_writing
 
 WRITERS = 8
 PER_WRITER = 500
@@ -28,49 +27,18 @@ def _run(archive, second_base: str) -> None:
     import httpx
 
     written: list[list[str]] = [[] for _ in range(WRITERS)]
-    errors: list[BaseException] = []
-    done = threading.Event()
 
     def writer(index: int) -> None:
         base = archive.base if index % 2 == 0 else second_base
         headers = {"Authorization": f"Bearer {archive.tokens['write']}"}
-        try:
-            with httpx.Client(base_url=base + "/", headers=headers, timeout=120) as client:
-                for _ in range(PER_WRITER // BATCH):
-                    batch = [make_record(writer=index) for _ in range(BATCH)]
-                    response = client.post("hispec/add", json=batch)
-                    response.raise_for_status()
-                    written[index].extend(r["id"] for r in batch)
-        except BaseException as exc:  # reported by the main thread
-            errors.append(exc)
+        with httpx.Client(base_url=base + "/", headers=headers, timeout=120) as client:
+            for _ in range(PER_WRITER // BATCH):
+                batch = [make_record(writer=index) for _ in range(BATCH)]
+                response = client.post("hispec/add", json=batch)
+                response.raise_for_status()
+                written[index].extend(r["id"] for r in batch)
 
-    seen: list[dict] = []
-
-    def reader() -> None:
-        client = archive.client("read")
-        since = 0
-        try:
-            while True:
-                finished = done.is_set()  # read before asking, so the last page is complete
-                page = client.get("hispec/changes", params={"since": since, "limit": 25}).json()
-                seen.extend(page["records"])
-                since = page["next"]
-                if finished and not page["more"]:
-                    return
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=writer, args=(i,)) for i in range(WRITERS)]
-    follower = threading.Thread(target=reader)
-    follower.start()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    done.set()
-    follower.join(timeout=120)
-    assert not errors, errors
-    assert not follower.is_alive()
+    seen = follow_while_writing(writer, archive.client("read"), WRITERS, page=25)
 
     all_ids = [cal_id for ids in written for cal_id in ids]
     assert len(all_ids) == WRITERS * PER_WRITER

@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from support.archive import make_record, md5_hex, upload
+from support.changes_follower import follow_while_writing
 from support.problems import expect
 from support.s3 import wait_for
 
@@ -40,51 +41,21 @@ def test_eight_writers_over_two_processes_and_a_reader_see_every_seq_once(
 ):
     first, second = pair
     written: list[list[dict]] = [[] for _ in range(WRITERS)]
-    errors: list[BaseException] = []
-    done = threading.Event()
-    seen: list[dict] = []
 
     def writer(index: int) -> None:
         target = (first, second)[index % 2]
         rng = random.Random(index)
-        try:
-            with httpx.Client(
-                base_url=target.base + "/", headers=_headers(target), timeout=TIMEOUT
-            ) as client:
-                for _ in range(PER_WRITER):
-                    data = rng.randbytes(rng.randint(1, 20_000))
-                    record = make_record(writer=index, file_md5=md5_hex(data), file_size=len(data))
-                    assert upload(client, record["id"], data).status_code == 201
-                    client.post("hispec/add", json=record).raise_for_status()
-                    written[index].append(record)
-        except BaseException as exc:  # reported by the main thread
-            errors.append(exc)
+        with httpx.Client(
+            base_url=target.base + "/", headers=_headers(target), timeout=TIMEOUT
+        ) as client:
+            for _ in range(PER_WRITER):
+                data = rng.randbytes(rng.randint(1, 20_000))
+                record = make_record(writer=index, file_md5=md5_hex(data), file_size=len(data))
+                assert upload(client, record["id"], data).status_code == 201
+                client.post("hispec/add", json=record).raise_for_status()
+                written[index].append(record)
 
-    def reader() -> None:
-        client = first.client("read")
-        since = 0
-        try:
-            while True:
-                finished = done.is_set()  # read before asking, so the last page is complete
-                page = client.get("hispec/changes", params={"since": since, "limit": 7}).json()
-                seen.extend(page["records"])
-                since = page["next"]
-                if finished and not page["more"]:
-                    return
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=writer, args=(i,)) for i in range(WRITERS)]
-    follower = threading.Thread(target=reader)
-    follower.start()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    done.set()
-    follower.join(120)
-    assert not errors, errors
-    assert not follower.is_alive()
+    seen = follow_while_writing(writer, first.client("read"), WRITERS, page=7)
 
     total = WRITERS * PER_WRITER
     assert [record["seq"] for record in seen] == list(range(1, total + 1))
