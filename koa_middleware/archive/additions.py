@@ -122,6 +122,9 @@ def write_additions(
 ) -> None:
     """Write a prepared batch: each record gets the next ``seq`` and one ``last_updated``.
 
+    A new record's ``published_at`` is that ``last_updated``; a changed record keeps
+    its ``published_at`` and its retraction, if any.
+
     Parameters
     ----------
     conn : Connection
@@ -146,6 +149,8 @@ def write_additions(
         seq += 1
         values = _row_values(instrument, record, seq, stamp)
         if is_new:
+            # Published now; an update never moves it, nor touches a retraction.
+            values["published_at"] = stamp
             inserts.append(values)
         else:
             conn.execute(

@@ -36,6 +36,12 @@ class Record(BaseModel):
     file_md5: str | None = Field(None, description="Lower-case hex MD5 of the file")
     file_size: int | None = Field(None, description="File size in bytes")
     seq: int | None = Field(None, description="Position in the changes feed (v2 only)")
+    published_at: str | None = Field(
+        None,
+        description="When the archive first accepted the record (v2: changes, include_retracted)",
+    )
+    retracted_at: str | None = Field(None, description="When it was retracted; null while live")
+    retract_reason: str | None = Field(None, description="Why it was retracted; null while live")
 
 
 class RecordIn(BaseModel):
@@ -99,6 +105,36 @@ class ChangesPage(BaseModel):
     records: list[Record]
     next: int = Field(description="Pass as since to get the next page")
     more: bool
+
+
+class UnretractRequest(BaseModel):
+    """The body of unretract."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ids: list[str] = Field(
+        min_length=1, max_length=10_000, description="Calibration ids (UUIDs) of the instrument"
+    )
+
+
+class RetractRequest(UnretractRequest):
+    """The body of retract."""
+
+    reason: str = Field(
+        min_length=1, max_length=2000, description="Why; whitespace runs become one space"
+    )
+
+
+class RetractResult(BaseModel):
+    """The answer of a successful retract."""
+
+    retracted: list[str]
+
+
+class UnretractResult(BaseModel):
+    """The answer of a successful unretract."""
+
+    unretracted: list[str]
 
 
 class Health(BaseModel):

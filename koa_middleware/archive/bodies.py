@@ -82,16 +82,23 @@ async def body_chunks(request: Request, timeout: float | None) -> AsyncIterator[
         yield chunk
 
 
-def _too_large(limit: int) -> PayloadTooLarge:
+def _too_large(limit: int, route: str) -> PayloadTooLarge:
+    if route == "add":
+        advice = (
+            "split the records into smaller batches (or ask the operator to raise --max-add-bytes)."
+        )
+    else:
+        advice = "send the ids in several requests."
     return PayloadTooLarge(
-        f"An add request may hold at most {limit} bytes; split the records into smaller "
-        "batches (or ask the operator to raise --max-add-bytes).",
+        f"A {route} request may hold at most {limit} bytes; {advice}",
         headers={"Connection": "close"},
     )
 
 
-async def read_add_body(request: Request, limit: int, timeout: float | None) -> bytearray:
-    """Read an ``add`` body of at most ``limit`` bytes.
+async def read_add_body(
+    request: Request, limit: int, timeout: float | None, route: str = "add"
+) -> bytearray:
+    """Read an ``add`` body (or that of another JSON route, ``route``) of at most ``limit`` bytes.
 
     Raises
     ------
@@ -105,11 +112,11 @@ async def read_add_body(request: Request, limit: int, timeout: float | None) -> 
     if declared is not None:
         size = ascii_int(declared.strip())
         if size is None or size > limit:
-            raise _too_large(limit)
+            raise _too_large(limit, route)
     data = bytearray()
     async for chunk in body_chunks(request, timeout):
         if len(data) + len(chunk) > limit:
-            raise _too_large(limit)
+            raise _too_large(limit, route)
         data += chunk
     return data
 

@@ -31,7 +31,9 @@ from .additions import check_file_against_record, prepare_additions, write_addit
 from .engine import catalog_url, make_engine
 from .filters import query_statement
 from .problems import Conflict
+from .retractions import write_lifecycle
 from .schema import files, metadata, records, row_to_record, seq_counters
+from .upgrade import upgrade_catalog
 
 logger = logging.getLogger(__name__)
 
@@ -97,16 +99,18 @@ class Catalog:
 
     # -- schema --------------------------------------------------------------------
     def create_schema(self) -> None:
-        """Create the tables that do not exist yet (safe when several processes start)."""
+        """Create the tables that do not exist yet, and add the columns an older catalog
+        lacks (:func:`.upgrade.upgrade_catalog`); safe when several processes start."""
         for attempt in range(3):
             try:
                 metadata.create_all(self.engine)
-                return
+                break
             except sa.exc.DBAPIError:
                 # Another process created the same table between check and create.
                 if attempt == 2:
                     raise
                 logger.debug("Catalog schema creation raced another process; retrying")
+        upgrade_catalog(self.engine)
 
     def ensure_instruments(self, names: Iterable[str]) -> None:
         """Make sure each instrument has its ``seq`` counter row."""
@@ -125,6 +129,7 @@ class Catalog:
         limit: int | None = None,
         offset: int | None = None,
         include_seq: bool = True,
+        include_retracted: bool = False,
     ) -> list[dict[str, Any]]:
         """Return the records matching ``filters``, ordered by ``last_updated``, then ``id``.
 
@@ -140,26 +145,32 @@ class Catalog:
             Paging.
         include_seq : bool
             Include ``seq`` in each record (v2).
+        include_retracted : bool
+            Also return retracted records, each with its lifecycle fields
+            (``published_at``, ``retracted_at``, ``retract_reason``).
 
         Raises
         ------
         BadRequest
             If a filter name or value is invalid.
         """
-        statement = query_statement(instrument, filters, self.is_postgres, limit, offset)
+        statement = query_statement(
+            instrument, filters, self.is_postgres, limit, offset, include_retracted
+        )
         with self.engine.connect() as conn:
             rows = conn.execute(statement).mappings().all()
-        return [row_to_record(row, include_seq) for row in rows]
+        return [row_to_record(row, include_seq, include_retracted) for row in rows]
 
     def get(self, instrument: str, cal_id: str) -> dict[str, Any] | None:
-        """Return the record with id ``cal_id``, or None."""
+        """Return the record with id ``cal_id`` (retracted or not, with its lifecycle
+        fields), or None."""
         with self.engine.connect() as conn:
             row = (
                 conn.execute(_RECORD_BY_ID, {"instrument": instrument, "id": cal_id})
                 .mappings()
                 .first()
             )
-        return None if row is None else row_to_record(row, True)
+        return None if row is None else row_to_record(row, True, lifecycle=True)
 
     def last_updated(self, instrument: str) -> str | None:
         """Return the newest ``last_updated`` of the instrument's records, or None."""
@@ -175,6 +186,9 @@ class Catalog:
     ) -> tuple[list[dict[str, Any]], int, bool]:
         """Return ``(records, next, more)``: the records with ``seq > since``, in ``seq`` order.
 
+        Retracted records are in it, every record with its lifecycle fields: a
+        retraction gives a record a new ``seq``, so a follower learns of it.
+
         Examples
         --------
         >>> records, next_seq, more = catalog.changes("hispec", 0, 1000)  # doctest: +SKIP
@@ -188,7 +202,7 @@ class Catalog:
         with self.engine.connect() as conn:
             rows = conn.execute(statement).mappings().all()
         more = len(rows) > limit
-        page = [row_to_record(row, True) for row in rows[:limit]]
+        page = [row_to_record(row, True, lifecycle=True) for row in rows[:limit]]
         return page, (page[-1]["seq"] if page else since), more
 
     def file(self, instrument: str, cal_id: str) -> StoredFile | None:
@@ -293,6 +307,41 @@ class Catalog:
             plan = prepare_additions(conn, instrument, batch, version_family, self.is_postgres)
             write_additions(conn, instrument, plan, last_seq, last_stamp)
         return [record["id"] for record in batch]
+
+    def set_lifecycle(self, instrument: str, ids: Sequence[str], reason: str | None) -> str:
+        """Retract records (``reason`` given) or make them live again (None), all or none.
+
+        Runs under the instrument's write lock, the one ``add`` holds: each record
+        gets the next ``seq`` and a new ``last_updated``, so the changes feed and
+        clients following ``last_updated`` see the change. See
+        :func:`.retractions.write_lifecycle`.
+
+        Parameters
+        ----------
+        instrument : str
+            The instrument.
+        ids : sequence of str
+            Normalized calibration ids, without repeats.
+        reason : str | None
+            Why (a retraction); None makes the records live again.
+
+        Returns
+        -------
+        str
+            The time of the change (the records' ``last_updated``).
+
+        Raises
+        ------
+        NotFound
+            If an id is not a record of the instrument; nothing is changed then.
+
+        Examples
+        --------
+        >>> catalog.set_lifecycle("hispec", [cal_id], "hot pixels")  # doctest: +SKIP
+        '2026-03-01T12:00:00.000'
+        """
+        with self._writing(instrument) as (conn, last_seq, last_stamp):
+            return write_lifecycle(conn, instrument, ids, reason, last_seq, last_stamp)
 
     @contextmanager
     def _writing(self, instrument: str) -> Iterator[tuple[Connection, int, str | None]]:

@@ -11,6 +11,7 @@ Examples
     koa-archive serve --root /srv/koa --db postgresql://koa@db/koa --storage s3://cals/koa
     koa-archive token create --root /srv/koa --scope write --name pipeline
     koa-archive ingest --root /srv/koa --instrument hispec dark_001.fits
+    koa-archive retract --root /srv/koa --instrument hispec --reason "hot pixels" ID
     koa-archive migrate-storage --from /srv/koa --to s3://cals/koa
 """
 
@@ -27,84 +28,18 @@ import click
 
 from .. import __version__
 from ..errors import KOAError
-from ..records import validate_column_name
+from .cli_lifecycle import retract, unretract
+from .cli_options import DEFAULT_INSTRUMENTS
+from .cli_options import instrument_names as _instrument_names
+from .cli_options import open_catalog as _open_catalog
+from .cli_options import open_storage as _open_storage
+from .cli_options import root_option as _root_option
+from .cli_options import storage_options as _storage_options
 from .problems import ArchiveProblem
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["main"]
-
-DEFAULT_INSTRUMENTS = ("hispec", "liger")
-
-
-def _root_option(function):
-    function = click.option(
-        "--db",
-        "db_url",
-        default=None,
-        metavar="URL",
-        help="Catalog database: sqlite:///PATH or postgresql://USER@HOST:PORT/DB "
-        "(default: SQLite at DIR/archive.db).",
-    )(function)
-    return click.option(
-        "--root",
-        required=True,
-        type=click.Path(file_okay=False, path_type=Path),
-        help="The archive folder (files, and the default catalog).",
-    )(function)
-
-
-def _storage_options(function):
-    function = click.option(
-        "--s3-endpoint-url",
-        default=None,
-        metavar="URL",
-        help="Endpoint of S3-compatible storage, e.g. http://minio:9000 (default: "
-        "AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, else AWS).",
-    )(function)
-    return click.option(
-        "--storage",
-        "storage_url",
-        default=None,
-        metavar="s3://BUCKET/PREFIX",
-        help="Keep files in object storage (credentials and region from the standard AWS "
-        "variables); default: the folder DIR/files.",
-    )(function)
-
-
-def _open_storage(root: Path, storage_url: str | None, s3_endpoint_url: str | None):
-    from .storage import open_storage
-
-    if s3_endpoint_url and not storage_url:
-        raise click.BadParameter(
-            "is only used with --storage s3://BUCKET/PREFIX.", param_hint="--s3-endpoint-url"
-        )
-    try:
-        return open_storage(storage_url, root, s3_endpoint_url)
-    except KOAError as exc:
-        raise click.ClickException(str(exc)) from None
-
-
-def _open_catalog(root: Path, db_url: str | None, instruments=()):
-    from .catalog import Catalog
-
-    try:
-        return Catalog.open(root.expanduser().absolute(), db_url, instruments)
-    except KOAError as exc:
-        raise click.ClickException(str(exc)) from None
-
-
-def _instrument_names(names) -> tuple[str, ...]:
-    result = []
-    for name in names:
-        try:
-            result.append(validate_column_name(name.strip().lower()))
-        except KOAError:
-            raise click.BadParameter(
-                f"{name!r} is not an instrument name (letters, digits, underscores).",
-                param_hint="--instrument",
-            ) from None
-    return tuple(dict.fromkeys(result))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -474,3 +409,7 @@ def migrate_storage(source, db_url, target_url, s3_endpoint_url) -> None:
             f"{report.failed} file(s) were not copied (see the lines above); fix them and run "
             "the command again: files already copied are not sent twice."
         )
+
+
+main.add_command(retract)
+main.add_command(unretract)

@@ -64,8 +64,12 @@ def query_statement(
     is_postgres: bool,
     limit: int | None = None,
     offset: int | None = None,
+    include_retracted: bool = False,
 ) -> sa.Select:
     """Return the SELECT of the ``query`` route: matching rows by ``last_updated``, then ``id``.
+
+    Retracted records match only with ``include_retracted`` (v2 ``include_retracted=1``);
+    by default a query shows what may be used, as v1 clients expect.
 
     Raises
     ------
@@ -77,6 +81,8 @@ def query_statement(
         .where(records.c.instrument == instrument, *conditions(filters, is_postgres))
         .order_by(records.c.last_updated, records.c.id)
     )
+    if not include_retracted:
+        statement = statement.where(records.c.retracted_at.is_(None))
     if limit is not None:
         statement = statement.limit(limit)
     if offset:

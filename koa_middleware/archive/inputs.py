@@ -12,7 +12,7 @@ from typing import Any
 from fastapi import Request
 
 from ..errors import InvalidRecordError
-from ..records import validate_cal_id, validate_column_name
+from ..records import parse_bool, validate_cal_id, validate_column_name
 from .problems import BadRequest, shorten
 
 logger = logging.getLogger(__name__)
@@ -78,6 +78,29 @@ def int_param(name: str, value: str | None, default: int, low: int, high: int | 
             f"Query parameter {name!r} must be a whole number {bounds}, not {shorten(value, 40)!r}."
         )
     return number
+
+
+def flag_param(name: str, value: str | None) -> bool:
+    """Read a yes/no query parameter (``1``/``0``, ``true``/``false``; absent is no).
+
+    Raises
+    ------
+    BadRequest
+        If the value is none of those words.
+
+    Examples
+    --------
+    >>> flag_param("include_retracted", "1"), flag_param("include_retracted", None)
+    (True, False)
+    """
+    if value is None or value == "":
+        return False
+    flag = parse_bool(value)
+    if flag is None:
+        raise BadRequest(
+            f"Query parameter {name!r} must be 1 or 0 (true or false), not {shorten(value, 40)!r}."
+        )
+    return flag
 
 
 def columns_param(value: str | None) -> list[str] | None:

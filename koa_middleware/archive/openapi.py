@@ -56,6 +56,12 @@ V2_QUERY_PARAMETERS = [
     query_param("columns", "Comma-separated columns to return"),
     query_param("limit", "At most this many records", kind="integer"),
     query_param("offset", "Skip this many records", kind="integer"),
+    query_param(
+        "include_retracted",
+        "1: also retracted records, every record with published_at, retracted_at and "
+        "retract_reason (default 0: retracted records are left out)",
+        kind="integer",
+    ),
 ]
 
 
@@ -125,6 +131,37 @@ CHANGES_ROUTE: dict[str, Any] = {
         ]
     },
 }
+
+
+def _lifecycle_route(summary: str, body: type, answer: type) -> dict[str, Any]:
+    return {
+        "summary": summary,
+        "response_model": answer,
+        "responses": m.error_responses(400, 401, 403, 404, 408, 413),
+        "openapi_extra": {
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": body.model_json_schema(
+                            ref_template="#/components/schemas/{model}"
+                        )
+                    }
+                },
+            }
+        },
+    }
+
+
+RETRACT_ROUTE = _lifecycle_route(
+    "Retract records: they stay, with a time and reason, and leave default queries "
+    "(all or nothing; 404 names unknown ids)",
+    m.RetractRequest,
+    m.RetractResult,
+)
+UNRETRACT_ROUTE = _lifecycle_route(
+    "Make retracted records live again (all or nothing)", m.UnretractRequest, m.UnretractResult
+)
 GET_FILE_ROUTE: dict[str, Any] = {
     "summary": "Download the raw file (resumable with Range)",
     "response_class": Response,
@@ -159,7 +196,8 @@ def build_openapi(app: FastAPI, protocol: int = 2) -> dict[str, Any]:
     app : FastAPI
         The archive application.
     protocol : int
-        2 documents the v2 query parameters (``columns``, ``limit``, ``offset``).
+        2 documents the v2 query parameters (``columns``, ``limit``, ``offset``,
+        ``include_retracted``).
 
     Returns
     -------

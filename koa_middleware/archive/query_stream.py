@@ -74,6 +74,8 @@ class RecordBatches:
         Keep only these fields of each record, in this order.
     batch_rows : int
         Rows fetched from the catalog at a time.
+    include_retracted : bool
+        Also send retracted records, every record with its lifecycle fields.
 
     Notes
     -----
@@ -94,12 +96,16 @@ class RecordBatches:
         include_seq: bool = True,
         columns: Sequence[str] | None = None,
         batch_rows: int = DEFAULT_QUERY_BATCH,
+        include_retracted: bool = False,
     ):
         if batch_rows < 1:
             raise ValueError(f"batch_rows must be at least 1, not {batch_rows}")
-        statement = query_statement(instrument, filters, catalog.is_postgres, limit, offset)
+        statement = query_statement(
+            instrument, filters, catalog.is_postgres, limit, offset, include_retracted
+        )
         self.instrument = instrument
         self.include_seq = include_seq
+        self.lifecycle = include_retracted
         self.columns = tuple(columns) if columns else None
         self.batch_rows = batch_rows
         #: Batches read so far, and rows in them.
@@ -149,7 +155,7 @@ class RecordBatches:
         logger.debug(
             "query %s: batch %d read (%d rows so far)", self.instrument, self.batches, self.rows
         )
-        found = [row_to_record(row, self.include_seq) for row in rows]
+        found = [row_to_record(row, self.include_seq, self.lifecycle) for row in rows]
         if self.columns:
             found = [{k: rec[k] for k in self.columns if k in rec} for rec in found]
         return _json_items(found)
@@ -189,6 +195,7 @@ def stream_query(
     include_seq: bool = True,
     columns: Sequence[str] | None = None,
     batch_rows: int = DEFAULT_QUERY_BATCH,
+    include_retracted: bool = False,
 ) -> Response:
     """Answer ``GET INST/query`` with a JSON array of records sent batch by batch.
 
@@ -198,7 +205,7 @@ def stream_query(
 
     Parameters
     ----------
-    catalog, instrument, filters, limit, offset, include_seq, columns, batch_rows
+    catalog, instrument, filters, limit, offset, include_seq, columns, batch_rows, include_retracted
         As for :class:`RecordBatches`.
 
     Returns
@@ -220,6 +227,7 @@ def stream_query(
         include_seq=include_seq,
         columns=columns,
         batch_rows=batch_rows,
+        include_retracted=include_retracted,
     )
     try:
         first = batches.next_chunk()

@@ -1,7 +1,10 @@
 """The v1 routes of PROTOCOL.md: ``query``, ``lastUpdated``, ``add`` and ``download``.
 
 These answer as the Keck service does. On a protocol-2 archive ``query``
-also takes ``columns``, ``limit`` and ``offset`` and its records carry ``seq``.
+also takes ``columns``, ``limit``, ``offset`` and ``include_retracted`` and its
+records carry ``seq``. A retracted record is left out of ``query`` answers unless
+``include_retracted=1`` (then every record carries its lifecycle fields); its
+file can still be downloaded.
 What each route documents in ``/openapi.json`` is in :mod:`.openapi` (a
 handler's docstring starts with ``\\f``, which keeps it out of the schema).
 
@@ -20,7 +23,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from .access import Access, read_access, write_access
 from .bodies import parse_add_body, read_add_body
-from .inputs import cal_id_param, check_filters, columns_param, int_param
+from .inputs import cal_id_param, check_filters, columns_param, flag_param, int_param
 from .openapi import ADD_ROUTE, DOWNLOAD_ROUTE, LAST_UPDATED_ROUTE, QUERY_ROUTE
 from .problems import BadRequest, NotFound
 from .query_stream import NO_MATCH, stream_query
@@ -39,6 +42,8 @@ def query(request: Request, access: Access = Depends(read_access)) -> Response:
     """
     \f
     ``GET BASE/INST/query``: the matching records, streamed, or one record.
+
+    Retracted records only with ``include_retracted=1`` (v2).
     """
     archive: Archive = request.app.state.archive
     v2 = archive.settings.protocol == 2
@@ -49,7 +54,9 @@ def query(request: Request, access: Access = Depends(read_access)) -> Response:
         raise BadRequest(f"fetch must be 'all' or 'first', not {fetch_mode!r}.")
     wanted = None
     page_limit = page_offset = None
+    include_retracted = False
     if v2:
+        include_retracted = flag_param("include_retracted", filters.pop("include_retracted", None))
         wanted = columns_param(filters.pop("columns", None))
         page_limit = int_param("limit", filters.pop("limit", None), -1, 0, None)
         page_offset = int_param("offset", filters.pop("offset", None), 0, 0, None)
@@ -68,9 +75,15 @@ def query(request: Request, access: Access = Depends(read_access)) -> Response:
             include_seq=v2,
             columns=wanted,
             batch_rows=archive.settings.query_batch,
+            include_retracted=include_retracted,
         )
     found = archive.catalog.query(
-        instrument, filters, limit=page_limit, offset=page_offset, include_seq=v2
+        instrument,
+        filters,
+        limit=page_limit,
+        offset=page_offset,
+        include_seq=v2,
+        include_retracted=include_retracted,
     )
     if not found:
         return JSONResponse(NO_MATCH)

@@ -1,4 +1,4 @@
-"""The v2 routes of PROTOCOL.md: ``healthz``, ``changes`` and raw files (GET and PUT).
+"""The v2 routes: ``healthz``, ``changes``, raw files (GET and PUT), ``retract`` and ``unretract``.
 
 What each route documents in ``/openapi.json`` is in :mod:`.openapi` (a
 handler's docstring starts with ``\\f``, which keeps it out of the schema); what an
@@ -23,7 +23,7 @@ from ..errors import InvalidRecordError
 from ..records import validate_md5
 from . import api_models as m
 from .access import Access, read_access, write_access
-from .bodies import body_chunks
+from .bodies import body_chunks, read_add_body
 from .catalog import StoredFile
 from .inputs import cal_id_param, expected_size, int_param
 from .openapi import (
@@ -32,8 +32,11 @@ from .openapi import (
     HEALTHZ_ROUTE,
     MAX_CHANGES_LIMIT,
     PUT_FILE_ROUTE,
+    RETRACT_ROUTE,
+    UNRETRACT_ROUTE,
 )
 from .problems import BadRequest
+from .retractions import MAX_LIFECYCLE_BYTES, parse_lifecycle_body
 from .state import API_PREFIX, Archive
 from .stored import open_stored, stored_entry
 from .transfer import SMALL_FILE, file_chunks, parse_range, read_span, receive_file
@@ -41,7 +44,7 @@ from .uploads import check_declared_size, check_received, known_file, store_rece
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["router", "healthz", "changes", "get_file", "put_file"]
+__all__ = ["router", "healthz", "changes", "retract", "unretract", "get_file", "put_file"]
 
 BASE = API_PREFIX + "/{instrument}"
 
@@ -68,6 +71,41 @@ def changes(request: Request, access: Access = Depends(read_access)) -> Response
     page_size = int_param("limit", limit, 1000, 1, MAX_CHANGES_LIMIT)
     found, next_seq, more = archive.catalog.changes(instrument, since_seq, page_size)
     return JSONResponse({"records": found, "next": next_seq, "more": more})
+
+
+async def retract(request: Request, access: Access = Depends(write_access)) -> Response:
+    """
+    \f
+    ``POST BASE/INST/retract``: withdraw records (``{"ids": [...], "reason": "..."}``).
+    """
+    ids = await _set_lifecycle(request, access, "retract")
+    return JSONResponse({"retracted": ids})
+
+
+async def unretract(request: Request, access: Access = Depends(write_access)) -> Response:
+    """
+    \f
+    ``POST BASE/INST/unretract``: make retracted records live again (``{"ids": [...]}``).
+    """
+    ids = await _set_lifecycle(request, access, "unretract")
+    return JSONResponse({"unretracted": ids})
+
+
+async def _set_lifecycle(request: Request, access: Access, action: str) -> list[str]:
+    """Read, check and apply a retract or unretract request; return the ids changed."""
+    archive: Archive = request.app.state.archive
+    instrument = await run_in_threadpool(access.granted)
+    limit = min(archive.settings.max_add_bytes, MAX_LIFECYCLE_BYTES)
+    data = await read_add_body(request, limit, archive.settings.body_timeout, route=action)
+    # Parsing is CPU work: in a worker thread, never on the event loop.
+    ids, reason = await run_in_threadpool(parse_lifecycle_body, data, action == "retract")
+    del data
+    await run_in_threadpool(archive.catalog.set_lifecycle, instrument, ids, reason)
+    if reason is None:
+        logger.info("Made %d record(s) of %s live again", len(ids), instrument)
+    else:
+        logger.info("Retracted %d record(s) of %s: %s", len(ids), instrument, reason)
+    return ids
 
 
 def get_file(
@@ -175,5 +213,7 @@ def _upload_answer(cal_id: str, entry: StoredFile, stored: bool) -> Response:
 router = APIRouter()
 router.add_api_route(API_PREFIX + "/healthz", healthz, methods=["GET"], **HEALTHZ_ROUTE)
 router.add_api_route(BASE + "/changes", changes, methods=["GET"], **CHANGES_ROUTE)
+router.add_api_route(BASE + "/retract", retract, methods=["POST"], **RETRACT_ROUTE)
+router.add_api_route(BASE + "/unretract", unretract, methods=["POST"], **UNRETRACT_ROUTE)
 router.add_api_route(BASE + "/files/{cal_id}", get_file, methods=["GET"], **GET_FILE_ROUTE)
 router.add_api_route(BASE + "/files/{cal_id}", put_file, methods=["PUT"], **PUT_FILE_ROUTE)

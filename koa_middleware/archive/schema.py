@@ -40,6 +40,11 @@ records = sa.Table(
     sa.Column("file_md5", sa.String(32)),
     sa.Column("file_size", sa.BigInteger),
     sa.Column("extra", JSONType, nullable=False),
+    # The record's life: first published (set by the first add, never changed), and
+    # when and why it was retracted (null while live). Added to older catalogs at start.
+    sa.Column("published_at", sa.String(23)),
+    sa.Column("retracted_at", sa.String(23)),
+    sa.Column("retract_reason", sa.Text),
     sa.UniqueConstraint("instrument", "filename", name="uq_records_filename"),
     sa.UniqueConstraint("instrument", "seq", name="uq_records_seq"),
     sa.Index("ix_records_last_updated", "instrument", "last_updated", "id"),
@@ -60,6 +65,9 @@ RECORD_COLUMNS = (
     "file_size",
     "seq",
 )
+
+#: Columns of ``records`` that hold a record's life (``records.LIFECYCLE_FIELDS``).
+LIFECYCLE_COLUMNS = ("published_at", "retracted_at", "retract_reason")
 
 seq_counters = sa.Table(
     "seq_counters",
@@ -99,7 +107,9 @@ tokens = sa.Table(
 )
 
 
-def row_to_record(row: Mapping[str, Any], include_seq: bool) -> dict[str, Any]:
+def row_to_record(
+    row: Mapping[str, Any], include_seq: bool, lifecycle: bool = False
+) -> dict[str, Any]:
     """Return the record of a ``records`` row: its columns, ``seq`` if asked, then ``extra``.
 
     Parameters
@@ -108,6 +118,9 @@ def row_to_record(row: Mapping[str, Any], include_seq: bool) -> dict[str, Any]:
         A row of ``records``.
     include_seq : bool
         Include ``seq`` (v2).
+    lifecycle : bool
+        Include ``published_at``, ``retracted_at`` and ``retract_reason`` (v2: the
+        changes feed, and queries with ``include_retracted``).
 
     Returns
     -------
@@ -123,4 +136,7 @@ def row_to_record(row: Mapping[str, Any], include_seq: bool) -> dict[str, Any]:
     if include_seq:
         record["seq"] = row["seq"]
     record.update(row["extra"] or {})
+    if lifecycle:
+        for name in LIFECYCLE_COLUMNS:
+            record[name] = row[name]
     return record

@@ -356,6 +356,7 @@ class RemoteCalibrationDB(RemoteFeed, RemoteTransfers):
         limit: int | None = None,
         offset: int | None = None,
         order_by: str | None = None,
+        include_retracted: bool | None = None,
         **filters: Any,
     ) -> list[dict] | dict | None:
         """Query the archive's records (``GET BASE/INST/query``).
@@ -371,6 +372,12 @@ class RemoteCalibrationDB(RemoteFeed, RemoteTransfers):
             Page the answer (v2 on the server; v1 sliced here).
         order_by : str | None
             Only ``'last_updated'`` (the archive's order) is accepted.
+        include_retracted : bool | None
+            Also return calibrations retracted on the archive, every record
+            with ``published_at``, ``retracted_at`` and ``retract_reason``
+            (null while live). None (the default) includes them when asking
+            for one ``cal_id``, so that a client learns of a retraction; a v1
+            archive never returns retracted calibrations.
         **filters
             ``cal_id``, ``filename``, ``cal_type``, ``origin``,
             ``date_time_start`` / ``date_time_end``, ``last_updated_start``
@@ -412,6 +419,10 @@ class RemoteCalibrationDB(RemoteFeed, RemoteTransfers):
             params["fetch"] = "first"
         v2 = self.protocol >= 2
         if v2:
+            if include_retracted is None:
+                include_retracted = filters.get("cal_id") is not None
+            if include_retracted:
+                params["include_retracted"] = "1"
             if wanted:
                 params["columns"] = ",".join(wanted)
             if limit is not None:
@@ -441,11 +452,18 @@ class RemoteCalibrationDB(RemoteFeed, RemoteTransfers):
         return names
 
     def iter_query(
-        self, *, columns: str | Iterable[str] | None = None, **filters: Any
+        self,
+        *,
+        columns: str | Iterable[str] | None = None,
+        include_retracted: bool = True,
+        **filters: Any,
     ) -> Iterator[list[dict]]:
         """Yield the records of a query page by page (``page_size`` per page on v2).
 
-        On v1 the whole answer comes as one page.
+        On v1 the whole answer comes as one page. Made for comparing the
+        archive with a cache, so by default (``include_retracted=True``) a v2
+        archive's retracted records are in it too, with their lifecycle fields
+        (see :meth:`query`).
 
         Examples
         --------
@@ -457,7 +475,13 @@ class RemoteCalibrationDB(RemoteFeed, RemoteTransfers):
             return
         offset = 0
         while True:
-            page = self.query(columns=columns, limit=self.page_size, offset=offset, **filters)
+            page = self.query(
+                columns=columns,
+                limit=self.page_size,
+                offset=offset,
+                include_retracted=include_retracted,
+                **filters,
+            )
             if page:
                 yield page
             if len(page) < self.page_size:

@@ -107,6 +107,12 @@ class RemoteFeed:
             finally:
                 response.close()
 
+    def _lifecycle_params(self, params: dict[str, str]) -> dict[str, str]:
+        """Ask a v2 archive for retracted records too (with their lifecycle fields)."""
+        if self.protocol >= 2:
+            params["include_retracted"] = "1"
+        return params
+
     def iter_records(self, *, columns: str | None = None, **filters: Any) -> Iterator[Any]:
         """Yield the archive's records as they arrive, unchecked (for sync).
 
@@ -115,7 +121,9 @@ class RemoteFeed:
         there are; on v2 the query is paged (``page_size``). The records are
         handed over as the archive sent them (without ``seq``): the caller
         checks each one (``LocalCalibrationDB.add`` does) and sets aside those
-        it cannot store.
+        it cannot store. A v2 archive sends its retracted records too, with
+        their lifecycle fields, so that a cache learns of retractions and
+        holds as many records as the archive.
 
         Parameters
         ----------
@@ -129,7 +137,7 @@ class RemoteFeed:
         --------
         >>> ids = {rec.get("id") for rec in remote.iter_records(columns="id")}  # doctest: +SKIP
         """
-        params = self._query_params(filters)
+        params = self._lifecycle_params(self._query_params(filters))
         if self.protocol < 2:
             yield from self._stream_query(params)
             return
@@ -147,8 +155,12 @@ class RemoteFeed:
             offset += count
 
     def fetch_raw(self, cal_id: str) -> Any:
-        """Return the archive's record ``cal_id`` as sent (unchecked), or None if it has none."""
-        for raw in self._stream_query(self._query_params({"cal_id": cal_id})):
+        """Return the archive's record ``cal_id`` as sent (unchecked), or None if it has none.
+
+        A retracted record is returned too (v2), with its lifecycle fields.
+        """
+        params = self._lifecycle_params(self._query_params({"cal_id": cal_id}))
+        for raw in self._stream_query(params):
             return raw
         return None
 
@@ -156,7 +168,8 @@ class RemoteFeed:
         """Compare the archive's number of records of the instrument with ``count`` (v2).
 
         One page of at most two ids at offset ``count - 1``: cheap for the
-        archive, and no count route is needed.
+        archive, and no count route is needed. Retracted records count (a
+        cache keeps them too).
 
         Returns
         -------
@@ -167,8 +180,8 @@ class RemoteFeed:
         if self.protocol < 2:
             return None
         if count <= 0:
-            return 1 if self.query(columns="id", limit=1) else 0
-        page = self.query(columns="id", limit=2, offset=count - 1)
+            return 1 if self.query(columns="id", limit=1, include_retracted=True) else 0
+        page = self.query(columns="id", limit=2, offset=count - 1, include_retracted=True)
         return len(page) - 1
 
     def changes(self, since: int = 0, limit: int = 1000, *, validate: bool = True) -> dict:

@@ -235,6 +235,12 @@ def sync_from_archive(
     - ``mode='last_updated'``: add the records newer than the newest local
       ``last_updated``.
 
+    On a v2 archive the records read carry their lifecycle (publication time,
+    retraction time and reason), retracted ones included: a retraction or its
+    undoing gives the record a new ``seq`` and ``last_updated``, so the changes
+    feed and ``mode='last_updated'`` bring it, and the local database keeps it
+    beside the record (selection then skips a retracted calibration).
+
     A record that cannot be stored (it breaks the record rules, or SQLite
     refuses it) is set aside: logged with its id and the reason, counted in the
     report, its id kept in the local database, and tried again by the next sync.

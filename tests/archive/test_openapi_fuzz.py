@@ -30,7 +30,7 @@ def test_schemathesis(shared_archive, mode, instrument):
     origin = shared_archive.base.rsplit("/api/", 1)[0]
     schema = schemathesis.openapi.from_url(origin + "/openapi.json")
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert len(operations) == 8
+    assert len(operations) == 10
     for operation in operations:
         strategy = operation.as_strategy(
             generation_mode=mode,

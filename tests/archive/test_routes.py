@@ -257,6 +257,8 @@ def test_openapi_describes_every_route(archive):
         f"{prefix}/{{instrument}}/add": {"post"},
         f"{prefix}/{{instrument}}/download": {"get"},
         f"{prefix}/{{instrument}}/changes": {"get"},
+        f"{prefix}/{{instrument}}/retract": {"post"},
+        f"{prefix}/{{instrument}}/unretract": {"post"},
         f"{prefix}/{{instrument}}/files/{{cal_id}}": {"get", "put"},
     }
     assert {path: set(ops) for path, ops in paths.items()} == expected
