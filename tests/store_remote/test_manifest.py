@@ -74,23 +74,26 @@ def test_a_recorded_run_names_every_calibration_and_where_it_came_from(archive, 
     assert entries[3]["chosen"]["id"] == by_id[1]["id"]
 
 
-def test_replay_returns_the_recorded_files_after_newer_calibrations_appear(
-    archive, open_store, published, recorded
+def test_replay_returns_the_recorded_files_after_newer_ones_appear_and_old_ones_go(
+    archive, open_store, published, recorded, caplog
 ):
     manifest, chosen, _ = recorded
     publisher, _data = published
     publish_darks(publisher, [2, 5, 9])  # each now nearer to a frame than what the run used
+    publisher.remote_db.retract([r["id"] for _, r in chosen], "superseded")
     selector = NearestInTimeSelector("dark")
     fresh = open_store(archive.url(2), archive.tokens["read"], name="fresh")
     selected_now = [fresh.select_and_get_calibration(f, selector)[1]["id"] for f in FRAMES]
     assert set(selected_now).isdisjoint(r["id"] for _, r in chosen)  # the pin matters
 
     replay = open_store(archive.url(2), archive.tokens["read"], name="replay", manifest=manifest)
-    for frame, (old_path, old_record) in zip(FRAMES, chosen, strict=True):
-        path, record = replay.select_and_get_calibration(frame, NearestInTimeSelector("dark"))
-        assert record["id"] == old_record["id"]
-        assert Path(path).read_bytes() == Path(old_path).read_bytes()
-        assert Path(path).parent == Path(replay.data_dir)  # fetched into the replaying cache
+    with caplog.at_level("WARNING"):
+        for frame, (old_path, old_record) in zip(FRAMES, chosen, strict=True):
+            path, record = replay.select_and_get_calibration(frame, NearestInTimeSelector("dark"))
+            assert record["id"] == old_record["id"]
+            assert Path(path).read_bytes() == Path(old_path).read_bytes()
+            assert Path(path).parent == Path(replay.data_dir)  # fetched into the replaying cache
+    assert caplog.text.count("superseded") == len(FRAMES)  # each one used, with a warning
 
 
 def test_an_input_the_manifest_does_not_know_raises_unless_told_to_select(
