@@ -59,6 +59,7 @@ API_GROUPS = {
         "koa_middleware.database.reading",
         "koa_middleware.sqlite_wal",
         "koa_middleware.records",
+        "koa_middleware.timestamps",
         "koa_middleware.profiles",
         "koa_middleware.cache",
         "koa_middleware.cache.registration",

@@ -22,12 +22,11 @@ import math
 import re
 import uuid
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
 from .errors import InvalidRecordError
+from .timestamps import normalize_timestamp, utc_now  # noqa: F401 - part of the rules
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +49,6 @@ MAX_VERSION = 999
 MAX_FILENAME_BYTES = 255
 
 _COLUMN_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
-_ISO_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}$")
 _MD5_RE = re.compile(r"^[0-9a-f]{32}$")
 _UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 _VERSION_RE = re.compile(r"^\d{3}$")
@@ -213,59 +211,6 @@ def safe_path(directory: str | Path, filename: str) -> Path:
     return path
 
 
-def normalize_timestamp(value: Any, field: str = "timestamp") -> str:
-    """Normalize a timestamp to UTC ``YYYY-MM-DDTHH:MM:SS.sss``.
-
-    Accepts the ISO 8601 forms (with ``T`` or a space, any fraction, an optional
-    ``Z`` or offset), the HTTP-date form (``Thu, 12 Feb 2026 00:00:00 GMT``) and
-    ``datetime`` objects. Naive times are taken as UTC.
-
-    Raises
-    ------
-    InvalidRecordError
-        If ``value`` cannot be read as a timestamp.
-
-    Examples
-    --------
-    >>> normalize_timestamp("2026-02-12T03:04:05Z")
-    '2026-02-12T03:04:05.000'
-    """
-    if isinstance(value, str) and _ISO_RE.match(value):
-        try:  # the canonical form must still name a real moment (no month 13)
-            datetime.fromisoformat(value)
-        except ValueError:
-            pass
-        else:
-            return value
-        moment = None
-    else:
-        moment = _parse_timestamp(value)
-    if moment is None:
-        raise InvalidRecordError(
-            f"Invalid {field} {value!r}: use UTC 'YYYY-MM-DDTHH:MM:SS.sss', "
-            "e.g. '2026-02-12T03:04:05.000'."
-        )
-    if moment.tzinfo is not None:
-        moment = moment.astimezone(UTC).replace(tzinfo=None)
-    return moment.isoformat(timespec="milliseconds")
-
-
-def _parse_timestamp(value: Any) -> datetime | None:
-    if isinstance(value, datetime):
-        return value
-    if not isinstance(value, str) or not value.strip():
-        return None
-    text = value.strip()
-    try:
-        return datetime.fromisoformat(text)
-    except ValueError:
-        pass
-    try:
-        return parsedate_to_datetime(text)
-    except (TypeError, ValueError, IndexError):
-        return None
-
-
 def split_lifecycle(record: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """Separate a record from its lifecycle fields (:data:`LIFECYCLE_FIELDS`), checked.
 
@@ -326,11 +271,6 @@ def retraction_reason(reason: Any) -> str:
             f"The reason is {len(text)} characters long; keep it under {MAX_REASON_CHARS:,}."
         )
     return text
-
-
-def utc_now() -> str:
-    """Return the current UTC time as ``YYYY-MM-DDTHH:MM:SS.sss``."""
-    return datetime.now(UTC).replace(tzinfo=None).isoformat(timespec="milliseconds")
 
 
 def format_version(number: int) -> str:

@@ -30,7 +30,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from ..errors import InvalidRecordError
-from ..records import MAX_REASON_CHARS, utc_now, validate_cal_id
+from ..records import retraction_reason, utc_now, validate_cal_id
 from .inputs import text_problem
 from .problems import BadRequest, NotFound, PayloadTooLarge, shorten
 from .schema import records, seq_counters
@@ -141,19 +141,13 @@ def check_reason(value: Any) -> str:
     BadRequest
         If it is missing, empty, not storable text or longer than 2,000 characters.
     """
-    if not isinstance(value, str) or not value.strip():
-        raise BadRequest(
-            "A retraction needs a reason: send a non-empty 'reason', e.g. 'hot pixels in "
-            "the lower half'."
-        )
-    text = " ".join(value.split())
+    try:
+        text = retraction_reason(value)  # the one rule, shared with the clients
+    except InvalidRecordError as exc:
+        raise BadRequest(f"'reason': {exc}") from None
     problem = text_problem(text)
     if problem:
         raise BadRequest(f"'reason': {problem}; send plain text.")
-    if len(text) > MAX_REASON_CHARS:
-        raise BadRequest(
-            f"'reason' is {len(text)} characters long; keep it to {MAX_REASON_CHARS:,}."
-        )
     return text
 
 
