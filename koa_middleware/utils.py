@@ -47,6 +47,7 @@ _UUID4 = re.compile(
 )
 _ENV_TRUE = frozenset({"1", "true", "yes", "on"})
 _DATE_PREFIX = re.compile(r"\d{4}-\d{2}-\d{2}")
+_COMPACT_DATE = re.compile(r"\d{8}")
 _KOA_TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%f"
 _HTTP_DATE_FORMAT = "%a, %d %b %Y %H:%M:%S GMT"
 #: The Unix epoch (1970-01-01) as a Modified Julian Date.
@@ -225,7 +226,8 @@ def generate_koa_filehandle(instrument_name: str, datetime_obs: str, koa_id: str
     instrument_name : str
         The instrument, as it should appear in the path (e.g. ``'HISPEC'``).
     datetime_obs : str
-        The observation time; only its leading ``YYYY-MM-DD`` is used.
+        The observation time; only its leading ``YYYY-MM-DD`` is used. A date
+        alone in the form ``YYYYMMDD`` is taken too.
     koa_id : str
         The KOA id (for HISPEC and PARVI also the file name).
 
@@ -239,7 +241,7 @@ def generate_koa_filehandle(instrument_name: str, datetime_obs: str, koa_id: str
     TypeError
         If an argument is not a str.
     ValueError
-        If ``datetime_obs`` does not start with ``YYYY-MM-DD``.
+        If ``datetime_obs`` does not start with ``YYYY-MM-DD`` (nor is ``YYYYMMDD``).
 
     Examples
     --------
@@ -251,10 +253,12 @@ def generate_koa_filehandle(instrument_name: str, datetime_obs: str, koa_id: str
     _require_str(instrument_name, "generate_koa_filehandle: instrument_name", "HISPEC")
     _require_str(datetime_obs, "generate_koa_filehandle: datetime_obs", "2024-09-24T12:34:56.780")
     _require_str(koa_id, "generate_koa_filehandle: koa_id", "HB.20240924.45296.78.fits")
+    if _COMPACT_DATE.fullmatch(datetime_obs):
+        return f"/{instrument_name}/{datetime_obs[:4]}/{datetime_obs}/{koa_id}"
     if not _DATE_PREFIX.match(datetime_obs):
         raise ValueError(
             f"Invalid datetime_obs {datetime_obs!r}: expected a time starting with "
-            "'YYYY-MM-DD', e.g. '2024-09-24T12:34:56.780'."
+            "'YYYY-MM-DD', e.g. '2024-09-24T12:34:56.780', or a date 'YYYYMMDD'."
         )
     year, month, day = datetime_obs[:10].split("-")
     return f"/{instrument_name}/{year}/{year}{month}{day}/{koa_id}"
@@ -364,7 +368,8 @@ def mjd_to_isot_ms(mjd: float) -> str:
     Parameters
     ----------
     mjd : float
-        The Modified Julian Date (any real number: int, float, NumPy scalar).
+        The Modified Julian Date (any real number: int, float, NumPy scalar
+        or 0-d array).
 
     Returns
     -------
@@ -388,7 +393,15 @@ def mjd_to_isot_ms(mjd: float) -> str:
     '1970-01-01T00:00:00.000'
     """
     if not isinstance(mjd, numbers.Real):
-        raise TypeError(f"mjd_to_isot_ms: mjd must be a real number, not {type(mjd).__name__}.")
+        # A NumPy 0-d array (what many array operations give) is a number too.
+        try:
+            if isinstance(mjd, str | bytes):
+                raise TypeError
+            mjd = float(mjd)
+        except (TypeError, ValueError):
+            raise TypeError(
+                f"mjd_to_isot_ms: mjd must be a real number, not {type(mjd).__name__}."
+            ) from None
     offset = (mjd - _UNIX_EPOCH_MJD) * _DAY_SECONDS
     if offset != offset:
         raise ValueError("mjd_to_isot_ms: mjd is NaN; expected a finite Modified Julian Date.")

@@ -299,14 +299,19 @@ _TAKES_MODEL: dict[Any, bool] = {}
 
 
 def _finalize(steps: RegistrationHost, cal: Any, cal_record: dict, path: str) -> dict:
-    """Call ``_finalize_cal_record`` as declared: ``(cal, record, path)`` or ``(record, path)``."""
+    """Call ``_finalize_cal_record`` as declared: ``(cal, record, path)`` or ``(record, path)``.
+
+    The earlier form is one with fewer than three positional parameters, or
+    whose first is named ``cal_record`` (``(cal_record, local_filepath, extra=None)``).
+    """
     method = steps._finalize_cal_record
     function = getattr(method, "__func__", method)
     if function not in _TAKES_MODEL:
         params = inspect.signature(method).parameters.values()
         positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
         variadic = any(p.kind is p.VAR_POSITIONAL for p in params)
-        _TAKES_MODEL[function] = variadic or len(positional) >= 3
+        earlier = len(positional) < 3 or positional[0].name == "cal_record"
+        _TAKES_MODEL[function] = variadic or not earlier
     if _TAKES_MODEL[function]:
         result = method(cal, cal_record, path)
     else:

@@ -315,13 +315,22 @@ class RegistrationSteps:
             return str(destination)
 
     def _finalize_cal_record(
-        self, cal: SupportsCalibrationModelIO, cal_record: dict, local_filepath: str
+        self, cal: Any, cal_record: Any, local_filepath: str | None = None
     ) -> dict:
         """Step 3: the file name, MD5 and size of the saved file, into the record.
 
-        Overrides may also take ``(cal_record, local_filepath)``; both are called
-        the way they are declared.
+        Called as ``(cal, cal_record, local_filepath)``. Pipelines written a
+        little earlier override it as ``(cal_record, local_filepath)`` and call
+        ``super()`` that way; both forms work, and overrides are called the way
+        they are declared.
+
+        Examples
+        --------
+        >>> path = "/cache/dark_001.fits"
+        >>> record = store._finalize_cal_record(model, record, path)  # doctest: +SKIP
         """
+        if local_filepath is None:  # the earlier form: (cal_record, local_filepath)
+            cal_record, local_filepath = cal, cal_record
         md5, size = self._file_digest(local_filepath)
         cal_record["filename"] = os.path.basename(local_filepath)
         cal_record["file_md5"] = md5

@@ -8,7 +8,11 @@ from pathlib import Path
 
 import pytest
 from compat.hispec_pipeline.datamodel import HispecCalibration, read_header
-from compat.hispec_pipeline.store import EarlierPipelineStore, HispecCalibrationStore
+from compat.hispec_pipeline.store import (
+    EarlierPipelineStore,
+    EarlierSuperPipelineStore,
+    HispecCalibrationStore,
+)
 
 from koa_middleware import CalibrationStore
 from koa_middleware.errors import CalibrationSaveError, ChecksumMismatchError, InvalidRecordError
@@ -198,3 +202,15 @@ def test_sync_records_from_cached_files_versions_one_after_another(store):
         data = (store.layout.calibrations_dir / record["filename"]).read_bytes()
         assert record["file_md5"] == hashlib.md5(data).hexdigest()
     assert store.detect_version_issues() == []
+
+
+def test_an_earlier_finalize_override_may_call_super_the_earlier_way(tmp_path, no_koa_environment):
+    cache = str(tmp_path / "cache")
+    with EarlierSuperPipelineStore("hispec", cache, connect_remote=False) as store:
+        model = HispecCalibration(dark(), data=os.urandom(3000))
+        path, record = store.register_calibration(model)
+        data = Path(path).read_bytes()
+        assert record["filename"] == Path(path).name == "hispec_dark_yj_20260301_v001.fits"
+        assert record["file_md5"] == record["md5_at_finalize"] == hashlib.md5(data).hexdigest()
+        assert record["file_size"] == len(data)
+        assert store.local_db.query_id(record["id"]) == record

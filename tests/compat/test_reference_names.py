@@ -258,3 +258,12 @@ def test_the_archive_service_never_loads_the_client_store():
 def test_local_databases_never_load_the_http_client():
     loaded = _modules_loaded_by("koa_middleware.database:LocalCalibrationDB")
     assert "koa_middleware.client.remote_database" not in loaded
+
+
+def test_the_logging_module_of_the_original_imports():
+    import importlib
+
+    module = importlib.import_module("koa_middleware.logging_utils")
+    assert module.logger is logging.getLogger("koa_middleware")
+    # The application configures logging: nothing here prints on its own.
+    assert all(isinstance(h, logging.NullHandler) for h in module.logger.handlers)

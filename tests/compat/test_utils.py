@@ -396,7 +396,13 @@ def test_filehandle_of_the_documented_example():
     )
 
 
-@pytest.mark.parametrize("datetime_obs", ["", "2024", "garbage", "20240924T000000", "24-09-24"])
+def test_generate_koa_filehandle_takes_a_compact_date_as_the_original_does():
+    assert generate_koa_filehandle("HISPEC", "20240924", "x") == "/HISPEC/2024/20240924/x"
+
+
+@pytest.mark.parametrize(
+    "datetime_obs", ["", "2024", "garbage", "20240924T000000", "24-09-24", "202409240"]
+)
 def test_generate_koa_filehandle_wants_a_date(datetime_obs):
     # The original slices whatever it gets ('/HISPEC/garb/garbage/k'); we say what we expect.
     with pytest.raises(ValueError, match="expected a time starting with 'YYYY-MM-DD'"):
@@ -470,7 +476,12 @@ def test_mjd_to_isot_ms_out_of_range(mjd, error):
         mjd_to_isot_ms(mjd)
 
 
-@pytest.mark.parametrize("mjd", [None, "60310.5", [1]])
+def test_mjd_to_isot_ms_takes_a_numpy_0d_array():
+    np = pytest.importorskip("numpy")
+    assert mjd_to_isot_ms(np.array(60310.5)) == "2024-01-01T12:00:00.000"
+
+
+@pytest.mark.parametrize("mjd", [None, "60310.5", b"60310.5", [1], object()])
 def test_mjd_to_isot_ms_wants_a_number(mjd):
     with pytest.raises(TypeError, match="must be a real number"):
         mjd_to_isot_ms(mjd)

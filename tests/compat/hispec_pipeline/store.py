@@ -59,3 +59,14 @@ class EarlierPipelineStore(HispecCalibrationStore):
         cal_record["filename"] = os.path.basename(local_filepath)
         cal_record["file_md5"] = generate_md5_file(local_filepath)
         return cal_record
+
+
+class EarlierSuperPipelineStore(CalibrationStore):
+    """Also written a little earlier: the earlier ``_finalize_cal_record`` form,
+    with an extra optional parameter, handing the work to ``super()`` that way."""
+
+    def _finalize_cal_record(self, cal_record, local_filepath, stamp_md5=True):
+        cal_record = super()._finalize_cal_record(cal_record, local_filepath)
+        if stamp_md5:
+            cal_record["md5_at_finalize"] = cal_record["file_md5"]
+        return cal_record
