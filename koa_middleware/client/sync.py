@@ -296,7 +296,7 @@ def sync_from_archive(
         _store_stream(intake, remote_db.iter_records(**filters), progress)
     elif remote_db.protocol >= 2:
         # Where the last check found as many records on both sides, at this cursor and
-        # with this many local records, the counts are still equal once the changes
+        # with this many of its records here, the counts are still equal once the changes
         # since then are stored (the archive never drops a record).
         before = _count_mark(local_db, remote_db)
         _pull_changes(intake, progress)
@@ -343,8 +343,8 @@ def _checked_key(remote_db: RemoteCalibrationDB) -> str:
 
 
 def _count_mark(local_db: LocalCalibrationDB, remote_db: RemoteCalibrationDB) -> str:
-    """The changes cursor and the local number of records, as one string."""
-    return f"{local_db.get_meta(cursor_key(remote_db))} {len(local_db)}"
+    """The changes cursor and the number of records here the archive published, as one string."""
+    return f"{local_db.get_meta(cursor_key(remote_db))} {local_db.count_published()}"
 
 
 def _pull_missing_ids(
@@ -355,7 +355,8 @@ def _pull_missing_ids(
     ``counts_equal``: known without asking the archive (see :func:`sync_from_archive`).
     """
     local_db, remote_db = intake.local_db, intake.remote_db
-    if counts_equal or remote_db.compare_count(len(local_db)) == 0:
+    # Records registered here and not pushed yet are not the archive's: left out.
+    if counts_equal or remote_db.compare_count(local_db.count_published()) == 0:
         # As many records on both sides: remembered, so the next sync need not ask.
         local_db.set_meta(_checked_key(remote_db), _count_mark(local_db, remote_db))
         return

@@ -29,6 +29,7 @@ from ..records import (
     validate_record,
 )
 from ..sqlite_wal import connect
+from ..timestamps import utc_now
 from .calibration_table import CalibrationTable
 from .reading import RecordReading, quote_identifier
 from .side_tables import (
@@ -272,7 +273,9 @@ class LocalCalibrationDB(RecordReading, SideTables):
         ----------
         cals : dict | iterable of dict
             One record or many. Each needs ``id``, ``filename``, ``cal_type`` and
-            ``datetime_obs``; values are validated and normalized.
+            ``datetime_obs``; values are validated and normalized. A record
+            without ``last_updated`` gets the current UTC time (one time for the
+            whole call).
         alter : bool
             Add columns that the records bring and the table lacks. If False,
             such records are refused.
@@ -299,6 +302,11 @@ class LocalCalibrationDB(RecordReading, SideTables):
         records = [
             validate_record(cal, LOCAL_REQUIRED_FIELDS) for cal in ([cals] if single else cals)
         ]
+        # One time for the whole batch, as the reference does, for records without one.
+        stamp = utc_now()
+        for record in records:
+            if not record.get("last_updated"):
+                record["last_updated"] = stamp
         records = self.add_validated(records, alter)
         return records[0] if single else records
 
@@ -383,6 +391,22 @@ class LocalCalibrationDB(RecordReading, SideTables):
 
     def __len__(self) -> int:
         return self.conn.execute(f"SELECT COUNT(*) FROM {self._quoted_table}").fetchone()[0]
+
+    def count_published(self) -> int:
+        """Return how many records here an archive published (it sent their ``published_at``).
+
+        Records registered here and not pushed yet are left out, so a sync can
+        compare this number with the archive's to see whether any of its
+        records is missing here.
+
+        Examples
+        --------
+        >>> db.count_published()  # doctest: +SKIP
+        2014
+        """
+        sql = f'SELECT COUNT(*) FROM {self._quoted_table} JOIN "_koa_published" USING (id)'
+        with self._lock:
+            return self.conn.execute(sql).fetchone()[0]
 
     def close(self) -> None:
         """Close the connection. Calling it again does nothing."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -293,9 +294,18 @@ def test_verify_finds_missing_and_corrupt_files(tmp_path, env, filled):
     folder = tmp_path / "cache" / "calibrations" / "hispec"
     (folder / filled[0].name).unlink()
     corrupt = folder / filled[1].name
+    placed = corrupt.stat()
     data = bytearray(corrupt.read_bytes())
     data[-1] ^= 0xFF  # same size, different MD5
     corrupt.write_bytes(bytes(data))
+    # Same inode and mtime too: verify reads the bytes, it does not trust the stat.
+    os.utime(corrupt, ns=(placed.st_atime_ns, placed.st_mtime_ns))
+    after = corrupt.stat()
+    assert (after.st_size, after.st_mtime_ns, after.st_ino) == (
+        placed.st_size,
+        placed.st_mtime_ns,
+        placed.st_ino,
+    )
     before = records_in(env)
     result = koa_cal("verify", env=env)
     assert result.returncode == 1

@@ -40,13 +40,15 @@ def bad_archive(publisher, shared_archive, tmp_path, local_db):
     plant(shared_archive, ids[1], filename="../outside.fits")
     plant(shared_archive, ids[2], extra={"big": 2**70})
     plant(shared_archive, ids[3], extra={f"col{i}": i for i in range(2100)})
-    # A local record already claims the file name of ids[4] under another id.
+    # A local record already claims the file name of ids[4] under another id
+    # (updated long ago: a last_updated sync still asks for the archive's records).
     local_db.add(
         {
             "id": str(uuid.uuid4()),
             "filename": records[4]["filename"],
             "cal_type": "dark",
             "datetime_obs": "2026-01-01T00:00:00.000",
+            "last_updated": "2000-01-01T00:00:00.000",
         }
     )
     return {"good": {ids[0], ids[5]}, "bad": set(ids[1:5]), "clash": ids[4], "records": records}
@@ -160,6 +162,62 @@ def test_mode_id_after_a_sync_with_new_records_and_a_deleted_one(
     added = {rec["id"] for rec in pull_records(local_db, remote)}
     assert added == {records[0]["id"]} | {rec["id"] for rec in new}
     assert len(local_db) == 5
+
+
+def test_mode_id_brings_back_a_deleted_record_beside_one_registered_here(
+    publisher, local_db, tmp_path, instrument
+):
+    """A record only here must not hide, in the counts, one of the archive's missing here."""
+    records = publish(publisher, tmp_path / "files", 3)
+    pull_records(local_db, publisher)
+    local_db.add(
+        {
+            "id": str(uuid.uuid4()),
+            "filename": "only_here.fits",
+            "cal_type": "dark",
+            "datetime_obs": "2026-01-01T00:00:00.000",
+            "origin": "LOCAL",
+        }
+    )
+    gone = records[1]["id"]
+    local_db.delete(gone)
+    assert len(local_db) == 3  # as many as the archive holds, yet one of them is missing
+    assert [rec["id"] for rec in pull_records(local_db, publisher)] == [gone]
+    assert set(local_db.get_column("id")) >= {rec["id"] for rec in records}
+
+
+def test_ids_are_listed_only_when_the_counts_differ(shared_archive, local_db, tmp_path, instrument):
+    """An incremental sync with nothing missing asks one count page, never every id."""
+    from support.archive import make_client
+    from support.relay import Relay
+
+    def id_listings(relay: Relay) -> int:
+        # The count check asks at most two ids; listing them all asks a full page.
+        return sum("columns=id" in head and "limit=2" not in head for head in relay.heads)
+
+    server = shared_archive.servers[2]
+    with (
+        Relay(server.port) as relay,
+        make_client(
+            relay.rewrite(shared_archive.url(2)), instrument, shared_archive.tokens["write"]
+        ) as remote,
+    ):
+        records = publish(remote, tmp_path / "files", 3)
+        pull_records(local_db, remote)  # counts compared, found equal, remembered
+        relay.heads.clear()
+        assert pull_records(local_db, remote) == []
+        assert relay.count("columns=id") == 0  # nothing changed since: nothing to ask
+
+        local_db.delete(records[0]["id"])
+        relay.heads.clear()
+        assert [rec["id"] for rec in pull_records(local_db, remote)] == [records[0]["id"]]
+        assert id_listings(relay) == 1
+
+        publish(remote, tmp_path / "more", 2)
+        relay.heads.clear()
+        assert len(pull_records(local_db, remote)) == 2
+        assert relay.count("columns=id") == 1  # the count page only
+        assert id_listings(relay) == 0
 
 
 def test_anything_in_a_changes_page_that_is_not_a_record_is_set_aside(tmp_path):

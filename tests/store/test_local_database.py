@@ -60,6 +60,25 @@ def test_add_returns_the_shape_it_was_given(db):
     assert db.add([]) == []
 
 
+def test_records_without_last_updated_get_the_time_of_the_add(db):
+    from koa_middleware.timestamps import utc_now
+
+    given = rec(0)
+    before = utc_now()
+    undated = [rec(1, last_updated=None), rec(2)]
+    del undated[1]["last_updated"]
+    stored = db.add([given, *undated])
+    after = utc_now()
+    stamps = {r["last_updated"] for r in stored[1:]}
+    assert len(stamps) == 1  # one time for the whole batch
+    (stamp,) = stamps
+    assert before <= stamp <= after
+    assert stored[0]["last_updated"] == given["last_updated"]  # a given time is kept
+    assert db.get_last_updated() == stamp
+    found = db.query(last_updated_start=stamp)
+    assert sorted(r["id"] for r in found) == sorted(r["id"] for r in undated)
+
+
 def test_rows_keep_the_order_they_were_added_in(db):
     # ids deliberately in descending order: a store that sorts by id would reverse them
     records = [rec(100 - i, filename=f"tie_{i}.fits", mjd_start=60000.0) for i in range(30)]
