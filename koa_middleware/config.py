@@ -25,6 +25,8 @@ Environment variables
                                               least recently used files go)
 ``KOA_INSTRUMENT_PROFILE``                    none (a TOML instrument profile; see
                                               :mod:`koa_middleware.profiles`)
+``KOA_MAX_ANSWER_BYTES``                      ``256MiB`` (the most bytes, decompressed,
+                                              read of one archive answer; e.g. ``1GiB``)
 ============================================= ===========================================
 """
 
@@ -155,6 +157,8 @@ class StoreConfig:
     cache_max_size: int | None = None
     #: Read-only caches searched before ``cache_dir`` (absolute folders, in order).
     readonly_caches: tuple[str, ...] = ()
+    #: The most bytes (decompressed) the archive client reads of one answer; None: its default.
+    max_answer_bytes: int | None = None
     #: name -> the resolved :class:`Setting`, in display order.
     settings: dict[str, Setting] = field(default_factory=dict, compare=False)
 
@@ -258,8 +262,9 @@ def resolve_config(
     s["keck_password"] = _pick(None, "KECK_OBSERVER_PASSWORD", secret=True)
     s["progress"] = progress_from_env()
     s["allow_retracted"] = _flag(allow_retracted, "KOA_ALLOW_RETRACTED", False)
-    s["cache_max_size"] = _size(_pick(None, "KOA_CACHE_MAX_SIZE"))
+    s["cache_max_size"] = _size("KOA_CACHE_MAX_SIZE")
     s["readonly_caches"] = _readonly_caches(readonly_caches, s["cache_dir"].value)
+    s["max_answer_bytes"] = _answer_limit()
     return StoreConfig.from_settings(s)
 
 
@@ -290,13 +295,48 @@ class _Folders(tuple):
         return os.pathsep.join(self)
 
 
-def _size(picked: Setting) -> Setting:
-    """A size setting in bytes (``50GiB``, ``500MB``), or None when unset."""
-    if picked.value is None:
-        return picked
+def _size(env_name: str) -> Setting:
+    """A size setting in bytes from ``env_name`` (``50GiB``, ``500MB``), or None when unset.
+
+    Raises
+    ------
+    ConfigurationError
+        Naming the variable, if it holds no size.
+    """
+    picked = _pick(None, env_name)
+    if picked.value is None or not picked.value.strip():
+        return Setting(None, "default")
     from .cache.prune import parse_size
 
-    return Setting(parse_size(picked.value), picked.source)
+    try:
+        return Setting(parse_size(picked.value), picked.source)
+    except (ConfigurationError, OverflowError):
+        shown = picked.value if len(picked.value) <= 40 else picked.value[:40] + "..."
+        raise ConfigurationError(
+            f"{env_name}={shown!r} is not a size: give bytes, or a number with a unit "
+            "such as 500MB or 50GiB."
+        ) from None
+
+
+def _answer_limit() -> Setting:
+    """The client's answer-size limit: ``KOA_MAX_ANSWER_BYTES``, else the client's default.
+
+    Raises
+    ------
+    ConfigurationError
+        Naming the variable, if it holds no size or zero.
+    """
+    picked = _size("KOA_MAX_ANSWER_BYTES")
+    if picked.value is None:
+        from .client.http import DEFAULT_MAX_ANSWER_BYTES
+
+        return Setting(DEFAULT_MAX_ANSWER_BYTES, "default")
+    if picked.value < 1:
+        raise ConfigurationError(
+            f"KOA_MAX_ANSWER_BYTES={os.environ['KOA_MAX_ANSWER_BYTES']!r} allows no answer at "
+            "all: give at least a few MB (the default is 256MiB), e.g. 512MB or 1GiB."
+        )
+    return Setting(picked.value, picked.source)
 
 
 def _flag(argument: bool | None, env_name: str, default: bool) -> Setting:

@@ -487,3 +487,42 @@ def _refuse_case_clash(record: Mapping[str, Any]) -> None:
                 f"Fields {other!r} and {key!r} differ only by case; column names are not "
                 "case-sensitive in SQLite, so a record may hold only one of them. Rename one."
             )
+
+
+def ascii_int(text: str | None, signed: bool = False) -> int | None:
+    """Read a whole number of ASCII digits within 64 bits; None for anything else.
+
+    For numbers in headers and query strings. Unlike ``int()``, it refuses ``_``
+    separators, other digits (``'\\u00b2'``), surrounding space and a missing
+    value, and it never converts more than 19 significant digits (``int()`` of
+    more than 4,300 digits raises, and a longer number is out of range anyway).
+
+    Parameters
+    ----------
+    text : str | None
+        The text, e.g. a header or query parameter value.
+    signed : bool
+        Accept a leading ``-`` or ``+``.
+
+    Returns
+    -------
+    int | None
+        The number, or None.
+
+    Examples
+    --------
+    >>> ascii_int("0042"), ascii_int("9" * 5000), ascii_int("-1"), ascii_int("-1", signed=True)
+    (42, None, None, -1)
+    >>> ascii_int("\\u00b2"), ascii_int(" 7"), ascii_int(None)
+    (None, None, None)
+    """
+    if not text:
+        return None
+    digits = text[1:] if signed and text[:1] in ("-", "+") else text
+    if not digits or not (digits.isascii() and digits.isdigit()):
+        return None
+    significant = digits.lstrip("0") or "0"
+    if len(significant) > 19:
+        return None
+    number = -int(significant) if text[:1] == "-" and digits is not text else int(significant)
+    return number if -MAX_INTEGER <= number <= MAX_INTEGER else None

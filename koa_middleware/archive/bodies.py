@@ -22,8 +22,8 @@ from typing import Any
 
 from fastapi import Request
 
-from ..records import ARCHIVE_REQUIRED_FIELDS, SERVER_FIELDS, validate_record
-from .inputs import ascii_int, check_storable
+from ..records import ARCHIVE_REQUIRED_FIELDS, SERVER_FIELDS, ascii_int, validate_record
+from .inputs import check_storable
 from .problems import BadRequest, PayloadTooLarge, RequestTimeout, invalid_batch, shorten
 
 logger = logging.getLogger(__name__)

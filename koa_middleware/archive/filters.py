@@ -17,13 +17,13 @@ import sqlalchemy as sa
 from ..errors import InvalidRecordError
 from ..records import (
     BOOLEAN_COLUMNS,
+    ascii_int,
     normalize_bool,
     normalize_timestamp,
     normalize_version,
     validate_cal_id,
     validate_column_name,
 )
-from .inputs import ascii_int
 from .problems import BadRequest, shorten
 from .schema import records
 

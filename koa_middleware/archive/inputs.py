@@ -12,39 +12,16 @@ from typing import Any
 from fastapi import Request
 
 from ..errors import InvalidRecordError
-from ..records import parse_bool, validate_cal_id, validate_column_name
+from ..records import (
+    MAX_INTEGER,
+    ascii_int,
+    parse_bool,
+    validate_cal_id,
+    validate_column_name,
+)
 from .problems import BadRequest, shorten
 
 logger = logging.getLogger(__name__)
-
-
-def ascii_int(text: str, signed: bool = False) -> int | None:
-    """Read a whole number of ASCII digits within 64 bits; None for anything else.
-
-    Unlike ``int()``, it refuses ``_`` separators, non-ASCII digits and surrounding
-    space, and it never converts more than 19 significant digits (``int()`` of more
-    than 4,300 raises, and a longer number is out of range anyway).
-
-    Parameters
-    ----------
-    text : str
-        The text, e.g. a header or query parameter value.
-    signed : bool
-        Accept a leading ``-`` or ``+``.
-
-    Examples
-    --------
-    >>> ascii_int("0042"), ascii_int("9" * 5000), ascii_int("-1"), ascii_int("-1", signed=True)
-    (42, None, None, -1)
-    """
-    digits = text[1:] if signed and text[:1] in ("-", "+") else text
-    if not digits or not (digits.isascii() and digits.isdigit()):
-        return None
-    significant = digits.lstrip("0") or "0"
-    if len(significant) > 19:
-        return None
-    number = -int(significant) if text[:1] == "-" and digits is not text else int(significant)
-    return number if -MAX_INT <= number <= MAX_INT else None
 
 
 def cal_id_param(value: str) -> str:
@@ -71,7 +48,7 @@ def int_param(name: str, value: str | None, default: int, low: int, high: int | 
     if value is None or value == "":
         return default
     number = ascii_int(value.strip(), signed=True)
-    high = MAX_INT if high is None else high
+    high = MAX_INTEGER if high is None else high
     if number is None or number < low or number > high:
         bounds = f"{low}..{high}"
         raise BadRequest(
@@ -114,7 +91,6 @@ def columns_param(value: str | None) -> list[str] | None:
 
 
 #: The largest integer both catalog databases store (signed 64 bits).
-MAX_INT = 2**63 - 1
 
 
 def check_storable(key: str, value: Any) -> None:
@@ -125,8 +101,8 @@ def check_storable(key: str, value: Any) -> None:
             raise InvalidRecordError(f"Invalid value for {key!r}: {problem}.")
     elif isinstance(value, float) and not math.isfinite(value):
         raise InvalidRecordError(f"Invalid value for {key!r}: {value} is not a finite number.")
-    elif isinstance(value, int) and key in ("file_size",) and value > MAX_INT:
-        raise InvalidRecordError(f"Invalid {key} {value}: larger than {MAX_INT}.")
+    elif isinstance(value, int) and key in ("file_size",) and value > MAX_INTEGER:
+        raise InvalidRecordError(f"Invalid {key} {value}: larger than {MAX_INTEGER}.")
 
 
 def text_problem(value: str) -> str | None:

@@ -21,8 +21,8 @@ from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import BinaryIO
 
+from ..records import ascii_int
 from .catalog import StoredFile
-from .inputs import ascii_int
 from .problems import BadRequest, PayloadTooLarge, RangeNotSatisfiable, shorten
 from .storage import PendingFile
 

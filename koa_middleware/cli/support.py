@@ -310,7 +310,12 @@ def open_archive(state: State) -> Any:
             "KOA_CALIBRATIONS_URL at another archive."
         )
     # The client finds the credential itself, so that its errors name where it came from.
-    return RemoteCalibrationDB(cfg.instrument_name, url=cfg.url, retries=state.retries)
+    return RemoteCalibrationDB(
+        cfg.instrument_name,
+        url=cfg.url,
+        retries=state.retries,
+        max_answer_bytes=cfg.max_answer_bytes,
+    )
 
 
 def cache_is_new(state: State) -> bool:

@@ -81,7 +81,11 @@ class ArchiveSide:
         # A token from the environment is left for the client to find, so that its errors
         # say where the credential came from.
         token = cfg.token if cfg.source("token") == "argument" else None
-        return RemoteCalibrationDB(self.instrument_name, url=cfg.url, token=token)
+        if cfg.max_answer_bytes is None:
+            return RemoteCalibrationDB(self.instrument_name, url=cfg.url, token=token)
+        return RemoteCalibrationDB(
+            self.instrument_name, url=cfg.url, token=token, max_answer_bytes=cfg.max_answer_bytes
+        )
 
     def _fetch_remote_record(self, cal: Any) -> dict:
         described = cal if isinstance(cal, str) else self.record_from(cal).get("id")

@@ -28,7 +28,7 @@ from typing import Any
 import httpx
 
 from ..errors import KOADownloadError
-from ..records import safe_path
+from ..records import ascii_int, safe_path
 from .downloads import progress_bar
 
 logger = logging.getLogger(__name__)
@@ -168,8 +168,7 @@ def download_koa(
 
 def _save_answer(response: httpx.Response, destination: Path, progress: bool | None) -> None:
     """Write the answer's body next to ``destination``, then rename it into place."""
-    length = response.headers.get("content-length", "")
-    total = int(length) if length.isdigit() else None
+    total = ascii_int(response.headers.get("content-length"))  # only for the progress bar
     # Same folder (so the rename is atomic), a name nothing else uses, and the usual
     # permissions (0666 less the umask), as if the file had been opened directly.
     partial = destination.with_name(f".{destination.name[:100]}.{uuid.uuid4().hex}.part")

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import sys
 import time
 from collections.abc import Iterable, Mapping
@@ -39,18 +40,25 @@ from ..cache.layout import (
     place_file,
 )
 from ..errors import (
+    ArchiveError,
     CalibrationNotFoundError,
     ChecksumMismatchError,
     KOAError,
     RemoteUnavailableError,
 )
 from ..hashing import verify_file
-from ..records import is_cal_id
+from ..records import ascii_int, is_cal_id
+from .http import redact_url
 from .incoming import IncomingFile
 from .progress import progress_bar, progress_enabled  # re-exported: callers import them here
 from .zip_member import extract_single_member
 
 logger = logging.getLogger(__name__)
+
+#: ``bytes FIRST-LAST/TOTAL`` (TOTAL may be ``*``): what a 206 answer's Content-Range says.
+_CONTENT_RANGE = re.compile(r"bytes +([0-9]+)-([0-9]+)/([0-9]+|\*)", re.IGNORECASE)
+#: The most characters of a bad header value shown in an error.
+_SHOWN_CHARS = 60
 
 
 class FileSource(Protocol):
@@ -142,6 +150,7 @@ def download_record_file(
     """
     cal_id = record["id"]
     incoming = IncomingFile(partial, record.get("file_size"))
+    restarted = False
     while True:
         try:
             if remote_db.protocol >= 2:
@@ -153,8 +162,10 @@ def download_record_file(
             break
         except ChecksumMismatchError:
             incoming.discard()
-            if incoming.resumed:
-                # The kept part may be what went wrong: one more try, from the first byte.
+            if incoming.resumed and not restarted:
+                # The kept part may be what went wrong: one more try, from the first byte
+                # (only one: an archive that keeps failing so must not keep us here).
+                restarted = True
                 logger.warning(
                     "The resumed download of %s does not verify; downloading it again.",
                     record["filename"],
@@ -164,19 +175,26 @@ def download_record_file(
             raise
         except OSError as exc:
             if not is_disk_full(exc):
-                incoming.close()  # kept for the next attempt to resume
+                _keep_for_resume(incoming)
                 raise
             # No room: keep nothing, so the space the partial file took is free again.
             incoming.discard()
             what = f"the download of {record['filename']}"
             raise cache_full_error(exc, partial.parent, record.get("file_size"), what) from exc
         except BaseException:
-            # Keep a partial raw download for the next attempt to resume; drop anything else.
-            incoming.close()
+            _keep_for_resume(incoming)
             raise
     place_file(partial, destination, synced=True)
     logger.info("Downloaded calibration %s to %s (%d bytes).", cal_id, destination, incoming.size)
     return destination
+
+
+def _keep_for_resume(incoming: IncomingFile) -> None:
+    """Keep what a broken download received for the next attempt to resume; an empty file goes."""
+    if incoming.size:
+        incoming.close()
+    else:
+        incoming.discard()
 
 
 def _download_raw(
@@ -201,7 +219,7 @@ def _download_raw(
                     headers["If-Range"] = f'"{expected_md5}"'
             try:
                 with remote_db.open_file_stream(cal_id, headers) as response:
-                    if not _accept_resume(response, incoming, bar):
+                    if not _accept_resume(response, record, incoming, bar):
                         continue
                     limit = _size_limit(record, response)
                     for chunk in response.iter_raw():
@@ -247,20 +265,52 @@ def _retry_delay(
     return min(30.0, remote_db.backoff * 2 ** (failures - 1))
 
 
-def _accept_resume(response: httpx.Response, incoming: IncomingFile, bar: tqdm) -> bool:
-    """Line the partial file up with the answer; False when the request must be repeated."""
+def _accept_resume(
+    response: httpx.Response, record: Mapping[str, Any], incoming: IncomingFile, bar: tqdm
+) -> bool:
+    """Line the partial file up with the answer; False when the request must be repeated.
+
+    The request asked for ``Range: bytes=N-`` exactly when the partial file
+    holds N > 0 bytes. Repeating it from the first byte is the remedy for an
+    answer that does not fit the partial file; an answer that does not fit a
+    request for the whole file is refused, so a broken archive cannot keep the
+    download going round.
+
+    Raises
+    ------
+    ArchiveError
+        If the answer's Content-Range is invalid, or it does not fit a request
+        for the whole file.
+    """
     if response.status_code == 416:
+        if not incoming.size:
+            raise _bad_answer(
+                response,
+                record,
+                "answered 416 (range not satisfiable) to a request for the whole file",
+            )
         # The partial file is not a prefix of the archive's file: start over.
         logger.info("The archive refused to resume %s; starting over.", incoming.path.name)
         incoming.open(resume=False)
         bar.reset()
         return False
     if response.status_code == 206:
-        content_range = response.headers.get("content-range", "")
-        start = content_range.removeprefix("bytes ").split("-", 1)[0]
-        if start.isdigit() and int(start) == incoming.size:
+        first, _, _ = _content_range(response, record)
+        if first == incoming.size:
             return True
-        logger.info("Unexpected Content-Range %r; starting over.", content_range)
+        if not incoming.size:
+            raise _bad_answer(
+                response,
+                record,
+                f"sent its bytes from {first} on (Content-Range "
+                f"{_shown(response.headers.get('content-range'))}) when asked for the whole file",
+            )
+        logger.info(
+            "The archive resumed %s at byte %d, not %d; starting over.",
+            incoming.path.name,
+            first,
+            incoming.size,
+        )
         incoming.open(resume=False)
         bar.reset()
         return False
@@ -271,21 +321,89 @@ def _accept_resume(response: httpx.Response, incoming: IncomingFile, bar: tqdm) 
     return True
 
 
-def _declared_size(response: httpx.Response) -> int | None:
-    """The whole file's size the archive declares (Content-Range total, else Content-Length)."""
-    total = response.headers.get("content-range", "").rpartition("/")[2]
-    if response.status_code == 206 and total.isdigit():
-        return int(total)
-    length = response.headers.get("content-length", "")
-    return int(length) if length.isdigit() and response.status_code == 200 else None
+def _content_range(
+    response: httpx.Response, record: Mapping[str, Any]
+) -> tuple[int, int, int | None]:
+    """A 206 answer's Content-Range: its first and last byte, and the file's size (or None).
+
+    Raises
+    ------
+    ArchiveError
+        If the header is missing or invalid: not ``bytes FIRST-LAST/TOTAL``
+        (TOTAL may be ``*``) in ASCII digits, a number of 2**63 or more, or
+        LAST before FIRST or not before TOTAL.
+    """
+    value = response.headers.get("content-range")
+    match = _CONTENT_RANGE.fullmatch(value.strip()) if value else None
+    if match is not None:
+        first, last = ascii_int(match.group(1)), ascii_int(match.group(2))
+        total = None if match.group(3) == "*" else ascii_int(match.group(3))
+        if (
+            first is not None
+            and last is not None
+            and first <= last
+            and (match.group(3) == "*" or (total is not None and last < total))
+        ):
+            return first, last, total
+    raise _bad_answer(
+        response,
+        record,
+        f"sent an invalid Content-Range {_shown(value)} (expected 'bytes FIRST-LAST/TOTAL', "
+        "byte counts in ASCII digits below 2**63)",
+    )
+
+
+def _declared_size(response: httpx.Response, record: Mapping[str, Any]) -> int | None:
+    """The whole file's size the archive declares (Content-Range total, else Content-Length).
+
+    Raises
+    ------
+    ArchiveError
+        If the Content-Range or Content-Length that declares it is invalid.
+    """
+    if response.status_code == 206:
+        return _content_range(response, record)[2]
+    length = response.headers.get("content-length")
+    if response.status_code != 200 or length is None:
+        return None
+    size = ascii_int(length.strip())
+    if size is None:
+        raise _bad_answer(
+            response,
+            record,
+            f"sent an invalid Content-Length {_shown(length)} (expected a byte count in "
+            "ASCII digits below 2**63)",
+        )
+    return size
 
 
 def _size_limit(record: Mapping[str, Any], response: httpx.Response) -> int:
     """The most bytes a file download may hold: the record's file_size, else the declared size."""
     size = record.get("file_size")
     if size is None:
-        size = _declared_size(response)
+        size = _declared_size(response, record)
     return sys.maxsize if size is None else int(size)
+
+
+def _shown(value: str | None) -> str:
+    """A header value as an error shows it: quoted, and cut short when long."""
+    if value is None:
+        return "(none)"
+    if len(value) > _SHOWN_CHARS:
+        return repr(value[:_SHOWN_CHARS]) + f"... ({len(value)} characters)"
+    return repr(value)
+
+
+def _bad_answer(response: httpx.Response, record: Mapping[str, Any], what: str) -> ArchiveError:
+    """The error for a file answer no honest archive sends; ``what`` says what it did."""
+    display = redact_url(str(response.request.url))
+    return ArchiveError(
+        f"The archive at {display} {what} (file {record['filename']}, calibration "
+        f"{record['id']}); the download stopped there and nothing was stored. Try again; if "
+        "it persists, report it to the archive operators.",
+        url=display,
+        status=response.status_code,
+    )
 
 
 def _zip_size_limit(record: Mapping[str, Any], response: httpx.Response) -> int:

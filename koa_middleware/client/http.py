@@ -31,13 +31,19 @@ import httpx
 
 from .. import __version__
 from ..errors import ArchiveError, AuthenticationError, RemoteUnavailableError
+from ..records import ascii_int
 from .auth import Anonymous, Credentials
 from .http_transport import make_transport
 from .json_stream import iter_json_items
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ArchiveSession", "DEFAULT_MAX_ANSWER_BYTES", "redact_url", "server_message"]
+__all__ = [
+    "ArchiveSession",
+    "DEFAULT_MAX_ANSWER_BYTES",
+    "redact_url",
+    "server_message",
+]
 
 _RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 _MAX_DELAY = 30.0
@@ -270,8 +276,9 @@ class ArchiveSession:
                 raise ArchiveError(
                     f"The archive at {display} sent an answer larger than {limit} bytes "
                     "(decompressed); reading stopped there. A calibrations API never sends "
-                    "that much in one answer: report it to the archive operators, or raise "
-                    "max_answer_bytes of RemoteCalibrationDB if the answer is genuine.",
+                    "that much in one answer: report it to the archive operators, or, if the "
+                    "answer is genuine, raise the limit (KOA_MAX_ANSWER_BYTES, e.g. 1GiB, or "
+                    "max_answer_bytes of RemoteCalibrationDB).",
                     url=display,
                     status=response.status_code,
                 )
@@ -313,8 +320,8 @@ class ArchiveSession:
     ) -> None:
         delay = min(_MAX_DELAY, self.backoff * 2 ** (attempt - 1))
         if response is not None:
-            retry_after = response.headers.get("retry-after", "")
-            if retry_after.isdigit():
+            retry_after = ascii_int(response.headers.get("retry-after", "").strip())
+            if retry_after is not None:
                 delay = min(_MAX_DELAY, max(delay, float(retry_after)))
         logger.warning(
             "Request to %s failed (%s); retry %d of %d in %.1f s.",

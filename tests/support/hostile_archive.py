@@ -27,7 +27,7 @@ from typing import Any
 
 from support.scripted_http import Exchange, ScriptedHTTPServer, json_answer
 
-__all__ = ["HostileArchive", "StreamCount", "API"]
+__all__ = ["HostileArchive", "StreamCount", "FileAnswer", "FileScript", "API"]
 
 API = "/api/calibrations"
 #: How long a test waits for a route to see that the client hung up.
@@ -46,6 +46,43 @@ class StreamCount:
     def finished(self, timeout: float = FINISH_SECONDS) -> bool:
         """Wait until the route ended (the client hung up, or the cap was reached)."""
         return self.done.wait(timeout)
+
+
+@dataclass
+class FileAnswer:
+    """One answer of a scripted ``files/ID`` route (see :meth:`HostileArchive.file_answers`).
+
+    Attributes
+    ----------
+    status : int
+        The HTTP status.
+    body : bytes
+        The body, or its first part when ``endless`` is set.
+    headers : dict
+        More headers (Content-Range, a Content-Length that ``endless`` then exceeds).
+    declared : int | None
+        A Content-Length other than ``len(body)``: the answer hangs up after
+        ``body``, cut short.
+    endless : bytes | None
+        After ``body``, send this piece again and again, until the client hangs
+        up or the route's ``cap`` is reached.
+    """
+
+    status: int = 200
+    body: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)
+    declared: int | None = None
+    endless: bytes | None = None
+
+
+@dataclass
+class FileScript:
+    """What a scripted ``files/ID`` route saw and sent."""
+
+    #: The Range header of each request, in order (None: the whole file asked for).
+    ranges: list[str | None] = field(default_factory=list)
+    #: What each of its endless answers sent, in order.
+    counts: list[StreamCount] = field(default_factory=list)
 
 
 def _stream(
@@ -168,6 +205,42 @@ class HostileArchive:
 
         self.route("GET", path, answer)
         return count
+
+    def file_answers(
+        self, cal_id: str, answers: list[FileAnswer], cap: int = 256 << 20
+    ) -> FileScript:
+        """``GET files/ID`` answers ``answers`` in turn, the last one again and again.
+
+        The Range header of every request is noted, so a test sees how the
+        client resumed (or started over).
+        """
+        script = FileScript()
+
+        def answer(ex: Exchange) -> None:
+            scripted = answers[min(len(script.ranges), len(answers) - 1)]
+            script.ranges.append(ex.headers.get("range"))
+            if scripted.endless is None:
+                ex.send(
+                    scripted.status,
+                    scripted.body,
+                    "application/octet-stream",
+                    scripted.headers,
+                    scripted.declared,
+                )
+                return
+            count = StreamCount()
+            script.counts.append(count)
+            _stream(
+                ex,
+                _repeat(scripted.body, scripted.endless, cap, count),
+                count,
+                scripted.headers,
+                scripted.status,
+                "application/octet-stream",
+            )
+
+        self.route("GET", self.path(f"files/{cal_id}"), answer)
+        return script
 
     def stuck_changes(self, records: list[dict], stuck_at: int = 5, give_up: int = 50) -> None:
         """A changes feed whose ``next`` stops moving at ``stuck_at`` (with more to come).
