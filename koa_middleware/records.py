@@ -359,7 +359,10 @@ def _normalize_origin(value: Any) -> str:
 
 def _normalize_size(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_INTEGER:
-        raise InvalidRecordError(f"Invalid file_size {value!r}: use a byte count >= 0.")
+        raise InvalidRecordError(
+            f"Invalid file_size {value!r}: use a byte count from 0 to {MAX_INTEGER} "
+            "(a signed 64-bit integer)."
+        )
     return value
 
 

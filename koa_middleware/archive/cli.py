@@ -23,6 +23,7 @@ import signal
 import socket
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -50,6 +51,20 @@ def main(verbose: int) -> None:
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     logging.basicConfig(
         level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+
+def _limits_line(settings: Any) -> str:
+    """One line saying what the archive refuses, printed when it starts listening."""
+    uploads = (
+        "any size"
+        if settings.max_upload_bytes is None
+        else f"at most {settings.max_upload_bytes:,} bytes"
+    )
+    return (
+        f"koa-archive limits: add bodies of at most {settings.max_add_bytes:,} bytes and "
+        f"{settings.max_add_records:,} records; uploads of {uploads}; a body that stops "
+        f"arriving for {settings.body_timeout:g} s is dropped."
     )
 
 
@@ -228,6 +243,7 @@ def serve(
             await asyncio.sleep(0.01)
         if server.started:
             click.echo(f"koa-archive listening on {base_url}")
+            click.echo(_limits_line(settings))
             sys.stdout.flush()
         await task
 

@@ -115,6 +115,51 @@ def test_bad_field_value(unchanged, field, value):
     expect(add(unchanged.client("write"), make_record(**{field: value})), 400)
 
 
+def only_reason(body: dict) -> str:
+    """The reason of the one bad record of a refused add."""
+    assert body["error_count"] == 1 and len(body["errors"]) == 1, body
+    return body["errors"][0]["reason"]
+
+
+def test_impossible_timestamp(unchanged):
+    record = make_record(datetime_obs="2025-13-45T99:00:00.000")
+    reason = only_reason(expect(add(unchanged.client("write"), record), 400, "bad_request"))
+    assert "datetime_obs" in reason and "YYYY-MM-DDTHH:MM:SS.sss" in reason, reason
+
+
+@pytest.mark.parametrize(
+    "filename, rule",
+    [
+        ("dark\x85001.fits", "control character"),  # C1: NEXT LINE
+        ("dark_stif.\u202efits", "bidirectional"),  # RIGHT-TO-LEFT OVERRIDE
+        ("dark_\u2066stif.\u2069fits", "bidirectional"),  # LEFT-TO-RIGHT ISOLATE ... POP
+    ],
+    ids=["c1-control", "bidi-override", "bidi-isolate"],
+)
+def test_filename_that_displays_as_another(unchanged, filename, rule):
+    response = add(unchanged.client("write"), make_record(filename=filename))
+    reason = only_reason(expect(response, 400, "bad_request"))
+    assert "file name" in reason and rule in reason, reason
+    assert filename not in response.text  # shown escaped, never as it would display
+
+
+@pytest.mark.parametrize("value", [2**63, -(2**63) - 1], ids=["2**63", "-2**63-1"])
+def test_integer_past_64_bits(unchanged, value):
+    response = add(unchanged.client("write"), make_record(gain=value))
+    reason = only_reason(expect(response, 400, "bad_request"))
+    assert "'gain'" in reason and "64 bits" in reason and str(value) in reason, reason
+
+
+def test_integers_at_the_64_bit_bounds_are_kept_exactly(archive):
+    client = archive.client("write")
+    records = [make_record(gain=2**63 - 1), make_record(gain=-(2**63))]
+    assert add(client, records).status_code == 200
+    reader = archive.client("read")
+    for record in records:
+        stored = reader.get("hispec/query", params={"cal_id": record["id"]}).json()
+        assert stored["gain"] == record["gain"]
+
+
 def test_filename_taken_by_another_record(unchanged):
     seed = unchanged.seed
     expect(add(unchanged.client("write"), make_record(filename=seed["filename"])), 409, "conflict")
@@ -200,6 +245,20 @@ def test_upload_refused_when_record_names_other_md5(archive):
     assert add(client, record).status_code == 200
     expect(upload(client, record["id"], b"something else"), 409, "conflict")
     assert upload(client, record["id"], b"expected").status_code == 201
+
+
+def test_upload_refused_when_record_names_other_size(archive, snapshot):
+    """Record first, file second: a file of the recorded MD5 but another size is refused."""
+    data = b"the calibration bytes"
+    record = make_record(file_md5=md5_hex(data), file_size=len(data) + 1)
+    client = archive.client("write")
+    assert add(client, record).status_code == 200
+    before = snapshot(archive)
+    body = expect(upload(client, record["id"], data), 409, "conflict")
+    assert record["id"] in body["message"]
+    assert archive.client("read").get(f"hispec/files/{record['id']}").status_code == 404
+    assert snapshot(archive) == before
+    assert not any((archive.root / "files" / ".incoming").iterdir())
 
 
 @pytest.mark.parametrize("inst", ["nosuch", "..", "hispec2"])

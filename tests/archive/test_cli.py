@@ -197,3 +197,21 @@ def test_serve_options_and_clean_shutdown(tmp_path):
     assert bad.returncode != 0 and "Unsupported --db URL" in bad.stderr
     name = run("serve", "--root", str(root), "--instrument", "../x", "--port", "0")
     assert name.returncode != 0 and "not an instrument name" in name.stderr
+
+
+def test_serve_states_its_limits_and_waits_60_seconds_for_a_stalled_body(tmp_path):
+    with ArchiveServer(tmp_path / "default") as server:
+        limits = [line for line in server.stdout_lines() if "limits:" in line]
+    assert limits == [
+        "koa-archive limits: add bodies of at most 67,108,864 bytes and 10,000 records; "
+        "uploads of any size; a body that stops arriving for 60 s is dropped.\n"
+    ]
+    with ArchiveServer(
+        tmp_path / "set", extra_args=("--body-timeout", "2.5", "--max-upload-bytes", "1000")
+    ) as server:
+        limits = [line for line in server.stdout_lines() if "limits:" in line]
+    assert "uploads of at most 1,000 bytes" in limits[0] and "for 2.5 s" in limits[0]
+    refused = run("serve", "--root", str(tmp_path), "--port", "0", "--body-timeout", "0")
+    assert refused.returncode == 2 and "--body-timeout" in refused.stderr
+    helped = " ".join(run("serve", "-h").stdout.split())
+    assert "default: 60.0" in helped.partition("--body-timeout SECONDS")[2].split("--")[0]

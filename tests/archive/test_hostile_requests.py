@@ -206,6 +206,22 @@ def test_add_limits(start_archive, snapshot):
     assert client.get("healthz").status_code == 200
 
 
+def test_add_default_record_limit(archive, snapshot):
+    """By default an add request may hold 10,000 records: one more refuses the whole batch."""
+    client = archive.client("write")
+    before = snapshot(archive)
+    batch = [make_record() for _ in range(10_001)]
+    body = expect(client.post("hispec/add", json=batch), 413, "payload_too_large")
+    assert "10000 records" in body["message"] and "--max-add-records" in body["message"]
+    assert snapshot(archive) == before
+    answer = client.post("hispec/add", json=batch[:10_000])
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["added"] == 10_000
+    page = archive.client("read").get("hispec/changes", params={"limit": 10_000}).json()
+    assert sorted(r["id"] for r in page["records"]) == sorted(r["id"] for r in batch[:10_000])
+    assert not page["more"]
+
+
 def test_add_body_one_record_too_long(start_archive, snapshot):
     archive = start_archive()
     before = snapshot(archive)

@@ -12,6 +12,7 @@ import pytest
 
 from koa_middleware import CalibrationStore
 from support.archive import ArchivePair
+from support.postgres import CATALOG_BACKENDS, fresh_postgres_database
 
 INSTRUMENTS = tuple(f"store{i:03d}" for i in range(80))
 _next_instrument = itertools.count()
@@ -21,6 +22,18 @@ _next_instrument = itertools.count()
 def archive(tmp_path_factory) -> Iterator[ArchivePair]:
     with ArchivePair(tmp_path_factory.mktemp("store-archive"), INSTRUMENTS) as pair:
         yield pair
+
+
+@pytest.fixture(scope="session", params=CATALOG_BACKENDS)
+def archive_on_each_catalog(request, tmp_path_factory) -> Iterator[ArchivePair]:
+    """The servers of ``archive`` (SQLite catalog), then a pair on a PostgreSQL catalog."""
+    if request.param == "sqlite":
+        yield request.getfixturevalue("archive")
+        return
+    with fresh_postgres_database() as url:
+        root = tmp_path_factory.mktemp("store-archive-postgres")
+        with ArchivePair(root, INSTRUMENTS, db_url=url) as pair:
+            yield pair
 
 
 @pytest.fixture(autouse=True)

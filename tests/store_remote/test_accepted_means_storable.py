@@ -4,6 +4,7 @@ Hypothesis sends random batches to ``/add`` (odd file names, impossible dates,
 huge integers, case-clashing columns, non-finite floats...). After each batch,
 a fresh CalibrationStore syncs every record the archive holds for the
 instrument and must read back each accepted record equal to what was sent.
+It runs on a SQLite catalog and on a PostgreSQL one.
 """
 
 from __future__ import annotations
@@ -67,8 +68,9 @@ def records(draw) -> dict:
 )
 @given(batch=st.lists(records(), min_size=1, max_size=3))
 def test_every_accepted_record_syncs_into_a_fresh_store_unchanged(
-    archive, instrument, monkeypatch, batch
+    archive_on_each_catalog, instrument, monkeypatch, batch
 ):
+    archive = archive_on_each_catalog
     base = archive.url(2)
     headers = {
         "Authorization": f"Bearer {archive.tokens['write']}",

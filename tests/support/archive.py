@@ -190,6 +190,10 @@ class ArchiveServer:
         self.stop()
         return self.start()
 
+    def stdout_lines(self) -> list[str]:
+        """Return the lines the server printed on stdout so far (its listening line, ...)."""
+        return list(self._stdout_lines)
+
     def log_text(self) -> str:
         """Return what the server wrote to stderr so far (its log)."""
         self._log.flush()
@@ -289,6 +293,9 @@ KOA_ENVIRONMENT = (
     "KOA_INSTRUMENT_PROFILE",
     "KOA_LOCAL_CALIBRATION_DATABASE_FILENAME",
     "KOA_LOCAL_CALIBRATION_DATABASE_TABLE_NAME",
+    "KOA_LOCAL_DATABASE_FILENAME",
+    "KOA_LOCAL_DATABASE_TABLE_NAME",
+    "KOA_MAX_ANSWER_BYTES",
     "KOA_PROGRESS",
 )
 
@@ -297,14 +304,20 @@ class ArchivePair:
     """Two servers over one archive folder, one speaking protocol 2 and one protocol 1.
 
     Both see the same records and files; ``tokens`` holds a ``read`` and a
-    ``write`` token. Use as a context manager.
+    ``write`` token. ``db_url`` is their catalog (``--db``; None: SQLite in the
+    folder). Use as a context manager.
     """
 
-    def __init__(self, root: Path, instruments: tuple[str, ...]):
+    def __init__(self, root: Path, instruments: tuple[str, ...], db_url: str | None = None):
         self.root = Path(root)
-        self.tokens = {scope: create_token(self.root, scope) for scope in ("read", "write")}
+        self.db_url = db_url
+        self.tokens = {
+            scope: create_token(self.root, scope, db_url=db_url) for scope in ("read", "write")
+        }
         self.servers = {
-            protocol: ArchiveServer(self.root, protocol=protocol, instruments=instruments)
+            protocol: ArchiveServer(
+                self.root, db_url=db_url, protocol=protocol, instruments=instruments
+            )
             for protocol in (2, 1)
         }
 
