@@ -183,59 +183,44 @@ def bench_large_file(base: str, token: str, server: subprocess.Popen, size_mb: i
     print(f"  server peak RSS during the upload: {peak[0] / 1e6:.0f} MB (target < 150 MB)")
 
 
+def zeros_body(limit: int) -> tuple[bytes, str]:
+    """``[0,0,...]`` filling ``limit`` bytes: refused once it passes the record limit."""
+    count = (limit - 2) // 2
+    return b"[" + b"0," * (count - 1) + b"0]", f"[0,0,...] ({count:,} elements)"
+
+
+def wide_records_body(limit: int, records: int = 10_000) -> tuple[bytes, str]:
+    """``records`` wide records filling up to ``limit`` bytes, each refused only by its
+    last field (a NUL): the archive parses and checks the whole body before answering."""
+    columns = {f"k{i:03d}": 1_000_000 + i for i in range(400)}
+    one = {
+        "id": str(uuid.uuid4()),
+        "filename": "wide.fits",
+        "cal_type": "dark",
+        "datetime_obs": "2026-01-01T00:00:00.000",
+        "origin": "KECK",
+        "cal_version": "001",
+        **columns,
+        "zz": "a\u0000b",
+    }
+    size = len(json.dumps(one).encode()) + 1
+    records = min(records, (limit - 2) // size)
+    body = b"[" + b",".join(json.dumps(one).encode() for _ in range(records)) + b"]"
+    return body, f"{records:,} records of {len(one)} fields, each with a NUL in the last"
+
+
 def bench_hostile_add(root: Path, db_url: str | None, token: str) -> None:
-    """A maximal add of ``[0,0,...]`` refused while /healthz is polled; peak RSS."""
+    """Maximal adds refused while /healthz is polled from another process; peak RSS."""
     limit = 64 << 20
     server, base = start_server(root, db_url)
     try:
         process = psutil.Process(server.pid)
         headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
-        count = (limit - 2) // 2
-        body = b"[" + b"0," * (count - 1) + b"0]"
-        assert len(body) <= limit
         with httpx.Client(base_url=base + "/", headers=headers, timeout=600) as client:
             client.get("healthz").raise_for_status()
-            idle_rss = process.memory_info().rss
-            # /healthz is asked from another process, so this one's work does not delay it.
-            poller = subprocess.Popen(
-                [sys.executable, "-c", HEALTH_POLLER, base],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                text=True,
-            )
-            assert poller.stdout.readline().strip() == "ready"
-            stop, peak = threading.Event(), []
-            watcher = threading.Thread(target=peak_rss, args=(process, stop, peak))
-            watcher.start()
-            answers, elapsed = [], []
-            for _ in range(ROUNDS):
-                started = time.perf_counter()
-                answers.append(client.post("hispec/add", content=body))
-                elapsed.append(time.perf_counter() - started)
-            stop.set()
-            watcher.join()
-            latencies = json.loads(poller.communicate(input="", timeout=60)[0])
-            response = answers[-1]
-            assert all(answer.status_code == 413 for answer in answers), response.text[:300]
-            latencies.sort()
-            p50 = latencies[len(latencies) // 2] * 1000
-            p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000
-            print(
-                f"hostile add: {len(body) / 2**20:.0f} MiB body of [0,0,...] "
-                f"({count:,} elements), sent {ROUNDS} times:"
-            )
-            print(
-                f"  answered {response.status_code} after {min(elapsed):.2f}-{max(elapsed):.2f} s "
-                f"with {len(response.content)} bytes: {response.json()['message']}"
-            )
-            print(
-                f"  /healthz meanwhile ({len(latencies)} requests): p50 {p50:.1f} ms, "
-                f"p99 {p99:.1f} ms (target < 100 ms)"
-            )
-            print(
-                f"  server RSS: {idle_rss / 1e6:.0f} MB idle, peak {peak[0] / 1e6:.0f} MB = "
-                f"{peak[0] / len(body):.2f}x the body (target < 4x)"
-            )
+            for body, what in (zeros_body(limit), wide_records_body(limit)):
+                assert len(body) <= limit
+                refuse_while_polled(client, process, base, body, what)
         url = httpx.URL(base)
         started = time.perf_counter()
         with socket.create_connection((url.host, url.port), timeout=60) as sock:
@@ -253,6 +238,49 @@ def bench_hostile_add(root: Path, db_url: str | None, token: str) -> None:
     finally:
         server.terminate()
         server.wait()
+
+
+def refuse_while_polled(
+    client: httpx.Client, process: psutil.Process, base: str, body: bytes, what: str
+) -> None:
+    """Send ``body`` to add ROUNDS times while another process polls /healthz; print it all."""
+    idle_rss = process.memory_info().rss
+    # /healthz is asked from another process, so this one's work does not delay it.
+    poller = subprocess.Popen(
+        [sys.executable, "-c", HEALTH_POLLER, base],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert poller.stdout.readline().strip() == "ready"
+    stop, peak = threading.Event(), []
+    watcher = threading.Thread(target=peak_rss, args=(process, stop, peak))
+    watcher.start()
+    answers, elapsed = [], []
+    for _ in range(ROUNDS):
+        started = time.perf_counter()
+        answers.append(client.post("hispec/add", content=body))
+        elapsed.append(time.perf_counter() - started)
+    stop.set()
+    watcher.join()
+    latencies = sorted(json.loads(poller.communicate(input="", timeout=60)[0]))
+    response = answers[-1]
+    assert all(answer.status_code in (400, 413) for answer in answers), response.text[:300]
+    p50 = latencies[len(latencies) // 2] * 1000
+    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000
+    print(f"hostile add: {len(body) / 2**20:.0f} MiB body of {what}, sent {ROUNDS} times:")
+    print(
+        f"  answered {response.status_code} after {min(elapsed):.2f}-{max(elapsed):.2f} s "
+        f"with {len(response.content)} bytes: {response.json()['message'][:150]}"
+    )
+    print(
+        f"  /healthz meanwhile ({len(latencies)} requests): p50 {p50:.1f} ms, "
+        f"p99 {p99:.1f} ms (target < 100 ms)"
+    )
+    print(
+        f"  server RSS: {idle_rss / 1e6:.0f} MB before, peak {peak[0] / 1e6:.0f} MB = "
+        f"{peak[0] / len(body):.2f}x the body (target < 4x)"
+    )
 
 
 # -- object storage ----------------------------------------------------------------------
