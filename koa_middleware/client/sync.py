@@ -343,8 +343,12 @@ def _checked_key(remote_db: RemoteCalibrationDB) -> str:
 
 
 def _count_mark(local_db: LocalCalibrationDB, remote_db: RemoteCalibrationDB) -> str:
-    """The changes cursor and the number of records here the archive published, as one string."""
-    return f"{local_db.get_meta(cursor_key(remote_db))} {local_db.count_published()}"
+    """The changes cursor, the number of records and of publication times, as one string.
+
+    Both numbers are cheap to count; a record added or deleted here changes one of them.
+    """
+    cursor = local_db.get_meta(cursor_key(remote_db))
+    return f"{cursor} {len(local_db)} {local_db.count_publications()}"
 
 
 def _pull_missing_ids(

@@ -373,12 +373,15 @@ class LocalCalibrationDB(RecordReading, SideTables):
             ) from exc
 
     def delete(self, cal_id: str) -> bool:
-        """Delete the record with this id; return True if there was one."""
+        """Delete the record with this id; return True if there was one.
+
+        When the archive published it is forgotten too, so that a sync sees the
+        record is missing here and brings it back.
+        """
+        cal_id = validate_cal_id(cal_id)
         with self.write_transaction():
-            cursor = self.conn.execute(
-                f"DELETE FROM {self._quoted_table} WHERE id = ?",
-                (validate_cal_id(cal_id),),
-            )
+            cursor = self.conn.execute(f"DELETE FROM {self._quoted_table} WHERE id = ?", (cal_id,))
+            self.conn.execute(f'DELETE FROM "{PUBLISHED_TABLE}" WHERE id = ?', (cal_id,))
         return cursor.rowcount > 0
 
     def _reset(self, confirm: bool = False) -> None:
@@ -388,6 +391,7 @@ class LocalCalibrationDB(RecordReading, SideTables):
         with self.write_transaction():
             self.conn.execute(f"DELETE FROM {self._quoted_table}")
             self.conn.execute(f'DELETE FROM "{META_TABLE}"')
+            self.conn.execute(f'DELETE FROM "{PUBLISHED_TABLE}"')
 
     def __len__(self) -> int:
         return self.conn.execute(f"SELECT COUNT(*) FROM {self._quoted_table}").fetchone()[0]

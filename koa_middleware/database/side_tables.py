@@ -173,6 +173,15 @@ class SideTables:
             rows = self.conn.execute(sql, params).fetchall()
         return {r[0]: {"retracted_at": r[1], "reason": r[2], "pushed": bool(r[3])} for r in rows}
 
+    def count_publications(self) -> int:
+        """Return how many publication times are kept (one per record the archive published).
+
+        Cheap; :meth:`~koa_middleware.database.local_database.LocalCalibrationDB.count_published`
+        counts only those whose record is here.
+        """
+        with self._lock:
+            return self.conn.execute('SELECT COUNT(*) FROM "_koa_published"').fetchone()[0]
+
     def set_published(self, times: Mapping[str, str]) -> None:
         """Record when the archive first published each record (id -> UTC time)."""
         with self.write_transaction():
