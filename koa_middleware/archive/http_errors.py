@@ -8,6 +8,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from ..errors import InvalidRecordError
 from .problems import (
@@ -67,6 +68,16 @@ def install_error_handlers(app: FastAPI) -> None:
         elif exc.status_code == 405:
             message = "This route does not take that method; see /openapi.json."
         return error_response(exc.status_code, code, message, getattr(exc, "headers", None))
+
+    @app.exception_handler(ClientDisconnect)
+    async def on_disconnect(request: Request, _exc: ClientDisconnect) -> JSONResponse:
+        # A client that dies mid-body is no fault of the archive: one line, no traceback.
+        logger.info(
+            "The client left before sending the whole body of %s %s; nothing was kept.",
+            request.method,
+            request.url.path,
+        )
+        return error_response(400, "bad_request", "The request body was cut short.")
 
     @app.exception_handler(Exception)
     async def on_fault(_request: Request, exc: Exception) -> JSONResponse:

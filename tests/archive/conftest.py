@@ -193,3 +193,15 @@ def shared_archive(request: pytest.FixtureRequest, tmp_path_factory) -> Iterator
         stack.callback(archive.close)
         archive.seed = publish(archive.client("write"), b"seed bytes")  # type: ignore[attr-defined]
         yield archive
+
+
+@pytest.fixture
+def unchanged(shared_archive, snapshot):
+    """Assert that the test leaves the catalog and the files as they were, and that the
+    server logged no fault (a 500 and its traceback) meanwhile."""
+    before = snapshot(shared_archive)
+    logged = len(shared_archive.server.log_text())
+    yield shared_archive
+    assert snapshot(shared_archive) == before
+    log = shared_archive.server.log_text()[logged:]
+    assert "Traceback" not in log and "Request failed" not in log, log[-3000:]

@@ -14,24 +14,11 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import pytest
-
 from support.archive import make_record
+from support.raw_http import answer_is_whole
 
 RECORDS = 10_000  # the default limit of one add request
 COLUMNS = 300  # columns each record's checks go through
-
-
-@pytest.fixture
-def unchanged(shared_archive, snapshot):
-    """Assert that the test leaves the catalog and the files as they were, and that the
-    server logged no fault (a 500 and its traceback) meanwhile."""
-    before = snapshot(shared_archive)
-    logged = len(shared_archive.server.log_text())
-    yield shared_archive
-    assert snapshot(shared_archive) == before
-    log = shared_archive.server.log_text()[logged:]
-    assert "Traceback" not in log and "Request failed" not in log, log[-3000:]
 
 
 def slow_bad_body() -> bytes:
@@ -39,18 +26,6 @@ def slow_bad_body() -> bytes:
     record = make_record(**{f"k{i:03d}": i for i in range(COLUMNS)}, zz="a\x00b")
     one = json.dumps(record).encode()
     return b"[" + b",".join([one] * RECORDS) + b"]"
-
-
-def complete(answer: bytes) -> bool:
-    """Whether ``answer`` holds a whole HTTP response with a Content-Length."""
-    head, found, body = answer.partition(b"\r\n\r\n")
-    if not found:
-        return False
-    for line in head.split(b"\r\n")[1:]:
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
-            return len(body) >= int(value)
-    return False
 
 
 def answers_in_order(connections: dict[str, socket.socket]) -> tuple[list[str], dict[str, bytes]]:
@@ -68,7 +43,7 @@ def answers_in_order(connections: dict[str, socket.socket]) -> tuple[list[str], 
                 name = key.data
                 chunk = key.fileobj.recv(65536)
                 received[name] += chunk
-                if complete(received[name]) or not chunk:
+                if answer_is_whole(received[name]) or not chunk:
                     order.append(name)
                     selector.unregister(key.fileobj)
     return order, received
