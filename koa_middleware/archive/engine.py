@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
@@ -13,7 +16,11 @@ from ..sqlite_wal import switch_to_wal
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["catalog_url", "make_engine"]
+__all__ = ["catalog_json", "catalog_url", "make_engine"]
+
+#: From this magnitude on, Python writes a float with an exponent and no fraction of its
+#: own (``1.5e+16``), which PostgreSQL's numeric keeps as a whole number.
+_EXPONENT_FROM = 1e16
 
 
 def catalog_url(root: str | Path, db_url: str | None = None) -> str:
@@ -50,6 +57,40 @@ def catalog_url(root: str | Path, db_url: str | None = None) -> str:
     )
 
 
+def catalog_json(value: Any) -> str:
+    """JSON text for the catalog's JSON columns, floats kept floats on PostgreSQL too.
+
+    PostgreSQL's ``jsonb`` stores a number as ``numeric``, which reads
+    ``3.5e+16`` as the whole number 35000000000000000 and gives it back without
+    a fraction, so a client would get an int where a float was sent (and, as
+    the decimal differs from the float's exact value, a different number).
+    Such floats are written out in full with ``.0``; everything else is
+    :func:`json.dumps`.
+
+    Examples
+    --------
+    >>> catalog_json({"exptime": 3.5e16, "gain": 1.5, "n": 2})
+    '{"exptime": 35000000000000000.0, "gain": 1.5, "n": 2}'
+    """
+    if isinstance(value, dict) and any(_needs_fraction(v) for v in value.values()):
+        items = ", ".join(f"{json.dumps(str(k))}: {catalog_json(v)}" for k, v in value.items())
+        return "{" + items + "}"
+    if isinstance(value, list) and any(_needs_fraction(v) for v in value):
+        return "[" + ", ".join(catalog_json(v) for v in value) + "]"
+    if _needs_fraction(value):
+        return f"{int(value)}.0"
+    return json.dumps(value)
+
+
+def _needs_fraction(value: Any) -> bool:
+    """Whether ``value`` is, or holds, a float that PostgreSQL would keep as a whole number."""
+    if isinstance(value, dict):
+        return any(_needs_fraction(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_needs_fraction(v) for v in value)
+    return type(value) is float and math.isfinite(value) and abs(value) >= _EXPONENT_FROM
+
+
 def make_engine(url: str) -> Engine:
     """Create the engine for a catalog URL from :func:`catalog_url`.
 
@@ -59,8 +100,12 @@ def make_engine(url: str) -> Engine:
     half-way on a lock upgrade).
     """
     if not url.startswith("sqlite"):
-        return sa.create_engine(url, pool_size=16, max_overflow=16)
-    engine = sa.create_engine(url, connect_args={"timeout": 60, "check_same_thread": False})
+        return sa.create_engine(url, pool_size=16, max_overflow=16, json_serializer=catalog_json)
+    engine = sa.create_engine(
+        url,
+        connect_args={"timeout": 60, "check_same_thread": False},
+        json_serializer=catalog_json,
+    )
 
     @sa.event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection, _record) -> None:

@@ -158,6 +158,18 @@ def test_integers_at_the_64_bit_bounds_are_kept_exactly(archive):
         assert stored["gain"] == record["gain"]
 
 
+def test_large_floats_come_back_as_the_same_floats(archive):
+    """PostgreSQL's jsonb would give 3.634241836893973e+16 back as a whole number."""
+    client = archive.client("write")
+    values = [3.634241836893973e16, -1e300, 1e16, 123456789012345.5, 1.5e-07]
+    records = [make_record(exptime=value) for value in values]
+    assert add(client, records).status_code == 200
+    reader = archive.client("read")
+    for record in records:
+        stored = reader.get("hispec/query", params={"cal_id": record["id"]}).json()
+        assert type(stored["exptime"]) is float and stored["exptime"] == record["exptime"]
+
+
 def test_filename_taken_by_another_record(unchanged):
     seed = unchanged.seed
     expect(add(unchanged.client("write"), make_record(filename=seed["filename"])), 409, "conflict")

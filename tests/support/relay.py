@@ -26,6 +26,8 @@ logger = logging.getLogger(__name__)
 __all__ = ["Relay"]
 
 _CHUNK = 16 * 1024
+#: How far a throttled answer may run ahead of its rate after a pause.
+_BURST_SECONDS = 0.05
 
 
 class Relay:
@@ -143,17 +145,20 @@ class Relay:
             _close(upstream, client)
 
     def _answers(self, upstream: socket.socket, client: socket.socket) -> None:
-        """Server to client, throttled to ``rate``."""
-        started = time.monotonic()
-        sent = 0
+        """Server to client, throttled to ``rate``.
+
+        A pause (a kept-alive connection between requests) earns no credit: the
+        bytes after it flow at ``rate`` too, not in a burst that makes up for it.
+        """
+        due = time.monotonic()
         try:
             while data := upstream.recv(_CHUNK):
                 client.sendall(data)
-                sent += len(data)
                 if self.rate:
-                    ahead = sent / self.rate - (time.monotonic() - started)
-                    if ahead > 0:
-                        time.sleep(ahead)
+                    now = time.monotonic()
+                    due = max(due, now - _BURST_SECONDS) + len(data) / self.rate
+                    if due > now:
+                        time.sleep(due - now)
         except OSError:
             pass
         finally:
