@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from support.archive import ArchiveServer, archive_command, create_token, md5_hex
+from support.cli_archive import wait_for
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
@@ -199,18 +200,28 @@ def test_serve_options_and_clean_shutdown(tmp_path):
     assert name.returncode != 0 and "not an instrument name" in name.stderr
 
 
+def limits_line(server: ArchiveServer) -> str:
+    """The line after the listening line, where the server states its limits."""
+
+    def printed() -> list[str]:
+        return [line for line in server.stdout_lines() if "limits:" in line]
+
+    wait_for(lambda: printed(), "the limits line")
+    (line,) = printed()
+    return line
+
+
 def test_serve_states_its_limits_and_waits_60_seconds_for_a_stalled_body(tmp_path):
     with ArchiveServer(tmp_path / "default") as server:
-        limits = [line for line in server.stdout_lines() if "limits:" in line]
-    assert limits == [
-        "koa-archive limits: add bodies of at most 67,108,864 bytes and 10,000 records; "
-        "uploads of any size; a body that stops arriving for 60 s is dropped.\n"
-    ]
+        assert limits_line(server) == (
+            "koa-archive limits: add bodies of at most 67,108,864 bytes and 10,000 records; "
+            "uploads of any size; a body that stops arriving for 60 s is dropped.\n"
+        )
     with ArchiveServer(
         tmp_path / "set", extra_args=("--body-timeout", "2.5", "--max-upload-bytes", "1000")
     ) as server:
-        limits = [line for line in server.stdout_lines() if "limits:" in line]
-    assert "uploads of at most 1,000 bytes" in limits[0] and "for 2.5 s" in limits[0]
+        line = limits_line(server)
+    assert "uploads of at most 1,000 bytes" in line and "for 2.5 s" in line
     refused = run("serve", "--root", str(tmp_path), "--port", "0", "--body-timeout", "0")
     assert refused.returncode == 2 and "--body-timeout" in refused.stderr
     helped = " ".join(run("serve", "-h").stdout.split())
