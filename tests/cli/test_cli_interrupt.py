@@ -30,6 +30,10 @@ def archive(tmp_path_factory):
         yield archive
 
 
+def default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_during_sync_files_says_how_far_it_got_and_a_rerun_completes(tmp_path, archive):
     with Relay(archive.server.port, rate=100_000) as relay:
         env = cli_env(
@@ -44,6 +48,9 @@ def test_ctrl_c_during_sync_files_says_how_far_it_got_and_a_rerun_completes(tmp_
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            # As in a terminal: a test run started in the background by a shell without
+            # job control ignores SIGINT, and a child would inherit that.
+            preexec_fn=default_sigint,
         )
         try:
             wait_for(
@@ -57,7 +64,7 @@ def test_ctrl_c_during_sync_files_says_how_far_it_got_and_a_rerun_completes(tmp_
             if process.poll() is None:
                 process.kill()
                 process.wait()
-        assert process.returncode == 130, stderr
+        assert process.returncode == 130, (stdout, stderr)
         assert "Traceback" not in stderr
         last = stderr.strip().splitlines()[-1]
         found = re.fullmatch(
