@@ -375,8 +375,8 @@ class LocalCalibrationDB(RecordReading, SideTables):
     def delete(self, cal_id: str) -> bool:
         """Delete the record with this id; return True if there was one.
 
-        When the archive published it is forgotten too, so that a sync sees the
-        record is missing here and brings it back.
+        Its publication time (kept when an archive published it) goes too, so
+        that a sync sees the record is missing here and brings it back.
         """
         cal_id = validate_cal_id(cal_id)
         with self.write_transaction():
@@ -408,7 +408,7 @@ class LocalCalibrationDB(RecordReading, SideTables):
         >>> db.count_published()  # doctest: +SKIP
         2014
         """
-        sql = f'SELECT COUNT(*) FROM {self._quoted_table} JOIN "_koa_published" USING (id)'
+        sql = f'SELECT COUNT(*) FROM {self._quoted_table} JOIN "{PUBLISHED_TABLE}" USING (id)'
         with self._lock:
             return self.conn.execute(sql).fetchone()[0]
 
