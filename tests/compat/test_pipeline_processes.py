@@ -12,7 +12,7 @@ from compat.hispec_pipeline.datamodel import HispecCalibration
 from compat.hispec_pipeline.store import HispecCalibrationStore
 
 from koa_middleware.hashing import file_digest
-from support.children import ready_file, start_child, stop_children, wait_until_ready
+from support.children import ready_file, release_and_finish, start_child
 
 pytestmark = pytest.mark.slow
 
@@ -46,14 +46,7 @@ def test_four_pipeline_processes_register_one_family(tmp_path, no_koa_environmen
     ready = tmp_path / "ready"
     ready.mkdir()
     workers = [start_worker(cache, f"w{n}", 50, ready_file(ready, n)) for n in range(4)]
-    wait_until_ready(ready, workers)  # every worker has opened its store
-    (cache / "go").touch()
-    try:
-        for worker in workers:
-            _, err = worker.communicate(timeout=240)
-            assert worker.returncode == 0, err.decode()
-    finally:
-        stop_children(workers)
+    release_and_finish(workers, ready, cache / "go")  # once every worker has opened its store
     with HispecCalibrationStore("hispec", str(cache), connect_remote=False) as store:
         rows = consistent_records(store)
         assert sorted(r["cal_version"] for r in rows) == [f"{v:03d}" for v in range(1, 201)]

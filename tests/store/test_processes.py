@@ -13,7 +13,12 @@ import pytest
 
 from koa_middleware import CalibrationStore, LocalCalibrationDB
 from koa_middleware.hashing import file_digest
-from support.children import ready_file, run_child, start_child, stop_children, wait_until_ready
+from support.children import (
+    ready_file,
+    release_and_finish,
+    run_child,
+    start_child,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -56,14 +61,7 @@ def test_four_processes_register_one_family(tmp_path):
     ready = tmp_path / "ready"
     ready.mkdir()
     workers = [start_worker(cache, f"w{n}", 200, ready_file(ready, n)) for n in range(4)]
-    wait_until_ready(ready, workers)  # every worker has opened its store
-    (cache / "go").touch()
-    try:
-        for worker in workers:
-            _, err = worker.communicate(timeout=240)
-            assert worker.returncode == 0, err.decode()
-    finally:
-        stop_children(workers)
+    release_and_finish(workers, ready, cache / "go")  # once every worker has opened its store
     with CalibrationStore("hispec", str(cache), connect_remote=False) as store:
         assert assert_cache_consistent(store) == 800
         versions = sorted(store.local_db.get_column("cal_version"))

@@ -130,6 +130,26 @@ def wait_until_ready(
         time.sleep(POLL_INTERVAL)
 
 
+def release_and_finish(
+    processes: Sequence[subprocess.Popen], ready: Path, go: Path, timeout: float = 240.0
+) -> None:
+    """Wait until every child is ready, let them all go at once, and wait for them.
+
+    Fails the test, naming the child's stderr, if any child exits with a status
+    other than 0; children still running then are stopped.
+    """
+    wait_until_ready(ready, processes)
+    Path(go).touch()
+    try:
+        for process in processes:
+            _, err = process.communicate(timeout=timeout)
+            if isinstance(err, bytes):
+                err = err.decode(errors="replace")
+            assert process.returncode == 0, err
+    finally:
+        stop_children(processes)
+
+
 def stop_children(processes: Sequence[subprocess.Popen]) -> None:
     """Kill the children that still run, and wait for them."""
     for process in processes:
