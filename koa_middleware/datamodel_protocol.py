@@ -9,11 +9,13 @@ Any object with ``save(output_dir=None, output_path=None) -> str`` and
 from __future__ import annotations
 
 import logging
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
+
+from .errors import InvalidRecordError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SupportsCalibrationModelIO"]
+__all__ = ["SupportsCalibrationModelIO", "record_of"]
 
 
 @runtime_checkable
@@ -49,3 +51,33 @@ class SupportsCalibrationModelIO(Protocol):
     def to_record(self) -> dict:
         """Return the calibration's metadata record (a flat dict)."""
         ...
+
+
+def record_of(cal: dict | SupportsCalibrationModelIO | Any) -> dict:
+    """Return the record of ``cal``: the dict itself, or a model's ``to_record()``.
+
+    Raises
+    ------
+    InvalidRecordError
+        (a ``ValueError``) if ``cal`` is neither a dict nor a model, or its
+        ``to_record()`` does not return a dict.
+
+    Examples
+    --------
+    >>> record_of({"cal_type": "dark"})
+    {'cal_type': 'dark'}
+    """
+    if isinstance(cal, dict):
+        return cal
+    if hasattr(cal, "to_record"):
+        record = cal.to_record()
+        if not isinstance(record, dict):
+            raise InvalidRecordError(
+                f"{type(cal).__name__}.to_record() returned {type(record).__name__}; "
+                "it must return a dict."
+            )
+        return record
+    raise InvalidRecordError(
+        f"Expected a calibration record (dict) or a model with to_record(), "
+        f"got {type(cal).__name__}."
+    )

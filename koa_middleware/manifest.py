@@ -351,8 +351,17 @@ def _pinned(path: str | os.PathLike) -> dict[str, dict]:
     return {e["chosen"]["id"]: e["chosen"] for e in read_manifest(path)["entries"]}
 
 
-def verify_manifest(store: Any, path: str | os.PathLike) -> list[dict]:
-    """What is missing or different in the cache of the calibrations a manifest pins.
+def verify_manifest(cache: Any, path: str | os.PathLike) -> list[dict]:
+    """What is missing or different in a cache of the calibrations a manifest pins.
+
+    A file a read-only cache holds is checked where it is.
+
+    Parameters
+    ----------
+    cache : LocalCache
+        The cache to check (``store.cache``).
+    path : str | os.PathLike
+        The manifest.
 
     Returns
     -------
@@ -367,20 +376,20 @@ def verify_manifest(store: Any, path: str | os.PathLike) -> list[dict]:
 
     Examples
     --------
-    >>> verify_manifest(store, "run.json")  # doctest: +SKIP
+    >>> verify_manifest(store.cache, "run.json")  # doctest: +SKIP
     []
     """
     from .hashing import file_md5
 
     problems = []
     for cal_id, chosen in _pinned(path).items():
-        record = store.local_db.query_id(cal_id)
-        cached = store.layout.path_for(chosen["filename"])
-        if record is None:
+        record = cache.db.query_id(cal_id)
+        where = None if record is None else cache.locate(record)
+        if where is None:
             problem = "no record in the cache"
-        elif not cached.is_file():
+        elif not where.present or not where.path.is_file():
             problem = "not downloaded"
-        elif file_md5(cached) != str(chosen["file_md5"]).lower():
+        elif file_md5(where.path) != str(chosen["file_md5"]).lower():
             problem = f"the cached file's MD5 is not the pinned {chosen['file_md5']}"
         else:
             continue
@@ -417,45 +426,47 @@ def recording(recorder: ManifestRecorder) -> Iterator[ManifestRecorder]:
 
 
 class RunManifests:
-    """Recording and replaying run manifests: a mixin of the calibration store.
+    """The run manifests of one store: the one it replays, and the ones being recorded.
 
-    It needs the store's ``instrument_name``, ``remote_db`` and
-    ``get_calibration``; the store calls :meth:`_replay_selection` and
-    :meth:`_note_call` around its selections.
+    The store asks :meth:`pinned` before it selects and tells :meth:`note`
+    what its outermost calls returned.
+
+    Parameters
+    ----------
+    instrument : str
+        The store's instrument.
+    archive_url : str | None
+        The archive the store uses (shown form, no secrets), or None.
+    replay : ManifestReplay | None
+        The manifest whose choices are replayed, or None to select as usual.
+
+    Examples
+    --------
+    >>> manifests = RunManifests("hispec", None)
+    >>> manifests.pinned("sci.fits", None) is None
+    True
     """
 
-    _replay: ManifestReplay | None = None
-    _recorder: ManifestRecorder | None = None
+    def __init__(
+        self, instrument: str, archive_url: str | None, replay: ManifestReplay | None = None
+    ):
+        self.instrument = instrument
+        self.archive_url = archive_url
+        self.replay = replay
+        self._recorder: ManifestRecorder | None = None
+        self._depth = threading.local()
 
-    def _open_manifest(self, manifest: str | os.PathLike | None, fallback: bool) -> None:
-        self._replay = ManifestReplay(manifest, fallback) if manifest is not None else None
-        self._manifest_depth = threading.local()
+    def __repr__(self) -> str:
+        return f"RunManifests({self.instrument!r}, replay={self.replay!r})"
 
     @contextmanager
-    def record_manifest(self, path: str | os.PathLike) -> Iterator[ManifestRecorder]:
+    def record(self, path: str | os.PathLike) -> Iterator[ManifestRecorder]:
         """Record every calibration the block selects or gets into the manifest ``path``.
 
-        The manifest is written when the block ends, also when it raised, so
-        that a failed run still says what it used. Replay it with
-        ``CalibrationStore(..., manifest=path)``.
-
-        Parameters
-        ----------
-        path : str | os.PathLike
-            The JSON file to write (replaced if it exists).
-
-        Yields
-        ------
-        ManifestRecorder
-            The recorder (its ``entries`` grow as the block runs).
-
-        Examples
-        --------
-        >>> with store.record_manifest("run.json"):  # doctest: +SKIP
-        ...     path, record = store.select_and_get_calibration("sci.fits", DarkSelector())
+        See :meth:`CalibrationStore.record_manifest
+        <koa_middleware.store.CalibrationStore.record_manifest>`.
         """
-        url = getattr(self.remote_db, "display_url", None)
-        recorder = ManifestRecorder(path, self.instrument_name, url)
+        recorder = ManifestRecorder(path, self.instrument, self.archive_url)
         previous, self._recorder = self._recorder, recorder
         try:
             with recording(recorder):
@@ -464,27 +475,28 @@ class RunManifests:
             self._recorder = previous
 
     @contextmanager
-    def _outer_call(self) -> Iterator[bool]:
+    def outer_call(self) -> Iterator[bool]:
         """Yield whether this call is the outermost store call of its thread."""
-        depth = getattr(self._manifest_depth, "value", 0)
-        self._manifest_depth.value = depth + 1
+        depth = getattr(self._depth, "value", 0)
+        self._depth.value = depth + 1
         try:
             yield depth == 0
         finally:
-            self._manifest_depth.value = depth
+            self._depth.value = depth
 
-    def _replay_selection(self, input: Any, selector: Any) -> tuple[str, dict] | None:
-        """The pinned calibration's path and record when replaying, else None."""
-        if self._replay is None:
-            return None
-        chosen = self._replay.pinned("select_and_get_calibration", input, selector)
-        if chosen is None:
-            return None
-        # A calibration retracted since is what the run used: served, with a warning.
-        path, record = self.get_calibration(chosen["id"], allow_retracted=True)
-        check_pinned(chosen, record, self._replay.path)
-        return path, record
+    def pinned(self, input: Any, selector: Any) -> dict | None:
+        """The calibration the replayed manifest pinned for this selection, else None.
 
-    def _note_call(self, call: str, input: Any, selector: Any, record: Mapping) -> None:
+        Raises
+        ------
+        ManifestError
+            If the manifest does not know the input (and has no fallback).
+        """
+        if self.replay is None:
+            return None
+        return self.replay.pinned("select_and_get_calibration", input, selector)
+
+    def note(self, call: str, input: Any, selector: Any, record: Mapping) -> None:
+        """Add an outermost call and what it returned to the manifest being recorded."""
         if self._recorder is not None:
             self._recorder.add(call, input, selector, record)

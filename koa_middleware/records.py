@@ -98,7 +98,24 @@ def validate_column_name(name: Any) -> str:
     return name
 
 
-def validate_cal_id(cal_id: Any) -> str:
+class CalId(str):
+    """A calibration id that passed :func:`validate_cal_id`: a canonical UUID string.
+
+    Only :func:`validate_cal_id` makes one. An id is checked once where it comes
+    in (user input, an archive answer, a read-only cache) and carried inside as
+    a ``CalId``, which every later check accepts as it is.
+
+    Examples
+    --------
+    >>> cal_id = validate_cal_id("1B4E28BA-2FA1-4D2B-883F-0016D3CCA427")
+    >>> isinstance(cal_id, CalId), cal_id
+    (True, '1b4e28ba-2fa1-4d2b-883f-0016d3cca427')
+    """
+
+    __slots__ = ()
+
+
+def validate_cal_id(cal_id: Any) -> CalId:
     """Check and normalize a calibration id (a UUID string, lower case).
 
     Raises
@@ -111,13 +128,15 @@ def validate_cal_id(cal_id: Any) -> str:
     >>> validate_cal_id("1B4E28BA-2FA1-4D2B-883F-0016D3CCA427")
     '1b4e28ba-2fa1-4d2b-883f-0016d3cca427'
     """
-    if isinstance(cal_id, str) and _UUID_RE.match(cal_id):
+    if type(cal_id) is CalId:
         return cal_id
+    if isinstance(cal_id, str) and _UUID_RE.match(cal_id):
+        return CalId(cal_id)
     if isinstance(cal_id, uuid.UUID):
-        return str(cal_id)
+        return CalId(cal_id)
     if isinstance(cal_id, str) and len(cal_id) == 36:
         try:
-            return str(uuid.UUID(cal_id))
+            return CalId(uuid.UUID(cal_id))
         except ValueError:
             pass
     raise InvalidRecordError(

@@ -46,8 +46,10 @@ class CachedFiles:
 
     Parameters
     ----------
-    local_db : LocalCalibrationDB
-        Where the stats are kept (``get_file_stat`` / ``set_file_stat(s)``).
+    local_db : LocalCalibrationDB | None
+        Where the stats are kept (``get_file_stat`` / ``set_file_stat(s)``);
+        None keeps them in memory only (files of a read-only cache, which the
+        store did not place).
     """
 
     def __init__(self, local_db: Any):
@@ -96,7 +98,7 @@ class CachedFiles:
         seen = (path.name, md5, info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino)
         if self._known.get(cal_id) == seen:
             return None  # checked by this store, and unchanged since
-        if self.local_db.get_file_stat(cal_id) == seen:
+        if self.local_db is not None and self.local_db.get_file_stat(cal_id) == seen:
             self._know(cal_id, seen)
             return None
         if md5 is not None:
@@ -107,6 +109,8 @@ class CachedFiles:
                 )
         # Written in batches: a first look at many files costs one transaction per batch.
         self._know(cal_id, seen)
+        if self.local_db is None:
+            return None
         self._unsaved[cal_id] = seen
         if len(self._unsaved) >= STAT_BATCH:
             self.save()
@@ -126,6 +130,8 @@ class CachedFiles:
         unsaved, self._unsaved = self._unsaved, {}
         uses, self._uses = self._uses, {}
         self._uses_written = time.monotonic()
+        if self.local_db is None:
+            return
         try:
             if unsaved:
                 self.local_db.set_file_stats(unsaved)

@@ -12,31 +12,64 @@ calibrations are allowed (``KOA_ALLOW_RETRACTED=1``), and then it warns.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
 from ..database.selection_view import SelectionView
 from ..errors import (
     CalibrationNotFoundError,
-    ConfigurationError,
     InvalidRecordError,
     RetractedCalibrationError,
 )
 from ..records import normalize_timestamp, retraction_reason, utc_now, validate_cal_id
-from .prune import PruneReport, parse_size, present_files, prune_cache
+
+if TYPE_CHECKING:
+    from ..database.local_database import LocalCalibrationDB
+    from .layout import CacheLayout
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["AsOfStore", "CacheBounds", "Lifecycle"]
+__all__ = ["AsOfStore", "Lifecycle"]
 
 
 class Lifecycle:
-    """Retraction and selection views: a mixin of the calibration store.
+    """Retractions, removals, and the records a selection may choose, in one cache.
 
-    It needs the store's ``local_db``, ``origin`` and ``config``.
+    Parameters
+    ----------
+    db : LocalCalibrationDB
+        The cache's database (records, and the retractions beside them).
+    layout : CacheLayout
+        The cache's folders (files are removed under their lock).
+    origin : str
+        The store's origin: only calibrations of it are retracted or removed here.
+    allow_retracted : bool
+        Whether getting a retracted calibration by id warns instead of raising.
+
+    Examples
+    --------
+    >>> from koa_middleware.database.local_database import LocalCalibrationDB
+    >>> lifecycle = Lifecycle(LocalCalibrationDB(":memory:", "hispec"), None, origin="LOCAL")
+    >>> lifecycle.selection_db().query(cal_type="dark")
+    []
     """
 
-    _selection_views: dict[str | None, Any] | None = None
+    def __init__(
+        self,
+        db: LocalCalibrationDB,
+        layout: CacheLayout | None,
+        *,
+        origin: str,
+        allow_retracted: bool = False,
+    ):
+        self.db = db
+        self.layout = layout
+        self.origin = origin
+        self.allow_retracted = allow_retracted
+        self._selection_views: dict[str | None, SelectionView] = {}
+
+    def __repr__(self) -> str:
+        return f"Lifecycle({self.db!r}, origin={self.origin!r})"
 
     # -- what selectors see ------------------------------------------------------
 
@@ -59,35 +92,19 @@ class Lifecycle:
         --------
         >>> store.selection_db().query(cal_type="dark")  # doctest: +SKIP
         """
-        if self.local_db.db_path == ":memory:":
-            return self.local_db
+        if self.db.db_path == ":memory:":
+            return self.db
         key = None if as_of is None else normalize_timestamp(as_of, "as_of")
-        if self._selection_views is None:
-            self._selection_views = {}
         view = self._selection_views.get(key)
         if view is None:
-            view = self._selection_views[key] = SelectionView(self.local_db, key)
+            view = self._selection_views[key] = SelectionView(self.db, key)
         return view
 
-    def _close_selection_views(self) -> None:
-        for view in (self._selection_views or {}).values():
+    def close(self) -> None:
+        """Close the selection views (the database itself is its owner's to close)."""
+        for view in self._selection_views.values():
             view.close()
-        self._selection_views = None
-
-    def as_of(self, when: str) -> AsOfStore:
-        """A view of the store in which selection sees the records of time ``when``.
-
-        Only records the archive had published by ``when`` (or, for records
-        made here, updated by then) and had not retracted by then are chosen;
-        publication and retraction times come from the records, not from this
-        machine's clock.
-
-        Examples
-        --------
-        >>> past = store.as_of("2026-03-01T00:00:00")  # doctest: +SKIP
-        >>> path, record = past.select_and_get_calibration(frame, DarkSelector())  # doctest: +SKIP
-        """
-        return AsOfStore(self, normalize_timestamp(when, "as_of"))
+        self._selection_views = {}
 
     def explain(self, input: Any, selector: Any, as_of: str | None = None, **kwargs: Any) -> dict:
         """What ``selector`` chooses for ``input`` and why, with the retracted candidates.
@@ -105,12 +122,12 @@ class Lifecycle:
         ['hot pixels']
         """
         report = selector.explain(input, self.selection_db(as_of), **kwargs)
-        retractions = self.local_db.retractions()
+        retractions = self.db.retractions()
         report["retracted"] = []
         if not retractions:
             return report
         live = {c.get("id") for c in report["candidates"]}
-        for candidate in selector.explain_candidates(input, self.local_db, **kwargs) or ():
+        for candidate in selector.explain_candidates(input, self.db, **kwargs) or ():
             cal_id = candidate.get("id")
             if cal_id in retractions and cal_id not in live:
                 report["retracted"].append(
@@ -154,7 +171,7 @@ class Lifecycle:
         reason = retraction_reason(reason)
         wanted = [validate_cal_id(i) for i in ([ids] if isinstance(ids, str) else ids)]
         for cal_id in wanted:
-            record = self.local_db.query_id(cal_id)
+            record = self.db.query_id(cal_id)
             if record is None:
                 raise CalibrationNotFoundError(f"Calibration {cal_id} is not in the local cache.")
             if str(record.get("origin") or "").upper() != self.origin:
@@ -164,7 +181,7 @@ class Lifecycle:
                     "it was made (koa-archive retract for the archive's), and sync."
                 )
         now = utc_now()
-        self.local_db.set_retractions({cal_id: (now, reason) for cal_id in wanted}, pushed=False)
+        self.db.set_retractions({cal_id: (now, reason) for cal_id in wanted}, pushed=False)
         logger.info("Retracted %d calibration(s): %s", len(wanted), reason)
         return wanted
 
@@ -177,7 +194,7 @@ class Lifecycle:
             If an id is malformed.
         """
         wanted = [validate_cal_id(i) for i in ([ids] if isinstance(ids, str) else ids)]
-        self.local_db.clear_retractions(wanted)
+        self.db.clear_retractions(wanted)
         return wanted
 
     def remove(self, ids: Iterable[str] | str, force: bool = False) -> list[dict]:
@@ -214,7 +231,7 @@ class Lifecycle:
         wanted = [validate_cal_id(i) for i in ([ids] if isinstance(ids, str) else ids)]
         records = []
         for cal_id in wanted:
-            record = self.local_db.query_id(cal_id)
+            record = self.db.query_id(cal_id)
             if record is None:
                 raise CalibrationNotFoundError(f"Calibration {cal_id} is not in the local cache.")
             if str(record.get("origin") or "").upper() != self.origin and not force:
@@ -227,19 +244,32 @@ class Lifecycle:
             records.append(record)
         for record in records:
             with self.layout.lock(record["id"]):
-                with self.local_db.write_transaction():
-                    self.local_db.delete(record["id"])
-                    self.local_db.forget(record["id"])
+                with self.db.write_transaction():
+                    self.db.delete(record["id"])
+                    self.db.forget(record["id"])
                 self.layout.path_for(record["filename"]).unlink(missing_ok=True)
             logger.info("Removed calibration %s and %s", record["id"], record["filename"])
         return records
 
-    def _check_retraction(self, record: dict, allow: bool | None) -> None:
-        """Refuse (or, when allowed, warn about) a retracted calibration."""
-        retraction = self.local_db.retraction(record["id"])
+    def check_retraction(self, record: dict, allow: bool | None = None) -> None:
+        """Refuse (or, when allowed, warn about) a retracted calibration.
+
+        Parameters
+        ----------
+        record : dict
+            The calibration's record.
+        allow : bool | None
+            Serve it with a warning; None uses :attr:`allow_retracted`.
+
+        Raises
+        ------
+        RetractedCalibrationError
+            If the calibration was retracted and retracted ones are not allowed.
+        """
+        retraction = self.db.retraction(record["id"])
         if retraction is None:
             return
-        allow = self.config.allow_retracted if allow is None else allow
+        allow = self.allow_retracted if allow is None else allow
         what = (
             f"Calibration {record['id']} ({record['filename']}) was retracted on "
             f"{retraction['retracted_at']}: {retraction['reason']}"
@@ -254,90 +284,27 @@ class Lifecycle:
         logger.warning("Using a retracted calibration. %s.", what)
 
 
-class CacheBounds:
-    """Keeping the cache's files within a size: a mixin of the calibration store.
-
-    It needs the store's ``config``, ``layout``, ``local_db`` and ``_cached_files``.
-    """
-
-    _estimated_size: int | None = None
-
-    def prune(self, max_size: int | str | None = None) -> PruneReport:
-        """Remove the least recently used files until the cache's files fit in ``max_size``.
-
-        Records stay (a removed file is fetched again when asked for); files in
-        use by a running process, and files of this store's origin that the
-        archive lacks, are never removed. See :mod:`koa_middleware.cache.prune`.
-
-        Parameters
-        ----------
-        max_size : int | str | None
-            Bytes, or a size such as ``'50GiB'``; None reads ``KOA_CACHE_MAX_SIZE``.
-
-        Returns
-        -------
-        PruneReport
-            What was removed and kept.
-
-        Raises
-        ------
-        ConfigurationError
-            If no size is given or configured, or it cannot be read.
-
-        Examples
-        --------
-        >>> store.prune("50GiB").removed  # doctest: +SKIP
-        """
-        if max_size is None:
-            max_size = self.config.cache_max_size
-        if max_size is None:
-            raise ConfigurationError(
-                "No size to prune to: pass max_size='50GiB' (koa-cal prune --max-size) or set "
-                "KOA_CACHE_MAX_SIZE."
-            )
-        report = prune_cache(self, parse_size(max_size))
-        self._estimated_size = report.size_after
-        return report
-
-    def _keep_in_bounds(self, added: int) -> None:
-        """After a download of ``added`` bytes: prune when the cache outgrew its limit."""
-        limit = self.config.cache_max_size
-        if limit is None:
-            return
-        if self._estimated_size is None:
-            self._estimated_size = self.layout_size()
-        else:
-            self._estimated_size += added
-        if self._estimated_size > limit:
-            self.prune(limit)
-
-    def layout_size(self) -> int:
-        """Bytes taken by the files of the instrument's calibrations in the cache."""
-        return sum(size for _, size, _ in present_files(self))
-
-
 class AsOfStore:
-    """A store seen as of a past time; see :meth:`Lifecycle.as_of`.
+    """A store seen as of a past time; see :meth:`CalibrationStore.as_of`.
 
     Parameters
     ----------
-    store : CalibrationStore
-        The store.
+    view : SelectionView
+        The records selection sees as of :attr:`when`.
     when : str
         The normalized UTC time.
+    select_and_get : callable
+        ``(input, selector, db, kwargs) -> (path, record)``: the store's
+        selection among the records of ``db``, serving retracted calibrations.
     """
 
-    def __init__(self, store: Any, when: str):
-        self.store = store
+    def __init__(self, view: Any, when: str, select_and_get: Callable[..., tuple[str, dict]]):
+        self.local_db = view
         self.when = when
+        self._select_and_get = select_and_get
 
     def __repr__(self) -> str:
-        return f"AsOfStore({self.store!r}, when={self.when!r})"
-
-    @property
-    def local_db(self) -> Any:
-        """The records as of :attr:`when`, as selectors see them."""
-        return self.store.selection_db(self.when)
+        return f"AsOfStore({self.local_db.db_path!r}, when={self.when!r})"
 
     def select(self, input: Any, selector: Any, **kwargs: Any) -> dict | None:
         """The record ``selector`` chooses for ``input`` among the records of :attr:`when`."""
@@ -356,6 +323,4 @@ class AsOfStore:
         CalibrationNotFoundError
             If the selector finds nothing.
         """
-        return self.store._select_and_get(
-            input, selector, self.local_db, kwargs, allow_retracted=True
-        )
+        return self._select_and_get(input, selector, self.local_db, kwargs)

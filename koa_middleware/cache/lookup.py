@@ -1,20 +1,22 @@
 """Finding a calibration in the local cache: by id, file name, version family or MD5.
 
-A mixin of :class:`~koa_middleware.store.CalibrationStore`; the
-``_calibration_record_in_cache_*`` helpers keep the names and answers of the
-reference implementation, which pipelines call.
+The store's ``calibration_record_in_cache`` and ``_calibration_record_in_cache_*``
+methods (names and answers of the reference implementation, which pipelines
+call) delegate to a :class:`CacheLookup`.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from typing import Any
 
-from ..datamodel_protocol import SupportsCalibrationModelIO
+from ..datamodel_protocol import SupportsCalibrationModelIO, record_of
 from ..errors import InvalidRecordError
 from ..hashing import file_md5
 from ..records import is_cal_id
+from .local_cache import CalibrationRef, LocalCache
 
 logger = logging.getLogger(__name__)
 
@@ -22,21 +24,40 @@ __all__ = ["CacheLookup"]
 
 
 class CacheLookup:
-    """Lookups in the local database and cache folder (needs ``local_db`` and ``layout``)."""
+    """Lookups in one local cache by id, file name, version family or MD5.
+
+    Parameters
+    ----------
+    cache : LocalCache
+        The cache to look in.
+    family_of : callable
+        ``record -> dict``: the values of a record's version-family columns
+        (the store's overridable ``get_version_family_values``).
+    origin : str
+        The store's origin, for records that carry none.
+
+    Examples
+    --------
+    >>> store.lookup.calibration_record_in_cache(cal_id)["filename"]  # doctest: +SKIP
+    'dark_001.fits'
+    """
+
+    def __init__(self, cache: LocalCache, family_of: Callable[[Any], dict], origin: str):
+        self.cache = cache
+        self.family_of = family_of
+        self.origin = origin
+
+    def __repr__(self) -> str:
+        return f"CacheLookup({self.cache!r})"
+
+    @property
+    def local_db(self) -> Any:
+        """The cache's database."""
+        return self.cache.db
 
     def _lookup_local(self, cal: Any) -> dict | None:
         """The local record of an id, path, file name, record or model (None if absent)."""
-        if isinstance(cal, str | os.PathLike):
-            text = os.fspath(cal)
-            if is_cal_id(text):
-                return self.local_db.query_id(text)
-            return self.local_db.query_filename(os.path.basename(text))
-        record = self.record_from(cal)
-        if record.get("id") is not None:
-            return self.local_db.query_id(record["id"])
-        if record.get("filename"):
-            return self.local_db.query_filename(record["filename"])
-        return None
+        return self.cache.find(CalibrationRef.parse(cal))
 
     def calibration_record_in_cache(
         self, cal: dict | str | SupportsCalibrationModelIO, mode: str = "id"
@@ -61,10 +82,10 @@ class CacheLookup:
         if mode == "md5":
             return self._calibration_record_in_cache_md5(cal)
         if mode == "version-family":
-            record = self._lookup_local(cal) if isinstance(cal, str) else self.record_from(cal)
+            record = self._lookup_local(cal) if isinstance(cal, str) else record_of(cal)
             if record is None:
                 return None
-            family = self.get_version_family_values(record)
+            family = self.family_of(record)
             origin = (record.get("origin") or self.origin).upper()
             newest = self.local_db.rows_matching(
                 {**family, "origin": origin}, "cal_version DESC", limit=1
@@ -90,14 +111,14 @@ class CacheLookup:
                     "_calibration_record_in_cache_filename()."
                 )
             return self.local_db.query_id(calibration)
-        cal_id = self.record_from(calibration).get("id")
+        cal_id = record_of(calibration).get("id")
         return self.local_db.query_id(cal_id) if cal_id is not None else None
 
     def _calibration_record_in_cache_filename(
         self, cal: dict | SupportsCalibrationModelIO
     ) -> dict | None:
         """The local record with the file name of ``cal`` (a record or model), or None."""
-        filename = self.record_from(cal).get("filename")
+        filename = record_of(cal).get("filename")
         return self.local_db.query_filename(filename) if filename else None
 
     def _calibration_record_in_cache_version_family(
@@ -109,8 +130,8 @@ class CacheLookup:
         ``cal_version``, or None. A family value that ``cal`` lacks matches only
         records that lack it too.
         """
-        record = self.record_from(cal)
-        filters = dict(self.get_version_family_values(record))
+        record = record_of(cal)
+        filters = dict(self.family_of(record))
         if include_version:
             filters["cal_version"] = record.get("cal_version")
         rows = self.local_db.rows_matching(filters)
@@ -133,7 +154,7 @@ class CacheLookup:
             md5 = file_md5(cal)
         else:
             source = self._lookup_local(cal) if isinstance(cal, str) else None
-            md5 = (source or self.record_from(cal)).get("file_md5")
+            md5 = (source or record_of(cal)).get("file_md5")
         if not md5:
             raise InvalidRecordError(
                 "Cannot match by MD5: the input has no file_md5 and is not a file path."
@@ -147,7 +168,7 @@ class CacheLookup:
         if filename is None:
             record = self._lookup_local(cal)
             if record is None and not isinstance(cal, str):
-                record = self.record_from(cal)
+                record = record_of(cal)
             if record is None:
                 if isinstance(cal, str) and not is_cal_id(cal):
                     filename = os.path.basename(cal)
@@ -157,10 +178,9 @@ class CacheLookup:
                 filename = record.get("filename")
         if not filename:
             return None
-        path = self.layout.path_for(filename)
+        path = self.cache.layout.path_for(filename)
         return str(path) if path.is_file() else None
 
     def get_missing_local_files(self) -> list[dict]:
-        """Records in the local database whose file is missing from the cache."""
-        present = set(os.listdir(self.layout.calibrations_dir))
-        return [row for row in self.local_db.rows if row["filename"] not in present]
+        """Records whose file is in neither the cache nor one of its read-only caches."""
+        return self.cache.missing_files()

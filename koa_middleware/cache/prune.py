@@ -16,14 +16,18 @@ from __future__ import annotations
 import logging
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 from ..errors import ConfigurationError, KOAError
 
+if TYPE_CHECKING:
+    from .local_cache import LocalCache
+
 logger = logging.getLogger(__name__)
 
-__all__ = ["PruneReport", "parse_size", "present_files", "prune_cache"]
+__all__ = ["CacheBounds", "PruneReport", "parse_size", "present_files", "prune_cache"]
 
 _UNITS = {
     "": 1, "b": 1,
@@ -86,42 +90,32 @@ class PruneReport:
     kept_local: list[str] = field(default_factory=list)
 
 
-def present_files(store: Any) -> list[tuple[dict, int, float]]:
-    """``(record, size, mtime)`` of each calibration whose file is in the cache."""
+def present_files(cache: LocalCache) -> list[tuple[dict, int, float]]:
+    """``(record, size, mtime)`` of each calibration whose file is in the cache's own folder."""
     found = []
-    for record in store.local_db.rows:
+    for record in cache.db.rows:
         try:
-            info = os.lstat(store.layout.path_for(record["filename"]))
+            info = os.lstat(cache.layout.path_for(record["filename"]))
         except (FileNotFoundError, KOAError):
             continue
         found.append((record, info.st_size, info.st_mtime))
     return found
 
 
-def _irreplaceable(store: Any, records: list[dict]) -> set[str]:
-    """Ids of this store's origin that exist nowhere else (all of them without an archive)."""
-    own = {r["id"] for r in records if str(r.get("origin") or "").upper() == store.origin}
-    if not own:
-        return set()
-    if store.remote_db is None:
-        return own
-    try:
-        missing = store.get_missing_records(source="local")
-    except (KOAError, OSError) as exc:
-        logger.warning("Keeping every file of origin %s: %s", store.origin, exc)
-        return own
-    return own & {r["id"] for r in missing}
-
-
-def prune_cache(store: Any, max_size: int) -> PruneReport:
+def prune_cache(
+    cache: LocalCache, max_size: int, keep: Callable[[list[dict]], set[str]]
+) -> PruneReport:
     """Remove least recently used files until the instrument's files fit in ``max_size``.
 
     Parameters
     ----------
-    store : CalibrationStore
-        The store whose cache to prune.
+    cache : LocalCache
+        The cache to prune (its own folder; read-only caches are never touched).
     max_size : int
         Bytes the files may take in all.
+    keep : callable
+        Given the records whose files are present, the ids whose files must stay
+        (those that exist nowhere else).
 
     Returns
     -------
@@ -130,27 +124,27 @@ def prune_cache(store: Any, max_size: int) -> PruneReport:
 
     Examples
     --------
-    >>> report = prune_cache(store, parse_size("50GiB"))  # doctest: +SKIP
+    >>> report = prune_cache(store.cache, parse_size("50GiB"), lambda rows: set())  # doctest: +SKIP
     >>> len(report.removed), report.size_after  # doctest: +SKIP
     (12, 53600000000)
     """
-    store._cached_files.save()  # the uses noted so far count
-    present = present_files(store)
+    cache.files.save()  # the uses noted so far count
+    present = present_files(cache)
     report = PruneReport(limit=max_size)
     report.size_before = report.size_after = sum(size for _, size, _ in present)
     if report.size_before <= max_size:
         return report
-    keep = _irreplaceable(store, [record for record, _, _ in present])
-    uses = store.local_db.last_uses()
+    kept = keep([record for record, _, _ in present])
+    uses = cache.db.last_uses()
     # least recently served first; a file never served counts from when it was placed
     present.sort(key=lambda item: uses.get(item[0]["id"], item[2]))
     for record, size, _ in present:
         if report.size_after <= max_size:
             break
-        if record["id"] in keep:
+        if record["id"] in kept:
             report.kept_local.append(record["id"])
             continue
-        if not _remove_unless_in_use(store, record):
+        if not _remove_unless_in_use(cache, record):
             report.kept_in_use.append(record["id"])
             continue
         report.removed.append({k: record.get(k) for k in ("id", "filename", "file_size")})
@@ -165,9 +159,9 @@ def prune_cache(store: Any, max_size: int) -> PruneReport:
     return report
 
 
-def _remove_unless_in_use(store: Any, record: dict) -> bool:
+def _remove_unless_in_use(cache: LocalCache, record: dict) -> bool:
     """Remove the record's file under its lock; False when a process is using it."""
-    layout = store.layout
+    layout = cache.layout
     if layout.in_use(record["id"]):
         return False
     with layout.lock(record["id"]):
@@ -177,6 +171,76 @@ def _remove_unless_in_use(store: Any, record: dict) -> bool:
         except FileNotFoundError:
             pass
         # pruned, not lost: verify then counts it as not downloaded yet
-        store.local_db.forget_file_stat(record["id"])
+        cache.db.forget_file_stat(record["id"])
     logger.debug("Removed %s (calibration %s) from the cache", path, record["id"])
     return True
+
+
+class CacheBounds:
+    """Keeps one cache's files within a size, pruning after downloads when they outgrow it.
+
+    Parameters
+    ----------
+    cache : LocalCache
+        The cache whose files to keep in bounds.
+    max_size : int | None
+        The configured limit in bytes (``KOA_CACHE_MAX_SIZE``), or None for none.
+    keep : callable
+        Given the records whose files are present, the ids whose files must
+        stay; see :func:`prune_cache`.
+
+    Examples
+    --------
+    >>> store.bounds.prune("50GiB").removed  # doctest: +SKIP
+    []
+    """
+
+    def __init__(
+        self, cache: LocalCache, max_size: int | None, keep: Callable[[list[dict]], set[str]]
+    ):
+        self.cache = cache
+        self.max_size = max_size
+        self.keep = keep
+        self._estimated_size: int | None = None
+
+    def __repr__(self) -> str:
+        return f"CacheBounds({self.cache!r}, max_size={self.max_size!r})"
+
+    def prune(self, max_size: int | str | None = None) -> PruneReport:
+        """Remove the least recently used files until the cache's files fit in ``max_size``.
+
+        Parameters
+        ----------
+        max_size : int | str | None
+            Bytes, or a size such as ``'50GiB'``; None uses :attr:`max_size`.
+
+        Raises
+        ------
+        ConfigurationError
+            If no size is given or configured, or it cannot be read.
+        """
+        if max_size is None:
+            max_size = self.max_size
+        if max_size is None:
+            raise ConfigurationError(
+                "No size to prune to: pass max_size='50GiB' (koa-cal prune --max-size) or set "
+                "KOA_CACHE_MAX_SIZE."
+            )
+        report = prune_cache(self.cache, parse_size(max_size), self.keep)
+        self._estimated_size = report.size_after
+        return report
+
+    def added(self, size: int) -> None:
+        """After a download of ``size`` bytes: prune when the cache outgrew its limit."""
+        if self.max_size is None:
+            return
+        if self._estimated_size is None:
+            self._estimated_size = self.size()
+        else:
+            self._estimated_size += size
+        if self._estimated_size > self.max_size:
+            self.prune(self.max_size)
+
+    def size(self) -> int:
+        """Bytes taken by the files of the instrument's calibrations in the cache."""
+        return sum(size for _, size, _ in present_files(self.cache))

@@ -13,7 +13,11 @@ Records
     already has wins. The copy is incremental (by SQLite ``rowid``) and runs
     when the store opens and whenever the read-only database's files change
     (a few ``stat`` calls per lookup). A record of a read-only cache that
-    changes after it was copied is not copied again.
+    changes after it was copied is not copied again, but every retraction the
+    read-only cache knows is added whenever its database changes, so a
+    calibration withdrawn there (or on the archive that fills it) is never
+    chosen here. Retractions are only added: an undone retraction comes from
+    the archive's changes.
 Files
     A file found in a read-only cache is checked against its record (size,
     MD5) as the store checks its own, and served in place: the path returned
@@ -48,15 +52,17 @@ import logging
 import os
 import shutil
 import sqlite3
+import tempfile
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from ..database.side_tables import RETRACTIONS_TABLE
 from ..errors import InvalidRecordError
-from ..records import validate_column_name
+from ..records import is_cal_id, validate_column_name
 from ..sqlite_wal import connect_readonly
-from .check import lstat_or_none
+from .check import CachedFiles, lstat_or_none
 from .layout import CacheLayout, create_private_file
 
 logger = logging.getLogger(__name__)
@@ -175,8 +181,31 @@ class ReadOnlyCache:
             last = row.pop("_koa_rowid")
         return rows, last
 
+    def retractions(self, scratch: Path) -> dict[str, tuple[str, str]]:
+        """Every retraction this cache knows: id -> ``(retracted_at, reason)``.
+
+        Raises
+        ------
+        sqlite3.Error, OSError
+            As :meth:`records_after`.
+        """
+        try:
+            conn = connect_readonly(self.db_path)
+            try:
+                return _read_retractions(conn)
+            finally:
+                conn.close()
+        except sqlite3.OperationalError:
+            if os.access(self.db_path.parent, os.W_OK) or os.path.lexists(f"{self.db_path}-shm"):
+                raise
+            return self._with_copy(scratch, _read_retractions)
+
     def _read_copy(self, rowid: int, scratch: Path) -> tuple[list[dict], int]:
         """Read a copy of the database (and its ``-wal``) made while neither changed."""
+        return self._with_copy(scratch, lambda conn: self._read(conn, rowid))
+
+    def _with_copy(self, scratch: Path, read: Any) -> Any:
+        """``read(conn)`` on a copy of the database made while its files did not change."""
         copy = scratch / f"{uuid.uuid4().hex}.snapshot"
         try:
             for _ in range(_COPY_ATTEMPTS):
@@ -185,7 +214,10 @@ class ReadOnlyCache:
                     _copy_file(Path(f"{self.db_path}{suffix}"), Path(f"{copy}{suffix}"))
                 if self.stamp() == before and not os.path.lexists(f"{self.db_path}-shm"):
                     conn = sqlite3.connect(str(copy), isolation_level=None)
-                    return self._read(conn, rowid)
+                    try:
+                        return read(conn)
+                    finally:
+                        conn.close()
             raise sqlite3.OperationalError(
                 f"{self.db_path} kept changing while it was copied; it is read again at "
                 "the next lookup."
@@ -195,7 +227,7 @@ class ReadOnlyCache:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(f"{copy}{suffix}")
 
-    def file_for(self, record: Mapping[str, Any], cached_files: Any) -> Path | None:
+    def file_for(self, record: Mapping[str, Any], cached_files: CachedFiles) -> Path | None:
         """The record's file in this cache when it is there and matches the record, else None.
 
         Parameters
@@ -203,7 +235,8 @@ class ReadOnlyCache:
         record : Mapping
             The calibration's record.
         cached_files : CachedFiles
-            The store's checker of cached files (size, MD5, remembered stats).
+            The checker of this cache's files (size, MD5, stats seen before), which
+            keeps what it saw in memory: the store did not place these files.
 
         Returns
         -------
@@ -241,8 +274,9 @@ class ReadOnlyCaches:
         The read-only caches' root folders (``StoreConfig.readonly_caches``).
     instrument, db_filename, table_name : str
         As for the store's own cache.
-    own : CacheLayout
-        The store's writable cache (copies of databases are read in its ``tmp`` folder).
+    own : CacheLayout | None
+        The store's writable cache (copies of databases are read in its ``tmp``
+        folder); None when the store has no cache of its own (nothing is created).
 
     Examples
     --------
@@ -261,9 +295,11 @@ class ReadOnlyCaches:
     ):
         self.caches = [ReadOnlyCache(root, instrument, db_filename, table_name) for root in roots]
         self.own = own
+        #: The stats of the read-only caches' files checked so far (in memory only).
+        self.checked = CachedFiles(None)
 
     @classmethod
-    def from_config(cls, config: Any, own: CacheLayout) -> ReadOnlyCaches:
+    def from_config(cls, config: Any, own: CacheLayout | None) -> ReadOnlyCaches:
         """The read-only caches a :class:`~koa_middleware.config.StoreConfig` names."""
         return cls(
             config.readonly_caches,
@@ -317,29 +353,44 @@ class ReadOnlyCaches:
         stamp = cache.stamp()[0]
         inode = "" if stamp is None else f"{stamp[0]}.{stamp[1]}"
         after = int(saved[1]) if len(saved) == 2 and saved[0] == inode else 0
-        self.own.create()
-        rows, last = cache.records_after(after, self.own.tmp_dir)
-        if last < after:  # the table was emptied and filled again
-            rows, last = cache.records_after(0, self.own.tmp_dir)
+        with self._scratch() as scratch:
+            rows, last = cache.records_after(after, scratch)
+            if last < after:  # the table was emptied and filled again
+                rows, last = cache.records_after(0, scratch)
+            retractions = cache.retractions(scratch)
         added = 0
         for start in range(0, len(rows), _BATCH):
             added += _add_missing(local_db, rows[start : start + _BATCH], cache)
+        _add_retractions(local_db, retractions)
         if last != after or saved[0] != inode:
             local_db.set_meta(key, f"{inode}:{last}")
         if added:
             logger.info("Added %d records of the read-only cache %s.", added, cache.layout.root)
         return added
 
-    def file_for(self, record: Mapping[str, Any], cached_files: Any) -> Path | None:
+    @contextlib.contextmanager
+    def _scratch(self) -> Iterator[Path]:
+        """A writable folder for copies of databases: the own cache's ``tmp``, else a new one.
+
+        A store that opened no cache of its own (a read command) creates nothing in it.
+        """
+        if self.own is not None:
+            self.own.create()
+            yield self.own.tmp_dir
+            return
+        with tempfile.TemporaryDirectory(prefix="koa_readonly_") as folder:
+            yield Path(folder)
+
+    def file_for(self, record: Mapping[str, Any]) -> Path | None:
         """The record's file in the first read-only cache that holds it intact, or None.
 
         Examples
         --------
-        >>> store.readonly_caches.file_for(record, store._cached_files)  # doctest: +SKIP
+        >>> store.readonly_caches.file_for(record)  # doctest: +SKIP
         PosixPath('/shared/koa_cache/calibrations/hispec/dark_001.fits')
         """
         for cache in self.caches:
-            path = cache.file_for(record, cached_files)
+            path = cache.file_for(record, self.checked)
             if path is not None:
                 return path
         return None
@@ -382,6 +433,30 @@ def _add_absent(local_db: Any, rows: list[dict], cache: ReadOnlyCache) -> int:
                 exc,
             )
     return added
+
+
+def _read_retractions(conn: sqlite3.Connection) -> dict[str, tuple[str, str]]:
+    exists = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (RETRACTIONS_TABLE,)
+    ).fetchone()
+    if not exists:
+        return {}
+    rows = conn.execute(f'SELECT id, retracted_at, reason FROM "{RETRACTIONS_TABLE}"')  # noqa: S608 - a constant
+    return {row[0]: (row[1], row[2]) for row in rows if is_cal_id(row[0])}
+
+
+def _add_retractions(local_db: Any, retractions: Mapping[str, tuple[str, str]]) -> None:
+    """Record the retractions a read-only cache knows and ``local_db`` lacks.
+
+    A retraction known to any source is honoured: they are only ever added here
+    (an undone retraction reaches this cache from the archive). They are marked
+    as known to the archive, so a push never sends another cache's retractions.
+    """
+    known = local_db.retractions()
+    new = {cal_id: value for cal_id, value in retractions.items() if cal_id not in known}
+    if new:
+        local_db.set_retractions(new, pushed=True)
+        logger.info("Added %d retraction(s) of a read-only cache.", len(new))
 
 
 def _without_nulls(row: dict) -> dict:

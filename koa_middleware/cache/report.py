@@ -7,7 +7,7 @@ lists) and print nothing.
 Examples
 --------
 >>> from koa_middleware.cache.report import verify_cache  # doctest: +SKIP
->>> report = verify_cache(store)  # doctest: +SKIP
+>>> report = verify_cache(store.cache)  # doctest: +SKIP
 >>> [p["filename"] for p in report["problems"]]  # doctest: +SKIP
 []
 """
@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import os
 from collections import Counter, defaultdict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,7 +32,8 @@ from ..errors import (
 from ..hashing import verify_file
 
 if TYPE_CHECKING:
-    from ..store import CalibrationStore
+    from ..database.local_database import LocalCalibrationDB
+    from .local_cache import LocalCache
 
 logger = logging.getLogger(__name__)
 
@@ -81,13 +82,15 @@ def folder_size(path: str | os.PathLike) -> int:
     return total
 
 
-def cache_status(store: CalibrationStore) -> dict[str, Any]:
-    """Summarize the local side of a store: records, newest update, missing files, size.
+def cache_status(cache: LocalCache, max_size: int | None = None) -> dict[str, Any]:
+    """Summarize a local cache: records, newest update, missing files, size.
 
     Parameters
     ----------
-    store : CalibrationStore
-        The store to inspect.
+    cache : LocalCache
+        The cache to inspect (a file a read-only cache holds counts as present).
+    max_size : int | None
+        The cache's size limit, shown as ``cache_bytes["limit"]``.
 
     Returns
     -------
@@ -101,10 +104,10 @@ def cache_status(store: CalibrationStore) -> dict[str, Any]:
 
     Examples
     --------
-    >>> cache_status(store)["files_not_downloaded"]  # doctest: +SKIP
+    >>> cache_status(store.cache)["files_not_downloaded"]  # doctest: +SKIP
     0
     """
-    db = store.local_db
+    db = cache.db
     counts = Counter(zip(db.get_column("cal_type"), db.get_column("origin"), strict=True))
     by_type = [
         {"cal_type": cal_type, "origin": origin, "count": count}
@@ -112,13 +115,13 @@ def cache_status(store: CalibrationStore) -> dict[str, Any]:
     ]
     missing = [
         {"id": rec["id"], "filename": rec["filename"], "datetime_obs": rec.get("datetime_obs")}
-        for rec in sorted(store.get_missing_local_files(), key=time_order)
+        for rec in sorted(cache.missing_files(), key=time_order)
     ]
-    calibrations = folder_size(store.layout.calibrations_dir)
-    database = folder_size(store.layout.database_dir)
+    calibrations = folder_size(cache.layout.calibrations_dir)
+    database = folder_size(cache.layout.database_dir)
     return {
-        "instrument": store.instrument_name,
-        "cache_dir": store.cache_dir,
+        "instrument": cache.layout.instrument,
+        "cache_dir": str(cache.layout.root),
         "database": db.db_path,
         "records": len(db),
         "by_type_origin": by_type,
@@ -129,21 +132,23 @@ def cache_status(store: CalibrationStore) -> dict[str, Any]:
             "calibrations": calibrations,
             "database": database,
             "total": calibrations + database,
-            "limit": store.config.cache_max_size,
+            "limit": max_size,
         },
         "retracted": len(db.retractions()),
     }
 
 
-def archive_comparison(store: CalibrationStore) -> dict[str, int]:
-    """How far the cache is ahead of and behind its archive.
+def archive_comparison(db: LocalCalibrationDB, remote_db: Any) -> dict[str, int]:
+    """How far a cache's database is ahead of and behind its archive.
 
     Only ids and ``last_updated`` are fetched from the archive.
 
     Parameters
     ----------
-    store : CalibrationStore
-        A store connected to its archive.
+    db : LocalCalibrationDB
+        The cache's database.
+    remote_db : RemoteCalibrationDB
+        The archive client.
 
     Returns
     -------
@@ -159,13 +164,12 @@ def archive_comparison(store: CalibrationStore) -> dict[str, int]:
 
     Examples
     --------
-    >>> archive_comparison(store)  # doctest: +SKIP
+    >>> archive_comparison(store.local_db, store.remote_db)  # doctest: +SKIP
     {'not_pushed': 0, 'not_pulled': 2014}
     """
-    db = store.local_db
     local = dict(zip(db.get_column("id"), db.get_column("last_updated"), strict=True))
     remote: dict[str, Any] = {}
-    for page in store.remote_db.iter_query(columns="id,last_updated"):
+    for page in remote_db.iter_query(columns="id,last_updated"):
         remote.update((rec["id"], rec.get("last_updated")) for rec in page)
     not_pulled = sum(
         1
@@ -176,20 +180,23 @@ def archive_comparison(store: CalibrationStore) -> dict[str, int]:
     return {"not_pushed": not_pushed, "not_pulled": not_pulled}
 
 
-def _check_record(store: CalibrationStore, record: dict) -> dict | None:
+def _check_record(cache: LocalCache, record: dict) -> dict | None:
     """Return the problem with one record's cached file, or None when it is intact.
 
-    A record whose file is absent and was never placed in the cache (no stat
-    of it was recorded) is ``not_downloaded``; one whose file was placed and
-    is gone is ``missing``.
+    A file a read-only cache holds intact is served from there, so it is intact
+    here. A record whose file is absent and was never placed in the cache (no
+    stat of it was recorded) is ``not_downloaded``; one whose file was placed
+    and is gone is ``missing``.
     """
     base = {"id": record.get("id"), "filename": record.get("filename")}
     try:
-        path = store.layout.path_for(record["filename"])
+        path = cache.layout.path_for(record["filename"])
     except (InvalidRecordError, KeyError) as exc:
         return {**base, "problem": "invalid", "detail": str(exc)}
+    if not os.path.lexists(path) and cache.readonly.file_for(record) is not None:
+        return None
     if not path.is_file() and not os.path.lexists(path):
-        if store.local_db.get_file_stat(record["id"]) is None:
+        if cache.db.get_file_stat(record["id"]) is None:
             return {**base, "problem": "not_downloaded", "detail": f"{path} not downloaded yet"}
         return {**base, "problem": "missing", "detail": f"{path} was placed and is gone"}
     if not path.is_file():
@@ -201,15 +208,20 @@ def _check_record(store: CalibrationStore, record: dict) -> dict | None:
     return None
 
 
-def verify_cache(store: CalibrationStore, repair: bool = False) -> dict[str, Any]:
+def verify_cache(
+    cache: LocalCache, repair: bool = False, fetch: Callable[[dict], Any] | None = None
+) -> dict[str, Any]:
     """Check every cached file against its record (existence, size, MD5); optionally repair.
 
     Parameters
     ----------
-    store : CalibrationStore
-        The store whose cache to check.
+    cache : LocalCache
+        The cache to check (files served from its read-only caches included).
     repair : bool
-        Fetch fresh, verified copies of missing or corrupt files from the archive.
+        Fetch fresh, verified copies of missing or corrupt files with ``fetch``.
+    fetch : callable | None
+        ``record -> path``: downloads a record's file into the cache (the
+        store's ``download_calibration_file``); needed for ``repair``.
 
     Returns
     -------
@@ -225,15 +237,16 @@ def verify_cache(store: CalibrationStore, repair: bool = False) -> dict[str, Any
 
     Examples
     --------
-    >>> verify_cache(store, repair=True)["unrepaired"]  # doctest: +SKIP
+    >>> report = verify_cache(store.cache, True, store.download_calibration_file)  # doctest: +SKIP
+    >>> report["unrepaired"]  # doctest: +SKIP
     0
     """
     checked = 0
     problems = []
     not_downloaded = []
-    for record in sorted(store.local_db.rows, key=time_order):
+    for record in sorted(cache.db.rows, key=time_order):
         checked += 1
-        problem = _check_record(store, record)
+        problem = _check_record(cache, record)
         if problem is None:
             continue
         if problem["problem"] == "not_downloaded":
@@ -242,7 +255,7 @@ def verify_cache(store: CalibrationStore, repair: bool = False) -> dict[str, Any
         problem["_record"] = record
         problems.append(problem)
     if repair:
-        _repair(store, problems)
+        _repair(fetch, problems)
     for problem in problems:
         problem.pop("_record", None)
     unrepaired = sum(1 for p in problems if not p.get("repaired"))
@@ -255,7 +268,7 @@ def verify_cache(store: CalibrationStore, repair: bool = False) -> dict[str, Any
     }
 
 
-def _repair(store: CalibrationStore, problems: list[dict]) -> None:
+def _repair(fetch: Callable[[dict], Any] | None, problems: list[dict]) -> None:
     fatal: str | None = None
     for problem in problems:
         problem["repaired"] = False
@@ -266,7 +279,9 @@ def _repair(store: CalibrationStore, problems: list[dict]) -> None:
             problem["repair_error"] = fatal
             continue
         try:
-            path = store.download_calibration_file(problem["_record"])
+            if fetch is None:
+                raise RemoteUnavailableError("No archive to fetch fresh copies from.")
+            path = fetch(problem["_record"])
             verify_file(path, problem["_record"])
         except (RemoteUnavailableError, AuthenticationError) as exc:
             fatal = str(exc)  # every further attempt would fail the same way
@@ -278,8 +293,10 @@ def _repair(store: CalibrationStore, problems: list[dict]) -> None:
             logger.info("Repaired %s", Path(path).name)
 
 
-def version_families(store: CalibrationStore) -> list[dict[str, Any]]:
-    """List the version families of the local database with their versions.
+def version_families(
+    db: LocalCalibrationDB, family_of: Callable[[dict], dict]
+) -> list[dict[str, Any]]:
+    """List the version families of a local database with their versions.
 
     Families are as :meth:`~koa_middleware.store.CalibrationStore.get_version_family_values`
     defines them, scoped by origin.
@@ -293,15 +310,16 @@ def version_families(store: CalibrationStore) -> list[dict[str, Any]]:
 
     Examples
     --------
-    >>> version_families(store)[0]["versions"]  # doctest: +SKIP
+    >>> version_families(store.local_db, store.get_version_family_values)[0][
+    ...     "versions"]  # doctest: +SKIP
     ['001', '002']
     """
     families: dict[tuple, list[str]] = defaultdict(list)
     values: dict[tuple, dict] = {}
     first: dict[tuple, tuple] = {}
-    for row in store.local_db.rows:
+    for row in db.rows:
         try:
-            family = store.get_version_family_values(row)
+            family = family_of(row)
         except KOAError:
             continue
         key = (row.get("origin"), tuple(sorted((k, str(v)) for k, v in family.items())))

@@ -129,12 +129,12 @@ def status(state: State) -> None:
     require_cache(state)
     failed = None
     with open_store(state, remote=True) as store:
-        data = cache_status(store)
+        data = cache_status(store.cache, store.config.cache_max_size)
         archive: dict[str, Any] = {"url": getattr(store.remote_db, "display_url", None)}
         if store.remote_db is not None:
             try:
                 archive["last_updated"] = store.get_last_updated(source="remote")
-                archive.update(archive_comparison(store))
+                archive.update(archive_comparison(store.local_db, store.remote_db))
             except (KOAError, OSError) as exc:  # the local state is still worth showing
                 failed = archive["error"] = one_line(exc)
         data["archive"] = archive
@@ -278,7 +278,7 @@ def verify(state: State, repair: bool) -> None:
     if not repair:
         require_cache(state)
     with open_store(state, remote=repair, probe=repair and cache_is_new(state)) as store:
-        report = verify_cache(store, repair=repair)
+        report = verify_cache(store.cache, repair, store.download_calibration_file)
     emit(state, report, out.render_verify(report, repair))
     if report["unrepaired"]:
         hint = "" if repair else "; run koa-cal verify --repair to fetch fresh copies"
@@ -313,7 +313,7 @@ def versions(state: State, check: bool) -> None:
     require_cache(state)
     with open_store(state) as store:
         if not check:
-            families = version_families(store)
+            families = version_families(store.local_db, store.get_version_family_values)
             emit(state, families, out.render_table(families, ["origin", "family", "versions"]))
             return
         issues = store.detect_version_issues()

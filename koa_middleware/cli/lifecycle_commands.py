@@ -185,7 +185,7 @@ def manifest_verify(state: State, path: str) -> None:
 
     require_cache(state)
     with open_store(state) as store:
-        problems = verify_manifest(store, path)
+        problems = verify_manifest(store.cache, path)
     emit(state, {"problems": problems},
          "\n".join(f"{p['id']}: {p['problem']}" for p in problems) or "Every pinned file is here "
          "with its pinned bytes.")  # fmt: skip

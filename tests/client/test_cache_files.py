@@ -120,7 +120,7 @@ def test_verify_repair_records_the_stat_of_the_fresh_copy(open_store, publisher,
     store = open_store()
     path, _ = store.get_calibration(record["id"])
     Path(path).write_bytes(b"\0" * 4096)
-    report = verify_cache(store, repair=True)
+    report = verify_cache(store.cache, True, store.download_calibration_file)
     assert report["unrepaired"] == 0 and report["problems"][0]["repaired"]
     now = os.stat(path)
     seen = store.local_db.get_file_stat(record["id"])

@@ -46,7 +46,7 @@ def test_the_least_recently_used_files_go_and_their_records_stay(archive, open_s
     assert (report.size_before, report.size_after) == (4 * SIZE, 3 * SIZE)
     assert files_in(store) == {r["filename"] for r in records} - {records[2]["filename"]}
     assert len(store.local_db) == 4
-    checked = verify_cache(store)  # pruned on purpose: not downloaded, not lost
+    checked = verify_cache(store.cache)  # pruned on purpose: not downloaded, not lost
     assert checked["problems"] == []
     assert [r["id"] for r in checked["not_downloaded"]] == [records[2]["id"]]
     path, _ = store.get_calibration(records[2]["id"])  # fetched again, intact
