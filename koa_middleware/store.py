@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from .cache.check import CachedFiles, lstat_or_none
@@ -25,7 +24,8 @@ from .cache.registration import (
     register_model,
     warn_if_not_a_calibration,
 )
-from .cache.registration_steps import RegistrationSteps, _Staging
+from .cache.registration_steps import RegistrationSteps
+from .cache.staging import Staging
 from .cache.versions import find_version_issues
 from .client.archive_side import ArchiveSide
 from .config import resolve_config
@@ -130,11 +130,10 @@ class CalibrationStore(
         self.layout.create()
         self.cache_dir = str(self.layout.root)
         self.database_dir = os.path.join(str(self.layout.database_dir), "")
-        self._staging = _Staging()
-        self._stage_folders: list[Path] = []
         filename = self.config.local_database_filename
         db_path = filename if filename == ":memory:" else self.layout.database_dir / filename
         self.local_db = LocalCalibrationDB(db_path, self.config.table_name)
+        self.staging = Staging(self.layout, self.local_db)
         self._cached_files = CachedFiles(self.local_db)
         self._family_indexes: set[tuple[str, ...]] = set()
         self._closed = False
@@ -166,7 +165,7 @@ class CalibrationStore(
             return
         self._closed = True
         self._cached_files.save()
-        self._remove_stage_folders()
+        self.staging.close()
         self._close_selection_views()
         self.local_db.close()
         if self.remote_db is not None and hasattr(self.remote_db, "close"):
