@@ -24,7 +24,6 @@ import logging
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 from .cache.lifecycle import AsOfStore
@@ -36,7 +35,8 @@ from .cache.registration import (
     register_model,
     warn_if_not_a_calibration,
 )
-from .cache.registration_steps import RegistrationSteps, _Staging
+from .cache.registration_steps import RegistrationSteps
+from .cache.staging import Staging
 from .cache.versions import find_version_issues
 from .client.archive_link import ArchiveLink
 from .client.connect import connect_archive
@@ -158,8 +158,7 @@ class CalibrationStore(RegistrationSteps):
         self.readonly_caches = self.cache.readonly
         self.cache_dir = str(self.layout.root)
         self.database_dir = os.path.join(str(self.layout.database_dir), "")
-        self._staging = _Staging()
-        self._stage_folders: list[Path] = []
+        self.staging = Staging(self.layout, self.local_db)
         self._family_indexes: set[tuple[str, ...]] = set()
         self._closed = False
         self.cache.refresh()
@@ -196,7 +195,7 @@ class CalibrationStore(RegistrationSteps):
         if self._closed:
             return
         self._closed = True
-        self._remove_stage_folders()
+        self.staging.close()
         self.cache.close()
         self.archive.close()
 

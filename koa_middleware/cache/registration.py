@@ -8,16 +8,27 @@ overridable) run inside one SQLite write transaction, in this order:
 2. ``_prepare_cal_record``: allocate the version (no other process can take it
    while the lock is held);
 3. ``save_calibration_file``: the model writes its file into a private folder
-   under ``tmp/<instrument>/`` (the store's ``data_dir`` points there);
+   under ``tmp/<instrument>/`` (the store's ``data_dir`` points there; the
+   folder is the store's :class:`~koa_middleware.cache.staging.Staging`,
+   ``store.staging``);
 4. ``_finalize_cal_record``: file name, MD5 and size; the store checks them
    against the file;
 5. insert the record (not yet committed), leave a pending marker, rename the
    file into ``calibrations/<instrument>``;
-6. commit, then drop the marker and the private folder.
+6. commit, then drop the marker and the private folder;
+7. tell the model where its file went: its ``_filepath`` and ``meta.filename``
+   now name the registered file (see
+   :func:`~koa_middleware.cache.registration_steps.point_model_at`).
 
 A process killed before step 6 leaves no committed record; a file it renamed
 into place is removed by the next store that starts (the marker says which),
 and its private folder by the cleaning of ``tmp/``.
+
+Why a private folder rather than the final path: the model names its file
+inside ``save()``, so its name is known only afterwards. Written straight into
+``calibrations/``, a file could replace the file of a registered calibration
+before any check, and a process killed during ``save()`` would leave a file
+no marker names. Step 7 gives the model the registered path instead.
 """
 
 from __future__ import annotations
@@ -38,12 +49,11 @@ from ..errors import (
 from ..hashing import file_digest
 from ..records import LOCAL_REQUIRED_FIELDS, new_cal_id, utc_now, validate_record
 from .layout import CacheLayout, cache_full_error, is_disk_full, place_file
-from .registration_steps import save_model
+from .registration_steps import ModelPath, point_model_at, save_model
 
 if TYPE_CHECKING:
-    from contextlib import AbstractContextManager
-
     from ..database.local_database import LocalCalibrationDB
+    from .staging import Staging
 
 logger = logging.getLogger(__name__)
 
@@ -59,10 +69,12 @@ class RegistrationHost(Protocol):
     """The steps of registration that a store provides, each one overridable.
 
     :class:`~koa_middleware.store.CalibrationStore` is one (through
-    :class:`~koa_middleware.cache.registration_steps.RegistrationSteps`).
+    :class:`~koa_middleware.cache.registration_steps.RegistrationSteps`). The
+    private folder and the MD5s are its ``staging`` collaborator's.
     """
 
     data_dir: str
+    staging: Staging
 
     def _prepare_cal_record(self, cal: Any, origin: str | None = None) -> dict: ...
 
@@ -71,12 +83,6 @@ class RegistrationHost(Protocol):
     def _finalize_cal_record(self, *args: Any) -> dict | None: ...
 
     def generate_calibration_version(self, cal: Any, origin: str | None = None) -> str: ...
-
-    def _staged(self) -> AbstractContextManager[Path]: ...
-
-    def _adopt_saved_file(self, saved: str | os.PathLike, folder: Path) -> Path: ...
-
-    def _file_digest(self, path: str | os.PathLike) -> tuple[str, int]: ...
 
 
 def register_model(
@@ -89,6 +95,7 @@ def register_model(
     family: dict,
     origin: str,
     new_version: bool,
+    staging: Staging | None = None,
 ) -> tuple[str, dict]:
     """Register ``cal`` under ``cal_id``; see :meth:`CalibrationStore.register_calibration`.
 
@@ -104,27 +111,60 @@ def register_model(
         The calibration's id, its version family's values and its origin.
     new_version : bool
         Register a new version even when the family already holds one.
+    staging : Staging | None
+        The private folders the model saves into; None: ``steps.staging``.
 
     Returns
     -------
     tuple[str, dict]
-        The cached file's path (which exists) and the stored record.
+        The cached file's path (which exists) and the stored record. The model
+        is pointed at that path when its bytes are the registered file's (see
+        :func:`~koa_middleware.cache.registration_steps.point_model_at`);
+        otherwise its path is left as it was before.
     """
-    with layout.pending_write(cal_id) as pending, steps._staged() as folder:
+    staging = steps.staging if staging is None else staging
+    remembered = ModelPath.remember(cal)
+    try:
+        path, record, kept = _register(
+            steps, cal, db, layout, staging, cal_id, family, origin, new_version
+        )
+    except BaseException:
+        remembered.restore()  # its file, if it wrote one, is gone with the private folder
+        raise
+    if kept:
+        point_model_at(cal, path)
+    else:
+        remembered.restore()
+    return path, record
+
+
+def _register(
+    steps: RegistrationHost,
+    cal: Any,
+    db: LocalCalibrationDB,
+    layout: CacheLayout,
+    staging: Staging,
+    cal_id: str,
+    family: dict,
+    origin: str,
+    new_version: bool,
+) -> tuple[str, dict, bool]:
+    """Register ``cal``: its path, its record and whether the model's bytes are that file."""
+    with layout.pending_write(cal_id) as pending, staging.staged() as folder:
         placed: Path | None = None
         try:
             with db.write_transaction():
                 existing = _registered_already(db, cal_id, family, origin, new_version)
                 if existing is not None:
-                    return _answer_existing(steps, cal, existing, db, layout, folder)
+                    return _answer_existing(staging, cal, existing, db, layout, folder)
                 cal_record = steps._prepare_cal_record(cal, origin=origin)
                 if cal_record.get("id") is None:
                     cal_record["id"] = cal_id
                 # A bad record is refused before the model writes anything.
                 validate_record(cal_record, _REQUIRED_BEFORE_SAVE)
-                staged = _save(steps, cal, cal_record, folder)
+                staged = _save(steps, staging, cal, cal_record, folder)
                 cal_record = _finalize(steps, cal, cal_record, str(staged))
-                stored = _checked_record(steps, cal_record, staged, origin)
+                stored = _checked_record(steps, staging, cal_record, staged, origin)
                 destination = _free_destination(layout, stored["filename"])
                 db.add_validated([stored])
                 pending.note(stored["filename"])
@@ -137,7 +177,7 @@ def register_model(
                 placed.unlink(missing_ok=True)
             raise
     logger.info("Registered %s as %s version %s", stored["filename"], cal_id, stored["cal_version"])
-    return str(destination), stored
+    return str(destination), stored, True
 
 
 #: Frame types that are science, not calibrations.
@@ -177,7 +217,9 @@ def warn_if_not_a_calibration(record: dict, known_types: tuple[str, ...] = ()) -
         )
 
 
-def _save(steps: RegistrationHost, cal: Any, cal_record: dict, folder: Path) -> Path:
+def _save(
+    steps: RegistrationHost, staging: Staging, cal: Any, cal_record: dict, folder: Path
+) -> Path:
     """Let the model write its file (the ``save_calibration_file`` step) into ``folder``."""
     try:
         saved = steps.save_calibration_file(cal, cal_record=cal_record)
@@ -186,22 +228,24 @@ def _save(steps: RegistrationHost, cal: Any, cal_record: dict, folder: Path) -> 
         if full is None:
             raise
         raise full from exc.__cause__
-    return steps._adopt_saved_file(saved, folder)
+    return staging.adopt(saved, folder)
 
 
 def _answer_existing(
-    steps: RegistrationHost,
+    staging: Staging,
     cal: Any,
     existing: dict,
     db: LocalCalibrationDB,
     layout: CacheLayout,
     folder: Path,
-) -> tuple[str, dict]:
+) -> tuple[str, dict, bool]:
     """Answer with the calibration already registered, its file in place.
 
     The model's bytes decide: the same MD5 means the same calibration (its file
     is put back if the cache lost it); other bytes are not registered, with a
     warning, and the existing calibration is the answer, as the reference has it.
+    The third value says whether the model's bytes are the answer's file (so
+    the model may be pointed at it).
 
     Raises
     ------
@@ -212,9 +256,9 @@ def _answer_existing(
     path = layout.path_for(existing["filename"])
     have_file = path.is_file()
     if have_file and not _needs_comparison(existing, cal):
-        return str(path), existing
-    staged = steps._adopt_saved_file(save_model(cal, str(folder)), folder)
-    md5, _size = steps._file_digest(staged)
+        return str(path), existing, False  # not saved: the model is left as it is
+    staged = staging.adopt(save_model(cal, str(folder)), folder)
+    md5, _size = staging.digest(staged)
     same = md5 == str(existing.get("file_md5") or "").lower()
     yours = _describe(cal, staged)
     if same and not have_file:
@@ -239,7 +283,7 @@ def _answer_existing(
             "(koa-cal verify --repair), or register yours as a new version with "
             "new_version=True (koa-cal register --new-version)."
         )
-    return str(path), existing
+    return str(path), existing, same
 
 
 def _needs_comparison(existing: dict, cal: Any) -> bool:
@@ -319,7 +363,9 @@ def _finalize(steps: RegistrationHost, cal: Any, cal_record: dict, path: str) ->
     return cal_record if result is None else result
 
 
-def _checked_record(steps: RegistrationHost, cal_record: dict, staged: Path, origin: str) -> dict:
+def _checked_record(
+    steps: RegistrationHost, staging: Staging, cal_record: dict, staged: Path, origin: str
+) -> dict:
     """The record to store: what the steps left out filled in, checked against the file.
 
     Raises
@@ -337,7 +383,7 @@ def _checked_record(steps: RegistrationHost, cal_record: dict, staged: Path, ori
         cal_record["last_updated"] = utc_now()
     if not cal_record.get("filename"):
         cal_record["filename"] = staged.name
-    md5, size = steps._file_digest(staged)
+    md5, size = staging.digest(staged)
     claimed = cal_record.get("file_md5")
     if claimed is not None and str(claimed).lower() != md5:
         raise ChecksumMismatchError(

@@ -14,44 +14,57 @@
 A subclass may override any step, and :meth:`get_version_family_column_names`
 or :meth:`_get_next_calibration_version`. While a registration runs,
 :attr:`data_dir` (and so :meth:`_get_local_filepath`) points at a private
-folder of the cache, so whatever a step writes there appears in the cache
-only once the record is committed.
+folder of the cache (the store's :class:`~koa_middleware.cache.staging.Staging`,
+``store.staging``), so whatever a step writes there appears in the cache only
+once the record is committed.
+
+**Where the model's file went.** A model that records where ``save()`` wrote
+its file would be left pointing into the private folder, which is emptied
+when the registration ends. Once the file is renamed into the cache,
+:func:`point_model_at` tells the model where it went, for models that keep
+the path as stdatamodels-style models do:
+
+- ``model._filepath`` is set to the registered file's absolute path, when the
+  model has that attribute;
+- ``model.meta.filename`` is set to its file name, when ``model.meta`` is an
+  object (not a dict) with a ``filename`` attribute.
+
+This is done when the model's bytes are the registered file's: a new
+registration, or one answered by the calibration already registered with the
+same MD5. When the model's file is not kept (an error, or a family member
+with other bytes is returned instead), both are put back as they were before
+registration. A model with neither attribute is left alone; the returned path
+is the registered file either way.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import shutil
-import stat
-import uuid
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 from ..datamodel_protocol import SupportsCalibrationModelIO
 from ..errors import CalibrationSaveError, InvalidRecordError, VersionLimitError
-from ..hashing import file_digest
 from ..records import MAX_VERSION, normalize_timestamp, safe_path, utc_now
-from .staging import Staging as _Staging
-from .staging import copy_into as _copy_into
-from .staging import empty_folder as _empty_folder
-from .staging import fresh_folder as _fresh_folder
+from .layout import place_file
+from .staging import Staging
+from .staging import empty_folder as _empty_folder  # noqa: F401  (its earlier import path)
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["RegistrationSteps"]
+__all__ = ["ModelPath", "RegistrationSteps", "point_model_at", "save_model"]
 
 
 class RegistrationSteps:
     """Records, versions and the overridable steps of registration (a mixin of the store).
 
-    It needs ``local_db``, ``layout``, ``origin`` and ``config`` from the class
-    it is mixed into.
+    It needs ``local_db``, ``layout``, ``origin``, ``config`` and ``staging``
+    (a :class:`~koa_middleware.cache.staging.Staging`) from the class it is
+    mixed into.
     """
 
-    _staging: _Staging
+    #: The private folders of registrations and the MD5s of the files saved there.
+    staging: Staging
 
     # -- records and version families ----------------------------------------
 
@@ -203,7 +216,7 @@ class RegistrationSteps:
         this thread, the private folder whose files appear in the cache once the
         record is committed.
         """
-        folder = self._staging.folder or self.layout.calibrations_dir
+        folder = self.staging.folder or self.layout.calibrations_dir
         return os.path.join(str(folder), "")
 
     def _get_local_filepath(self, calibration: dict | str) -> str | None:
@@ -277,8 +290,9 @@ class RegistrationSteps:
         """Step 2: let the model write its file (``cal.save(output_dir=data_dir)``).
 
         The model names its own file. Called on its own, the file is written
-        under a private folder and moved into the cache complete; a file that
-        belongs to a registered calibration is never replaced.
+        under a private folder and moved into the cache complete, and the model
+        is pointed at it (:func:`point_model_at`); a file that belongs to a
+        registered calibration is never replaced.
 
         Parameters
         ----------
@@ -299,20 +313,26 @@ class RegistrationSteps:
         InvalidRecordError
             If the file would replace the file of a registered calibration.
         """
-        if self._staging.folder is not None:
+        staging = self.staging
+        if staging.folder is not None:
             return save_model(cal, self.data_dir)
-        with self._staged() as folder:
-            staged = self._adopt_saved_file(save_model(cal, self.data_dir), folder)
-            destination = self.layout.path_for(staged.name)
-            if destination.exists() and self.local_db.query_filename(staged.name):
-                raise InvalidRecordError(
-                    f"{destination} belongs to a registered calibration and is not replaced; "
-                    "give the new file another name, or register it with new_version=True."
-                )
-            from .layout import place_file
-
-            place_file(staged, destination)
-            return str(destination)
+        remembered = ModelPath.remember(cal)
+        try:
+            with staging.staged() as folder:
+                staged = staging.adopt(save_model(cal, self.data_dir), folder)
+                destination = self.layout.path_for(staged.name)
+                if destination.exists() and self.local_db.query_filename(staged.name):
+                    raise InvalidRecordError(
+                        f"{destination} belongs to a registered calibration and is not "
+                        "replaced; give the new file another name, or register it with "
+                        "new_version=True."
+                    )
+                place_file(staged, destination)
+        except BaseException:
+            remembered.restore()
+            raise
+        point_model_at(cal, destination)
+        return str(destination)
 
     def _finalize_cal_record(
         self, cal: Any, cal_record: Any, local_filepath: str | None = None
@@ -331,99 +351,11 @@ class RegistrationSteps:
         """
         if local_filepath is None:  # the earlier form: (cal_record, local_filepath)
             cal_record, local_filepath = cal, cal_record
-        md5, size = self._file_digest(local_filepath)
+        md5, size = self.staging.digest(local_filepath)
         cal_record["filename"] = os.path.basename(local_filepath)
         cal_record["file_md5"] = md5
         cal_record["file_size"] = size
         return cal_record
-
-    # -- the private folder of a registration ----------------------------------
-
-    @contextlib.contextmanager
-    def _staged(self) -> Iterator[Path]:
-        """Point :attr:`data_dir` of this thread at its private folder of the cache.
-
-        The folder is emptied when the block ends, whatever happened in it. A
-        link or file put in the folder's place is removed (never followed) and
-        the folder made again.
-
-        Raises
-        ------
-        UnsafeCachePathError
-            If ``tmp/<instrument>`` is a link leading out of the cache.
-        """
-        staging = self._staging
-        if staging.folder is not None:
-            yield staging.folder
-            return
-        folder = staging.reserved
-        if folder is None:
-            folder = staging.reserved = self.layout.tmp_dir / f"{uuid.uuid4().hex}.stage"
-            self._stage_folders.append(folder)
-        self.layout.check_folders()
-        _fresh_folder(folder)
-        staging.folder, staging.digests = folder, {}
-        try:
-            yield folder
-        finally:
-            staging.folder, staging.digests = None, {}
-            _empty_folder(folder)
-
-    def _file_digest(self, path: str | os.PathLike) -> tuple[str, int]:
-        """MD5 and size of a file, computed once per registration."""
-        key = os.fspath(path)
-        digests = self._staging.digests if self._staging.folder is not None else {}
-        if key not in digests:
-            digests[key] = file_digest(key)
-        return digests[key]
-
-    def _adopt_saved_file(self, saved: str | os.PathLike, folder: Path) -> Path:
-        """The saved file, inside the private ``folder``: moved or copied there if need be.
-
-        A file a step wrote straight into the cache is moved (unless a registered
-        calibration owns it); a file elsewhere is copied, leaving the original alone.
-
-        The copy is a new file of the private folder (``O_EXCL``, ``O_NOFOLLOW``):
-        a link planted under its name is replaced, never written through.
-
-        Raises
-        ------
-        CalibrationSaveError
-            If ``saved`` is not a regular file (a link is refused too).
-        CacheFullError
-            If the cache's file system has no room for the copy (the partial copy
-            is removed).
-        """
-        saved = os.fspath(saved)
-        try:
-            info = os.lstat(saved)
-        except OSError:
-            info = None
-        if info is None or not stat.S_ISREG(info.st_mode):
-            raise CalibrationSaveError(
-                f"save() returned {saved!r}, which is not a regular file; save() must "
-                "write the file and return its path. Nothing was registered."
-            )
-        if os.path.dirname(os.path.abspath(saved)) == str(folder):
-            return Path(saved)
-        path = Path(os.path.realpath(saved))
-        target = safe_path(folder, path.name)
-        if path.parent == Path(os.path.realpath(self.layout.calibrations_dir)):
-            if self.local_db.query_filename(path.name):
-                raise InvalidRecordError(
-                    f"save() wrote {path}, the file of a registered calibration; save "
-                    "into data_dir (or _get_local_filepath()) under a new name instead."
-                )
-            os.replace(path, target)
-        else:
-            _copy_into(path, target, info.st_size)
-        return target
-
-    def _remove_stage_folders(self) -> None:
-        """Remove the private folders of this store's registrations (when it closes)."""
-        for folder in self._stage_folders:
-            shutil.rmtree(folder, ignore_errors=True)
-        self._stage_folders.clear()
 
 
 def save_model(cal: Any, output_dir: str) -> str:
@@ -447,3 +379,97 @@ def save_model(cal: Any, output_dir: str) -> str:
             "registered."
         )
     return os.fspath(written)
+
+
+#: The attribute in which a model keeps the path of its saved file (stdatamodels-style).
+_FILEPATH = "_filepath"
+
+
+class ModelPath:
+    """What a model says of where its file is, remembered to be put back.
+
+    Parameters
+    ----------
+    cal : Any
+        The model.
+    filepath, filename : tuple
+        ``(present, value)`` of ``cal._filepath`` and of ``cal.meta.filename``.
+    """
+
+    def __init__(self, cal: Any, filepath: tuple[bool, Any], filename: tuple[bool, Any]):
+        self.cal = cal
+        self.filepath = filepath
+        self.filename = filename
+
+    @classmethod
+    def remember(cls, cal: Any) -> ModelPath:
+        """Remember ``cal._filepath`` and ``cal.meta.filename`` as they are now."""
+        meta = _meta_object(cal)
+        return cls(cal, _attribute(cal, _FILEPATH), _attribute(meta, "filename"))
+
+    def restore(self) -> None:
+        """Put both back as remembered (removing ``_filepath`` if the model had none)."""
+        present, value = self.filepath
+        if present:
+            _set(self.cal, _FILEPATH, value)
+        elif _attribute(self.cal, _FILEPATH)[0]:
+            try:
+                delattr(self.cal, _FILEPATH)
+            except (AttributeError, TypeError):
+                logger.debug("Could not remove %s._filepath", type(self.cal).__name__)
+        meta = _meta_object(self.cal)
+        present, value = self.filename
+        if present and meta is not None:
+            _set(meta, "filename", value)
+
+
+def point_model_at(cal: Any, path: str | os.PathLike) -> None:
+    """Tell ``cal`` that its file is now ``path`` (see "Where the model's file went" above).
+
+    Sets ``cal._filepath`` (to the absolute path) and ``cal.meta.filename`` (to
+    the file name) when the model has them; other models are left alone.
+
+    Examples
+    --------
+    >>> class Meta:
+    ...     filename = "dark.fits"
+    >>> class Model:
+    ...     _filepath = "/tmp/koa/tmp/hispec/0f.stage/dark.fits"
+    ...     meta = Meta()
+    >>> model = Model()
+    >>> point_model_at(model, "/tmp/koa/calibrations/hispec/dark_v002.fits")
+    >>> model._filepath, model.meta.filename
+    ('/tmp/koa/calibrations/hispec/dark_v002.fits', 'dark_v002.fits')
+    """
+    path = os.path.abspath(os.fspath(path))
+    if _attribute(cal, _FILEPATH)[0]:
+        _set(cal, _FILEPATH, path)
+    meta = _meta_object(cal)
+    if meta is not None and _attribute(meta, "filename")[0]:
+        _set(meta, "filename", os.path.basename(path))
+
+
+def _meta_object(cal: Any) -> Any:
+    """``cal.meta`` when it is an object; a dict ``meta`` is the model's record, left alone."""
+    try:
+        meta = getattr(cal, "meta", None)
+    except Exception:  # a model whose meta cannot be read has none to update
+        return None
+    return None if meta is None or isinstance(meta, dict) else meta
+
+
+def _attribute(owner: Any, name: str) -> tuple[bool, Any]:
+    """``(True, value)`` when ``owner`` has the attribute, else ``(False, None)``."""
+    if owner is None:
+        return False, None
+    try:
+        return True, getattr(owner, name)
+    except Exception:  # missing, or a checked attribute that cannot be read: absent
+        return False, None
+
+
+def _set(owner: Any, name: str, value: Any) -> None:
+    try:
+        setattr(owner, name, value)
+    except Exception as exc:  # a read-only or validated attribute: the model keeps its own
+        logger.debug("Could not set %s.%s: %s", type(owner).__name__, name, exc)
