@@ -407,11 +407,7 @@ def _add_missing(local_db: Any, rows: list[dict], cache: ReadOnlyCache) -> int:
 
 
 def _add_absent(local_db: Any, rows: list[dict], cache: ReadOnlyCache) -> int:
-    ids = [row.get("id") for row in rows if row.get("id")]
-    marks = ", ".join("?" for _ in ids)
-    table = '"' + validate_column_name(local_db.table_name) + '"'
-    sql = f"SELECT id FROM {table} WHERE id IN ({marks})"  # noqa: S608 - a validated name
-    present = {row["id"] for row in local_db.custom_query(sql, ids)}
+    present = local_db.ids_present([row.get("id") for row in rows if row.get("id")])
     missing = [_without_nulls(row) for row in rows if row.get("id") not in present]
     if not missing:
         return 0

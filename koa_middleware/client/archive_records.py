@@ -45,7 +45,6 @@ __all__ = [
 # Fields whose values are (nearly) never shared between records.
 _UNIQUE_FIELDS = frozenset({"id", "filename", "file_md5"})
 
-_SAVEPOINT = "koa_archive_records"
 #: SQLite refusals that come from a record's shape, not from the database's state.
 _RECORD_REFUSALS = (
     "duplicate column",
@@ -136,16 +135,13 @@ def store_what_fits(
     """
     if not records:
         return [], {}
-    conn = local_db.conn
-    conn.execute(f"SAVEPOINT {_SAVEPOINT}")
     try:
-        stored = local_db.add(list(records))
+        with local_db.savepoint():
+            stored = local_db.add(list(records))
     except Exception as exc:
-        _undo(local_db)
         if not is_record_problem(exc):
             raise
     else:
-        conn.execute(f"RELEASE {_SAVEPOINT}")
         return stored, {}
     kept: list[dict] = []
     aside: dict[str, str] = {}
@@ -157,25 +153,14 @@ def store_what_fits(
         except (InvalidRecordError, OverflowError, TypeError, ValueError) as exc:
             aside[key] = _reason(exc)
             continue
-        conn.execute(f"SAVEPOINT {_SAVEPOINT}")
         try:
-            kept.extend(local_db.add_validated([checked]))
+            with local_db.savepoint():
+                kept.extend(local_db.add_validated([checked]))
         except Exception as exc:
-            _undo(local_db)
             if not is_record_problem(exc):
                 raise
             aside[key] = _reason(exc)
-        else:
-            conn.execute(f"RELEASE {_SAVEPOINT}")
     return kept, aside
-
-
-def _undo(local_db: LocalCalibrationDB) -> None:
-    """Roll back to the savepoint, and forget the columns an undone ALTER TABLE added."""
-    local_db.conn.execute(f"ROLLBACK TO {_SAVEPOINT}")
-    local_db.conn.execute(f"RELEASE {_SAVEPOINT}")
-    # LocalCalibrationDB remembers its columns; an undone ALTER TABLE must not stay there.
-    local_db._columns = local_db._read_columns()
 
 
 @dataclass

@@ -322,6 +322,33 @@ class RemoteCalibrationDB(RemoteFeed, RemoteTransfers):
                 "operators."
             ) from exc
 
+    def check_record(self, raw: Any, required: Iterable[str] = LOCAL_REQUIRED_FIELDS) -> dict:
+        """Check a record this archive sent unchecked (:meth:`iter_records`, :meth:`fetch_raw`).
+
+        Parameters
+        ----------
+        raw : Any
+            The record as the archive sent it.
+        required : Iterable[str]
+            The fields it must have (by default those the local database needs).
+
+        Returns
+        -------
+        dict
+            The record, validated and normalized, without ``seq``.
+
+        Raises
+        ------
+        InvalidRecordError
+            If the record breaks the record rules; the message names the archive.
+
+        Examples
+        --------
+        >>> remote.check_record(next(remote.iter_records()))["filename"]  # doctest: +SKIP
+        'hispec_dark_001.fits'
+        """
+        return self._record(raw, self.display_url, required)
+
     def _records(self, data: Any, response: httpx.Response, required: Iterable[str]) -> list:
         required = tuple(required)
         return [self._record(raw, response, required) for raw in data]

@@ -17,19 +17,20 @@ fast and small in memory.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..errors import (
     CalibrationNotFoundError,
     ConfigurationError,
 )
-from ..records import LOCAL_REQUIRED_FIELDS, is_cal_id, validate_cal_id
+from ..records import is_cal_id, validate_cal_id
 from .archive_records import ArchiveIntake, SyncReport, set_aside_key
 from .downloads import progress_bar
 
 if TYPE_CHECKING:
     from ..database.local_database import LocalCalibrationDB
+    from ..database.reading import StoredVersion
     from .remote_database import RemoteCalibrationDB
 
 logger = logging.getLogger(__name__)
@@ -45,8 +46,6 @@ __all__ = [
 
 _MODES = ("id", "last_updated")
 _SOURCES = ("remote", "local")
-# Ids per "id IN (...)" lookup in the local database (well under SQLite's variable limit).
-_LOOKUP_CHUNK = 500
 # Records fetched one by one below this many; above it the archive's records are paged.
 _PER_ID_LIMIT = 200
 
@@ -70,26 +69,10 @@ def _check_mode(mode: str) -> None:
         raise ConfigurationError(f"Invalid mode {mode!r}: use 'id' or 'last_updated'.")
 
 
-def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
 def _local_ids(local_db: LocalCalibrationDB) -> set[str]:
     if len(local_db) == 0:
         return set()
     return {str(value) for value in local_db.get_column("id")}
-
-
-def _local_versions(local_db: LocalCalibrationDB, ids: Sequence[str]) -> dict[str, Any]:
-    """Map each of ``ids`` that the local database holds to its ``last_updated``."""
-    found: dict[str, Any] = {}
-    for chunk in _chunks(ids, _LOOKUP_CHUNK):
-        marks = ", ".join("?" * len(chunk))
-        rows = local_db.table.rows_where(f"id IN ({marks})", list(chunk), select="id, last_updated")
-        for row in rows:
-            found[row["id"]] = row["last_updated"]
-    return found
 
 
 def _remote_ids(remote_db: RemoteCalibrationDB) -> set[str]:
@@ -150,7 +133,7 @@ def missing_records(
         newest = remote_db.get_last_updated()
         if newest is None:
             return [dict(row) for row in local_db.rows]
-        return [dict(row) for row in local_db.table.rows_where("last_updated > ?", [newest])]
+        return local_db.records_updated_after(newest)
     remote_ids = _remote_ids(remote_db)
     return [dict(row) for row in local_db.rows if row["id"] not in remote_ids]
 
@@ -161,9 +144,8 @@ def _remote_records_missing_locally(
     local_ids = _local_ids(local_db)
     if remote_db.protocol < 2:
         # One streamed answer: only the missing records are checked and kept.
-        url = remote_db.display_url
         return [
-            remote_db._record(raw, url, LOCAL_REQUIRED_FIELDS)
+            remote_db.check_record(raw)
             for raw in remote_db.iter_records()
             if not (isinstance(raw, Mapping) and _hashable(raw.get("id")) in local_ids)
         ]
@@ -225,7 +207,8 @@ def sync_from_archive(
     - ``mode='id'`` on a v2 archive: read the changes feed from the cursor kept
       in the local database (:func:`cursor_key`); every new or changed record is
       added. With no cursor (first sync, cursor lost, emptied database) the feed
-      is read from the start, and records already held unchanged are skipped.
+      is read from the start, and records already held unchanged (the same
+      ``last_updated``, and the same retraction as the archive's) are skipped.
       Then the archive's record count is compared with the local one (two
       one-record pages); only when they differ are the ids compared, and every
       record whose id the local database lacks (also one deleted locally, that
@@ -251,7 +234,7 @@ def sync_from_archive(
     Parameters
     ----------
     local_db : LocalCalibrationDB
-        The local database (needs ``add``, ``table``, ``get_meta``, ``set_meta``).
+        The local database.
     remote_db : RemoteCalibrationDB
         The archive client.
     cals : Iterable[dict | str] | str | None
@@ -391,12 +374,23 @@ def _pull_missing_ids(
     _store_stream(intake, raws, progress)
 
 
+def _held_unchanged(rec: Any, held: StoredVersion | None) -> bool:
+    """Whether the local database holds the archive's record ``rec`` as it is (skip it then).
+
+    The same ``last_updated`` is not enough: a record copied from a read-only
+    shared cache comes without its retraction, so the retraction the
+    archive's record carries must be held here too.
+    """
+    if held is None or held.last_updated != rec.get("last_updated"):
+        return False
+    return "retracted_at" not in rec or held.retracted_at == rec["retracted_at"]
+
+
 def _store_stream(intake: ArchiveIntake, raws: Iterable[Any], progress: bool | None) -> None:
     with progress_bar(None, "sync", progress, unit="record") as bar:
 
         def done(count: int) -> None:
-            # A bulk load fills SQLite's page cache with pages nobody reads soon.
-            intake.local_db.conn.execute("PRAGMA shrink_memory")
+            intake.local_db.release_memory()
             bar.update(count)
 
         intake.store_stream(raws, intake.remote_db.page_size, done)
@@ -423,11 +417,11 @@ def _pull_changes(intake: ArchiveIntake, progress: bool | None) -> None:
                         _hashable(rec.get("id")) if isinstance(rec, Mapping) else None
                         for rec in records
                     ]
-                    known = _local_versions(local_db, [i for i in ids if i is not None])
+                    known = local_db.versions_of([i for i in ids if i is not None])
                     fresh = [
                         rec
                         for rec, cal_id in zip(records, ids, strict=True)
-                        if cal_id not in known or known[cal_id] != rec.get("last_updated")
+                        if not _held_unchanged(rec, known.get(cal_id))
                     ]
                 # The records, the set-aside ids and the cursor are stored together.
                 with local_db.write_transaction():
@@ -436,8 +430,7 @@ def _pull_changes(intake: ArchiveIntake, progress: bool | None) -> None:
                     if page["next"] != since:
                         local_db.set_meta(key, str(page["next"]))
                 since = page["next"]
-                # A bulk load fills SQLite's page cache with pages nobody reads soon.
-                local_db.conn.execute("PRAGMA shrink_memory")
+                local_db.release_memory()
                 bar.update(len(records))
         finally:
             pages.close()

@@ -58,6 +58,8 @@ BASE_COLUMNS = {
     "file_size": "INTEGER",
 }
 INDEXED_COLUMNS = ("cal_type", "datetime_obs", "last_updated", "origin")
+# One name serves every savepoint: SQLite rolls back to the innermost of that name.
+_SAVEPOINT = "koa_step"
 _SQL_TYPES = {bool: "INTEGER", int: "INTEGER", float: "REAL"}
 
 
@@ -185,7 +187,7 @@ class LocalCalibrationDB(RecordReading, SideTables):
                     wanted[folded] = (key, value)
         if not wanted:
             return
-        self._columns = self._read_columns()  # another process may have added them
+        self.refresh_columns()  # another process may have added them
         known = {name.lower() for name in self._columns}
         missing = {name: value for folded, (name, value) in wanted.items() if folded not in known}
         if not missing:
@@ -207,7 +209,7 @@ class LocalCalibrationDB(RecordReading, SideTables):
                     f"The table has {len(self._columns)} columns; store fewer fields."
                 ) from exc
             logger.info("Added column %s (%s) to %s", name, kind, self.table_name)
-        self._columns = self._read_columns()
+        self.refresh_columns()
 
     # -- transactions ------------------------------------------------------
 
@@ -244,6 +246,46 @@ class LocalCalibrationDB(RecordReading, SideTables):
                 self.conn.execute("COMMIT")
             finally:
                 self._depth = 0
+
+    @contextmanager
+    def savepoint(self) -> Iterator[None]:
+        """Make the enclosed writes one step that an error undoes alone.
+
+        Inside a write transaction, an error in the block undoes the block's
+        writes only (columns it added included) and is raised again; the
+        transaction goes on. Outside one, the block is its own write
+        transaction. Savepoints nest.
+
+        Raises
+        ------
+        Exception
+            Whatever the block raised, after its writes were undone.
+
+        Examples
+        --------
+        >>> db = LocalCalibrationDB(":memory:", "hispec")
+        >>> with db.write_transaction():
+        ...     db.set_meta("kept", "1")
+        ...     try:
+        ...         with db.savepoint():
+        ...             db.set_meta("undone", "1")
+        ...             raise ValueError("refused")
+        ...     except ValueError:
+        ...         pass
+        >>> db.get_meta("kept"), db.get_meta("undone")
+        ('1', None)
+        """
+        with self.write_transaction():
+            self.conn.execute(f"SAVEPOINT {_SAVEPOINT}")
+            try:
+                yield
+            except BaseException:
+                self.conn.execute(f"ROLLBACK TO {_SAVEPOINT}")
+                self.conn.execute(f"RELEASE {_SAVEPOINT}")
+                # An undone ALTER TABLE must not stay in the remembered columns.
+                self.refresh_columns()
+                raise
+            self.conn.execute(f"RELEASE {_SAVEPOINT}")
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -411,6 +453,19 @@ class LocalCalibrationDB(RecordReading, SideTables):
         sql = f'SELECT COUNT(*) FROM {self._quoted_table} JOIN "{PUBLISHED_TABLE}" USING (id)'
         with self._lock:
             return self.conn.execute(sql).fetchone()[0]
+
+    def release_memory(self) -> None:
+        """Give back the memory of SQLite's page cache (``PRAGMA shrink_memory``).
+
+        A bulk load (a sync) fills that cache with pages nobody reads soon;
+        calling this after each batch keeps the process small.
+
+        Examples
+        --------
+        >>> LocalCalibrationDB(":memory:", "hispec").release_memory()
+        """
+        with self._lock:
+            self.conn.execute("PRAGMA shrink_memory")
 
     def close(self) -> None:
         """Close the connection. Calling it again does nothing."""

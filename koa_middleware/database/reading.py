@@ -2,15 +2,16 @@
 
 A mixin of :class:`~koa_middleware.database.local_database.LocalCalibrationDB`
 (it needs ``conn``, ``db``, ``table_name``, ``_lock``, ``_table`` and
-``ensure_index``). Column names reach SQL only through :func:`quote_identifier`;
-values always go as bound parameters.
+``ensure_index``; it keeps the table's columns in ``_columns``). Column names
+reach SQL only through :func:`quote_identifier`; values always go as bound
+parameters.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping
-from typing import Any
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any, NamedTuple
 
 from ..errors import InvalidRecordError
 from ..records import (
@@ -20,10 +21,30 @@ from ..records import (
     validate_column_name,
 )
 from .calibration_table import CalibrationTable
+from .side_tables import RETRACTIONS_TABLE
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["RecordReading", "parse_order_by", "quote_identifier"]
+__all__ = ["RecordReading", "StoredVersion", "parse_order_by", "quote_identifier"]
+
+# Ids per "id IN (...)" lookup (well under SQLite's limit on bound variables).
+_LOOKUP_CHUNK = 500
+
+
+class StoredVersion(NamedTuple):
+    """What a sync compares of a record held here with the archive's record of the same id.
+
+    Attributes
+    ----------
+    last_updated : str | None
+        The record's ``last_updated``.
+    retracted_at : str | None
+        When the archive retracted it, as kept here; None when it is live here
+        or retracted only here (not yet sent to the archive).
+    """
+
+    last_updated: str | None
+    retracted_at: str | None
 
 
 def quote_identifier(name: str) -> str:
@@ -75,6 +96,23 @@ class RecordReading:
     def _read_columns(self) -> dict[str, str]:
         rows = self.conn.execute(f"PRAGMA table_info({self._quoted_table})").fetchall()
         return {row[1]: row[2] for row in rows}
+
+    def refresh_columns(self) -> None:
+        """Read the table's columns again into the list that writes and lookups consult.
+
+        That list is kept to spare a ``PRAGMA`` per write; it must follow the
+        table when a rollback undoes an ``ALTER TABLE`` (see
+        :meth:`~koa_middleware.database.local_database.LocalCalibrationDB.savepoint`).
+
+        Examples
+        --------
+        >>> from koa_middleware import LocalCalibrationDB
+        >>> db = LocalCalibrationDB(":memory:", "hispec")
+        >>> db.refresh_columns()
+        >>> "cal_type" in db.columns
+        True
+        """
+        self._columns = self._read_columns()
 
     @property
     def columns(self) -> list[str]:
@@ -224,6 +262,74 @@ class RecordReading:
         )
         return rows[0] if rows else None
 
+    def ids_present(self, ids: Iterable[str]) -> set[str]:
+        """Return those of ``ids`` that have a record here.
+
+        Examples
+        --------
+        >>> from koa_middleware import LocalCalibrationDB
+        >>> db = LocalCalibrationDB(":memory:", "hispec")
+        >>> db.ids_present(["1b4e28ba-2fa1-4d2b-883f-0016d3cca427"])
+        set()
+        """
+        present: set[str] = set()
+        for chunk in _chunks(list(ids)):
+            marks = ", ".join("?" * len(chunk))
+            sql = f"SELECT id FROM {self._quoted_table} WHERE id IN ({marks})"
+            with self._lock:
+                present.update(row[0] for row in self.conn.execute(sql, chunk))
+        return present
+
+    def versions_of(self, ids: Iterable[str]) -> dict[str, StoredVersion]:
+        """Return, for each of ``ids`` held here, what a sync compares with the archive's record.
+
+        One indexed lookup per 500 ids, reading only the id, ``last_updated``
+        and the archive's retraction (:class:`StoredVersion`), so a sync can
+        skip the records it already holds unchanged without reading them.
+
+        Examples
+        --------
+        >>> from koa_middleware import LocalCalibrationDB
+        >>> db = LocalCalibrationDB(":memory:", "hispec")
+        >>> cal_id = "1b4e28ba-2fa1-4d2b-883f-0016d3cca427"
+        >>> _ = db.add({"id": cal_id, "filename": "d.fits", "cal_type": "dark",
+        ...             "datetime_obs": "2024-01-01", "last_updated": "2024-02-01"})
+        >>> db.versions_of([cal_id])[cal_id]
+        StoredVersion(last_updated='2024-02-01T00:00:00.000', retracted_at=None)
+        """
+        found: dict[str, StoredVersion] = {}
+        for chunk in _chunks(list(ids)):
+            marks = ", ".join("?" * len(chunk))
+            # Only the archive's retractions (pushed): one made here and not yet sent
+            # is not part of the archive's record.
+            sql = (
+                f"SELECT t.id, t.last_updated, r.retracted_at FROM {self._quoted_table} AS t "
+                f'LEFT JOIN "{RETRACTIONS_TABLE}" AS r ON r.id = t.id AND r.pushed = 1 '
+                f"WHERE t.id IN ({marks})"
+            )
+            with self._lock:
+                for cal_id, last_updated, retracted_at in self.conn.execute(sql, chunk):
+                    found[cal_id] = StoredVersion(last_updated, retracted_at)
+        return found
+
+    def records_updated_after(self, timestamp: str) -> list[dict]:
+        """Return the records whose ``last_updated`` is later than ``timestamp``.
+
+        They come in the order of ``last_updated``, ties in the order they were added.
+
+        Examples
+        --------
+        >>> from koa_middleware import LocalCalibrationDB
+        >>> db = LocalCalibrationDB(":memory:", "hispec")
+        >>> db.records_updated_after("2024-01-01T00:00:00.000")
+        []
+        """
+        return self.custom_query(
+            f"SELECT * FROM {self._quoted_table} WHERE last_updated > ? "
+            "ORDER BY last_updated, rowid",
+            (timestamp,),
+        )
+
     def get_last_updated(self) -> str | None:
         """The newest ``last_updated`` of any record, or None when there are none."""
         row = self.conn.execute(f"SELECT MAX(last_updated) FROM {self._quoted_table}").fetchone()
@@ -250,7 +356,7 @@ class RecordReading:
         params: list[Any] = []
         for column, value in values.items():
             if validate_column_name(column) not in self._columns:
-                self._columns = self._read_columns()  # another process may have added it
+                self.refresh_columns()  # another process may have added it
             if column not in self._columns:
                 if value is None:
                     continue  # every row lacks the column
@@ -307,3 +413,8 @@ class RecordReading:
             params,
         ).fetchone()
         return row[0] or 0
+
+
+def _chunks(items: list[Any]) -> Iterator[list[Any]]:
+    for start in range(0, len(items), _LOOKUP_CHUNK):
+        yield items[start : start + _LOOKUP_CHUNK]
