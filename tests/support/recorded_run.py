@@ -15,13 +15,18 @@ same calls against the recorded file.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import tempfile
+from pathlib import Path
 from typing import Any
 
 from koa_middleware import CalibrationSelector, CalibrationStore
 from koa_middleware.selectors import LatestVersionSelector, NearestInTimeSelector
 from support.models import FileModel
+
+#: The manifest the run was recorded into.
+MANIFEST = Path(__file__).parents[1] / "manifest" / "data" / "recorded_koa_manifest_1.json"
 
 
 def _calibration(number: int, cal_type: str, night: int, **extra: Any) -> dict:
@@ -115,6 +120,28 @@ def run(store: CalibrationStore) -> list[tuple[dict, CalibrationSelector, dict]]
         for frame in FRAMES
         for selector in selectors()
     ]
+
+
+def pins(path: str | os.PathLike) -> list[tuple[str, str, str]]:
+    """(input, selector class, pinned id) of each selection a manifest holds, in its order."""
+    entries = json.loads(Path(path).read_text())["entries"]
+    return [
+        (e["input"]["name"], e["selector"]["class"], e["chosen"]["id"])
+        for e in entries
+        if e["call"] == "select_and_get_calibration"
+    ]
+
+
+def pin_of(frame: dict, selector_number: int) -> str:
+    """The id :data:`MANIFEST` pins for ``frame`` with the n-th of :func:`selectors`."""
+    index = FRAMES.index(frame) * len(selectors()) + selector_number
+    return pins(MANIFEST)[index][2]
+
+
+def replay_one(manifest: str | os.PathLike, cache: str, frame: dict, selector: Any) -> str:
+    """Replay one selection with a store on the cache folder ``cache``; return the id it gives."""
+    with CalibrationStore("hispec", cache, connect_remote=False, manifest=manifest) as replay:
+        return replay.select_and_get_calibration(frame, selector)[1]["id"]
 
 
 def main(path: str) -> None:
