@@ -111,31 +111,94 @@ def input_identity(input: Any, selector: Any = None) -> dict[str, Any]:
 
 
 def selector_identity(selector: Any) -> dict[str, Any]:
-    """The selector's class (``module:QualName``) and its public parameters.
+    """The selector's class (``module:QualName``) and the parameters that tell its choice.
+
+    The parameters are those the selector declares as selecting (its
+    ``selection_parameters``; every public attribute for a selector that
+    declares none), without those at their constructor default, so that a
+    new option with a default leaves the identity of older selections as it
+    was. Display settings (``explain_limit``) are not part of it, nor is an
+    origin that came from the environment rather than from the selector's
+    arguments.
 
     Examples
     --------
     >>> from koa_middleware.selectors import LatestVersionSelector
-    >>> selector_identity(LatestVersionSelector(cal_type="dark"))["class"]
-    'koa_middleware.selectors:LatestVersionSelector'
+    >>> selector_identity(LatestVersionSelector(cal_type="dark", explain_limit=5))
+    {'class': 'koa_middleware.selectors:LatestVersionSelector', 'parameters': {'cal_type': 'dark'}}
     """
     if selector is None:
         return {"class": None, "parameters": {}}
-    kind = type(selector)
-    parameters = {k: v for k, v in vars(selector).items() if not k.startswith("_")}
-    return {
-        "class": f"{kind.__module__}:{kind.__qualname__}",
-        "parameters": _json_safe(parameters),
+    defaults = _json_safe(_parameter_defaults(selector))
+    parameters = {
+        name: value
+        for name, value in _json_safe(_selection_values(selector)).items()
+        if name not in defaults or defaults[name] != value
     }
+    return {"class": _class_name(selector), "parameters": parameters}
 
 
-def _key(call: str, identity: Mapping[str, Any], selector: Mapping[str, Any]) -> str:
-    """The replay key: the call, the input's name (else its metadata), the selector."""
+def _class_name(selector: Any) -> str | None:
+    if selector is None:
+        return None
+    kind = type(selector)
+    return f"{kind.__module__}:{kind.__qualname__}"
+
+
+def _selection_values(selector: Any) -> dict[str, Any]:
+    """The selecting parameters' values; every public attribute of an object that is no selector."""
+    values = getattr(selector, "selection_values", None)
+    if callable(values):
+        return dict(values())
+    return {k: v for k, v in vars(selector).items() if not k.startswith("_")}
+
+
+def _parameter_defaults(selector: Any) -> dict[str, Any]:
+    defaults = getattr(selector, "parameter_defaults", None)
+    return dict(defaults()) if callable(defaults) else {}
+
+
+def _differences(recorded: Mapping[str, Any], selector: Any) -> list[str] | None:
+    """The parameters of ``selector`` whose values differ from a recorded selector's.
+
+    Returns None for another class. Only the parameters ``selector`` counts
+    as selecting are compared: a recorded parameter it does not have (a
+    display setting kept by an older release, an origin taken from the
+    environment) is ignored. A parameter missing from the record compares
+    by its default; without a default (recorded before it existed, or an
+    origin that the recording left to the environment) it is not compared.
+    """
+    if recorded.get("class") != _class_name(selector):
+        return None
+    if selector is None:
+        return []
+    was = recorded.get("parameters") or {}
+    defaults = _json_safe(_parameter_defaults(selector))
+    changed = []
+    for name, value in _json_safe(_selection_values(selector)).items():
+        if name in was:
+            before = was[name]
+        elif name in defaults:
+            before = defaults[name]
+        else:
+            continue
+        if before != value:
+            changed.append(name)
+    return changed
+
+
+def _key(call: str, identity: Mapping[str, Any]) -> str:
+    """The replay key of a selection's input: the call and the input's name (else its metadata).
+
+    The selector is matched separately (:func:`_differences`), so that an
+    entry recorded with more parameters than a selector now declares still
+    matches.
+    """
     name = identity.get("name")
     if name is None:
         text = json.dumps(identity.get("metadata"), sort_keys=True)
         name = "sha256:" + hashlib.sha256(text.encode()).hexdigest()
-    return json.dumps([call, name, selector], sort_keys=True)
+    return json.dumps([call, name])
 
 
 def _chosen(record: Mapping[str, Any]) -> dict[str, Any]:
@@ -271,6 +334,12 @@ def _check_entry(path: Path, number: int, entry: Any) -> None:
 class ManifestReplay:
     """The pinned choices of a manifest, for a store that replays a run.
 
+    A selection is the recorded one when the call and the input are the same
+    and the selector is of the same class with the same selecting parameters
+    (see :func:`selector_identity`). Manifests written before selectors
+    declared their parameters hold every public attribute of each selector;
+    the ones a selector does not declare are ignored, so they replay too.
+
     Parameters
     ----------
     path : str | os.PathLike
@@ -289,13 +358,13 @@ class ManifestReplay:
         self.path = Path(path).expanduser().absolute()
         self.document = read_manifest(self.path)
         self.fallback = fallback
-        self._pins: dict[str, dict] = {}
+        # Input -> its entries, latest last: a selection recorded twice pins the later choice.
+        self._pins: dict[str, list[dict]] = {}
         for entry in self.document["entries"]:
-            key = _key(entry["call"], entry["input"], entry.get("selector") or {})
-            self._pins[key] = entry
+            self._pins.setdefault(_key(entry["call"], entry["input"]), []).append(entry)
 
     def __repr__(self) -> str:
-        return f"ManifestReplay({str(self.path)!r}, entries={len(self._pins)})"
+        return f"ManifestReplay({str(self.path)!r}, entries={len(self.document['entries'])})"
 
     def pinned(self, call: str, input: Any, selector: Any) -> dict | None:
         """The calibration the manifest pinned for this call, or None to select as usual.
@@ -303,19 +372,21 @@ class ManifestReplay:
         Raises
         ------
         ManifestError
-            If the manifest does not know the input (and ``fallback`` is off),
-            or knows it with other metadata (a changed frame).
+            If the manifest does not know the input with this selector (and
+            ``fallback`` is off), or knows it with other metadata (a changed
+            frame).
         """
         identity = input_identity(input, selector)
-        entry = self._pins.get(_key(call, identity, selector_identity(selector)))
+        entry, changed = self._find(call, identity, selector)
         if entry is None:
             if self.fallback:
                 logger.info("%s is not in %s; selecting", identity["name"], self.path.name)
                 return None
             raise ManifestError(
                 f"The manifest {self.path} pins no calibration for input "
-                f"{identity['name'] or identity['metadata']!r} with {selector!r}; replay only "
-                "the run it recorded, or pass manifest_fallback=True to select for new inputs."
+                f"{identity['name'] or identity['metadata']!r} with {selector!r}{changed}; "
+                "replay only the run it recorded, or pass manifest_fallback=True to select "
+                "for new inputs."
             )
         recorded = entry["input"].get("metadata") or {}
         changed = sorted(
@@ -328,6 +399,21 @@ class ManifestReplay:
                 f"{', '.join(changed)} differ. Replay with the recorded frames, or record anew."
             )
         return entry["chosen"]
+
+    def _find(
+        self, call: str, identity: Mapping[str, Any], selector: Any
+    ) -> tuple[dict | None, str]:
+        """The latest entry of this input recorded with this selector, else None and why."""
+        nearest: list[str] | None = None
+        for entry in reversed(self._pins.get(_key(call, identity), [])):
+            changed = _differences(entry.get("selector") or {}, selector)
+            if changed == []:
+                return entry, ""
+            if changed and (nearest is None or len(changed) < len(nearest)):
+                nearest = changed
+        if nearest:
+            return None, f" (it recorded this input with other {', '.join(nearest)})"
+        return None, ""
 
 
 def check_pinned(chosen: Mapping[str, Any], record: Mapping[str, Any], manifest: Path) -> None:

@@ -12,18 +12,19 @@ import logging
 import os
 import re
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from .errors import InvalidRecordError
 from .fits import FITSCalibration, datetime_from_mjd, fits_metadata, mjd_from_datetime
 from .records import normalize_timestamp
+from .selector_options import DEFAULT, Default, constructor_defaults
 
 if TYPE_CHECKING:
     from .database.local_database import LocalCalibrationDB
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CalibrationSelector", "input_metadata", "record_mjd"]
+__all__ = ["DEFAULT", "CalibrationSelector", "input_metadata", "record_mjd"]
 
 #: Fields of a record shown for each candidate in :meth:`CalibrationSelector.explain`.
 SUMMARY_FIELDS = ("id", "filename", "cal_type", "cal_version", "origin", "datetime_obs")
@@ -116,17 +117,35 @@ def _json_value(value: Any) -> Any:
     return repr(value)
 
 
+def _origin_from_environment() -> str:
+    """The origin a selector restricts to when given none: ``KOA_CALIBRATION_ORIGIN``, else ANY."""
+    return (os.environ.get("KOA_CALIBRATION_ORIGIN") or "ANY").upper()
+
+
 class CalibrationSelector:
     """Base class for rules that choose a calibration for an input frame.
 
     Parameters
     ----------
-    origin : str | None
-        The origin whose calibrations are acceptable. None reads
-        ``KOA_CALIBRATION_ORIGIN``, else ``'ANY'`` (every origin).
+    origin : str | DEFAULT
+        The origin whose calibrations are acceptable; ``'ANY'`` accepts every
+        origin. :data:`DEFAULT` (or None, the reference implementation's
+        spelling, which pipelines pass on) reads ``KOA_CALIBRATION_ORIGIN``,
+        else ``'ANY'``.
     **kwargs
         Any other keyword becomes an attribute of the selector, so a subclass
         can read options such as ``self.max_days``.
+
+    Attributes
+    ----------
+    selection_parameters : tuple of str | None
+        The attributes whose values change which calibration is chosen, the
+        ones a run manifest tells selections apart by. None (the default)
+        counts every public attribute, as manifests always did. A subclass
+        with options of its own extends its base's tuple, e.g.
+        ``selection_parameters = (*NearestInTimeSelector.selection_parameters,
+        "min_exptime")``; settings that only change what is shown (such as
+        ``explain_limit``) stay out of it.
 
     Examples
     --------
@@ -140,15 +159,65 @@ class CalibrationSelector:
     3
     """
 
-    def __init__(self, origin: str | None = None, **kwargs: Any):
-        if origin is None:
-            origin = os.environ.get("KOA_CALIBRATION_ORIGIN") or "ANY"
-        self.origin = origin.upper()
+    selection_parameters: ClassVar[tuple[str, ...] | None] = None
+
+    def __init__(self, origin: str | Default | None = DEFAULT, **kwargs: Any):
+        if origin is None or isinstance(origin, Default):
+            self.origin = _origin_from_environment()
+            # Remembered so that the origin the environment gave is not taken
+            # for a setting of the selector (see selection_values).
+            self._environment_origin: str | None = self.origin
+        else:
+            self.origin = str(origin).upper()
+            self._environment_origin = None
         for key, value in kwargs.items():
             setattr(self, key, value)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(origin={self.origin!r})"
+
+    def selection_values(self) -> dict[str, Any]:
+        """The current value of each parameter that selects (see :attr:`selection_parameters`).
+
+        The origin is left out when it came from the environment rather than
+        from the selector's arguments: a run replayed elsewhere is the same run.
+
+        Examples
+        --------
+        >>> from koa_middleware.selectors import LatestVersionSelector
+        >>> flat = LatestVersionSelector("flat", origin="keck", explain_limit=5)
+        >>> sorted(flat.selection_values())
+        ['cal_type', 'master_only', 'match', 'origin', 'validity_days']
+        """
+        names = self.selection_parameters
+        if names is None:
+            names = tuple(key for key in vars(self) if not key.startswith("_"))
+        values = {name: getattr(self, name) for name in names if hasattr(self, name)}
+        from_environment = getattr(self, "_environment_origin", None)
+        if from_environment is not None and values.get("origin") == from_environment:
+            del values["origin"]
+        return values
+
+    @classmethod
+    def parameter_defaults(cls) -> dict[str, Any]:
+        """The default of each constructor parameter that has a fixed one.
+
+        Read from the signatures of the class's ``__init__`` methods;
+        parameters defaulting to :data:`DEFAULT` (resolved when the selector
+        is made) have none. Override it when an attribute's default differs
+        from its parameter's.
+
+        Examples
+        --------
+        >>> from koa_middleware.selectors import NearestInTimeSelector
+        >>> NearestInTimeSelector.parameter_defaults()["max_days"] is None
+        True
+        """
+        return {
+            name: value
+            for name, value in constructor_defaults(cls).items()
+            if not isinstance(value, Default)
+        }
 
     def select(self, input: Any, db: LocalCalibrationDB, **kwargs: Any) -> dict | None:
         """Select the best calibration for ``input``, falling back when none is found.

@@ -1,8 +1,16 @@
-"""The pieces the example selectors are built from: query conditions and option parsing."""
+"""The pieces selectors are built from: query conditions, option parsing and defaults.
+
+:data:`DEFAULT` stands for "not given: use the default, which may come from the
+environment" where ``None`` is a value of its own; :func:`constructor_defaults`
+reads the default of each constructor parameter, which run manifests leave out
+of a selector's identity.
+"""
 
 from __future__ import annotations
 
+import inspect
 import logging
+import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -12,7 +20,87 @@ from .records import validate_column_name
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Condition", "columns_option", "days_option", "format_days"]
+__all__ = [
+    "DEFAULT",
+    "Condition",
+    "Default",
+    "columns_option",
+    "constructor_defaults",
+    "days_option",
+    "format_days",
+]
+
+
+class Default:
+    """The type of :data:`DEFAULT`, an argument left to its default.
+
+    There is one instance; it is false, and it pickles as itself.
+    """
+
+    _instance: Default | None = None
+
+    def __new__(cls) -> Default:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "DEFAULT"
+
+    def __bool__(self) -> bool:
+        return False
+
+    def __reduce__(self) -> str:
+        return "DEFAULT"
+
+
+#: An argument not given: the callee resolves it (from the environment, say),
+#: so that ``None`` can keep a meaning of its own.
+DEFAULT = Default()
+
+# Classes -> their constructor defaults; weak, so classes made at run time can go.
+_DEFAULTS: weakref.WeakKeyDictionary[type, dict[str, Any]] = weakref.WeakKeyDictionary()
+_VARIADIC = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+
+
+def constructor_defaults(cls: type) -> dict[str, Any]:
+    """The default of each named parameter of ``cls``'s constructors, most derived first.
+
+    A subclass's ``__init__`` wins over its bases' for a name both have (also
+    when the subclass makes it required: then the name has no default).
+
+    Examples
+    --------
+    >>> class A:
+    ...     def __init__(self, size=1, kind="a"): ...
+    >>> class B(A):
+    ...     def __init__(self, size=2, **kwargs): ...
+    >>> constructor_defaults(B)
+    {'size': 2, 'kind': 'a'}
+    """
+    try:
+        return dict(_DEFAULTS[cls])
+    except (KeyError, TypeError):
+        pass
+    defaults: dict[str, Any] = {}
+    seen: set[str] = set()
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        try:
+            signature = inspect.signature(init) if init is not None else None
+        except (TypeError, ValueError):  # a constructor written in C
+            signature = None
+        for name, parameter in signature.parameters.items() if signature else ():
+            if name in seen or parameter.kind in _VARIADIC:
+                continue
+            seen.add(name)
+            if parameter.default is not inspect.Parameter.empty:
+                defaults[name] = parameter.default
+    try:
+        _DEFAULTS[cls] = defaults
+    except TypeError:  # not weakly referenceable: no cache
+        pass
+    return dict(defaults)
 
 
 @dataclass(frozen=True)

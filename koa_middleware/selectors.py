@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from .errors import InvalidRecordError
 from .records import normalize_bool
 from .selector_base import CalibrationSelector, record_mjd
-from .selector_options import Condition, columns_option, days_option, format_days
+from .selector_options import DEFAULT, Condition, Default, columns_option, days_option, format_days
 
 if TYPE_CHECKING:
     from .database.local_database import LocalCalibrationDB
@@ -55,23 +55,26 @@ class ColumnMatchSelector(CalibrationSelector):
         is accepted too). Every name is validated before it reaches SQL.
     master_only : bool
         Only records with ``master_cal = 1``.
-    origin : str | None
+    origin : str | DEFAULT
         See :class:`~koa_middleware.selector_base.CalibrationSelector`.
     explain_limit : int
-        How many ranked candidates :meth:`explain` lists.
+        How many ranked candidates :meth:`explain` lists (a display setting:
+        not one of the :attr:`selection_parameters`).
     **kwargs
         Become attributes, as in the base class.
     """
 
     #: The ``ORDER BY`` of the ranking; ``{time}`` is the time expression.
     ranking = "ABS({time} - :frame_mjd), cal_version DESC, last_updated DESC"
+    #: The attributes that change the choice (see ``CalibrationSelector.selection_parameters``).
+    selection_parameters = ("cal_type", "match", "master_only", "origin")
 
     def __init__(
         self,
         cal_type: str,
         match: str | Iterable[str] | None = ("spectrograph", "instrument_era"),
         master_only: bool | str = False,
-        origin: str | None = None,
+        origin: str | Default | None = DEFAULT,
         explain_limit: int | str = 50,
         **kwargs: Any,
     ):
@@ -347,7 +350,7 @@ class NearestInTimeSelector(ColumnMatchSelector):
         Ignore calibrations further than this many days from the frame.
     master_only : bool
         Only records with ``master_cal = 1``.
-    origin : str | None
+    origin : str | DEFAULT
         Restrict to one origin; see
         :class:`~koa_middleware.selector_base.CalibrationSelector`.
     **kwargs
@@ -361,13 +364,15 @@ class NearestInTimeSelector(ColumnMatchSelector):
     'hispec_dark_spec_a_20240103_v002.fits'
     """
 
+    selection_parameters = (*ColumnMatchSelector.selection_parameters, "max_days")
+
     def __init__(
         self,
         cal_type: str,
         match: str | Iterable[str] | None = ("spectrograph", "instrument_era"),
         max_days: float | str | None = None,
         master_only: bool | str = False,
-        origin: str | None = None,
+        origin: str | Default | None = DEFAULT,
         **kwargs: Any,
     ):
         super().__init__(cal_type, match=match, master_only=master_only, origin=origin, **kwargs)
@@ -436,7 +441,7 @@ class LatestVersionSelector(ColumnMatchSelector):
         Columns whose value must equal the frame's.
     master_only : bool
         Only records with ``master_cal = 1``.
-    origin : str | None
+    origin : str | DEFAULT
         Restrict to one origin.
     **kwargs
         Passed to :class:`ColumnMatchSelector`.
@@ -449,6 +454,7 @@ class LatestVersionSelector(ColumnMatchSelector):
     """
 
     ranking = "cal_version DESC, ABS({time} - :frame_mjd), last_updated DESC"
+    selection_parameters = (*ColumnMatchSelector.selection_parameters, "validity_days")
 
     def __init__(
         self,
@@ -456,7 +462,7 @@ class LatestVersionSelector(ColumnMatchSelector):
         validity_days: float | str = 1.0,
         match: str | Iterable[str] | None = ("spectrograph", "instrument_era"),
         master_only: bool | str = False,
-        origin: str | None = None,
+        origin: str | Default | None = DEFAULT,
         **kwargs: Any,
     ):
         super().__init__(cal_type, match=match, master_only=master_only, origin=origin, **kwargs)
