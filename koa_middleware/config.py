@@ -18,6 +18,7 @@ Environment variables
 ``KOA_API_TOKEN``                             none (bearer token for the archive)
 ``KECK_OBSERVER_EMAIL``                       none (Keck observer login)
 ``KECK_OBSERVER_PASSWORD``                    none (Keck observer login)
+``KECK_LOGIN_URL``                            the Keck login service (for that login)
 ``KOA_PROGRESS``                              ``1`` (progress bars on a terminal)
 ``KOA_ALLOW_RETRACTED``                       ``0`` (get a retracted calibration by id,
                                               with a warning)
@@ -28,15 +29,29 @@ Environment variables
 ``KOA_MAX_ANSWER_BYTES``                      ``256MiB`` (the most bytes, decompressed,
                                               read of one archive answer; e.g. ``1GiB``)
 ============================================= ===========================================
+
+Defaults
+--------
+A parameter whose default is :data:`DEFAULT` (``url=DEFAULT``) reads the
+environment variable above, else falls back to the built-in default. Where the
+reference implementation used None for that, None still means the same.
+
+The archive credential is chosen here, once (:func:`resolve_credential`,
+:attr:`StoreConfig.credential`): a token argument, else ``KOA_API_TOKEN``, else
+the Keck observer login, else none. The client is handed that choice and never
+reads the environment for it again, so its errors say where the credential came
+from.
 """
 
 from __future__ import annotations
 
+import enum
 import logging
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final, Literal
 
 from .errors import ConfigurationError
 from .profiles import load_profile
@@ -45,17 +60,48 @@ from .records import parse_bool, validate_column_name
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "DEFAULT",
     "DEFAULT_URL",
+    "ArchiveCredential",
+    "Default",
     "Setting",
     "StoreConfig",
     "env_bool",
     "profile_setting",
     "progress_from_env",
     "resolve_config",
+    "resolve_credential",
 ]
 
-DEFAULT_URL = "https://www3.keck.hawaii.edu/api/calibrations"
+
+class Default(enum.Enum):
+    """The type of :data:`DEFAULT`: "not given, use the configured default".
+
+    An enum of one member, so the sentinel is a singleton that survives
+    pickling and copying, and ``x is DEFAULT`` is always the test.
+    """
+
+    DEFAULT = "DEFAULT"
+
+    def __repr__(self) -> str:
+        return "DEFAULT"
+
+    __str__ = __repr__
+
+
+#: "Not given": read the environment, else use the built-in default. Distinct from
+#: None, which some parameters accept too (see each one's documentation).
+DEFAULT: Final = Default.DEFAULT
+
+#: The Keck calibrations service: the archive when neither ``url`` nor
+#: ``KOA_CALIBRATIONS_URL`` names another. The only definition; import it from here.
+DEFAULT_URL: Final = "https://www3.keck.hawaii.edu/api/calibrations"
 DEFAULT_ORIGIN = "LOCAL"
+
+#: Where a token passed as an argument came from, as messages name it.
+TOKEN_ARGUMENT = "the token argument"
+#: Where the Keck observer login came from, as messages name it.
+KECK_LOGIN_SOURCE = "KECK_OBSERVER_EMAIL / KECK_OBSERVER_PASSWORD"
 
 
 @dataclass(frozen=True)
@@ -122,14 +168,142 @@ def progress_from_env() -> Setting:
     )
 
 
-def _pick(argument: Any, *env_names: str, default: Any = None, secret: bool = False) -> Setting:
-    if argument is not None:
+def given(argument: Any) -> bool:
+    """Whether ``argument`` was given: neither :data:`DEFAULT` nor None.
+
+    Examples
+    --------
+    >>> given(DEFAULT), given(None), given("")
+    (False, False, True)
+    """
+    return argument is not None and argument is not DEFAULT
+
+
+def _pick(
+    argument: Any,
+    *env_names: str,
+    default: Any = None,
+    secret: bool = False,
+    environ: Mapping[str, str] | None = None,
+) -> Setting:
+    """The argument if given, else the first environment variable set, else ``default``."""
+    if given(argument):
         return Setting(argument, "argument", secret)
+    env = os.environ if environ is None else environ
     for name in env_names:
-        value = os.environ.get(name)
+        value = env.get(name)
         if value:
             return Setting(value, f"environment ({name})", secret)
     return Setting(default, "default", secret)
+
+
+@dataclass(frozen=True)
+class ArchiveCredential:
+    """The credential chosen for the archive, and where it came from.
+
+    Made by :func:`resolve_credential` or :attr:`StoreConfig.credential`;
+    :func:`koa_middleware.client.auth.credentials_for` turns it into what the
+    client sends. The secrets are left out of the repr.
+
+    Attributes
+    ----------
+    kind : {'token', 'keck_login', 'anonymous'}
+        A bearer token, the Keck observer login, or no credential.
+    source : str
+        Where it came from, as messages name it: ``'the token argument'``,
+        ``'KOA_API_TOKEN'``, ``'KECK_OBSERVER_EMAIL / KECK_OBSERVER_PASSWORD'``,
+        or ``''`` for none.
+    token : str | None
+        The bearer token (kind ``'token'``).
+    email, password : str | None
+        The Keck observer account (kind ``'keck_login'``; one may be missing,
+        which the client refuses with a message saying so).
+    login_url : str | None
+        The Keck login service (``KECK_LOGIN_URL``); None: the client's default.
+
+    Examples
+    --------
+    >>> resolve_credential(environ={"KOA_API_TOKEN": "s3cret"})
+    ArchiveCredential(kind='token', source='KOA_API_TOKEN', login_url=None)
+    """
+
+    kind: Literal["token", "keck_login", "anonymous"]
+    source: str
+    token: str | None = field(default=None, repr=False)
+    email: str | None = field(default=None, repr=False)
+    password: str | None = field(default=None, repr=False)
+    login_url: str | None = None
+
+
+def _credential(
+    token: Setting, email: Setting, password: Setting, login_url: Setting
+) -> ArchiveCredential:
+    """The precedence rule: a token (argument, then environment), then the Keck login."""
+    if token.value:
+        source = TOKEN_ARGUMENT if token.source == "argument" else _variable(token.source)
+        return ArchiveCredential("token", source, token=token.value)
+    if email.value or password.value:
+        return ArchiveCredential(
+            "keck_login",
+            KECK_LOGIN_SOURCE,
+            email=email.value,
+            password=password.value,
+            login_url=login_url.value,
+        )
+    return ArchiveCredential("anonymous", "")
+
+
+def _variable(source: str) -> str:
+    """``'KOA_API_TOKEN'`` from a setting's source ``'environment (KOA_API_TOKEN)'``."""
+    return source.removeprefix("environment (").removesuffix(")")
+
+
+def _credential_settings(
+    token: Any, login_url: Any = DEFAULT, environ: Mapping[str, str] | None = None
+) -> dict[str, Setting]:
+    """The credential settings, each read once from the arguments or the environment."""
+    # An empty token argument is not a token: the environment is read, as it always was.
+    return {
+        "token": _pick(token or None, "KOA_API_TOKEN", secret=True, environ=environ),
+        "keck_email": _pick(None, "KECK_OBSERVER_EMAIL", secret=True, environ=environ),
+        "keck_password": _pick(None, "KECK_OBSERVER_PASSWORD", secret=True, environ=environ),
+        "keck_login_url": _pick(login_url or None, "KECK_LOGIN_URL", environ=environ),
+    }
+
+
+def resolve_credential(
+    token: str | None | Default = DEFAULT,
+    *,
+    login_url: str | None | Default = DEFAULT,
+    environ: Mapping[str, str] | None = None,
+) -> ArchiveCredential:
+    """Choose the archive credential: ``token``, else ``KOA_API_TOKEN``, else the Keck login.
+
+    Parameters
+    ----------
+    token : str | None | Default
+        A bearer token. :data:`DEFAULT`, None or ``''`` read ``KOA_API_TOKEN``,
+        else the Keck observer login (``KECK_OBSERVER_EMAIL`` /
+        ``KECK_OBSERVER_PASSWORD``), else no credential.
+    login_url : str | None | Default
+        The Keck login service; :data:`DEFAULT` or None read ``KECK_LOGIN_URL``.
+    environ : Mapping | None
+        The environment to read; None reads ``os.environ``.
+
+    Returns
+    -------
+    ArchiveCredential
+        The choice, with where it came from.
+
+    Examples
+    --------
+    >>> resolve_credential("abc", environ={"KOA_API_TOKEN": "xyz"}).source
+    'the token argument'
+    >>> resolve_credential(environ={}).kind
+    'anonymous'
+    """
+    s = _credential_settings(token, login_url, environ)
+    return _credential(s["token"], s["keck_email"], s["keck_password"], s["keck_login_url"])
 
 
 @dataclass(frozen=True, repr=False)
@@ -137,7 +311,8 @@ class StoreConfig:
     """The resolved settings of a :class:`~koa_middleware.store.CalibrationStore`.
 
     Each attribute is the value in force; :meth:`source` says where it came
-    from. Secrets (the token, the Keck password) never appear in the repr.
+    from; :attr:`credential` is the archive credential they choose. Secrets
+    (the token, the Keck login's email and password) never appear in the repr.
     """
 
     instrument_name: str
@@ -150,6 +325,8 @@ class StoreConfig:
     token: str | None
     keck_email: str | None
     keck_password: str | None
+    #: The Keck login service (``KECK_LOGIN_URL``); None: the client's default.
+    keck_login_url: str | None
     progress: bool
     #: Serve a retracted calibration asked for by id (with a warning) instead of refusing it.
     allow_retracted: bool = False
@@ -194,6 +371,21 @@ class StoreConfig:
         """
         return bool(self.token or self.has_login) or self.url.rstrip("/") != DEFAULT_URL
 
+    @property
+    def credential(self) -> ArchiveCredential:
+        """The archive credential these settings choose, and where it came from.
+
+        Derived from the settings resolved once by :func:`resolve_config`: a
+        change of the environment afterwards does not change it.
+        """
+        token = self.settings.get("token") or Setting(self.token, "argument", secret=True)
+        return _credential(
+            token,
+            Setting(self.keck_email, "", secret=True),
+            Setting(self.keck_password, "", secret=True),
+            Setting(self.keck_login_url, ""),
+        )
+
 
 def resolve_config(
     instrument_name: str | None = None,
@@ -208,6 +400,8 @@ def resolve_config(
 ) -> StoreConfig:
     """Resolve every store setting from arguments, the environment and defaults.
 
+    An argument left at None (or given as :data:`DEFAULT`) is read from its
+    environment variable, else takes its default (see the module's table).
     ``readonly_caches`` (else ``KOA_CALIBRATION_CACHE_READONLY``) names the
     read-only caches, as a sequence of folders or one string of folders
     separated by ``os.pathsep``; see :mod:`koa_middleware.cache.readonly`.
@@ -257,9 +451,7 @@ def resolve_config(
     s["origin"] = Setting(str(org.value).strip().upper(), org.source)
     s["use_cached"] = _flag(use_cached, "KOA_USE_CACHED_CALIBRATIONS", True)
     s["url"] = _pick(url, "KOA_CALIBRATIONS_URL", default=DEFAULT_URL)
-    s["token"] = _pick(token, "KOA_API_TOKEN", secret=True)
-    s["keck_email"] = _pick(None, "KECK_OBSERVER_EMAIL")
-    s["keck_password"] = _pick(None, "KECK_OBSERVER_PASSWORD", secret=True)
+    s.update(_credential_settings(token))
     s["progress"] = progress_from_env()
     s["allow_retracted"] = _flag(allow_retracted, "KOA_ALLOW_RETRACTED", False)
     s["cache_max_size"] = _size("KOA_CACHE_MAX_SIZE")
@@ -339,9 +531,9 @@ def _answer_limit() -> Setting:
     return Setting(picked.value, picked.source)
 
 
-def _flag(argument: bool | None, env_name: str, default: bool) -> Setting:
+def _flag(argument: bool | None | Default, env_name: str, default: bool) -> Setting:
     """A yes/no setting: the argument, else the environment variable, else the default."""
-    if argument is not None:
+    if given(argument):
         return Setting(bool(argument), "argument")
     if os.environ.get(env_name, "").strip():
         return Setting(env_bool(env_name, default), f"environment ({env_name})")

@@ -50,6 +50,7 @@ from .records import normalize_bool, validate_column_name
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "DEFAULT_INSTRUMENTS",
     "ENTRY_POINT_GROUP",
     "PROFILE_ENV",
     "GENERIC",
@@ -266,6 +267,11 @@ LIGER = InstrumentProfile(
     column_types={"detector": "str", "mode": "str", "exptime": "float"},
     cal_types=("bias", "dark", "flat", "arc", "sky", "badpix"),
 )
+
+
+#: The instruments whose profiles this package ships: what ``koa-archive`` serves
+#: unless told otherwise (``--instrument``). The only definition; import it from here.
+DEFAULT_INSTRUMENTS: tuple[str, ...] = (HISPEC.instrument, LIGER.instrument)
 
 
 def profile_from_mapping(data: Mapping[str, Any], source: str) -> InstrumentProfile:

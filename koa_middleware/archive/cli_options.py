@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from ..errors import KOAError
+from ..profiles import DEFAULT_INSTRUMENTS
 from ..records import validate_column_name
 
 logger = logging.getLogger(__name__)
@@ -20,8 +21,6 @@ __all__ = [
     "root_option",
     "storage_options",
 ]
-
-DEFAULT_INSTRUMENTS = ("hispec", "liger")
 
 
 def root_option(function):

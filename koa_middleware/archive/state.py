@@ -6,6 +6,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..profiles import DEFAULT_INSTRUMENTS
 from .bodies import DEFAULT_BODY_TIMEOUT, DEFAULT_MAX_ADD_BYTES, DEFAULT_MAX_ADD_RECORDS
 from .catalog import Catalog
 from .query_stream import DEFAULT_QUERY_BATCH
@@ -24,7 +25,7 @@ class ArchiveSettings:
 
     root: Path
     db_url: str | None = None
-    instruments: tuple[str, ...] = ("hispec", "liger")
+    instruments: tuple[str, ...] = DEFAULT_INSTRUMENTS
     anonymous_read: bool = False
     protocol: int = 2
     max_upload_bytes: int | None = None

@@ -1,6 +1,8 @@
 """Credentials for the calibration archive: bearer tokens and the Keck observer login.
 
-Which credential a client uses is settled by :func:`resolve_credentials`:
+Which credential a client uses is settled once, by
+:func:`koa_middleware.config.resolve_credential` (or a store's
+:attr:`~koa_middleware.config.StoreConfig.credential`):
 
 1. a bearer token given as an argument, else
 2. a bearer token in ``KOA_API_TOKEN``, else
@@ -9,6 +11,8 @@ Which credential a client uses is settled by :func:`resolve_credentials`:
 4. no credentials (anonymous requests).
 
 A token takes precedence over the Keck login when both are configured.
+:func:`credentials_for` turns that choice into the object the client sends;
+:func:`resolve_credentials` does both steps.
 
 The Keck observer login exchange itself is in :mod:`koa_middleware.client.keck_login`.
 :class:`KeckObserverLogin` keeps its session (the ``py_uid`` and the observer
@@ -39,6 +43,15 @@ from typing import Any, Protocol
 
 import platformdirs
 
+from ..config import (
+    DEFAULT,
+    KECK_LOGIN_SOURCE,
+    TOKEN_ARGUMENT,
+    ArchiveCredential,
+    Default,
+    given,
+    resolve_credential,
+)
 from ..errors import ConfigurationError
 from ..records import utc_now
 from .keck_login import (
@@ -58,6 +71,7 @@ __all__ = [
     "KeckObserverLogin",
     "KeckSession",
     "Anonymous",
+    "credentials_for",
     "resolve_credentials",
     "keck_base_url",
     "keck_login",
@@ -115,7 +129,7 @@ class BearerToken:
     BearerToken(source='KOA_API_TOKEN', token=<hidden>)
     """
 
-    def __init__(self, token: str, source: str = "the token argument"):
+    def __init__(self, token: str, source: str = TOKEN_ARGUMENT):
         token = token.strip()
         if not token or any(ch in token for ch in "\r\n"):
             raise ConfigurationError(
@@ -158,8 +172,9 @@ class KeckObserverLogin:
     ----------
     email, password : str
         The Keck observer account (``KECK_OBSERVER_EMAIL``, ``KECK_OBSERVER_PASSWORD``).
-    login_url : str | None
-        The login service's base URL; None reads ``KECK_LOGIN_URL``, else
+    login_url : str | None | Default
+        The login service's base URL. :data:`~koa_middleware.config.DEFAULT`
+        (or None, or ``''``) reads ``KECK_LOGIN_URL``, else
         :data:`DEFAULT_KECK_LOGIN_URL` (see :func:`keck_base_url`).
     session_file : str | Path | None
         Where to keep the session; None uses :func:`session_file_path`.
@@ -179,14 +194,14 @@ class KeckObserverLogin:
     KeckObserverLogin(login_url='http://127.0.0.1:9', password=<hidden>)
     """
 
-    description = "Keck observer login from KECK_OBSERVER_EMAIL / KECK_OBSERVER_PASSWORD"
+    description = f"Keck observer login from {KECK_LOGIN_SOURCE}"
 
     def __init__(
         self,
         email: str,
         password: str,
         *,
-        login_url: str | None = None,
+        login_url: str | None | Default = DEFAULT,
         session_file: str | os.PathLike | None = None,
         timeout: float = 30.0,
     ):
@@ -197,7 +212,9 @@ class KeckObserverLogin:
             )
         self._email = email
         self._password = password
-        self.login_url = keck_base_url(login_url or os.environ.get("KECK_LOGIN_URL"))
+        if not given(login_url) or not login_url:
+            login_url = os.environ.get("KECK_LOGIN_URL")
+        self.login_url = keck_base_url(login_url)
         self.session_file = Path(session_file) if session_file else session_file_path()
         self.timeout = timeout
         self._session: KeckSession | None = None
@@ -339,25 +356,72 @@ class KeckObserverLogin:
             self.session_file.unlink()
 
 
-def resolve_credentials(
-    token: str | None = None,
-    *,
-    login_url: str | None = None,
-    session_file: str | os.PathLike | None = None,
-    environ: Mapping[str, str] | None = None,
+def credentials_for(
+    credential: ArchiveCredential, *, session_file: str | os.PathLike | None = None
 ) -> Credentials:
-    """Choose the credentials to send to the archive.
-
-    A ``token`` argument wins, then ``KOA_API_TOKEN``, then the Keck observer
-    login (``KECK_OBSERVER_EMAIL`` and ``KECK_OBSERVER_PASSWORD``), else anonymous.
+    """Turn a resolved credential into what the client sends; no environment is read.
 
     Parameters
     ----------
-    token : str | None
-        An archive API token.
-    login_url, session_file
-        Passed on to :class:`KeckObserverLogin`; ``login_url`` defaults to
-        ``KECK_LOGIN_URL``.
+    credential : ArchiveCredential
+        The choice made by :func:`koa_middleware.config.resolve_credential`
+        or :attr:`koa_middleware.config.StoreConfig.credential`.
+    session_file : str | Path | None
+        Where a Keck login keeps its session; None uses :func:`session_file_path`.
+
+    Returns
+    -------
+    Credentials
+        A :class:`BearerToken` or :class:`KeckObserverLogin` that names
+        ``credential.source`` in its description, or :class:`Anonymous`.
+
+    Raises
+    ------
+    ConfigurationError
+        If the token is empty or holds a line break, only one half of the Keck
+        login is set, or the login URL is not an https:// URL.
+
+    Examples
+    --------
+    >>> from koa_middleware.config import resolve_credential
+    >>> credentials_for(resolve_credential(environ={"KOA_API_TOKEN": "abc"}))
+    BearerToken(source='KOA_API_TOKEN', token=<hidden>)
+    """
+    if credential.kind == "token":
+        return BearerToken(credential.token or "", source=credential.source)
+    if credential.kind == "keck_login":
+        return KeckObserverLogin(
+            credential.email or "",
+            credential.password or "",
+            login_url=credential.login_url or DEFAULT_KECK_LOGIN_URL,
+            session_file=session_file,
+        )
+    return Anonymous()
+
+
+def resolve_credentials(
+    token: str | None | Default = DEFAULT,
+    *,
+    login_url: str | None | Default = DEFAULT,
+    session_file: str | os.PathLike | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Credentials:
+    """Choose the credentials to send to the archive, from ``token`` and the environment.
+
+    A ``token`` argument wins, then ``KOA_API_TOKEN``, then the Keck observer
+    login (``KECK_OBSERVER_EMAIL`` and ``KECK_OBSERVER_PASSWORD``), else anonymous:
+    :func:`koa_middleware.config.resolve_credential`, then :func:`credentials_for`.
+
+    Parameters
+    ----------
+    token : str | None | Default
+        An archive API token; :data:`~koa_middleware.config.DEFAULT` (or None,
+        as in the reference implementation) reads the environment.
+    login_url : str | None | Default
+        The Keck login service; :data:`~koa_middleware.config.DEFAULT` (or
+        None) reads ``KECK_LOGIN_URL``.
+    session_file
+        Passed on to :class:`KeckObserverLogin`.
     environ : Mapping | None
         The environment to read; None reads ``os.environ``.
 
@@ -379,18 +443,5 @@ def resolve_credentials(
     >>> resolve_credentials(environ={}).description
     'no credentials (anonymous access)'
     """
-    env = os.environ if environ is None else environ
-    if token:
-        return BearerToken(token, source="the token argument")
-    if env.get("KOA_API_TOKEN"):
-        return BearerToken(env["KOA_API_TOKEN"], source="KOA_API_TOKEN")
-    email = env.get("KECK_OBSERVER_EMAIL")
-    password = env.get("KECK_OBSERVER_PASSWORD")
-    if email or password:
-        return KeckObserverLogin(
-            email or "",
-            password or "",
-            login_url=login_url or env.get("KECK_LOGIN_URL") or DEFAULT_KECK_LOGIN_URL,
-            session_file=session_file,
-        )
-    return Anonymous()
+    credential = resolve_credential(token, login_url=login_url, environ=environ)
+    return credentials_for(credential, session_file=session_file)

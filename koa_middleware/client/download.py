@@ -27,6 +27,7 @@ from typing import Any
 
 import httpx
 
+from ..config import DEFAULT_URL
 from ..errors import KOADownloadError
 from ..records import ascii_int, safe_path
 from .downloads import progress_bar
@@ -49,8 +50,8 @@ login_url = "https://koa.ipac.caltech.edu/cgi-bin/KoaAPI/nph-koaLogin?"
 getkoa_url = "https://koa.ipac.caltech.edu/cgi-bin/getKOA/nph-getKOA?return_mode=json&"
 #: KOA's calibration-list service.
 caliblist_url = "https://koa.ipac.caltech.edu/cgi-bin/KoaAPI/nph-getCaliblist?"
-#: The Keck calibrations API.
-BASE_URL_KECK = "https://www3.keck.hawaii.edu/api/calibrations/"
+#: The Keck calibrations API (:data:`koa_middleware.config.DEFAULT_URL`), with a final ``/``.
+BASE_URL_KECK = f"{DEFAULT_URL}/"
 
 #: Seconds allowed to connect, and then between any two pieces of the answer.
 DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=10.0)

@@ -27,6 +27,7 @@ from typing import Any
 
 import httpx
 
+from ..config import DEFAULT, DEFAULT_URL, ArchiveCredential, Default, given
 from ..errors import (
     ArchiveError,
     ConfigurationError,
@@ -41,23 +42,51 @@ from ..records import (
     validate_column_name,
     validate_record,
 )
-from .auth import Credentials, resolve_credentials
+from .auth import Credentials, credentials_for, resolve_credentials
 from .http import DEFAULT_MAX_ANSWER_BYTES, ArchiveSession, redact_url
 from .remote_feed import RemoteFeed
 from .remote_transfer import RemoteTransfers
 
 logger = logging.getLogger(__name__)
 
+# DEFAULT_URL is defined in koa_middleware.config; it is re-exported here, where the
+# reference implementation's callers look for it.
 __all__ = ["RemoteCalibrationDB", "DEFAULT_URL"]
-
-#: The Keck calibrations service, used when neither ``url`` nor ``KOA_CALIBRATIONS_URL`` is set.
-DEFAULT_URL = "https://www3.keck.hawaii.edu/api/calibrations"
 
 _INSTRUMENT_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 _TIMESTAMP_FILTERS = frozenset(
     {"date_time_start", "date_time_end", "last_updated_start", "last_updated_end"}
 )
 _VERSION_FILTERS = frozenset({"cal_version_min", "cal_version_max", "cal_version"})
+
+
+def _base_url(url: str | None | Default) -> str:
+    """The archive URL: ``url``, else ``KOA_CALIBRATIONS_URL``, else :data:`DEFAULT_URL`."""
+    if given(url) and url:
+        return url
+    return os.environ.get("KOA_CALIBRATIONS_URL") or DEFAULT_URL
+
+
+def _credentials(
+    credentials: ArchiveCredential | Credentials | None | Default, token: str | None | Default
+) -> Credentials:
+    """The credentials to send: those given, else resolved from ``token`` and the environment.
+
+    Raises
+    ------
+    ConfigurationError
+        If both a token and credentials are given.
+    """
+    if not given(credentials):
+        return resolve_credentials(token)
+    if given(token) and token:
+        raise ConfigurationError(
+            "Both token= and credentials= were given to RemoteCalibrationDB: pass only one "
+            "(credentials= already says which credential to send)."
+        )
+    if isinstance(credentials, ArchiveCredential):
+        return credentials_for(credentials)
+    return credentials
 
 
 class RemoteCalibrationDB(RemoteFeed, RemoteTransfers):
@@ -67,15 +96,23 @@ class RemoteCalibrationDB(RemoteFeed, RemoteTransfers):
     ----------
     instrument_name : str
         The instrument (``'hispec'``, ``'liger'``, ...); lower-cased.
-    url : str | None
-        The archive's base URL; None reads ``KOA_CALIBRATIONS_URL``, else
-        :data:`DEFAULT_URL`.
-    token : str | None
-        An archive API token. None reads ``KOA_API_TOKEN``, else the Keck
-        observer login (``KECK_OBSERVER_EMAIL`` / ``KECK_OBSERVER_PASSWORD``),
-        else requests are anonymous. See :mod:`koa_middleware.client.auth`.
-    credentials : Credentials | None
-        Ready-made credentials, instead of ``token``.
+    url : str | None | Default
+        The archive's base URL. :data:`~koa_middleware.config.DEFAULT` reads
+        ``KOA_CALIBRATIONS_URL``, else :data:`~koa_middleware.config.DEFAULT_URL`;
+        None (or ``''``) does the same, as in the reference implementation.
+    token : str | None | Default
+        An archive API token. :data:`~koa_middleware.config.DEFAULT` reads
+        ``KOA_API_TOKEN``, else the Keck observer login (``KECK_OBSERVER_EMAIL`` /
+        ``KECK_OBSERVER_PASSWORD``), else requests are anonymous; None (or
+        ``''``) does the same, as in the reference implementation. See
+        :mod:`koa_middleware.client.auth`.
+    credentials : ArchiveCredential | Credentials | Default
+        Instead of ``token``: a credential resolved already (a store's
+        ``config.credential``, :func:`koa_middleware.config.resolve_credential`),
+        or ready-made credentials (:class:`~koa_middleware.client.auth.BearerToken`,
+        ...). Nothing is then read from the environment for it, and errors name
+        where it came from. :data:`~koa_middleware.config.DEFAULT` (or None):
+        resolve it from ``token`` and the environment.
     timeout : float
         Seconds to wait for data on a connection (read, write, pool).
     connect_timeout : float
@@ -104,10 +141,10 @@ class RemoteCalibrationDB(RemoteFeed, RemoteTransfers):
     def __init__(
         self,
         instrument_name: str,
-        url: str | None = None,
-        token: str | None = None,
+        url: str | None | Default = DEFAULT,
+        token: str | None | Default = DEFAULT,
         *,
-        credentials: Credentials | None = None,
+        credentials: ArchiveCredential | Credentials | None | Default = DEFAULT,
         timeout: float = 60.0,
         connect_timeout: float = 10.0,
         retries: int = 4,
@@ -124,7 +161,7 @@ class RemoteCalibrationDB(RemoteFeed, RemoteTransfers):
                 "'hispec' (letters, digits, '_' or '-')."
             )
         self.instrument_name = instrument_name.lower()
-        base = url or os.environ.get("KOA_CALIBRATIONS_URL") or DEFAULT_URL
+        base = _base_url(url)
         try:
             parsed = httpx.URL(base)
         except (httpx.InvalidURL, TypeError) as exc:
@@ -142,7 +179,7 @@ class RemoteCalibrationDB(RemoteFeed, RemoteTransfers):
         self.display_url = redact_url(self.url)
         #: The HTTP layer: connection pool, credentials, retries.
         self.http = ArchiveSession(
-            credentials or resolve_credentials(token),
+            _credentials(credentials, token),
             timeout=timeout,
             connect_timeout=connect_timeout,
             retries=retries,
@@ -186,14 +223,6 @@ class RemoteCalibrationDB(RemoteFeed, RemoteTransfers):
     def calibrations_url(self) -> str:
         """The archive's base URL, under the reference implementation's name."""
         return self.url
-
-    @staticmethod
-    def _credentials_available() -> bool:
-        """Whether credentials are configured: ``KOA_API_TOKEN``, or both
-        ``KECK_OBSERVER_EMAIL`` and ``KECK_OBSERVER_PASSWORD``."""
-        env = os.environ
-        keck = env.get("KECK_OBSERVER_EMAIL") and env.get("KECK_OBSERVER_PASSWORD")
-        return bool(env.get("KOA_API_TOKEN") or keck)
 
     @property
     def retries(self) -> int:

@@ -307,3 +307,19 @@ def test_resolution_order_and_reprs():
     session = KeckSession(py_uid="uid-secret", observer_id="4242")
     assert "uid-secret" not in repr(session) and "4242" not in repr(session)
     assert session.cookies == {"observer": "obsid=NDI0Mg=="}
+
+
+def test_keck_login_is_resolved_once_with_the_settings(keck, tmp_path, monkeypatch):
+    from koa_middleware.client.connect import connect_archive
+    from koa_middleware.config import resolve_config
+
+    cfg = resolve_config("hispec", tmp_path / "cache", url=keck.api_url)
+    # Changed after the settings were resolved: the client must not read them again.
+    monkeypatch.setenv("KECK_LOGIN_URL", "https://login.invalid")
+    monkeypatch.setenv("KECK_OBSERVER_PASSWORD", "a different password")
+    with connect_archive(cfg) as remote:
+        assert remote.get_last_updated() == ISO
+        assert remote.credentials.description == (
+            "Keck observer login from KECK_OBSERVER_EMAIL / KECK_OBSERVER_PASSWORD"
+        )
+    assert keck.logins == 1
