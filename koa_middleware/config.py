@@ -97,6 +97,8 @@ DEFAULT: Final = Default.DEFAULT
 #: ``KOA_CALIBRATIONS_URL`` names another. The only definition; import it from here.
 DEFAULT_URL: Final = "https://www3.keck.hawaii.edu/api/calibrations"
 DEFAULT_ORIGIN = "LOCAL"
+#: The most bytes (decompressed) read of one archive answer, unless configured otherwise.
+DEFAULT_MAX_ANSWER_BYTES: Final = 256 << 20
 
 #: Where a token passed as an argument came from, as messages name it.
 TOKEN_ARGUMENT = "the token argument"
@@ -520,8 +522,6 @@ def _answer_limit() -> Setting:
     """
     picked = _size("KOA_MAX_ANSWER_BYTES")
     if picked.value is None:
-        from .client.http import DEFAULT_MAX_ANSWER_BYTES
-
         return Setting(DEFAULT_MAX_ANSWER_BYTES, "default")
     if picked.value < 1:
         raise ConfigurationError(

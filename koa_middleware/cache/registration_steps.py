@@ -43,7 +43,7 @@ import logging
 import os
 from typing import Any
 
-from ..datamodel_protocol import SupportsCalibrationModelIO
+from ..datamodel_protocol import SupportsCalibrationModelIO, record_of
 from ..errors import CalibrationSaveError, InvalidRecordError, VersionLimitError
 from ..records import MAX_VERSION, normalize_timestamp, safe_path, utc_now
 from .layout import place_file
@@ -82,20 +82,7 @@ class RegistrationSteps:
         >>> store.record_from({"cal_type": "dark"})  # doctest: +SKIP
         {'cal_type': 'dark'}
         """
-        if isinstance(cal, dict):
-            return cal
-        if hasattr(cal, "to_record"):
-            record = cal.to_record()
-            if not isinstance(record, dict):
-                raise InvalidRecordError(
-                    f"{type(cal).__name__}.to_record() returned {type(record).__name__}; "
-                    "it must return a dict."
-                )
-            return record
-        raise InvalidRecordError(
-            f"Expected a calibration record (dict) or a model with to_record(), "
-            f"got {type(cal).__name__}."
-        )
+        return record_of(cal)
 
     def get_version_family_column_names(self, cal_type: str) -> list[str]:
         """Columns whose values define a version family: the instrument profile's.

@@ -30,6 +30,7 @@ from typing import Any
 import httpx
 
 from .. import __version__
+from ..config import DEFAULT_MAX_ANSWER_BYTES
 from ..errors import ArchiveError, AuthenticationError, RemoteUnavailableError
 from ..records import ascii_int
 from .auth import Anonymous, Credentials
@@ -47,8 +48,6 @@ __all__ = [
 
 _RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 _MAX_DELAY = 30.0
-#: The most bytes (decompressed) read of one answer, unless configured otherwise.
-DEFAULT_MAX_ANSWER_BYTES = 256 << 20
 #: The most bytes read of an error answer (only its first line is shown).
 _MAX_ERROR_BYTES = 64 << 10
 #: The most decompressed bytes produced from one piece of a compressed answer.
