@@ -128,7 +128,7 @@ def status(state: State) -> None:
 
     require_cache(state)
     failed = None
-    with open_store(state, remote=True) as store:
+    with open_store(state, remote=True, create=False) as store:
         data = cache_status(store.cache, store.config.cache_max_size)
         archive: dict[str, Any] = {"url": getattr(store.remote_db, "display_url", None)}
         if store.remote_db is not None:
@@ -232,7 +232,7 @@ def query(
                 records = remote.query(**kwargs)
         else:
             require_cache(state)
-            with open_store(state) as store:
+            with open_store(state, create=False) as store:
                 records = store.query(**kwargs)
     except InvalidRecordError as exc:  # e.g. a column name with a typo
         raise click.BadParameter(str(exc), param_hint="--where") from None
@@ -277,7 +277,9 @@ def verify(state: State, repair: bool) -> None:
 
     if not repair:
         require_cache(state)
-    with open_store(state, remote=repair, probe=repair and cache_is_new(state)) as store:
+    with open_store(
+        state, remote=repair, probe=repair and cache_is_new(state), create=repair
+    ) as store:
         report = verify_cache(store.cache, repair, store.download_calibration_file)
     emit(state, report, out.render_verify(report, repair))
     if report["unrepaired"]:
@@ -311,7 +313,7 @@ def versions(state: State, check: bool) -> None:
     from ..cache.report import version_families
 
     require_cache(state)
-    with open_store(state) as store:
+    with open_store(state, create=False) as store:
         if not check:
             families = version_families(store.local_db, store.get_version_family_values)
             emit(state, families, out.render_table(families, ["origin", "family", "versions"]))
@@ -403,7 +405,7 @@ def explain(
                     "mjd_start must be a number.", param_hint="--meta"
                 ) from None
     require_cache(state)
-    with open_store(state) as store:
+    with open_store(state, create=False) as store:
         report = store.explain(input_data, selector, as_of=time_bound(as_of, "--as-of", True))
         if manifest and report["chosen"] is not None:
             _record_choice(store, manifest, input_data, selector, report["chosen"])

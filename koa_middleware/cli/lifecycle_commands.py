@@ -184,7 +184,7 @@ def manifest_verify(state: State, path: str) -> None:
     from ..manifest import verify_manifest
 
     require_cache(state)
-    with open_store(state) as store:
+    with open_store(state, create=False) as store:
         problems = verify_manifest(store.cache, path)
     emit(state, {"problems": problems},
          "\n".join(f"{p['id']}: {p['problem']}" for p in problems) or "Every pinned file is here "

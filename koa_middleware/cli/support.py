@@ -243,8 +243,8 @@ def time_bound(value: str | None, option: str, end: bool) -> str | None:
     return f"{day.isoformat()}T{'23:59:59.999' if end else '00:00:00.000'}"
 
 
-def open_store(state: State, remote: bool = False, probe: bool = False) -> Any:
-    """Open the store the global options describe (creating its cache folders).
+def open_store(state: State, remote: bool = False, probe: bool = False, create: bool = True) -> Any:
+    """Open the store the global options describe.
 
     Parameters
     ----------
@@ -255,6 +255,10 @@ def open_store(state: State, remote: bool = False, probe: bool = False) -> Any:
     probe : bool
         First make sure the archive answers and accepts the credentials, so a
         command that needs it fails before anything is written.
+    create : bool
+        Create the cache's folders and database when missing. Read commands
+        pass False: they create nothing, and read the read-only caches alone
+        when the instrument has no cache of its own yet.
 
     Returns
     -------
@@ -273,7 +277,12 @@ def open_store(state: State, remote: bool = False, probe: bool = False) -> Any:
     if probe:
         probe_archive(state)
     store = CalibrationStore(
-        state.instrument, state.cache_dir, connect_remote=False, sync_on_init=False, url=state.url
+        state.instrument,
+        state.cache_dir,
+        connect_remote=False,
+        sync_on_init=False,
+        url=state.url,
+        create=create,
     )
     if remote and store.config.archive_configured:
         store.remote_db = open_archive(state)  # its errors name where the credential came from
