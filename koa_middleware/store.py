@@ -487,18 +487,22 @@ class CalibrationStore(RegistrationSteps):
         return self.lookup.calibration_record_in_cache(cal, mode)
 
     def _calibration_record_in_cache_id(self, calibration: Any) -> dict | None:
-        return self.lookup._calibration_record_in_cache_id(calibration)
+        """The local record with the id of ``calibration`` (the reference's helper)."""
+        return self.lookup.by_id(calibration)
 
     def _calibration_record_in_cache_filename(self, cal: Any) -> dict | None:
-        return self.lookup._calibration_record_in_cache_filename(cal)
+        """The local record with the file name of ``cal`` (the reference's helper)."""
+        return self.lookup.by_filename(cal)
 
     def _calibration_record_in_cache_version_family(
         self, cal: Any, include_version: bool = False
     ) -> list[dict] | dict | None:
-        return self.lookup._calibration_record_in_cache_version_family(cal, include_version)
+        """Every local record of ``cal``'s version family (the reference's helper)."""
+        return self.lookup.by_version_family(cal, include_version)
 
     def _calibration_record_in_cache_md5(self, cal: Any) -> dict | None:
-        return self.lookup._calibration_record_in_cache_md5(cal)
+        """The first local record with ``cal``'s MD5 (the reference's helper)."""
+        return self.lookup.by_md5(cal)
 
     def calibration_file_in_cache(
         self, cal: dict | str | SupportsCalibrationModelIO, filename: str | None = None

@@ -55,7 +55,7 @@ class CacheLookup:
         """The cache's database."""
         return self.cache.db
 
-    def _lookup_local(self, cal: Any) -> dict | None:
+    def find(self, cal: Any) -> dict | None:
         """The local record of an id, path, file name, record or model (None if absent)."""
         return self.cache.find(CalibrationRef.parse(cal))
 
@@ -78,11 +78,11 @@ class CacheLookup:
         'dark_001.fits'
         """
         if mode == "id":
-            return self._lookup_local(cal)
+            return self.find(cal)
         if mode == "md5":
-            return self._calibration_record_in_cache_md5(cal)
+            return self.by_md5(cal)
         if mode == "version-family":
-            record = self._lookup_local(cal) if isinstance(cal, str) else record_of(cal)
+            record = self.find(cal) if isinstance(cal, str) else record_of(cal)
             if record is None:
                 return None
             family = self.family_of(record)
@@ -93,9 +93,7 @@ class CacheLookup:
             return newest[0] if newest else None
         raise ValueError(f"Invalid mode {mode!r}: use 'id', 'version-family' or 'md5'.")
 
-    def _calibration_record_in_cache_id(
-        self, calibration: dict | str | SupportsCalibrationModelIO
-    ) -> dict | None:
+    def by_id(self, calibration: dict | str | SupportsCalibrationModelIO) -> dict | None:
         """The local record with the id of ``calibration`` (an id, record or model), or None.
 
         Raises
@@ -107,21 +105,18 @@ class CacheLookup:
         if isinstance(calibration, str):
             if not is_cal_id(calibration):
                 raise InvalidRecordError(
-                    f"{calibration!r} is not a calibration id; look up a file with "
-                    "_calibration_record_in_cache_filename()."
+                    f"{calibration!r} is not a calibration id; look up a file with by_filename()."
                 )
             return self.local_db.query_id(calibration)
         cal_id = record_of(calibration).get("id")
         return self.local_db.query_id(cal_id) if cal_id is not None else None
 
-    def _calibration_record_in_cache_filename(
-        self, cal: dict | SupportsCalibrationModelIO
-    ) -> dict | None:
+    def by_filename(self, cal: dict | SupportsCalibrationModelIO) -> dict | None:
         """The local record with the file name of ``cal`` (a record or model), or None."""
         filename = record_of(cal).get("filename")
         return self.local_db.query_filename(filename) if filename else None
 
-    def _calibration_record_in_cache_version_family(
+    def by_version_family(
         self, cal: dict | SupportsCalibrationModelIO, include_version: bool = False
     ) -> list[dict] | dict | None:
         """Every local record of ``cal``'s version family (any origin), or None.
@@ -139,7 +134,7 @@ class CacheLookup:
             return None
         return rows[0] if include_version else rows
 
-    def _calibration_record_in_cache_md5(self, cal: Any) -> dict | None:
+    def by_md5(self, cal: Any) -> dict | None:
         """The first local record whose ``file_md5`` is that of ``cal``, or None.
 
         ``cal`` is a file path (its MD5 is computed), an id or file name of a
@@ -153,7 +148,7 @@ class CacheLookup:
         if isinstance(cal, str | os.PathLike) and os.path.isfile(cal):
             md5 = file_md5(cal)
         else:
-            source = self._lookup_local(cal) if isinstance(cal, str) else None
+            source = self.find(cal) if isinstance(cal, str) else None
             md5 = (source or record_of(cal)).get("file_md5")
         if not md5:
             raise InvalidRecordError(
@@ -166,7 +161,7 @@ class CacheLookup:
     ) -> str | None:
         """The cached file's absolute path if the file is present, else None."""
         if filename is None:
-            record = self._lookup_local(cal)
+            record = self.find(cal)
             if record is None and not isinstance(cal, str):
                 record = record_of(cal)
             if record is None:

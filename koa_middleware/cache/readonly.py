@@ -119,6 +119,10 @@ class ReadOnlyCache:
             )
         return tuple(parts)
 
+    def mark_read(self) -> None:
+        """Take the database's present state as read (it is read again when it changes)."""
+        self._stamp = self.stamp()
+
     def changed(self) -> bool:
         """Whether the database's files changed since the last :meth:`records_after` (cheap)."""
         return self.stamp() != self._stamp
@@ -336,7 +340,7 @@ class ReadOnlyCaches:
             try:
                 added += self._refresh_one(cache, local_db)
             except (OSError, sqlite3.Error) as exc:
-                cache._stamp = cache.stamp()  # tried again when its database changes
+                cache.mark_read()  # tried again when its database changes
                 logger.warning(
                     "Could not read the records of the read-only cache %s (%s: %s); working "
                     "without its new records until its database changes. Check that the "
