@@ -4,15 +4,16 @@ Build with warnings as errors::
 
     python3 -m sphinx -W -b html docs docs/_build/html
 
-The API reference (``api.rst``) is filled in at build time with one section per
-public module of the package, so a new module is documented without editing it.
+The API reference (``api.rst``) is filled in at build time from ``API_GROUPS``:
+the public API only. Other modules are internal and are not published.
 """
 
 from __future__ import annotations
 
 import importlib
+import inspect
+import logging
 import os
-import pkgutil
 import sys
 
 sys.path.insert(0, os.path.abspath(".."))
@@ -37,127 +38,103 @@ autodoc_typehints = "signature"
 numpydoc_show_class_members = False
 numpydoc_class_members_toctree = False
 
-# Module groups of the API reference, in reading order; modules not listed go
-# under "Other modules" so that none is ever left out.
+# The public API, in reading order: the package's own names and the modules that
+# pipelines written for the reference implementation import. Every other module
+# is internal and is left out of the reference.
 API_GROUPS = {
     "Calibration store": [
         "koa_middleware",
         "koa_middleware.store",
         "koa_middleware.selector_base",
         "koa_middleware.selectors",
-        "koa_middleware.selector_options",
         "koa_middleware.manifest",
-        "koa_middleware.datamodel_protocol",
         "koa_middleware.fits",
-        "koa_middleware.fits_headers",
-        "koa_middleware.errors",
-        "koa_middleware.config",
-    ],
-    "Local cache": [
-        "koa_middleware.database",
-        "koa_middleware.database.local_database",
-        "koa_middleware.database.reading",
-        "koa_middleware.sqlite_wal",
-        "koa_middleware.records",
-        "koa_middleware.timestamps",
         "koa_middleware.profiles",
-        "koa_middleware.cache",
-        "koa_middleware.cache.registration",
-        "koa_middleware.cache.registration_steps",
-        "koa_middleware.cache.lookup",
-        "koa_middleware.cache.versions",
-        "koa_middleware.cache.layout",
-        "koa_middleware.cache.staging",
-        "koa_middleware.cache.lifecycle",
-        "koa_middleware.cache.prune",
-        "koa_middleware.cache.locks",
-        "koa_middleware.cache.permissions",
-        "koa_middleware.cache.readonly",
-        "koa_middleware.database.selection_view",
-        "koa_middleware.cache.report",
-        "koa_middleware.hashing",
+        "koa_middleware.config",
+        "koa_middleware.errors",
     ],
-    "Archive client": [
-        "koa_middleware.client",
-        "koa_middleware.client.remote_database",
-        "koa_middleware.client.downloads",
-        "koa_middleware.client.progress",
-        "koa_middleware.client.sync",
-        "koa_middleware.client.push",
-        "koa_middleware.client.archive_side",
-        "koa_middleware.client.auth",
-        "koa_middleware.client.keck_login",
+    "Calibration databases": [
+        "koa_middleware.database.local_database",
+        "koa_middleware.database.remote_database",
     ],
-    "Names of the reference implementation": [
-        "koa_middleware.utils",
-        "koa_middleware.client.download",
-        "koa_middleware.client.keck_client",
+    "Keck Observatory Archive": [
+        "koa_middleware.download",
+        "koa_middleware.keck_client",
     ],
-    "Command line (koa-cal)": [
-        "koa_middleware.cli",
-        "koa_middleware.cli.commands",
-        "koa_middleware.cli.cache_commands",
-        "koa_middleware.cli.archive_commands",
-        "koa_middleware.cli.register_command",
-        "koa_middleware.cli.lifecycle_commands",
-        "koa_middleware.cli.support",
-        "koa_middleware.cli.output",
-        "koa_middleware.cli.demo",
-    ],
-    "Archive service (koa-archive)": ["koa_middleware.archive"],
+    "Helpers of the reference implementation": ["koa_middleware.utils"],
 }
-# The reference implementation's module paths: each is a module documented elsewhere.
-_SKIPPED_MODULES = {
-    "koa_middleware.download",
-    "koa_middleware.keck_client",
+# Where the package's names defined in internal modules are documented: the module
+# path of the reference implementation, which is that very module.
+_PUBLIC_PATHS = {
+    "koa_middleware.client.download": "koa_middleware.download",
+    "koa_middleware.client.keck_client": "koa_middleware.keck_client",
+    "koa_middleware.client.remote_database": "koa_middleware.database.remote_database",
+}
+# Modules whose classes are built from internal parts: the methods they inherit are
+# documented with them, and their internal bases are not named.
+_WHOLE_CLASSES = {
+    "koa_middleware.store",
+    "koa_middleware.database.local_database",
     "koa_middleware.database.remote_database",
 }
-# Packages that re-export their modules' names: their own docstring only, so that
-# every object is documented once, under the module that defines it.
-_DOCSTRING_ONLY = {"koa_middleware", "koa_middleware.database", "koa_middleware.archive"}
+_INTRODUCTION = """\
+API reference
+=============
+
+The public API: the names the package exports (``from koa_middleware import
+...``) and the modules that pipelines written for the reference implementation
+import, each with its classes and functions.
+
+Every other module (``koa_middleware.cache``, ``koa_middleware.client``,
+``koa_middleware.cli``, ``koa_middleware.archive`` and the rest) is internal: its
+contents may change or move in any release without notice. Import from the modules
+listed here.
+"""
 
 
-def _public_modules() -> list[str]:
-    names = ["koa_middleware"]
-    for info in pkgutil.walk_packages(koa_middleware.__path__, "koa_middleware."):
-        if any(part.startswith("_") for part in info.name.split(".")):
+def _role(value: object) -> str:
+    if inspect.isclass(value):
+        return "class"
+    return "func" if callable(value) else "data"
+
+
+def _package_names() -> str:
+    """The section of the package: each exported name, linked to where it is documented.
+
+    A name defined in a module not published here is documented in place, under
+    its package name. Names that are not the package's own (``datetime``,
+    ``logger``, modules) are not part of its API.
+    """
+    documented = {module for modules in API_GROUPS.values() for module in modules}
+    lines = ["The package's own names, each documented in its module:", ""]
+    in_place = []
+    for name, module in sorted(koa_middleware._EXPORTS.items()):
+        value = getattr(koa_middleware, name)
+        if not module.startswith("koa_middleware.") or isinstance(value, logging.Logger):
             continue
-        if info.name not in _SKIPPED_MODULES:
-            names.append(info.name)
-    return sorted(names)
+        module = _PUBLIC_PATHS.get(module, module)
+        if module in documented:
+            lines.append(f"- ``{name}``: :{_role(value)}:`{module}.{name}`")
+        else:
+            in_place.append(name)
+    lines.append("")
+    for name in in_place:
+        kind = "class" if _role(getattr(koa_middleware, name)) == "class" else "function"
+        lines += [f".. auto{kind}:: koa_middleware.{name}", ""]
+    return "\n".join(lines)
 
 
 def _api_source() -> str:
-    modules = _public_modules()
-    grouped: dict[str, list[str]] = {}
-    placed: set[str] = set()
-    for title, prefixes in API_GROUPS.items():
-        members = []
-        for prefix in prefixes:
-            for name in modules:
-                exact = name == prefix
-                below = prefix == "koa_middleware.archive" and name.startswith(prefix)
-                if (exact or below) and name not in placed:
-                    members.append(name)
-                    placed.add(name)
-        grouped[title] = members
-    grouped["Other modules"] = [name for name in modules if name not in placed]
-    lines = [
-        "API reference",
-        "=============",
-        "",
-        "Every public module of the package, with its classes and functions.",
-        "",
-    ]
-    for title, members in grouped.items():
-        if not members:
-            continue
+    lines = [_INTRODUCTION]
+    for title, members in API_GROUPS.items():
         lines += [title, "-" * len(title), ""]
         for name in members:
             importlib.import_module(name)  # a module that cannot be imported fails the build
             lines += [f"``{name}``", "~" * (len(name) + 4), "", f".. automodule:: {name}"]
-            if name in _DOCSTRING_ONLY:
-                lines.append("   :no-members:")
+            if name in _WHOLE_CLASSES:
+                lines += ["   :inherited-members:", "   :no-show-inheritance:"]
+            if name == "koa_middleware":
+                lines += ["   :no-members:", "", _package_names()]
             lines.append("")
     return "\n".join(lines)
 

@@ -22,7 +22,8 @@ from .catalog import Catalog
 from .http_errors import install_error_handlers
 from .openapi import build_openapi
 from .state import API_PREFIX, Archive, ArchiveSettings
-from .storage import FileStorage, LocalFileStorage
+from .storage import LocalFileStorage
+from .storage_interface import FileStorage
 
 logger = logging.getLogger(__name__)
 

@@ -33,7 +33,7 @@ from ..profiles import InstrumentProfile, load_profile
 from ..records import ARCHIVE_REQUIRED_FIELDS, SERVER_FIELDS, new_cal_id, validate_record
 from .catalog import Catalog
 from .problems import ArchiveProblem
-from .storage import FileStorage
+from .storage_interface import FileStorage
 
 logger = logging.getLogger(__name__)
 

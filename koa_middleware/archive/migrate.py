@@ -24,7 +24,7 @@ import sqlalchemy as sa
 
 from .catalog import Catalog, StoredFile
 from .schema import files
-from .storage import FileStorage
+from .storage_interface import FileStorage
 from .transfer import BLOCK
 
 logger = logging.getLogger(__name__)

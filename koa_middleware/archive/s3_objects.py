@@ -23,7 +23,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from .catalog import StoredFile
-from .storage import PendingFile
+from .storage_interface import PendingFile
 
 logger = logging.getLogger(__name__)
 

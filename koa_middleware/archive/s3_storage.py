@@ -43,7 +43,7 @@ from ..errors import ConfigurationError
 from ..records import validate_cal_id, validate_column_name
 from .catalog import StoredFile
 from .s3_objects import MD5_METADATA, S3ObjectReader, S3PendingFile, error_code, is_missing
-from .storage import FileStorage, PendingFile
+from .storage_interface import FileStorage, PendingFile
 
 logger = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from ..profiles import DEFAULT_INSTRUMENTS
 from .bodies import DEFAULT_BODY_TIMEOUT, DEFAULT_MAX_ADD_BYTES, DEFAULT_MAX_ADD_RECORDS
 from .catalog import Catalog
 from .query_stream import DEFAULT_QUERY_BATCH
-from .storage import FileStorage
+from .storage_interface import FileStorage
 from .tokens import TokenStore
 
 logger = logging.getLogger(__name__)

@@ -1,17 +1,14 @@
-"""Where the archive keeps calibration files, behind a small interface.
+"""The archive's file stores: the local folder, and :func:`open_storage`, which picks one.
 
-:class:`FileStorage` is what the service needs from a file store: receive a
-new file out of sight (:meth:`~FileStorage.begin`, a :class:`PendingFile`),
-then place it under its id, atomically and without ever replacing a file
-already there, and read it back. :class:`LocalFileStorage` keeps files in
-``DIR/files/<instrument>/<id>``; :class:`.s3_storage.S3FileStorage` keeps
-them in S3-compatible object storage. :func:`open_storage` picks one from
-``--storage``.
+The interface, :class:`~.storage_interface.FileStorage` and
+:class:`~.storage_interface.PendingFile`, is in :mod:`.storage_interface`.
+:class:`LocalFileStorage` keeps files in ``DIR/files/<instrument>/<id>``;
+:class:`.s3_storage.S3FileStorage` keeps them in S3-compatible object storage.
+:func:`open_storage` picks one from ``--storage``.
 """
 
 from __future__ import annotations
 
-import abc
 import ctypes
 import ctypes.util
 import hashlib
@@ -26,10 +23,11 @@ from typing import BinaryIO
 from ..errors import ConfigurationError
 from ..records import safe_path, validate_cal_id, validate_column_name
 from .catalog import StoredFile
+from .storage_interface import FileStorage, PendingFile
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["FileStorage", "LocalFileStorage", "PendingFile", "LocalPendingFile", "open_storage"]
+__all__ = ["LocalFileStorage", "LocalPendingFile", "open_storage"]
 
 
 #: Bytes written between two requests to start writeback.
@@ -59,35 +57,6 @@ _sync_file_range = _load_sync_file_range()
 def _start_writeback(fd: int, offset: int, length: int) -> None:
     if _sync_file_range is not None:
         _sync_file_range(fd, offset, length)
-
-
-class PendingFile(abc.ABC):
-    """A file being received, out of sight until its storage places it; hashed as written.
-
-    Attributes
-    ----------
-    size : int
-        Bytes written so far.
-    """
-
-    size: int
-
-    @abc.abstractmethod
-    def write(self, data: bytes) -> None:
-        """Append ``data`` to the file and to its checksum."""
-
-    def write_all(self, blocks: list[bytes]) -> None:
-        """Append several blocks in order (one call per batch from the receiving loop)."""
-        for block in blocks:
-            self.write(block)
-
-    @abc.abstractmethod
-    def finish(self) -> StoredFile:
-        """Make sure every byte is stored (still out of sight); return the MD5 and size."""
-
-    @abc.abstractmethod
-    def discard(self) -> None:
-        """Drop the file unless it was placed (safe to call more than once)."""
 
 
 class LocalPendingFile(PendingFile):
@@ -133,61 +102,6 @@ class LocalPendingFile(PendingFile):
             self._handle.close()
             self._handle = None
         self.path.unlink(missing_ok=True)
-
-
-class FileStorage(abc.ABC):
-    """The file store of an archive: files named by instrument and calibration id."""
-
-    @abc.abstractmethod
-    def begin(
-        self, instrument: str, cal_id: str | None = None, md5: str | None = None
-    ) -> PendingFile:
-        """Start receiving a new file for ``instrument``.
-
-        ``cal_id`` is where it will be placed (object stores write there from the
-        start, out of sight); ``md5`` the MD5 it must have, kept with the file
-        when the store can (see :meth:`describe`).
-        """
-
-    @abc.abstractmethod
-    def place(self, pending: PendingFile, instrument: str, cal_id: str) -> bool:
-        """Make a finished file visible under ``cal_id``.
-
-        Returns
-        -------
-        bool
-            True when placed; False when a file was already stored under that id
-            (it is left as it was and ``pending`` is discarded).
-        """
-
-    @abc.abstractmethod
-    def exists(self, instrument: str, cal_id: str) -> bool:
-        """Return True when a file is stored under ``cal_id``."""
-
-    @abc.abstractmethod
-    def open(
-        self, instrument: str, cal_id: str, start: int = 0, end: int | None = None
-    ) -> BinaryIO:
-        """Open the stored file for reading bytes ``start`` to ``end`` (exclusive; None: all).
-
-        The handle is positioned at ``start``. Raises FileNotFoundError when missing.
-        """
-
-    @abc.abstractmethod
-    def digest(self, instrument: str, cal_id: str) -> StoredFile:
-        """Read a stored file through and return its MD5 and size."""
-
-    def describe(self, instrument: str, cal_id: str) -> StoredFile | None:
-        """MD5 and size of a stored file, as cheaply as the store can; None when absent."""
-        return self.digest(instrument, cal_id) if self.exists(instrument, cal_id) else None
-
-    def download_url(self, instrument: str, cal_id: str, seconds: int) -> str | None:
-        """A URL that serves the stored file for ``seconds``; None when storage has none."""
-        return None
-
-    def clean_incoming(self, max_age: float = 3600.0) -> int:
-        """Remove uploads abandoned by a crash, untouched for ``max_age`` seconds."""
-        return 0
 
 
 class LocalFileStorage(FileStorage):

@@ -24,7 +24,7 @@ from typing import BinaryIO
 from ..records import ascii_int
 from .catalog import StoredFile
 from .problems import BadRequest, PayloadTooLarge, RangeNotSatisfiable, shorten
-from .storage import PendingFile
+from .storage_interface import PendingFile
 
 logger = logging.getLogger(__name__)
 

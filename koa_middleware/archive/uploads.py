@@ -28,7 +28,7 @@ import logging
 
 from .catalog import Catalog, StoredFile
 from .problems import ChecksumMismatch, Conflict, PayloadTooLarge
-from .storage import FileStorage, PendingFile
+from .storage_interface import FileStorage, PendingFile
 
 logger = logging.getLogger(__name__)
 

@@ -25,6 +25,7 @@ import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -47,6 +48,8 @@ __all__ = [
 ]
 
 _RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+#: Failures to open a connection: nothing was sent, so any request may go again.
+_NOTHING_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 _MAX_DELAY = 30.0
 #: The most bytes read of an error answer (only its first line is shown).
 _MAX_ERROR_BYTES = 64 << 10
@@ -89,6 +92,34 @@ def server_message(response: httpx.Response) -> str:
 def _looks_like_html(response: httpx.Response, body: bytes) -> bool:
     content_type = response.headers.get("content-type", "").lower()
     return "html" in content_type or body.lstrip()[:1] == b"<"
+
+
+@dataclass
+class _Call:
+    """One call of :meth:`ArchiveSession.send`: what every attempt sends, and its re-login."""
+
+    method: str
+    url: str
+    params: Mapping[str, Any] | None
+    json_body: Any
+    content: Callable[[], Iterable[bytes]] | None
+    headers: Mapping[str, str] | None
+    idempotent: bool
+    stream: bool
+    #: Whether the call's one re-login after a 401 was spent.
+    renewed: bool = False
+
+
+class _Retry(Exception):
+    """An attempt failed in a way that is retried; ``reason`` is logged.
+
+    ``response`` is the closed answer, when there was one, for its ``Retry-After``.
+    """
+
+    def __init__(self, reason: str, response: httpx.Response | None = None):
+        super().__init__(reason)
+        self.reason = reason
+        self.response = response
 
 
 class ArchiveSession:
@@ -136,7 +167,7 @@ class ArchiveSession:
         limits = httpx.Limits(max_connections=32, max_keepalive_connections=16)
         self._client = httpx.Client(
             timeout=httpx.Timeout(timeout, connect=connect_timeout),
-            follow_redirects=True,
+            follow_redirects=False,  # followed by ArchiveSession._send_handling_redirects
             headers={"User-Agent": f"koa_middleware/{__version__}"},
             limits=limits,
             transport=make_transport(limits),
@@ -180,72 +211,151 @@ class ArchiveSession:
         are bounded); otherwise it is read here, at most :attr:`max_answer_bytes`
         of it (the first 64 KiB of an error answer), and a body cut short or too
         large raises :class:`ArchiveError`.
+
+        The request goes through short steps, each a private method:
+        ``_send_handling_retries`` (how many attempts, the pauses),
+        ``_send_attempt`` (429 and 5xx, reading the answer), ``_send_or_retry``
+        (broken connections), ``_send_handling_auth`` (credentials, the one
+        re-login), ``_send_handling_redirects`` and ``_send_single_request``.
+        """
+        call = _Call(method, url, params, json_body, content, headers, idempotent, stream)
+        return self._send_handling_retries(call)
+
+    def _send_handling_retries(self, call: _Call) -> httpx.Response:
+        """Make attempts at ``call`` until one gives the answer, at most 1 + :attr:`retries`.
+
+        An attempt that may be tried again raises :class:`_Retry`; the pause
+        before the next one doubles each time from :attr:`backoff` (at most
+        :data:`_MAX_DELAY` seconds), or is what ``Retry-After`` asks if longer.
         """
         attempt = 0
-        renewed = False
         while True:
-            request_headers = dict(self.credentials.auth_headers())
-            if headers:
-                request_headers.update(headers)
-            request = self._client.build_request(
-                method,
-                url,
-                params=params,
-                json=json_body,
-                content=content() if content is not None else None,
-                headers=request_headers,
-            )
             try:
-                response = self._client.send(request, stream=True)
-            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-                if attempt < self.retries:
-                    attempt += 1
-                    self._pause(attempt, url, type(exc).__name__)
-                    continue
-                raise self._unavailable(url, exc) from exc
-            except httpx.TransportError as exc:
-                if idempotent and attempt < self.retries:
-                    attempt += 1
-                    self._pause(attempt, url, type(exc).__name__)
-                    continue
-                raise self._unavailable(url, exc) from exc
-            status = response.status_code
-            if status in _RETRY_STATUSES and idempotent and attempt < self.retries:
-                response.close()
+                return self._send_attempt(call, may_retry=attempt < self.retries)
+            except _Retry as retry:
                 attempt += 1
-                self._pause(attempt, url, f"status {status}", response)
-                continue
-            if status == 401 and not renewed:
-                self.read_error(response)
-                response.close()
-                renewed = True
-                if self.credentials.renew():
-                    continue
-                return response
-            if stream:
-                return response
-            try:
-                if response.is_success:
-                    self.read_body(response)
-                else:
-                    self.read_error(response)
-            except ArchiveError:
-                response.close()
-                raise
-            except httpx.TransportError as exc:
-                response.close()
-                if idempotent and attempt < self.retries:
-                    attempt += 1
-                    self._pause(attempt, url, "truncated answer")
-                    continue
-                display = redact_url(url)
-                raise ArchiveError(
-                    f"The archive at {display} cut its answer short ({type(exc).__name__}: "
-                    f"{exc}); try again, and report it to the archive operators if it persists.",
-                    url=display,
-                    status=status,
-                ) from exc
+                self._pause(attempt, call.url, retry.reason, retry.response)
+
+    def _send_attempt(self, call: _Call, *, may_retry: bool) -> httpx.Response:
+        """One attempt: send, then ask again on 429 or 5xx, else read the answer.
+
+        Raises
+        ------
+        _Retry
+            When ``may_retry`` and the failure is one that is retried.
+        """
+        response = self._send_or_retry(call, may_retry=may_retry)
+        status = response.status_code
+        if status in _RETRY_STATUSES and call.idempotent and may_retry:
+            response.close()
+            raise _Retry(f"status {status}", response)
+        if call.stream:
             return response
+        return self._read_answer(call, response, may_retry=may_retry)
+
+    def _send_or_retry(self, call: _Call, *, may_retry: bool) -> httpx.Response:
+        """Send ``call``; a broken connection is retried or is :class:`RemoteUnavailableError`.
+
+        A connection that could not be opened carried nothing, so any request
+        is retried; other transport errors only for idempotent requests.
+        """
+        try:
+            return self._send_handling_auth(call)
+        except _NOTHING_SENT as exc:
+            if may_retry:
+                raise _Retry(type(exc).__name__) from exc
+            raise self._unavailable(call.url, exc) from exc
+        except httpx.TransportError as exc:
+            if may_retry and call.idempotent:
+                raise _Retry(type(exc).__name__) from exc
+            raise self._unavailable(call.url, exc) from exc
+
+    def _read_answer(
+        self, call: _Call, response: httpx.Response, *, may_retry: bool
+    ) -> httpx.Response:
+        """Read the answer's body, bounded (see :meth:`read_body`, :meth:`read_error`).
+
+        A body cut short is retried (idempotent requests) or raises
+        :class:`ArchiveError`, as does one that is too large.
+        """
+        try:
+            if response.is_success:
+                self.read_body(response)
+            else:
+                self.read_error(response)
+        except ArchiveError:
+            response.close()
+            raise
+        except httpx.TransportError as exc:
+            response.close()
+            if may_retry and call.idempotent:
+                raise _Retry("truncated answer") from exc
+            raise self._cut_short(call.url, response.status_code, exc) from exc
+        return response
+
+    def _send_handling_auth(self, call: _Call) -> httpx.Response:
+        """Send ``call`` with the credentials; after its first 401, log in again once.
+
+        The refused answer is read (for its message) and closed. When the
+        credential cannot be renewed (a token), it is the answer; otherwise
+        the request goes again with the fresh credential, and any later 401
+        of this call is the answer.
+        """
+        response = self._send_handling_redirects(self._build_request(call))
+        if response.status_code != 401 or call.renewed:
+            return response
+        call.renewed = True
+        self.read_error(response)
+        if not self.credentials.renew():
+            return response
+        return self._send_handling_redirects(self._build_request(call))
+
+    def _build_request(self, call: _Call) -> httpx.Request:
+        """Build one attempt's request: current credentials, the caller's headers, a fresh body."""
+        headers = dict(self.credentials.auth_headers())
+        if call.headers:
+            headers.update(call.headers)
+        return self._client.build_request(
+            call.method,
+            call.url,
+            params=call.params,
+            json=call.json_body,
+            content=call.content() if call.content is not None else None,
+            headers=headers,
+        )
+
+    def _send_handling_redirects(self, request: httpx.Request) -> httpx.Response:
+        """Send ``request`` and follow redirects, at most the client's ``max_redirects``.
+
+        httpx builds each next request (``Response.next_request``): it drops
+        the ``Cookie`` header, and ``Authorization`` when the redirect leaves
+        the origin (other than for http to https on the same host), so the
+        credentials never follow a redirect elsewhere. Each redirect's body is
+        read so that its connection is reused; the final answer is left unread.
+
+        Raises
+        ------
+        httpx.TooManyRedirects
+            After more than ``max_redirects`` redirects.
+        """
+        history: list[httpx.Response] = []
+        while True:
+            if len(history) > self._client.max_redirects:
+                raise httpx.TooManyRedirects("Exceeded maximum allowed redirects.", request=request)
+            response = self._send_single_request(request)
+            response.history = list(history)
+            if response.next_request is None:
+                return response
+            request = response.next_request
+            history.append(response)
+            try:
+                response.read()
+            finally:
+                response.close()
+
+    def _send_single_request(self, request: httpx.Request) -> httpx.Response:
+        """Send ``request`` as it is, redirects not followed; the body is left unread."""
+        return self._client.send(request, stream=True, follow_redirects=False)
 
     def decoded_pieces(self, response: httpx.Response, limit: int | None = None) -> Iterator[bytes]:
         """Yield an answer's body, decompressed, and stop once it passes ``limit`` bytes.
@@ -292,14 +402,15 @@ class ArchiveSession:
             body = b"".join(self.decoded_pieces(response, limit))
         finally:
             response.close()
-        # What httpx's Response.read() does, with the bound above.
+        # What httpx's Response.read() does, with the bound above; httpx has no public
+        # way to give a response its body, and a new Response would decode it again.
         response._content = body
         return body
 
     def read_error(self, response: httpx.Response) -> None:
         """Read the first bytes of an error answer (for its message) and close it."""
-        if hasattr(response, "_content") or response.is_stream_consumed:
-            return  # read already
+        if _is_read(response) or response.is_stream_consumed:
+            return
         pieces: list[bytes] = []
         kept = 0
         try:
@@ -312,7 +423,7 @@ class ArchiveSession:
             pass
         finally:
             response.close()
-        response._content = b"".join(pieces)
+        response._content = b"".join(pieces)  # as in read_body: no public way to keep it
 
     def _pause(
         self, attempt: int, url: str, reason: str, response: httpx.Response | None = None
@@ -339,6 +450,15 @@ class ArchiveSession:
             f"{self.retries} retries; check KOA_CALIBRATIONS_URL and the network, or work "
             "from the local cache.",
             url=display,
+        )
+
+    def _cut_short(self, url: str, status: int, exc: Exception) -> ArchiveError:
+        display = redact_url(url)
+        return ArchiveError(
+            f"The archive at {display} cut its answer short ({type(exc).__name__}: "
+            f"{exc}); try again, and report it to the archive operators if it persists.",
+            url=display,
+            status=status,
         )
 
     def raise_for_status(self, response: httpx.Response, action: str) -> None:
@@ -452,6 +572,15 @@ class ArchiveSession:
             url=display,
             status=response.status_code,
         )
+
+
+def _is_read(response: httpx.Response) -> bool:
+    """Return True when the response's body was read (``response.content`` is set)."""
+    try:
+        response.content  # noqa: B018 - raises ResponseNotRead until the body is read
+    except httpx.ResponseNotRead:
+        return False
+    return True
 
 
 def _inflate(response: httpx.Response) -> Iterator[bytes]:
