@@ -217,7 +217,9 @@ def push(state: State) -> None:
     """Upload the local calibrations the archive lacks (needs a 'write' token).
 
     Each file is uploaded (and checked by MD5 on the archive) before any
-    record, so the archive never lists a calibration it cannot serve.
+    record, so the archive never lists a calibration it cannot serve. The
+    cache then keeps the archive's version of each record pushed, so status
+    and sync find nothing of it to pull.
     Ctrl-C stops with exit status 130; running the same command again
     resumes (files already on the archive are not sent twice).
 

@@ -12,11 +12,13 @@ from typing import Any
 
 import click
 
+from ..database.reading import lifecycle_filter_value
 from ..errors import InvalidRecordError, KOAError
-from ..records import validate_column_name
+from ..records import LIFECYCLE_FIELDS, validate_column_name
 from . import output as out
 from .support import (
     State,
+    archive_display_url,
     cache_is_new,
     emit,
     json_flag,
@@ -161,7 +163,8 @@ def status(state: State) -> None:
     "where",
     multiple=True,
     metavar="COLUMN=VALUE",
-    help="Only records whose COLUMN equals VALUE; repeat for more (all must hold).",
+    help="Only records whose COLUMN equals VALUE; repeat for more (all must hold). "
+    "retracted_at=, retract_reason= and published_at= work too (empty: none, e.g. live ones).",
 )
 @click.option(
     "--source",
@@ -204,7 +207,10 @@ def query(
     """List calibration records here (or on the archive), in time order.
 
     Records are sorted by datetime_obs, then cal_version. The count goes to
-    stderr, so stdout holds only the listing.
+    stderr, so stdout holds only the listing. Retracted calibrations are
+    listed too: every record carries retracted_at and retract_reason (empty
+    while it is live) and published_at (when the archive published it), for
+    --columns, --where, JSON and CSV.
 
     \b
     Examples:
@@ -212,6 +218,8 @@ def query(
       koa-cal query --where spectrograph=yJ --where master_cal=1 --limit 5
       koa-cal query --format csv --columns filename,cal_version > darks.csv
       koa-cal query --source remote --origin KECK --format json
+      koa-cal query --columns id,filename,retracted_at,retract_reason
+      koa-cal query --where retracted_at=          (only the live ones)
     """
     from ..cache.report import time_order
 
@@ -228,12 +236,11 @@ def query(
     kwargs = {key: value for key, value in kwargs.items() if value is not None}
     try:
         if source == "remote":
-            with open_archive(state) as remote:
-                records = remote.query(**kwargs)
+            records = _remote_query(state, kwargs)
         else:
             require_cache(state)
             with open_store(state, create=False) as store:
-                records = store.query(**kwargs)
+                records = store.query(with_lifecycle=True, **kwargs)
     except InvalidRecordError as exc:  # e.g. a column name with a typo
         raise click.BadParameter(str(exc), param_hint="--where") from None
     if isinstance(records, dict):
@@ -247,6 +254,33 @@ def query(
     else:
         click.echo(out.render_table(records, chosen or out.DEFAULT_QUERY_COLUMNS))
         click.echo(out.count(len(records), "record"), err=True)
+
+
+def _remote_query(state: State, filters: dict[str, Any]) -> list[dict]:
+    """The archive's records matching ``filters``, retracted ones included, with their lives.
+
+    The archive filters on the record columns; the filters on lifecycle
+    fields are applied here, as the local query applies them. A v1 archive
+    sends no lifecycle (and no retracted record): its records get the fields
+    as none.
+
+    Raises
+    ------
+    InvalidRecordError
+        If a filter is invalid (a lifecycle time that is not a time).
+    """
+    wanted = {
+        name: lifecycle_filter_value(name, filters.pop(name))
+        for name in LIFECYCLE_FIELDS
+        if name in filters
+    }
+    with open_archive(state) as remote:
+        found = remote.query(include_retracted=True, **filters)
+    records = [found] if isinstance(found, dict) else list(found or [])
+    for record in records:
+        for name in LIFECYCLE_FIELDS:
+            record[name] = lifecycle_filter_value(name, record.get(name))
+    return [r for r in records if all(r[name] == value for name, value in wanted.items())]
 
 
 @click.command()
@@ -418,7 +452,6 @@ def _record_choice(store: Any, path: str, input_data: Any, selector: Any, chosen
     """Add the choice to the manifest ``path`` (created, or extended if it exists)."""
     from ..manifest import ManifestRecorder
 
-    url = getattr(store.remote_db, "display_url", None)
-    recorder = ManifestRecorder.extending(path, store.instrument_name, url)
+    recorder = ManifestRecorder.extending(path, store.instrument_name, archive_display_url(store))
     recorder.add("select_and_get_calibration", input_data, selector, chosen)
     recorder.write()

@@ -31,6 +31,7 @@ __all__ = [
     "SELECTOR_ALIASES",
     "Interrupted",
     "State",
+    "archive_display_url",
     "cache_is_new",
     "emit",
     "json_flag",
@@ -287,6 +288,42 @@ def open_store(state: State, remote: bool = False, probe: bool = False, create: 
     if remote and store.config.archive_configured:
         store.remote_db = open_archive(state)  # its errors name where the credential came from
     return store
+
+
+def archive_display_url(store: Any) -> str | None:
+    """The archive a store works with, as shown (no user name or password), or None.
+
+    A store opened without connecting (the commands that only read the
+    cache) still names the archive its settings configure, as a connected
+    store would: the URL a run manifest records must not depend on whether
+    the command asked the archive anything.
+
+    Parameters
+    ----------
+    store : CalibrationStore
+        The open store.
+
+    Returns
+    -------
+    str | None
+        The connected client's ``display_url``; else, when an archive is
+        configured (``KOA_CALIBRATIONS_URL`` or ``--url``, or credentials for
+        the default one), its URL in the same form; else None.
+
+    Examples
+    --------
+    >>> archive_display_url(store)  # doctest: +SKIP
+    'http://127.0.0.1:8750/api/calibrations'
+    """
+    from ..client.http import redact_url
+
+    remote = getattr(store, "remote_db", None)
+    if remote is not None:
+        return remote.display_url
+    if not store.config.archive_configured:
+        return None
+    # As RemoteCalibrationDB forms its display_url.
+    return redact_url(str(store.config.url).rstrip("/"))
 
 
 def open_archive(state: State) -> Any:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from ..cache.layout import CacheLayout
-from ..errors import ArchiveError, CalibrationNotFoundError
+from ..errors import ArchiveError, CalibrationNotFoundError, KOAError
 from ..hashing import file_digest
 from .progress import progress_bar
 from .sync import _check_mode, missing_records
@@ -17,7 +19,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["push_records", "push_retractions"]
+__all__ = ["push_records", "push_retractions", "take_archive_versions"]
 
 
 def push_records(
@@ -33,6 +35,10 @@ def push_records(
     ``source='local'``) has its file uploaded (``PUT files/ID``, checked by MD5
     on the archive; already there is fine), then the records are added in
     batches, so the archive never holds a record whose file it cannot serve.
+    Then the local database takes the archive's version of each record pushed
+    (:func:`take_archive_versions`): the cache holds what the archive accepted,
+    so ``koa-cal status`` counts nothing of it as not pulled and the next sync
+    brings none of it again.
 
     Parameters
     ----------
@@ -50,7 +56,8 @@ def push_records(
     Returns
     -------
     list[dict]
-        The records added to the archive.
+        The records added to the archive, as the archive holds them (its
+        ``last_updated``).
 
     Raises
     ------
@@ -93,9 +100,94 @@ def push_records(
                 rec["file_md5"], rec["file_size"] = file_digest(path)
             remote_db.upload_calibration_file(rec["id"], path, rec["file_md5"])
             bar.update(1)
+    # The archive stamps what it accepts with its own clock, never earlier than this.
+    newest_before = remote_db.get_last_updated()
     remote_db.add(records)
     logger.info("Pushed %d calibration(s) to %s.", len(records), remote_db.display_url)
-    return records
+    try:
+        return take_archive_versions(local_db, remote_db, records, newest_before)
+    except KOAError as exc:  # the push itself is done: only the bookkeeping waits
+        logger.warning(
+            "Pushed %d calibration(s) to %s, but could not read back the archive's versions "
+            "(%s); the next `koa-cal sync` brings them.",
+            len(records),
+            remote_db.display_url,
+            exc,
+        )
+        return records
+
+
+def take_archive_versions(
+    local_db: LocalCalibrationDB,
+    remote_db: RemoteCalibrationDB,
+    records: Sequence[dict],
+    newest_before: str | None,
+) -> list[dict]:
+    """Store locally the archive's version of records just added to it.
+
+    The archive sets ``last_updated`` (and ``published_at``) of what it accepts.
+    Keeping its version here makes the pushed records equal on both sides: a
+    status compares equal times, and a sync (changes feed, ``last_updated``
+    or ids) finds nothing to bring. Only the records the archive updated after
+    ``newest_before`` are read, page by page; one the archive does not list
+    there (it changed while the pages were read) is asked for by id.
+
+    Parameters
+    ----------
+    local_db : LocalCalibrationDB
+        The local database.
+    remote_db : RemoteCalibrationDB
+        The archive client the records were added through.
+    records : sequence of dict
+        The records just added.
+    newest_before : str | None
+        The archive's newest ``last_updated`` before the records were added
+        (None when it held none).
+
+    Returns
+    -------
+    list[dict]
+        The records as stored locally now, in the order given; a record the
+        archive no longer lists is returned as it was given.
+
+    Raises
+    ------
+    ArchiveError, RemoteUnavailableError, AuthenticationError
+        If the archive cannot answer (the records are on the archive then, and
+        the next sync brings its versions).
+
+    Examples
+    --------
+    >>> before = remote.get_last_updated()  # doctest: +SKIP
+    >>> remote.add(records)  # doctest: +SKIP
+    >>> take_archive_versions(db, remote, records, before)[0]["last_updated"]  # doctest: +SKIP
+    '2026-02-12T03:04:05.000'
+    """
+    wanted = {rec["id"] for rec in records}
+    found: dict[str, dict] = {}
+    filters = {"last_updated_start": _just_before(newest_before)} if newest_before else {}
+    for page in remote_db.iter_query(**filters):
+        found.update((rec["id"], rec) for rec in page if rec["id"] in wanted)
+    for cal_id in sorted(wanted - found.keys()):
+        record = remote_db.query(cal_id=cal_id)
+        if record:
+            found[cal_id] = record
+    versions = [found[rec["id"]] for rec in records if rec["id"] in found]
+    # As a sync would store them: the publication time goes beside the record.
+    stored = {rec["id"]: rec for rec in local_db.add_validated(versions)} if versions else {}
+    return [stored.get(rec["id"], rec) for rec in records]
+
+
+def _just_before(stamp: str) -> str:
+    """The time one millisecond before ``stamp``: ``last_updated_start`` is exclusive.
+
+    Examples
+    --------
+    >>> _just_before("2026-01-01T00:00:00.000")
+    '2025-12-31T23:59:59.999'
+    """
+    moment = datetime.fromisoformat(stamp) - timedelta(milliseconds=1)
+    return moment.isoformat(timespec="milliseconds")
 
 
 def push_retractions(local_db: LocalCalibrationDB, remote_db: RemoteCalibrationDB) -> list[str]:

@@ -15,20 +15,34 @@ from typing import Any, NamedTuple
 
 from ..errors import InvalidRecordError
 from ..records import (
+    LIFECYCLE_FIELDS,
     normalize_timestamp,
     normalize_version,
     validate_cal_id,
     validate_column_name,
 )
 from .calibration_table import CalibrationTable
-from .side_tables import RETRACTIONS_TABLE
+from .side_tables import PUBLISHED_TABLE, RETRACTIONS_TABLE
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["RecordReading", "StoredVersion", "parse_order_by", "quote_identifier"]
+__all__ = [
+    "RecordReading",
+    "StoredVersion",
+    "lifecycle_filter_value",
+    "parse_order_by",
+    "quote_identifier",
+]
 
 # Ids per "id IN (...)" lookup (well under SQLite's limit on bound variables).
 _LOOKUP_CHUNK = 500
+
+#: Where each lifecycle field of a record is kept, in a query that joins the side tables.
+_LIFECYCLE_SOURCES = {
+    "published_at": "p.published_at",
+    "retracted_at": "r.retracted_at",
+    "retract_reason": "r.reason",
+}
 
 
 class StoredVersion(NamedTuple):
@@ -83,6 +97,44 @@ def parse_order_by(order_by: str) -> str:
             f"Invalid order_by {order_by!r}: use a column name, optionally followed by ASC or DESC."
         )
     return f"{quote_identifier(parts[0])} {direction}"
+
+
+def lifecycle_filter_value(name: str, value: Any) -> str | None:
+    """The value a lifecycle field (:data:`LIFECYCLE_FIELDS`) is compared with in a filter.
+
+    An empty value (``--where retracted_at=``) or None stands for "none": a
+    calibration never retracted (or not published by an archive). A time is
+    normalized as records' times are.
+
+    Parameters
+    ----------
+    name : str
+        ``published_at``, ``retracted_at`` or ``retract_reason``.
+    value : Any
+        The filter's value.
+
+    Returns
+    -------
+    str | None
+        The normalized value; None for "none".
+
+    Raises
+    ------
+    InvalidRecordError
+        If a time is not a timestamp.
+
+    Examples
+    --------
+    >>> lifecycle_filter_value("retracted_at", "2026-01-02")
+    '2026-01-02T00:00:00.000'
+    >>> lifecycle_filter_value("retract_reason", "") is None
+    True
+    """
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if name == "retract_reason":
+        return str(value)
+    return normalize_timestamp(value, name)
 
 
 class RecordReading:
@@ -156,6 +208,7 @@ class RecordReading:
         origin: str | None = None,
         order_by: str = "last_updated",
         fetch: str = "all",
+        with_lifecycle: bool = False,
         **filters: Any,
     ) -> list[dict] | dict | None:
         """Records matching every given filter, ordered by ``order_by``.
@@ -180,8 +233,14 @@ class RecordReading:
             A column, optionally followed by ``ASC`` or ``DESC``.
         fetch : {'all', 'first'}
             ``'first'`` returns one record or None.
+        with_lifecycle : bool
+            Give every record its lifecycle fields, kept beside the records:
+            ``published_at`` (when an archive published it), ``retracted_at``
+            and ``retract_reason`` (None while it is live). A filter on one of
+            them turns this on.
         **filters
-            Equality filters on any other column.
+            Equality filters on any other column, and on the lifecycle fields
+            (see :func:`lifecycle_filter_value`: an empty value matches "none").
 
         Returns
         -------
@@ -204,10 +263,14 @@ class RecordReading:
         """
         if fetch not in ("all", "first"):
             raise ValueError(f"Invalid fetch {fetch!r}: use 'all' or 'first'.")
-        if cal_id is not None:
-            return self.query_id(cal_id)
-        if filename is not None:
-            return self.query_filename(filename)
+        joined = with_lifecycle or any(name in LIFECYCLE_FIELDS for name in filters)
+        if not joined:
+            if cal_id is not None:
+                return self.query_id(cal_id)
+            if filename is not None:
+                return self.query_filename(filename)
+        # With the side tables joined, the records' columns are named through "t.".
+        t = "t." if joined else ""
         conditions: list[str] = []
         params: list[Any] = []
 
@@ -215,37 +278,67 @@ class RecordReading:
             conditions.append(sql)
             params.append(value)
 
-        if cal_type is not None:
-            add("cal_type = ?", cal_type)
-        if origin is not None:
-            add("origin = ?", str(origin).upper())
-        bounds = (
-            ("cal_version", ">=", cal_version_min, normalize_version),
-            ("cal_version", "<=", cal_version_max, normalize_version),
-            ("datetime_obs", ">=", date_time_start, normalize_timestamp),
-            ("datetime_obs", "<=", date_time_end, normalize_timestamp),
-            ("last_updated", ">=", last_updated_start, normalize_timestamp),
-            ("last_updated", "<=", last_updated_end, normalize_timestamp),
-        )
-        for column, operator, value, normalize in bounds:
-            if value is not None:
-                add(f"{column} {operator} ?", normalize(value))
+        if cal_id is not None or filename is not None:  # one record, other filters ignored
+            fetch = "first"
+            if cal_id is not None:
+                add(f"{t}id = ?", validate_cal_id(cal_id))
+            else:
+                add(f"{t}filename = ?", filename)
+            filters = {}
+        else:
+            if cal_type is not None:
+                add(f"{t}cal_type = ?", cal_type)
+            if origin is not None:
+                add(f"{t}origin = ?", str(origin).upper())
+            bounds = (
+                ("cal_version", ">=", cal_version_min, normalize_version),
+                ("cal_version", "<=", cal_version_max, normalize_version),
+                ("datetime_obs", ">=", date_time_start, normalize_timestamp),
+                ("datetime_obs", "<=", date_time_end, normalize_timestamp),
+                ("last_updated", ">=", last_updated_start, normalize_timestamp),
+                ("last_updated", "<=", last_updated_end, normalize_timestamp),
+            )
+            for column, operator, value, normalize in bounds:
+                if value is not None:
+                    add(f"{t}{column} {operator} ?", normalize(value))
         known = self._read_columns() if filters else {}
         for column, value in filters.items():
+            if column in LIFECYCLE_FIELDS:
+                self._lifecycle_condition(column, value, conditions, params)
+                continue
             if validate_column_name(column) not in known:
                 raise InvalidRecordError(
                     f"No record of table {self.table_name!r} has a column {column!r}; "
-                    f"its columns are {', '.join(sorted(known))}."
+                    f"its columns are {', '.join(sorted([*known, *LIFECYCLE_FIELDS]))}."
                 )
-            add(f"{quote_identifier(column)} = ?", value)
-        sql = f"SELECT * FROM {self._quoted_table}"
+            add(f"{t}{quote_identifier(column)} = ?", value)
+        sql = self._lifecycle_select() if joined else f"SELECT * FROM {self._quoted_table}"
         if conditions:
             sql += " WHERE " + " AND ".join(conditions)
-        sql += f" ORDER BY {parse_order_by(order_by)}, rowid"
+        sql += f" ORDER BY {t}{parse_order_by(order_by)}, {t}rowid"
         if fetch == "first":
             rows = self.custom_query(sql + " LIMIT 1", params)
             return rows[0] if rows else None
         return self.custom_query(sql, params)
+
+    def _lifecycle_select(self) -> str:
+        """SELECT of the records ``t`` with their lifecycle fields from the side tables."""
+        fields = ", ".join(f"{source} AS {name}" for name, source in _LIFECYCLE_SOURCES.items())
+        return (
+            f"SELECT t.*, {fields} FROM {self._quoted_table} AS t "
+            f'LEFT JOIN "{PUBLISHED_TABLE}" AS p ON p.id = t.id '
+            f'LEFT JOIN "{RETRACTIONS_TABLE}" AS r ON r.id = t.id'
+        )
+
+    @staticmethod
+    def _lifecycle_condition(name: str, value: Any, conditions: list, params: list) -> None:
+        """Add the condition of a filter on a lifecycle field (empty: the field is none)."""
+        wanted = lifecycle_filter_value(name, value)
+        if wanted is None:
+            conditions.append(f"{_LIFECYCLE_SOURCES[name]} IS NULL")
+        else:
+            conditions.append(f"{_LIFECYCLE_SOURCES[name]} = ?")
+            params.append(wanted)
 
     def query_id(self, cal_id: str) -> dict | None:
         """The record with this id, or None."""
