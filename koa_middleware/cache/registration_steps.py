@@ -56,11 +56,11 @@ __all__ = ["ModelPath", "RegistrationSteps", "point_model_at", "save_model"]
 
 
 class RegistrationSteps:
-    """Records, versions and the overridable steps of registration (a mixin of the store).
+    """Records, versions and the overridable steps of registration: the store's base class.
 
-    It needs ``local_db``, ``layout``, ``origin``, ``config`` and ``staging``
-    (a :class:`~koa_middleware.cache.staging.Staging`) from the class it is
-    mixed into.
+    A subclass (the store) provides ``local_db``, ``layout``, ``origin``,
+    ``config`` and ``staging`` (a :class:`~koa_middleware.cache.staging.Staging`);
+    pipelines override the steps.
     """
 
     #: The private folders of registrations and the MD5s of the files saved there.
