@@ -8,7 +8,6 @@ what they share is here.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import importlib
 import logging
 import os
@@ -476,12 +475,12 @@ def one_bar_for_many(store: Any) -> Iterator[bool | None]:
     ...             store.download_calibration_file(record)
     ...             bar.update(record["file_size"])
     """
-    saved = store.config
-    store.config = dataclasses.replace(saved, progress=False)
+    saved = store.archive.progress
+    store.archive.progress = False
     try:
-        yield saved.progress
+        yield saved
     finally:
-        store.config = saved
+        store.archive.progress = saved
 
 
 def load_selector(spec: str, options: dict[str, str]) -> Any:
