@@ -12,15 +12,14 @@ import logging
 import os
 import re
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
+# The database selectors are handed; the reference's selectors import it from here.
+from .database.local_database import LocalCalibrationDB
 from .errors import InvalidRecordError
 from .fits import FITSCalibration, datetime_from_mjd, fits_metadata, mjd_from_datetime
 from .records import normalize_timestamp
 from .selector_options import DEFAULT, Default, constructor_defaults
-
-if TYPE_CHECKING:
-    from .database.local_database import LocalCalibrationDB
 
 logger = logging.getLogger(__name__)
 

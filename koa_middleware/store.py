@@ -41,13 +41,21 @@ from .cache.staging import Staging
 from .cache.versions import find_version_issues
 from .client.archive_link import ArchiveLink
 from .client.connect import connect_archive
+from .client.remote_database import RemoteCalibrationDB  # noqa: F401  (the reference's name)
 from .config import resolve_config
+from .database.local_database import LocalCalibrationDB  # noqa: F401  (the reference's name)
 from .datamodel_protocol import SupportsCalibrationModelIO, record_of
 from .errors import ArchiveError, CalibrationNotFoundError, ChecksumMismatchError
 from .manifest import ManifestRecorder, ManifestReplay, RunManifests, check_pinned
 from .profiles import InstrumentProfile, load_profile
 from .records import new_cal_id, normalize_timestamp
 from .selector_base import CalibrationSelector
+from .utils import (  # noqa: F401  (names the reference's module carries)
+    datetime_to_isot_ms,
+    generate_md5_file,
+    get_env_var_bool,
+    is_valid_uuid,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -578,13 +586,20 @@ class CalibrationStore(RegistrationSteps):
     def sync_records_from_cached_files(
         self, cals: SupportsCalibrationModelIO | dict | Sequence[Any]
     ) -> list[dict]:
-        """Record in the local database calibrations whose files are already in the cache.
+        """Record in the local database calibrations whose files are (meant to be) in the cache.
 
         A record without a version is prepared as by registration
         (:meth:`_prepare_cal_record` with origin ``'LOCAL'``, as the reference
         does); every record gets the cached file's ``file_md5`` and ``file_size``.
         Versions are allocated one after the other, so records of one family
         get ``001``, ``002``, ...
+
+        A record whose file is not in ``calibrations/<instrument>`` is added all
+        the same, as the reference adds it, with a WARNING naming the file and
+        that folder: ``koa-cal status`` and ``verify`` list it as not
+        downloaded (not as damage) until the file is copied there. Its
+        ``file_md5`` and ``file_size`` are those of the model's own file when
+        the model keeps its path (``_filepath``), else left as the record has them.
 
         Returns
         -------
@@ -593,16 +608,16 @@ class CalibrationStore(RegistrationSteps):
 
         Raises
         ------
-        CalibrationNotFoundError
-            If a record's file is not in the cache; nothing is added.
         ChecksumMismatchError
             If a file's MD5 differs from the record's ``file_md5``; nothing is added.
+        InvalidRecordError
+            If a record has no file name, or breaks another rule; nothing is added.
         """
         if isinstance(cals, dict) or not isinstance(cals, Sequence):
             cals = [cals]
         # Hash the files before taking the write lock, which other processes wait for.
         completed = [
-            complete_cached_file_record(self.layout, record_of(cal), "LOCAL") for cal in cals
+            complete_cached_file_record(self.layout, record_of(cal), "LOCAL", cal) for cal in cals
         ]
         added = []
         with self.local_db.write_transaction():

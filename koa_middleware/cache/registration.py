@@ -14,7 +14,11 @@ overridable) run inside one SQLite write transaction, in this order:
 4. ``_finalize_cal_record``: file name, MD5 and size; the store checks them
    against the file;
 5. insert the record (not yet committed), leave a pending marker, rename the
-   file into ``calibrations/<instrument>``;
+   file into ``calibrations/<instrument>``; when the model named it as the file
+   of an earlier version of the family (a ``save()`` that names files from
+   ``cal_type`` and ``datetime_obs`` only), the new version's file is named by
+   :func:`versioned_filename` (``dark.fits`` -> ``dark_v002.fits``), with a
+   WARNING, and the earlier file is left as it is;
 6. commit, then drop the marker and the private folder;
 7. tell the model where its file went: its ``_filepath`` and ``meta.filename``
    now name the registered file (see
@@ -61,6 +65,7 @@ __all__ = [
     "RegistrationHost",
     "complete_cached_file_record",
     "register_model",
+    "versioned_filename",
     "warn_if_not_a_calibration",
 ]
 
@@ -83,6 +88,8 @@ class RegistrationHost(Protocol):
     def _finalize_cal_record(self, *args: Any) -> dict | None: ...
 
     def generate_calibration_version(self, cal: Any, origin: str | None = None) -> str: ...
+
+    def get_version_family_values(self, cal: Any) -> dict: ...
 
 
 def register_model(
@@ -165,7 +172,7 @@ def _register(
                 staged = _save(steps, staging, cal, cal_record, folder)
                 cal_record = _finalize(steps, cal, cal_record, str(staged))
                 stored = _checked_record(steps, staging, cal_record, staged, origin)
-                destination = _free_destination(layout, stored["filename"])
+                destination = _destination(steps, db, layout, stored)
                 db.add_validated([stored])
                 pending.note(stored["filename"])
                 place_file(staged, destination)
@@ -399,6 +406,87 @@ def _checked_record(
     return validate_record(cal_record, LOCAL_REQUIRED_FIELDS)
 
 
+def versioned_filename(filename: str, cal_version: str) -> str:
+    """The file name of version ``cal_version`` when the model's name is an earlier version's.
+
+    ``_v<version>`` goes before the extension; a compression suffix (``.gz``,
+    ``.fz``, ...) keeps the extension before it. The rule is stable: the same
+    name and version always give the same result.
+
+    Examples
+    --------
+    >>> versioned_filename("cal_dark_20260301.fits", "002")
+    'cal_dark_20260301_v002.fits'
+    >>> versioned_filename("HB.20240924.45296.78.fits.gz", "003")
+    'HB.20240924.45296.78_v003.fits.gz'
+    >>> versioned_filename("dark", "002")
+    'dark_v002'
+    """
+    stem, extension = _split_extension(filename)
+    return f"{stem}_v{cal_version}{extension}"
+
+
+#: Suffixes of compressed files: the extension is then the two last suffixes.
+_COMPRESSION_SUFFIXES = frozenset({".gz", ".fz", ".bz2", ".xz", ".zst", ".z", ".zip"})
+
+
+def _split_extension(filename: str) -> tuple[str, str]:
+    """``'a.fits.gz'`` -> ``('a', '.fits.gz')``; ``'a.b.fits'`` -> ``('a.b', '.fits')``."""
+    stem, dot, last = filename.rpartition(".")
+    if not dot or not stem:
+        return filename, ""
+    extension = f".{last}"
+    if extension.lower() in _COMPRESSION_SUFFIXES:
+        inner, dot, before = stem.rpartition(".")
+        if dot and inner:
+            return inner, f".{before}{extension}"
+    return stem, extension
+
+
+def _destination(
+    steps: RegistrationHost,
+    db: LocalCalibrationDB,
+    layout: CacheLayout,
+    stored: dict,
+) -> Path:
+    """Where the new calibration's file goes; ``stored["filename"]`` is set to its name.
+
+    A model that names its file from family values alone gives every version of
+    the family one name. A new version then takes :func:`versioned_filename`
+    (with a WARNING), so that the file of an earlier version is never
+    overwritten and every record keeps describing its own bytes.
+
+    Raises
+    ------
+    InvalidRecordError
+        If the name belongs to a calibration of another family, or a file no
+        record owns is in its place.
+    """
+    owner = db.query_filename(stored["filename"])
+    family_of = steps.get_version_family_values
+    if owner is not None and family_of(owner) == family_of(stored):
+        name = versioned_filename(stored["filename"], stored["cal_version"])
+        logger.warning(
+            "%s is the file of version %s of the same version family (id %s); version %s "
+            "is registered as %s, and the earlier file is left as it is. Have save() put "
+            "the version into the file name to choose the names yourself.",
+            stored["filename"],
+            owner.get("cal_version"),
+            owner["id"],
+            stored["cal_version"],
+            name,
+        )
+        stored["filename"] = name
+        owner = db.query_filename(name)
+    if owner is not None:
+        raise InvalidRecordError(
+            f"{stored['filename']} is already in the cache as the file of calibration "
+            f"{owner['id']} (version {owner.get('cal_version')}) of another version family; "
+            "give the new calibration another file name."
+        )
+    return _free_destination(layout, stored["filename"])
+
+
 def _free_destination(layout: CacheLayout, filename: str) -> Path:
     """The cache path for ``filename``, refusing to overwrite a file already there."""
     destination = layout.path_for(filename)
@@ -411,32 +499,76 @@ def _free_destination(layout: CacheLayout, filename: str) -> Path:
     return destination
 
 
-def complete_cached_file_record(layout: CacheLayout, record: dict, origin: str) -> dict:
-    """Complete the record of a file already in the cache (checksums, id, origin, time).
+def complete_cached_file_record(
+    layout: CacheLayout, record: dict, origin: str, cal: Any = None
+) -> dict:
+    """Complete the record of a calibration file the cache holds or should hold.
+
+    Sets ``id`` (when missing), ``origin``, ``last_updated``, and ``file_md5`` and
+    ``file_size`` from the file. A file that is not in the cache's folder (the
+    reference's ``sync_records_from_cached_files`` records such files too) is
+    logged with a WARNING naming where it belongs; its record is completed all
+    the same, and the cache reports it as not downloaded (``koa-cal status``,
+    ``koa-cal verify``) until the file is copied there. Its checksums come from
+    the model's own file when the model says where that is (``cal._filepath``).
+
+    Parameters
+    ----------
+    layout : CacheLayout
+        The cache.
+    record : dict
+        The record, completed in place.
+    origin : str
+        The origin for a record without one.
+    cal : Any
+        The model the record came from, if any.
+
+    Returns
+    -------
+    dict
+        ``record``.
 
     Raises
     ------
     InvalidRecordError
-        If the record has no file name.
-    CalibrationNotFoundError
-        If the file is not in the cache.
+        If the record has no file name, or one that would leave the cache.
     ChecksumMismatchError
         If the file's MD5 differs from the record's ``file_md5``.
     """
     if not record.get("filename"):
         raise InvalidRecordError("The record has no filename; add the cached file's name.")
     path = layout.path_for(record["filename"])
+    source: Path | None = path
     if not path.is_file():
-        raise CalibrationNotFoundError(
-            f"{record['filename']} is not in {layout.calibrations_dir}; copy it there first "
-            "or use register_calibration()."
+        source = _model_file(cal, path.name)
+        logger.warning(
+            "%s is not in %s, where the cache keeps it%s; its record is added, and the "
+            "cache counts its file as not downloaded until it is copied there.",
+            path.name,
+            layout.calibrations_dir,
+            f" (it is at {source})" if source is not None else "",
         )
-    md5, size = file_digest(path)
-    if record.get("file_md5") and str(record["file_md5"]).lower() != md5:
-        raise ChecksumMismatchError(f"{path.name} has MD5 {md5}, its record {record['file_md5']}.")
+    if source is not None:
+        md5, size = file_digest(source)
+        if record.get("file_md5") and str(record["file_md5"]).lower() != md5:
+            raise ChecksumMismatchError(f"{source} has MD5 {md5}, its record {record['file_md5']}.")
+        record.update(file_md5=md5, file_size=size)
     record["id"] = record.get("id") or new_cal_id()
     record["origin"] = str(record.get("origin") or origin).upper()
-    record.update(file_md5=md5, file_size=size)
     if not record.get("last_updated"):
         record["last_updated"] = utc_now()
     return record
+
+
+def _model_file(cal: Any, filename: str) -> Path | None:
+    """The model's own file named ``filename``, when the model keeps its path (``_filepath``)."""
+    if cal is None or isinstance(cal, dict):
+        return None
+    try:
+        where = getattr(cal, "_filepath", None)
+    except Exception:  # a model whose path cannot be read says nothing of its file
+        return None
+    if not isinstance(where, (str, os.PathLike)):
+        return None
+    path = Path(os.fspath(where))
+    return path if path.name == filename and path.is_file() else None

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from tqdm import tqdm  # noqa: F401  (a name the reference's module carries)
 
 from ..config import DEFAULT_URL
 from ..errors import KOADownloadError

@@ -22,6 +22,7 @@ import threading
 from typing import ClassVar
 
 import httpx
+from platformdirs import user_state_dir  # noqa: F401  (a name the reference's module carries)
 
 from ..errors import ConfigurationError
 from .auth import KeckObserverLogin, KeckSession, keck_base_url

@@ -26,6 +26,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import httpx
+from tqdm import tqdm  # noqa: F401  (a name the reference's module carries)
 
 from ..config import DEFAULT, DEFAULT_URL, ArchiveCredential, Default, given
 from ..errors import (
@@ -44,6 +45,7 @@ from ..records import (
 )
 from .auth import Credentials, credentials_for, resolve_credentials
 from .http import DEFAULT_MAX_ANSWER_BYTES, ArchiveSession, redact_url
+from .keck_client import KeckObserverAuthClient  # noqa: F401  (the reference's name here)
 from .remote_feed import RemoteFeed
 from .remote_transfer import RemoteTransfers
 

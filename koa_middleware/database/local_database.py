@@ -19,6 +19,11 @@ from typing import Any
 
 import sqlite_utils
 
+# Names the reference's module carries, which pipelines import from here: sqlite-utils'
+# Database and NotFoundError, and two time helpers.
+from sqlite_utils import Database  # noqa: F401
+from sqlite_utils.db import NotFoundError  # noqa: F401
+
 from ..errors import InvalidRecordError
 from ..records import (
     LIFECYCLE_FIELDS,
@@ -30,6 +35,7 @@ from ..records import (
 )
 from ..sqlite_wal import connect
 from ..timestamps import utc_now
+from ..utils import datetime_to_isot_ms, postgres_http_date_to_iso  # noqa: F401
 from .calibration_table import CalibrationTable
 from .reading import RecordReading, quote_identifier
 from .side_tables import (

@@ -11,6 +11,7 @@ from compat.hispec_pipeline.stdmodel import HispecDarkModel
 from compat.hispec_pipeline.store import EarlierPipelineStore, HispecCalibrationStore
 
 from koa_middleware import CalibrationStore
+from koa_middleware.cache.registration import versioned_filename
 from koa_middleware.errors import InvalidRecordError
 from support.cache_state import temp_files
 
@@ -67,13 +68,23 @@ def test_a_model_answered_by_the_registered_calibration(tmp_path, no_koa_environ
 def test_a_file_name_already_registered_is_never_overwritten(store):
     first = HispecDarkModel(b"first dark", **DARK)
     path, record = store.register_calibration(first)
+    # a new version of the family that names its file as the first's gets a file of its own
     clash = HispecDarkModel(b"second dark", **DARK)
-    clash.make_filename = lambda: record["filename"]  # names its file as the first's
-    with pytest.raises(InvalidRecordError):
-        store.register_calibration(clash, new_version=True)
+    clash.make_filename = lambda: record["filename"]
+    new_path, new_record = store.register_calibration(clash, new_version=True)
+    assert new_record["cal_version"] == "002"
+    assert new_record["filename"] == versioned_filename(record["filename"], "002")
+    assert clash._filepath == new_path and clash.meta.filename == new_record["filename"]
+    assert md5_of(new_path) == new_record["file_md5"] != record["file_md5"]
     assert md5_of(path) == record["file_md5"] and first._filepath == path
-    assert clash._filepath is None and clash.meta.filename is None  # nothing dangling
-    assert len(store.local_db) == 1 and temp_files(store.layout) == []
+    # a calibration of another family that names its file as the first's is refused
+    other = HispecDarkModel(b"other dark", **{**DARK, "spectrograph": "hk"})
+    other.make_filename = lambda: record["filename"]
+    with pytest.raises(InvalidRecordError, match="another version family"):
+        store.register_calibration(other, new_version=True)
+    assert other._filepath is None and other.meta.filename is None  # nothing dangling
+    assert md5_of(path) == record["file_md5"] and first._filepath == path
+    assert len(store.local_db) == 2 and temp_files(store.layout) == []
 
 
 def test_save_calibration_file_alone_points_the_model_at_the_cached_file(tmp_path):

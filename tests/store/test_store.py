@@ -287,11 +287,12 @@ def test_sync_records_from_cached_files(store):
     record = store.local_db.query_filename("old_dark.fits")
     assert record["file_md5"] == file_md5(cached) and record["cal_version"] == "001"
     assert store.get_calibration(record["id"])[0] == str(cached)
-    with pytest.raises(CalibrationNotFoundError):
-        store.sync_records_from_cached_files(dark(3, filename="absent.fits"))
+    # a file not in the cache: recorded all the same, as the reference does (not downloaded)
+    (absent,) = store.sync_records_from_cached_files(dark(3, filename="absent.fits"))
+    assert absent["filename"] == "absent.fits" and absent.get("file_md5") is None
     with pytest.raises(ChecksumMismatchError):
         store.sync_records_from_cached_files(dark(4, filename="old_dark.fits", file_md5="0" * 32))
-    assert len(store.local_db) == 2
+    assert len(store.local_db) == 3
 
 
 def test_detect_version_issues(store):

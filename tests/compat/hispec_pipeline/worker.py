@@ -4,7 +4,9 @@
 the path) registers N darks of one family with ``new_version=True``, after ``CACHE/go``
 exists. Once its store is open it creates the file READY, if given.
 With ``N = 0`` and ``KILL_AT=finalize`` it kills itself inside the finalize step of
-its first registration, after the model saved its file.
+its first registration, after the model saved its file. With ``MODEL=family_named``
+it registers :class:`~compat.hispec_pipeline.family_named.FamilyNamedModel` darks,
+which all name their file alike, through the plain store.
 """
 
 from __future__ import annotations
@@ -16,7 +18,10 @@ import time
 from pathlib import Path
 
 from compat.hispec_pipeline.datamodel import HispecCalibration
+from compat.hispec_pipeline.family_named import FamilyNamedModel
 from compat.hispec_pipeline.store import HispecCalibrationStore
+
+from koa_middleware import CalibrationStore
 
 
 class DoomedStore(HispecCalibrationStore):
@@ -28,7 +33,10 @@ class DoomedStore(HispecCalibrationStore):
 
 def main() -> None:
     cache, prefix, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    family_named = os.environ.get("MODEL") == "family_named"
     kind = DoomedStore if os.environ.get("KILL_AT") == "finalize" else HispecCalibrationStore
+    if family_named:
+        kind = CalibrationStore  # the pipeline's save step writes a header this model lacks
     with kind("hispec", cache, connect_remote=False) as store:
         if len(sys.argv) > 4:
             Path(sys.argv[4]).touch()  # ready: the store is open
@@ -43,7 +51,11 @@ def main() -> None:
                 "worker": prefix,
                 "serial": i,
             }
-            model = HispecCalibration(meta, data=os.urandom(4096 + i))
+            data = os.urandom(4096 + i)
+            if family_named:
+                model = FamilyNamedModel(data=data, **meta)
+            else:
+                model = HispecCalibration(meta, data=data)
             store.register_calibration(model, new_version=True)
 
 
