@@ -482,7 +482,7 @@ class CalibrationStore(RegistrationSteps):
     def calibration_record_in_cache(
         self, cal: dict | str | SupportsCalibrationModelIO, mode: str = "id"
     ) -> dict | None:
-        """The local record matching ``cal``, or None; see :class:`~.cache.lookup.CacheLookup`.
+        """The local record matching ``cal``, or None.
 
         Parameters
         ----------
@@ -491,8 +491,13 @@ class CalibrationStore(RegistrationSteps):
         mode : {'id', 'version-family', 'md5'}
             Match by id (or file name for a path), by version family (the highest
             version of the family and origin), or by the file's MD5.
+
+        Examples
+        --------
+        >>> store.calibration_record_in_cache(cal_id)["filename"]  # doctest: +SKIP
+        'dark_001.fits'
         """
-        return self.lookup.calibration_record_in_cache(cal, mode)
+        return self.lookup.matching(cal, mode)
 
     def _calibration_record_in_cache_id(self, calibration: Any) -> dict | None:
         """The local record with the id of ``calibration`` (the reference's helper)."""

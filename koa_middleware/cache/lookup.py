@@ -38,7 +38,7 @@ class CacheLookup:
 
     Examples
     --------
-    >>> store.lookup.calibration_record_in_cache(cal_id)["filename"]  # doctest: +SKIP
+    >>> store.lookup.matching(cal_id)["filename"]  # doctest: +SKIP
     'dark_001.fits'
     """
 
@@ -59,23 +59,10 @@ class CacheLookup:
         """The local record of an id, path, file name, record or model (None if absent)."""
         return self.cache.find(CalibrationRef.parse(cal))
 
-    def calibration_record_in_cache(
-        self, cal: dict | str | SupportsCalibrationModelIO, mode: str = "id"
-    ) -> dict | None:
-        """The local record matching ``cal``, or None.
-
-        Parameters
-        ----------
-        cal : dict | str | SupportsCalibrationModelIO
-            An id, a file path, a record or a model.
-        mode : {'id', 'version-family', 'md5'}
-            Match by id (or file name for a path), by version family (the highest
-            version of the family and origin), or by the file's MD5.
-
-        Examples
-        --------
-        >>> store.calibration_record_in_cache(cal_id)["filename"]  # doctest: +SKIP
-        'dark_001.fits'
+    def matching(self, cal: Any, mode: str = "id") -> dict | None:
+        """The local record matching ``cal`` by ``mode`` (``'id'``, ``'version-family'``,
+        ``'md5'``), or None; see :meth:`CalibrationStore.calibration_record_in_cache
+        <koa_middleware.store.CalibrationStore.calibration_record_in_cache>`.
         """
         if mode == "id":
             return self.find(cal)

@@ -71,16 +71,8 @@ class RegistrationSteps:
     def record_from(self, cal: dict | SupportsCalibrationModelIO) -> dict:
         """Return the record of ``cal``: the dict itself, or a model's ``to_record()``.
 
-        Raises
-        ------
-        InvalidRecordError
-            (a ``ValueError``) if ``cal`` is neither a dict nor a model, or its
-            ``to_record()`` does not return a dict.
-
-        Examples
-        --------
-        >>> store.record_from({"cal_type": "dark"})  # doctest: +SKIP
-        {'cal_type': 'dark'}
+        See :func:`koa_middleware.datamodel_protocol.record_of`, which raises
+        :class:`~koa_middleware.errors.InvalidRecordError` for anything else.
         """
         return record_of(cal)
 

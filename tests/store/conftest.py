@@ -3,6 +3,7 @@ from __future__ import annotations
 import pytest
 
 from koa_middleware import CalibrationStore
+from koa_middleware.database.local_database import LocalCalibrationDB
 
 
 @pytest.fixture
@@ -20,3 +21,11 @@ def store(tmp_path, monkeypatch):
         monkeypatch.delenv(name, raising=False)
     with CalibrationStore("hispec", str(tmp_path / "cache"), connect_remote=False) as s:
         yield s
+
+
+@pytest.fixture
+def db(tmp_path):
+    """A local database in a file of its own."""
+    database = LocalCalibrationDB(tmp_path / "hispec_calibrations.db", "hispec")
+    yield database
+    database.close()

@@ -25,13 +25,6 @@ def rec(i: int, **extra) -> dict:
     return record
 
 
-@pytest.fixture
-def db(tmp_path):
-    database = LocalCalibrationDB(tmp_path / "hispec_calibrations.db", "hispec")
-    yield database
-    database.close()
-
-
 def test_file_database_uses_wal_and_indexes(db):
     assert db.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     indexed = {

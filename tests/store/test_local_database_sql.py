@@ -6,8 +6,6 @@ import uuid
 
 import pytest
 
-from koa_middleware import LocalCalibrationDB
-
 
 def rec(i: int, **extra) -> dict:
     record = {
@@ -19,13 +17,6 @@ def rec(i: int, **extra) -> dict:
     }
     record.update(extra)
     return record
-
-
-@pytest.fixture
-def db(tmp_path):
-    database = LocalCalibrationDB(tmp_path / "hispec_calibrations.db", "hispec")
-    yield database
-    database.close()
 
 
 def test_a_failed_step_undoes_its_record_and_its_new_column_only(db):
