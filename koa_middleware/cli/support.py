@@ -344,7 +344,7 @@ def open_archive(state: State) -> Any:
     ...     remote.get_last_updated()
     '2026-02-12T03:04:05.000'
     """
-    from ..client.remote_database import RemoteCalibrationDB
+    from ..client.connect import connect_archive
     from ..config import resolve_config
 
     cfg = resolve_config(state.instrument, state.cache_dir, url=state.url)
@@ -354,13 +354,8 @@ def open_archive(state: State) -> Any:
             "KECK_OBSERVER_EMAIL/KECK_OBSERVER_PASSWORD), or point --url / "
             "KOA_CALIBRATIONS_URL at another archive."
         )
-    # The client finds the credential itself, so that its errors name where it came from.
-    return RemoteCalibrationDB(
-        cfg.instrument_name,
-        url=cfg.url,
-        retries=state.retries,
-        max_answer_bytes=cfg.max_answer_bytes,
-    )
+    # The credential resolved once, with its source (named by the client's errors).
+    return connect_archive(cfg, retries=state.retries)
 
 
 def cache_is_new(state: State) -> bool:

@@ -22,7 +22,9 @@ logger = logging.getLogger(__name__)
 __all__ = ["connect_archive"]
 
 
-def connect_archive(config: StoreConfig) -> RemoteCalibrationDB | None:
+def connect_archive(
+    config: StoreConfig, *, retries: int | None = None
+) -> RemoteCalibrationDB | None:
     """Return the archive client ``config`` describes, or None when there is no archive to use.
 
     The public Keck archive needs credentials: with its default URL and none
@@ -34,6 +36,8 @@ def connect_archive(config: StoreConfig) -> RemoteCalibrationDB | None:
     ----------
     config : StoreConfig
         Resolved settings (:func:`koa_middleware.config.resolve_config`).
+    retries : int | None
+        Retries of a failed request (``koa-cal --retries``); None keeps the client's default.
 
     Returns
     -------
@@ -64,6 +68,8 @@ def connect_archive(config: StoreConfig) -> RemoteCalibrationDB | None:
     options = {}
     if config.max_answer_bytes is not None:
         options["max_answer_bytes"] = config.max_answer_bytes
+    if retries is not None:
+        options["retries"] = retries
     return RemoteCalibrationDB(
         config.instrument_name, url=config.url, credentials=config.credential, **options
     )
