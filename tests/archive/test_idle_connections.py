@@ -116,13 +116,17 @@ def test_idle_connections_make_room_at_the_connection_limit(tmp_path):
     options = ("--max-connections", "4", "--header-timeout", "60")
     with ArchiveServer(tmp_path / "archive", extra_args=options) as server:
         base = server.base_url
-        with sockets(base, 10, half_request(base)) as idle:
-            # Each connection past the fourth replaced the one that had waited longest.
-            assert wait_for(lambda: sum(map(is_closed, idle[:6])) == 6)
-            assert not any(map(is_closed, idle[6:]))
-            assert health(base) == 200
-            assert wait_for(lambda: is_closed(idle[6]))
-            assert not any(map(is_closed, idle[7:]))
+        with sockets(base, 4, half_request(base)) as first:
+            time.sleep(0.5)  # setup: older than a client whose headers are on their way
+            with sockets(base, 4, half_request(base)) as second:
+                # Each new connection replaced one that had waited longer.
+                answers = [read_until_closed(sock) for sock in first]
+                assert all(a.startswith(b"HTTP/1.1 503 ") for a in answers), answers
+                assert b"retry-after: 1" in answers[0].lower()
+                assert not any(map(is_closed, second))
+                # A client is served: the longest-waiting idle connection makes room.
+                assert wait_for(lambda: health(base) == 200)
+                assert wait_for(lambda: is_closed(second[0]))
         assert health(base) == 200
 
 
