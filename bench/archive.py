@@ -21,7 +21,14 @@ It starts ``koa-archive serve`` in a temporary folder and prints:
 - a hostile ``add``: a body of the largest allowed size (64 MiB) holding
   ``[0,0,...]``, refused (413: too many records), while another client asks
   ``/healthz`` every 10 ms: its p50/p99 latency, the server's peak RSS, the time to
-  the refusal and the size of the answer; then a body declaring more than the limit.
+  the refusal and the size of the answer; then a body declaring more than the limit;
+- idle connections: a server started with ``nofile=1024`` (``setrlimit`` in the
+  child) while 1,000 connections that sent half a request line are held open (each
+  one the server closes is opened again a second later); meanwhile another process asks
+  ``/healthz`` every 10 ms on a new connection each time, and an authenticated
+  ``query?cal_id=`` every 0.5 s: p50/p99 of ``/healthz``, requests that failed or
+  waited more than 5 s, queries served, and the server's log lines.
+  ``--idle-only`` runs just this section (``--idle-connections N``, ``--nofile N``).
 
 With ``--storage s3://BUCKET/PREFIX`` the files go to S3-compatible storage
 (endpoint ``--s3-endpoint-url``, credentials from the standard AWS variables;
@@ -34,7 +41,8 @@ on the same catalog and bucket, connections handed out round-robin.
 
 Targets: at least 0.7 of curl's rate both ways; peak RSS under 150 MB during the
 upload; while the hostile add is refused, ``/healthz`` p99 under 100 ms and peak
-RSS under 4x the body size. The
+RSS under 4x the body size; under 1,000 idle connections, ``/healthz`` p99 under
+100 ms and every authenticated query served. The
 large files live in a temporary folder that is deleted afterwards. The given
 PostgreSQL database gets the archive's tables: use a scratch database.
 """
@@ -42,9 +50,12 @@ PostgreSQL database gets the archive's tables: use a scratch database.
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import logging
 import os
+import resource
+import selectors
 import shutil
 import socket
 import subprocess
@@ -58,6 +69,7 @@ from pathlib import Path
 import httpx
 import psutil
 from archive_common import (
+    archive_command,
     bench_query,
     free_port,
     make_token,
@@ -283,6 +295,188 @@ def refuse_while_polled(
     )
 
 
+# -- idle connections ----------------------------------------------------------------------
+#: Asks /healthz every 10 ms on a new connection, and a query every 0.5 s, for argv[3] s;
+#: prints the outcomes (JSON). A request that fails or takes over 5 s counts as failed.
+IDLE_POLLER = """
+import json, socket, sys, time
+import httpx
+base, token, seconds, cal_id = sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4]
+url = httpx.URL(base)
+request = f"GET {url.path}/healthz HTTP/1.1\\r\\nHost: {url.host}\\r\\n"
+request += "Connection: close\\r\\n\\r\\n"
+def healthz():
+    with socket.create_connection((url.host, url.port), timeout=5) as sock:
+        sock.sendall(request.encode())
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    return answer.split(b" ", 2)[1].decode() if answer else "closed"
+health, failed, queries, served = [], [], 0, 0
+client = httpx.Client(
+    base_url=base + "/", timeout=5, headers={"Authorization": "Bearer " + token},
+    limits=httpx.Limits(max_keepalive_connections=0),
+)
+deadline = time.monotonic() + seconds
+next_query = 0.0
+while time.monotonic() < deadline:
+    started = time.perf_counter()
+    try:
+        status = healthz()
+    except OSError as exc:
+        status = type(exc).__name__
+    if status == "200":
+        health.append(time.perf_counter() - started)
+    else:
+        failed.append(status)
+    if time.monotonic() >= next_query:
+        next_query = time.monotonic() + 0.5
+        queries += 1
+        try:
+            answer = client.get("hispec/query", params={"cal_id": cal_id})
+            served += answer.status_code == 200 and answer.json().get("id") == cal_id
+        except httpx.HTTPError:
+            pass
+    time.sleep(0.01)
+print(json.dumps({"health": health, "failed": failed, "queries": queries, "served": served}))
+"""
+
+
+class IdleHolder(threading.Thread):
+    """Holds ``count`` connections that sent half a request line; each one the server
+    closes is opened again a second later."""
+
+    def __init__(self, host: str, port: int, count: int, line: bytes):
+        super().__init__(daemon=True)
+        self.address, self.count, self.line = (host, port), count, line
+        self.stop = threading.Event()
+        self.opened = self.reopened = self.failed = 0
+        self._selector = selectors.DefaultSelector()
+        self._due: collections.deque[float] = collections.deque()
+
+    def _open(self) -> None:
+        try:
+            sock = socket.create_connection(self.address, timeout=5)
+            sock.sendall(self.line)
+        except OSError:
+            self.failed += 1
+            return
+        sock.setblocking(False)
+        self._selector.register(sock, selectors.EVENT_READ)
+        self.opened += 1
+
+    def run(self) -> None:
+        for _ in range(self.count):
+            self._open()
+        while not self.stop.is_set():
+            for key, _ in self._selector.select(timeout=0.1):
+                try:
+                    data = key.fileobj.recv(65536)
+                except OSError:
+                    data = b""
+                if not data:  # closed by the server: open another one a second later
+                    self._selector.unregister(key.fileobj)
+                    key.fileobj.close()
+                    self._due.append(time.monotonic() + 1)
+            while self._due and self._due[0] <= time.monotonic():
+                self._due.popleft()
+                self.reopened += 1
+                self._open()
+        for key in list(self._selector.get_map().values()):
+            key.fileobj.close()
+
+
+def _limit_files(nofile: int):
+    def apply() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+
+    return apply
+
+
+def bench_idle_connections(
+    root: Path, db_url: str | None, token: str, count: int, nofile: int, seconds: float = 20.0
+) -> None:
+    """/healthz and authenticated queries while ``count`` idle connections are held open."""
+    # This process holds the idle connections: it needs more descriptors than the server.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = count + 256 if hard == resource.RLIM_INFINITY else min(hard, count + 256)
+    if soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    db = ["--db", db_url] if db_url else []
+    log = tempfile.NamedTemporaryFile(prefix="koa-bench-idle-", suffix=".log")  # noqa: SIM115
+    argv = archive_command("serve", "--root", str(root), *db, "--port", "0")
+    print(f"idle connections: server under nofile={nofile}: {' '.join(argv[1:])}")
+    server = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=log, text=True, preexec_fn=_limit_files(nofile)
+    )
+    holder = None
+    try:
+        line = server.stdout.readline()
+        if not line.startswith("koa-archive listening on "):
+            sys.exit(f"the server did not start: {line!r}")
+        base = line.split(" on ", 1)[1].strip()
+        limits = server.stdout.readline().strip()
+        if limits.startswith("koa-archive limits:"):
+            print(f"  {limits}")
+        threading.Thread(target=lambda: server.stdout.read(), daemon=True).start()
+        with httpx.Client(base_url=base + "/", headers={"Authorization": f"Bearer {token}"}) as c:
+            cal_id = c.get("hispec/query", params={"limit": 1}).json()[0]["id"]
+        url = httpx.URL(base)
+        holder = IdleHolder(url.host, url.port, count, f"GET {url.path}/heal".encode())
+        holder.start()
+        deadline = time.monotonic() + 60
+        while holder.opened + holder.failed < count and time.monotonic() < deadline:
+            time.sleep(0.05)
+        process = psutil.Process(server.pid)
+        print(
+            f"  {holder.opened} of {count} idle connections open ({holder.failed} failed); "
+            f"server descriptors: {process.num_fds()} of {nofile}"
+        )
+        poller = subprocess.run(
+            [sys.executable, "-c", IDLE_POLLER, base, token, str(seconds), cal_id],
+            capture_output=True,
+            text=True,
+            timeout=seconds + 120,
+        )
+        result = json.loads(poller.stdout)
+        fds = process.num_fds()
+    finally:
+        if holder is not None:
+            holder.stop.set()
+            holder.join(30)
+        server.terminate()
+        server.wait()
+    latencies = sorted(result["health"])
+    asked = len(latencies) + len(result["failed"])
+    if latencies:
+        p50 = latencies[len(latencies) // 2] * 1000
+        p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000
+        figures = f"p50 {p50:.1f} ms, p99 {p99:.1f} ms (target < 100 ms)"
+    else:
+        figures = "never answered"
+    failures = sorted(set(result["failed"]))
+    print(
+        f"  /healthz over {seconds:g} s, a new connection each ({asked} requests): {figures}; "
+        f"{len(result['failed'])} failed or over 5 s"
+        + (f" ({', '.join(failures)})" if failures else "")
+    )
+    print(
+        f"  authenticated query?cal_id=: {result['served']} of {result['queries']} served; "
+        f"idle connections closed by the server and opened again: {holder.reopened}; "
+        f"server descriptors at the end: {fds}"
+    )
+    text = Path(log.name).read_text(errors="replace")
+    lines = text.splitlines()
+    too_many = sum("Too many open files" in line for line in lines)
+    print(
+        f"  server log: {len(lines)} lines ({len(text.encode()):,} bytes), "
+        f"{too_many} saying 'Too many open files'"
+    )
+    for line in lines[:3]:
+        print(f"    {line[:160]}")
+    log.close()
+
+
 # -- object storage ----------------------------------------------------------------------
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -301,6 +495,11 @@ def main() -> None:
     parser.add_argument(
         "--hostile-only", action="store_true", help="run only the hostile add section"
     )
+    parser.add_argument(
+        "--idle-only", action="store_true", help="run only the idle connections section"
+    )
+    parser.add_argument("--idle-connections", type=int, default=1000, metavar="N")
+    parser.add_argument("--nofile", type=int, default=1024, help="the server's file limit")
     args = parser.parse_args()
     if args.size_mb is not None:
         args.size = args.size_mb << 20
@@ -339,6 +538,18 @@ def main() -> None:
         if args.hostile_only:
             bench_hostile_add(root, args.db, token)
             return
+        if args.idle_only:
+            server, base = start_server(root, args.db)
+            try:
+                with httpx.Client(
+                    base_url=base + "/", headers={"Authorization": f"Bearer {token}"}
+                ) as client:
+                    seed(client, 1000)
+            finally:
+                server.terminate()
+                server.wait()
+            bench_idle_connections(root, args.db, token, args.idle_connections, args.nofile)
+            return
         server, base = start_server(root, args.db)
         try:
             headers = {"Authorization": f"Bearer {token}"}
@@ -352,6 +563,7 @@ def main() -> None:
             server.terminate()
             server.wait()
         bench_hostile_add(root, args.db, token)
+        bench_idle_connections(root, args.db, token, args.idle_connections, args.nofile)
 
 
 if __name__ == "__main__":

@@ -146,3 +146,69 @@ def _fill_api(app, docname, source) -> None:
 
 def setup(app):
     app.connect("source-read", _fill_api)
+    app.add_directive("koa-profile", _profile_directive())
+
+
+# -- the shipped instrument profiles (profiles.rst) ------------------------------------
+def _profile_source(name: str) -> str:
+    """reStructuredText of the shipped profile ``name`` (``HISPEC``), from the profile."""
+    from koa_middleware import profiles
+    from koa_middleware.cli.profile_view import describe_profile
+
+    data = describe_profile(getattr(profiles, name))
+    literal = ", ".join
+    lines = [
+        f":Instrument: ``{data['instrument']}``",
+        f":Registered as: entry point ``{data['instrument']}`` of the group "
+        f"``{profiles.ENTRY_POINT_GROUP}``: ``koa_middleware.profiles:{name}``",
+        ":Calibration types: " + (literal(f"``{t}``" for t in data["cal_types"]) or "any"),
+    ]
+    for cal_type, columns in data["families"].items():
+        label = "Version family" if cal_type == "default" else f"Version family of {cal_type}"
+        lines.append(f":{label}: " + literal(f"``{c}``" for c in columns))
+    required = data["required"]
+    lines.append(
+        ":Required columns: "
+        + (
+            "; ".join(f"{t}: " + literal(f"``{c}``" for c in cols) for t, cols in required.items())
+            or "none beyond the record rules"
+        )
+    )
+    lines += [
+        "",
+        ".. list-table:: Header map: record column and the FITS keywords read for it, "
+        "first present wins",
+        "   :header-rows: 1",
+        "",
+        "   * - column",
+        "     - keywords",
+        "     - type",
+        "     - set by",
+    ]
+    for row in data["header_map"]:
+        lines += [
+            f"   * - ``{row['column']}``",
+            "     - " + literal(f"``{k}``" for k in row["keywords"]),
+            f"     - {row['type'] or 'as read'}",
+            f"     - {'this profile' if row['from'] == 'profile' else 'default map'}",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def _profile_directive():
+    from docutils import nodes
+    from docutils.parsers.rst import Directive
+    from docutils.statemachine import StringList
+
+    class ShippedProfile(Directive):
+        """``.. koa-profile:: HISPEC``: the profile's tables, built from the profile."""
+
+        required_arguments = 1
+
+        def run(self):
+            container = nodes.container()
+            source = StringList(_profile_source(self.arguments[0]).splitlines(), "profiles")
+            self.state.nested_parse(source, self.content_offset, container)
+            return container.children
+
+    return ShippedProfile

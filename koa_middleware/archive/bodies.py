@@ -1,7 +1,8 @@
 """Request bodies under limits: time between pieces, bytes, records per ``add``.
 
 - :func:`body_chunks` yields a body's pieces and fails with 408 when the client
-  stops sending for longer than the body timeout.
+  stops sending, or sends too little, for the body timeout (a byte now and then
+  does not keep a request alive).
 - :func:`read_add_body` reads an ``add`` body into memory, refusing it (413) as
   soon as its declared or received length passes the limit.
 - :func:`parse_add_body` parses and validates it, one record at a time, and
@@ -32,6 +33,7 @@ __all__ = [
     "DEFAULT_MAX_ADD_BYTES",
     "DEFAULT_MAX_ADD_RECORDS",
     "DEFAULT_BODY_TIMEOUT",
+    "MIN_BODY_RATE",
     "MAX_RECORD_BYTES",
     "body_chunks",
     "read_add_body",
@@ -42,8 +44,10 @@ __all__ = [
 DEFAULT_MAX_ADD_BYTES = 64 << 20
 #: Records of one ``add`` body (``serve --max-add-records``).
 DEFAULT_MAX_ADD_RECORDS = 10_000
-#: Seconds a client may pause while sending a body (``serve --body-timeout``).
+#: Seconds over which a body must keep arriving (``serve --body-timeout``).
 DEFAULT_BODY_TIMEOUT = 60.0
+#: Bytes a second a body must bring, on average over each period of the body timeout.
+MIN_BODY_RATE = 1024
 #: Bytes of JSON text of one record: 500 columns of 2 KiB each.
 MAX_RECORD_BYTES = 1 << 20
 #: Bytes parsed at first for one record; doubled up to MAX_RECORD_BYTES when it is longer.
@@ -53,33 +57,60 @@ _decoder = json.JSONDecoder()
 
 
 async def body_chunks(request: Request, timeout: float | None) -> AsyncIterator[bytes]:
-    """Yield the pieces of a request body as they arrive.
+    """Yield the pieces of a request body as they arrive, dropping a body that stalls.
+
+    The body is watched in periods of ``timeout`` seconds from its start: a period in
+    which fewer than :data:`MIN_BODY_RATE` bytes a second arrive ends the request,
+    unless the body ended in it. So a client that sends nothing, or a byte now and
+    then, is dropped after at most two periods, while a large upload at any useful
+    rate goes on for as long as it needs; a body smaller than one period's minimum
+    must arrive whole within ``timeout``.
 
     Raises
     ------
     RequestTimeout
-        When no piece arrives for ``timeout`` seconds (None: wait for ever).
+        When a period brings too little (``timeout`` None: wait for ever).
     """
     stream = request.stream()
+    if timeout is None:
+        async for chunk in stream:
+            yield chunk
+        return
+    loop = asyncio.get_running_loop()
+    least = MIN_BODY_RATE * timeout
+    period_end, received = loop.time() + timeout, 0
     while True:
+        # A period that already brought enough can only fail at the end of the next one.
+        wait_until = period_end if received < least else period_end + timeout
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout_at(wait_until):
                 chunk = await anext(stream)
         except StopAsyncIteration:
             return
         except TimeoutError:
-            logger.warning(
-                "%s %s: the client sent nothing for %s s; closing the connection",
-                request.method,
-                request.url.path,
-                timeout,
-            )
-            raise RequestTimeout(
-                f"Nothing of the request body arrived for {timeout:g} seconds, so the archive "
-                "stopped waiting; send the request again.",
-                headers={"Connection": "close"},
-            ) from None
+            raise _stalled(request, timeout, received) from None
+        while loop.time() >= period_end:
+            if received < least:
+                raise _stalled(request, timeout, received)
+            period_end, received = period_end + timeout, 0
+        received += len(chunk)
         yield chunk
+
+
+def _stalled(request: Request, timeout: float, received: int) -> RequestTimeout:
+    logger.warning(
+        "%s %s: the client sent %d body bytes in %g s, less than %d; closing the connection",
+        request.method,
+        request.url.path,
+        received,
+        timeout,
+        int(MIN_BODY_RATE * timeout),
+    )
+    return RequestTimeout(
+        f"The request body arrived too slowly: less than {MIN_BODY_RATE} bytes a second over "
+        f"{timeout:g} seconds, so the archive stopped waiting; send the request again.",
+        headers={"Connection": "close"},
+    )
 
 
 def _too_large(limit: int, route: str) -> PayloadTooLarge:
@@ -106,7 +137,7 @@ async def read_add_body(
         Before reading anything when ``Content-Length`` passes ``limit``, else as
         soon as the received bytes do.
     RequestTimeout
-        When the client pauses for longer than ``timeout`` seconds.
+        When the body stalls for ``timeout`` seconds (see :func:`body_chunks`).
     """
     declared = request.headers.get("content-length")
     if declared is not None:

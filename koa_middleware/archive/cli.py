@@ -54,8 +54,11 @@ def main(verbose: int) -> None:
     )
 
 
-def _limits_line(settings: Any) -> str:
+def _limits_line(settings: Any, limits: Any) -> str:
     """One line saying what the archive refuses, printed when it starts listening."""
+    from .bodies import MIN_BODY_RATE
+    from .connections import open_file_limit
+
     uploads = (
         "any size"
         if settings.max_upload_bytes is None
@@ -63,9 +66,30 @@ def _limits_line(settings: Any) -> str:
     )
     return (
         f"koa-archive limits: add bodies of at most {settings.max_add_bytes:,} bytes and "
-        f"{settings.max_add_records:,} records; uploads of {uploads}; a body that stops "
-        f"arriving for {settings.body_timeout:g} s is dropped."
+        f"{settings.max_add_records:,} records; uploads of {uploads}; a body that brings "
+        f"less than {MIN_BODY_RATE:,} bytes a second over {settings.body_timeout:g} s is "
+        f"dropped; request headers must arrive within {limits.header_timeout:g} s; at most "
+        f"{limits.max_connections:,} connections at once (file limit {open_file_limit():,})."
     )
+
+
+def _connection_limits(header_timeout: float, max_connections: int | None) -> Any:
+    """The connection limits of ``serve``; warn when the cap outgrows the file limit."""
+    from .connections import ConnectionLimits, default_max_connections, open_file_limit
+
+    default = default_max_connections()
+    if max_connections is None:
+        max_connections = default
+    elif max_connections > default:
+        logger.warning(
+            "--max-connections %d leaves little room under the file limit (%d): the archive "
+            "may fail to open its files or accept connections; raise the limit (ulimit -n) "
+            "or keep --max-connections at most %d",
+            max_connections,
+            open_file_limit(),
+            default,
+        )
+    return ConnectionLimits(header_timeout=header_timeout, max_connections=max_connections)
 
 
 @main.command()
@@ -122,7 +146,25 @@ def _limits_line(settings: Any) -> str:
     default=60.0,
     show_default=True,
     metavar="SECONDS",
-    help="Drop a request whose body stops arriving for this long (408), and its partial upload.",
+    help="Drop a request (408), and its partial upload, when its body brings less than "
+    "1 KiB a second over this long: a body that stops, or drips a byte at a time.",
+)
+@click.option(
+    "--header-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=10.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Close a connection whose request headers are not complete this long after it "
+    "opened (or after its previous answer).",
+)
+@click.option(
+    "--max-connections",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="N",
+    help="Connections served at once; one more replaces the longest-idle one, or is "
+    "answered 503 when all are busy. Default: about 70% of the file limit (ulimit -n).",
 )
 @click.option(
     "--query-batch",
@@ -169,6 +211,8 @@ def serve(
     max_add_bytes,
     max_add_records,
     body_timeout,
+    header_timeout,
+    max_connections,
     query_batch,
     access_log,
     storage_url,
@@ -188,6 +232,7 @@ def serve(
     import uvicorn
 
     from .app import API_PREFIX, ArchiveSettings, create_app
+    from .connections import ConnectionGuard
 
     root = root.expanduser().absolute()
     names = _instrument_names(instruments) or DEFAULT_INSTRUMENTS
@@ -214,6 +259,8 @@ def serve(
     catalog = _open_catalog(root, db_url, names)
     storage.clean_incoming(abandoned_upload_age)
     app = create_app(settings, catalog=catalog, storage=storage)
+    limits = _connection_limits(header_timeout, max_connections)
+    guard = ConnectionGuard(limits)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     # proto=IPPROTO_TCP lets asyncio set TCP_NODELAY on accepted connections; without it
     # every keep-alive response waits for the client's delayed ACK (~40 ms).
@@ -229,7 +276,8 @@ def serve(
     shown_host = f"[{host}]" if family == socket.AF_INET6 else host
     base_url = f"http://{shown_host}:{bound_port}{API_PREFIX}"
     config = uvicorn.Config(
-        app,
+        guard.wrap(app),
+        http=guard.protocol_class(),
         log_level=logging.getLevelName(logging.getLogger().level).lower(),
         access_log=access_log,
         timeout_graceful_shutdown=10,
@@ -238,12 +286,14 @@ def serve(
     server = uvicorn.Server(config)
 
     async def run() -> None:
+        # Out of descriptors, asyncio logs every failed accept (thousands a second).
+        asyncio.get_running_loop().set_exception_handler(guard.exception_handler)
         task = asyncio.create_task(server.serve(sockets=[sock]))
         while not server.started and not task.done():
             await asyncio.sleep(0.01)
         if server.started:
             click.echo(f"koa-archive listening on {base_url}")
-            click.echo(_limits_line(settings))
+            click.echo(_limits_line(settings, limits))
             sys.stdout.flush()
         await task
 

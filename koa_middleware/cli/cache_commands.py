@@ -43,9 +43,16 @@ _REQUIRED_SETTINGS = {
 
 
 @click.command()
+@click.option(
+    "--profile",
+    "show_profile",
+    is_flag=True,
+    help="Show the instrument profile in force instead: where it came from, its "
+    "calibration types, version families, required columns and FITS header map.",
+)
 @json_flag
 @click.pass_obj
-def config(state: State) -> None:
+def config(state: State, show_profile: bool) -> None:
     """Show every setting, its value and where it came from.
 
     Sources are "argument" (a global option), "environment (NAME)" or
@@ -58,7 +65,11 @@ def config(state: State) -> None:
       koa-cal config
       koa-cal --instrument liger --cache-dir ~/koa_cache config
       koa-cal config --json
+      koa-cal --instrument hispec config --profile
     """
+    if show_profile:
+        _show_profile(state)
+        return
     rows = _setting_rows(state)
     data = {row["setting"]: {"value": row["value"], "source": row["source"]} for row in rows}
     text = out.render_table(rows, ["setting", "value", "source"])
@@ -66,6 +77,22 @@ def config(state: State) -> None:
     if missing:
         text += f"\nMissing: {', '.join(missing)}; every other command needs them."
     emit(state, data, text)
+
+
+def _show_profile(state: State) -> None:
+    """Print the profile in force for the instrument given (no cache folder needed)."""
+    from ..profiles import load_profile
+    from .profile_view import describe_profile, render_profile
+
+    instrument = state.instrument or os.environ.get("KOA_INSTRUMENT_NAME", "").strip()
+    if not instrument:
+        option, variable = _REQUIRED_SETTINGS["instrument_name"]
+        raise click.UsageError(f"Which instrument? Pass {option} NAME or set {variable}.")
+    try:
+        data = describe_profile(load_profile(instrument))
+    except KOAError as exc:
+        raise click.ClickException(str(exc)) from None
+    emit(state, data, render_profile(data))
 
 
 def _setting_rows(state: State) -> list[dict[str, str]]:

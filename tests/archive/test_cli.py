@@ -212,16 +212,25 @@ def limits_line(server: ArchiveServer) -> str:
 
 
 def test_serve_states_its_limits_and_waits_60_seconds_for_a_stalled_body(tmp_path):
+    from koa_middleware.archive.connections import default_max_connections, open_file_limit
+
     with ArchiveServer(tmp_path / "default") as server:
         assert limits_line(server) == (
             "koa-archive limits: add bodies of at most 67,108,864 bytes and 10,000 records; "
-            "uploads of any size; a body that stops arriving for 60 s is dropped.\n"
+            "uploads of any size; a body that brings less than 1,024 bytes a second over 60 s "
+            "is dropped; request headers must arrive within 10 s; at most "
+            f"{default_max_connections():,} connections at once "
+            f"(file limit {open_file_limit():,}).\n"
         )
-    with ArchiveServer(
-        tmp_path / "set", extra_args=("--body-timeout", "2.5", "--max-upload-bytes", "1000")
-    ) as server:
+    options = ("--body-timeout", "2.5", "--max-upload-bytes", "1000")
+    options += ("--header-timeout", "3", "--max-connections", "50")
+    with ArchiveServer(tmp_path / "set", extra_args=options) as server:
         line = limits_line(server)
-    assert "uploads of at most 1,000 bytes" in line and "for 2.5 s" in line
+    assert "uploads of at most 1,000 bytes" in line and "over 2.5 s" in line
+    assert "within 3 s" in line and "at most 50 connections" in line
+    for option in ("--header-timeout", "--max-connections"):
+        refused = run("serve", "--root", str(tmp_path), "--port", "0", option, "0")
+        assert refused.returncode == 2 and option in refused.stderr
     refused = run("serve", "--root", str(tmp_path), "--port", "0", "--body-timeout", "0")
     assert refused.returncode == 2 and "--body-timeout" in refused.stderr
     helped = " ".join(run("serve", "-h").stdout.split())
