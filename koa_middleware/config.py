@@ -28,6 +28,9 @@ Environment variables
                                               :mod:`koa_middleware.profiles`)
 ``KOA_MAX_ANSWER_BYTES``                      ``256MiB`` (the most bytes, decompressed,
                                               read of one archive answer; e.g. ``1GiB``)
+``KOA_LOCK_TIMEOUT``                          none: wait as long as it takes (seconds to
+                                              wait for a calibration's lock held by
+                                              another process, e.g. ``600``)
 ============================================= ===========================================
 
 Defaults
@@ -338,6 +341,8 @@ class StoreConfig:
     readonly_caches: tuple[str, ...] = ()
     #: The most bytes (decompressed) the archive client reads of one answer; None: its default.
     max_answer_bytes: int | None = None
+    #: Seconds to wait for a calibration's lock held by another process; None: no limit.
+    lock_timeout: float | None = None
     #: name -> the resolved :class:`Setting`, in display order.
     settings: dict[str, Setting] = field(default_factory=dict, compare=False)
 
@@ -459,6 +464,7 @@ def resolve_config(
     s["cache_max_size"] = _size("KOA_CACHE_MAX_SIZE")
     s["readonly_caches"] = _readonly_caches(readonly_caches, s["cache_dir"].value)
     s["max_answer_bytes"] = _answer_limit()
+    s["lock_timeout"] = lock_timeout_setting()
     return StoreConfig.from_settings(s)
 
 
@@ -510,6 +516,39 @@ def _size(env_name: str) -> Setting:
             f"{env_name}={shown!r} is not a size: give bytes, or a number with a unit "
             "such as 500MB or 50GiB."
         ) from None
+
+
+def lock_timeout_setting(environ: Mapping[str, str] | None = None) -> Setting:
+    """Seconds to wait for a calibration's lock, from ``KOA_LOCK_TIMEOUT``; None: no limit.
+
+    Raises
+    ------
+    ConfigurationError
+        Naming the variable, if it holds no number of seconds (0 or more).
+
+    Examples
+    --------
+    >>> lock_timeout_setting({"KOA_LOCK_TIMEOUT": "90"})
+    Setting(value=90.0, source='environment (KOA_LOCK_TIMEOUT)', secret=False)
+    >>> lock_timeout_setting({}).value is None
+    True
+    """
+    picked = _pick(None, "KOA_LOCK_TIMEOUT", environ=environ)
+    text = (picked.value or "").strip()
+    if not text or text.lower() in ("none", "never", "forever"):
+        return Setting(None, "default" if not text else picked.source)
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds < float("inf"):
+        shown = text if len(text) <= 40 else text[:40] + "..."
+        raise ConfigurationError(
+            f"KOA_LOCK_TIMEOUT={shown!r} is not a number of seconds: give how long to wait "
+            "for a calibration that another process is writing (e.g. 600), or unset it to "
+            "wait as long as it takes."
+        )
+    return Setting(seconds, picked.source)
 
 
 def _answer_limit() -> Setting:

@@ -24,6 +24,7 @@ __all__ = [
     "UnsafeCachePathError",
     "ManifestError",
     "RetractedCalibrationError",
+    "LockTimeoutError",
 ]
 
 
@@ -146,3 +147,23 @@ class RetractedCalibrationError(KOAError, LookupError):
         super().__init__(message)
         self.cal_id = cal_id
         self.reason = reason
+
+
+class LockTimeoutError(KOAError, TimeoutError):
+    """A calibration's lock stayed held by another process for longer than ``KOA_LOCK_TIMEOUT``.
+
+    The message names the lock file and, where the system tells, the process
+    holding it, and says what to do.
+
+    Attributes
+    ----------
+    path : str
+        The lock file.
+    holder : int | None
+        The process id of the holder, when known.
+    """
+
+    def __init__(self, message: str, path: str, holder: int | None = None):
+        super().__init__(message)
+        self.path = path
+        self.holder = holder

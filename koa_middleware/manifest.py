@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .cache.layout import create_private_file
 from .errors import ChecksumMismatchError, ManifestError
 from .fits import FITSCalibration
 from .records import utc_now, validate_cal_id, validate_md5
@@ -268,13 +269,24 @@ class ManifestRecorder:
             self.entries.append(entry)
 
     def write(self) -> Path:
-        """Write the manifest (a temporary file renamed into place); return its path."""
+        """Write the manifest (a temporary file renamed into place); return its path.
+
+        The temporary file is created new (``O_CREAT|O_EXCL|O_NOFOLLOW``): a link
+        or file planted at its name is removed, never written through. The
+        rename then takes the place of whatever has the manifest's name (a link
+        there is replaced, not followed).
+
+        Raises
+        ------
+        UnsafeCachePathError
+            If something keeps putting a file or link at the temporary name.
+        """
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._lock:
             document = {**self.header, "entries": list(self.entries)}
         partial = self.path.with_name(f".{self.path.name}.{os.getpid()}.part")
         try:
-            with open(partial, "w", encoding="utf-8") as handle:
+            with open(create_private_file(partial), "w", encoding="utf-8") as handle:
                 json.dump(document, handle, indent=1, sort_keys=False)
                 handle.write("\n")
                 handle.flush()

@@ -175,27 +175,29 @@ class LocalCache:
         ConfigurationError
             If the cache folder cannot be written (it names what to do instead).
         """
-        layout = CacheLayout(config.cache_dir, config.instrument_name)
+        layout = CacheLayout(
+            config.cache_dir, config.instrument_name, lock_timeout=config.lock_timeout
+        )
         filename = config.local_database_filename
         own: CacheLayout | None = layout
         if filename == ":memory:":
-            db_path: str | Path = filename
+            db = LocalCalibrationDB(filename, config.table_name)
             if create:
                 layout.create()
         elif create or (layout.database_dir / filename).is_file():
             _check_writable(layout, config)
             if create:
                 layout.create()
-            db_path = layout.database_dir / filename
+            db = _open_database(layout, filename, config.table_name)
         else:  # nothing here yet, and nothing to be created: read the read-only caches
-            db_path, own = ":memory:", None
-        readonly = ReadOnlyCaches.from_config(config, own)
+            db, own = LocalCalibrationDB(":memory:", config.table_name), None
+        try:
+            readonly = ReadOnlyCaches.from_config(config, own)
+        except BaseException:
+            db.close()
+            raise
         return cls(
-            layout,
-            LocalCalibrationDB(db_path, config.table_name),
-            readonly,
-            origin=config.origin,
-            allow_retracted=config.allow_retracted,
+            layout, db, readonly, origin=config.origin, allow_retracted=config.allow_retracted
         )
 
     def __repr__(self) -> str:
@@ -256,6 +258,34 @@ class LocalCache:
         self.files.save()
         self.lifecycle.close()
         self.db.close()
+
+
+def _open_database(layout: CacheLayout, filename: str, table_name: str) -> LocalCalibrationDB:
+    """Open the cache's database file, never through a link, in SQLite.
+
+    SQLite opens files by their path; so the file is first opened (made when
+    missing) through the descriptors of the cache's folders, and after SQLite
+    opened it, its path must still lead to that same file. The database is thus
+    never made, nor read, outside the cache, whatever another account of the
+    cache's group renames meanwhile.
+
+    Raises
+    ------
+    UnsafeCachePathError
+        If the database folder or file is a link out of the cache, or was
+        replaced while it was opened.
+    """
+    if os.path.basename(filename) != filename or filename in ("", ".", ".."):
+        # a path the settings chose, outside the cache's folders: as given
+        return LocalCalibrationDB(layout.database_dir / filename, table_name)
+    prepared = layout.prepare_database_file(filename)
+    db = LocalCalibrationDB(layout.database_dir / filename, table_name)
+    try:
+        layout.check_database_file(filename, prepared)
+    except BaseException:
+        db.close()
+        raise
+    return db
 
 
 def _names_in(folder: Path) -> set[str]:

@@ -19,6 +19,14 @@ never followed.
 
 Files are opened read-only to be locked: ``flock`` needs no write access, so a
 lock file created by another account of a shared cache can always be locked.
+
+Every name is taken relative to an open descriptor of its folder when the
+caller gives one (``dir_fd``), so a folder swapped for a link after the caller
+opened it is never entered.
+
+A waiter that has waited :data:`NOTICE_AFTER` seconds says once which lock is
+held and by which process (read from ``/proc/locks`` where the system has it);
+with a timeout it gives up with :class:`~koa_middleware.errors.LockTimeoutError`.
 """
 
 from __future__ import annotations
@@ -29,17 +37,20 @@ import fcntl
 import logging
 import os
 import stat
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from ..errors import UnsafeCachePathError
+from ..errors import LockTimeoutError, UnsafeCachePathError
 from .permissions import FILE_MODE, match_folder_group
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "NOTICE_AFTER",
     "held_lock",
+    "lock_holder",
     "is_locked",
     "is_own_file",
     "leads_to",
@@ -48,21 +59,38 @@ __all__ = [
 ]
 
 _NOFOLLOW = os.O_NOFOLLOW | os.O_CLOEXEC
+#: Seconds a waiter waits before it logs which lock is held, and by what.
+NOTICE_AFTER = 5.0
+#: Longest pause between two tries of a lock waited for with a limit (seconds).
+_MAX_POLL = 0.05
+
+
+def _name(path: Path, dir_fd: int | None) -> str | Path:
+    """The name to give the ``*at`` calls: the last component relative to ``dir_fd``."""
+    return path.name if dir_fd is not None else path
 
 
 @contextmanager
-def held_lock(path: Path) -> Iterator[None]:
+def held_lock(
+    path: Path, *, dir_fd: int | None = None, timeout: float | None = None
+) -> Iterator[None]:
     """Hold the exclusive lock named ``path``; remove the file before letting go.
 
     Parameters
     ----------
     path : Path
         The lock file's name (created when missing, never through a link).
+    dir_fd : int | None
+        An open descriptor of ``path``'s folder: the name is taken relative to it.
+    timeout : float | None
+        Seconds to wait for another holder; None waits as long as it takes.
 
     Raises
     ------
     UnsafeCachePathError
         If the name keeps being replaced, or a folder has it.
+    LockTimeoutError
+        If another process held the lock for longer than ``timeout``.
 
     Examples
     --------
@@ -74,17 +102,17 @@ def held_lock(path: Path) -> Iterator[None]:
     >>> name.exists()
     False
     """
-    fd = locked_file(path)
+    fd = locked_file(path, dir_fd=dir_fd, timeout=timeout)
     try:
         yield
     finally:
         try:
-            _remove_if_locked(path, fd)
+            _remove_if_locked(path, fd, dir_fd)
         finally:
             os.close(fd)  # releases the lock
 
 
-def is_locked(path: Path) -> bool:
+def is_locked(path: Path, *, dir_fd: int | None = None) -> bool:
     """Whether a running process holds a lock on the file named ``path`` (never waits).
 
     The file is not created: a missing file is a lock nobody holds. The
@@ -94,6 +122,8 @@ def is_locked(path: Path) -> bool:
     ----------
     path : Path
         The lock file's name.
+    dir_fd : int | None
+        An open descriptor of ``path``'s folder: the name is taken relative to it.
 
     Returns
     -------
@@ -111,7 +141,7 @@ def is_locked(path: Path) -> bool:
     True
     """
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | _NOFOLLOW)
+        fd = os.open(_name(path, dir_fd), os.O_RDONLY | os.O_NONBLOCK | _NOFOLLOW, dir_fd=dir_fd)
     except FileNotFoundError:
         return False
     except OSError as exc:
@@ -130,7 +160,13 @@ def is_locked(path: Path) -> bool:
         os.close(fd)  # lets go of the test lock, if it was taken
 
 
-def locked_file(path: Path, *, write: bool = False) -> int:
+def locked_file(
+    path: Path,
+    *,
+    write: bool = False,
+    dir_fd: int | None = None,
+    timeout: float | None = None,
+) -> int:
     """Open (creating it) and ``flock`` the file ``path``, never through a link.
 
     After the lock is taken, the name must still be the locked file (a holder
@@ -143,6 +179,10 @@ def locked_file(path: Path, *, write: bool = False) -> int:
         The file.
     write : bool
         Open it for reading and writing (else read-only, which is all a lock needs).
+    dir_fd : int | None
+        An open descriptor of ``path``'s folder: the name is taken relative to it.
+    timeout : float | None
+        Seconds to wait for another holder; None waits as long as it takes.
 
     Returns
     -------
@@ -153,16 +193,23 @@ def locked_file(path: Path, *, write: bool = False) -> int:
     ------
     UnsafeCachePathError
         If the name keeps being replaced.
+    LockTimeoutError
+        If another process held the lock for longer than ``timeout``.
     """
     access = os.O_RDWR if write else os.O_RDONLY
+    name = _name(path, dir_fd)
+    wait = _Wait(path, timeout)
     for _ in range(1000):
         created = False
         try:
-            fd = os.open(path, access | os.O_NONBLOCK | _NOFOLLOW)
+            fd = os.open(name, access | os.O_NONBLOCK | _NOFOLLOW, dir_fd=dir_fd)
         except FileNotFoundError:
             try:
                 fd = os.open(
-                    path, access | os.O_CREAT | os.O_EXCL | os.O_NONBLOCK | _NOFOLLOW, FILE_MODE
+                    name,
+                    access | os.O_CREAT | os.O_EXCL | os.O_NONBLOCK | _NOFOLLOW,
+                    FILE_MODE,
+                    dir_fd=dir_fd,
                 )
                 created = True
             except FileExistsError:
@@ -170,25 +217,25 @@ def locked_file(path: Path, *, write: bool = False) -> int:
             except OSError as exc:
                 if exc.errno != errno.ELOOP:
                     raise
-                remove_planted(path, "a lock file")
+                remove_planted(path, "a lock file", dir_fd=dir_fd)
                 continue
         except OSError as exc:
             if exc.errno != errno.ELOOP:
                 raise
-            remove_planted(path, "a lock file")
+            remove_planted(path, "a lock file", dir_fd=dir_fd)
             continue
         try:
             if created:
-                match_folder_group(fd, path.parent)
+                match_folder_group(fd, path.parent if dir_fd is None else dir_fd)
             info = os.fstat(fd)
             if info.st_nlink == 0:
                 continue  # its last holder removed it: open what the name leads to now
             if not is_own_file(info):
-                if leads_to(path, fd):  # a second name of another file, or not a file
-                    remove_planted(path, "a lock file")
+                if leads_to(path, fd, dir_fd=dir_fd):  # a second name of another file
+                    remove_planted(path, "a lock file", dir_fd=dir_fd)
                 continue
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            if leads_to(path, fd):
+            wait.lock(fd)
+            if leads_to(path, fd, dir_fd=dir_fd):
                 result, fd = fd, -1
                 return result
         finally:
@@ -200,7 +247,128 @@ def locked_file(path: Path, *, write: bool = False) -> int:
     )
 
 
-def leads_to(path: Path, fd: int) -> bool:
+class _Wait:
+    """One wait for a lock, across the files its name leads to in turn.
+
+    Says once, after :data:`NOTICE_AFTER` seconds (or half the timeout, when
+    that is shorter), which lock is held and by what; raises when the timeout
+    is over.
+    """
+
+    def __init__(self, path: Path, timeout: float | None):
+        self.path = path
+        self.timeout = timeout
+        self.start: float | None = None
+        self.noticed = False
+        self.notice_after = NOTICE_AFTER if timeout is None else min(NOTICE_AFTER, timeout / 2)
+
+    def lock(self, fd: int) -> None:
+        """Take the exclusive lock of ``fd``, waiting as the settings say.
+
+        Raises
+        ------
+        LockTimeoutError
+            If the timeout passed while another process held it.
+        """
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            pass
+        if self.start is None:
+            self.start = time.monotonic()
+        pause = 0.001
+        while True:
+            waited = time.monotonic() - self.start
+            if self.timeout is not None and waited >= self.timeout:
+                raise self._timed_out(fd, waited)
+            if not self.noticed and waited >= self.notice_after:
+                self._notice(fd, waited)
+                if self.timeout is None:
+                    fcntl.flock(fd, fcntl.LOCK_EX)  # said once; now wait without polling
+                    return
+            # flock has no timeout: try again after a pause that grows to _MAX_POLL
+            time.sleep(pause)
+            pause = min(pause * 2, _MAX_POLL)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                continue
+
+    def _notice(self, fd: int, waited: float) -> None:
+        self.noticed = True
+        logger.warning(
+            "Waiting for the lock %s, held %s, for %.1f s so far (another process is writing "
+            "that calibration).%s",
+            self.path,
+            _describe(lock_holder(fd)),
+            waited,
+            "" if self.timeout is None else f" Giving up after {self.timeout:g} s.",
+        )
+
+    def _timed_out(self, fd: int, waited: float) -> LockTimeoutError:
+        holder = lock_holder(fd)
+        kill = f" (or stop it: kill {holder})" if holder is not None else ""
+        return LockTimeoutError(
+            f"Gave up after {waited:.1f} s waiting for the lock {self.path}, held "
+            f"{_describe(holder)}: another process is writing that calibration. Let it "
+            f"finish{kill} and try again, or raise KOA_LOCK_TIMEOUT (unset, the store waits "
+            "as long as it takes).",
+            path=str(self.path),
+            holder=holder,
+        )
+
+
+def lock_holder(fd: int) -> int | None:
+    """The id of the process holding a ``flock`` on the open file ``fd``, where known.
+
+    Read from ``/proc/locks`` (Linux); None where the system does not say.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> fd = os.open(tempfile.mkstemp()[1], os.O_RDONLY)
+    >>> fcntl.flock(fd, fcntl.LOCK_EX)
+    >>> lock_holder(fd) in (os.getpid(), None)
+    True
+    >>> os.close(fd)
+    """
+    info = os.fstat(fd)
+    wanted = (os.major(info.st_dev), os.minor(info.st_dev), info.st_ino)
+    try:
+        with open("/proc/locks", encoding="ascii", errors="replace") as handle:
+            lines = handle.read(1 << 22).splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        fields = line.split()
+        # "1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF"; waiters show "->" first
+        if len(fields) < 6 or fields[1] != "FLOCK":
+            continue
+        try:
+            major, minor, inode = fields[5].split(":")
+            if (int(major, 16), int(minor, 16), int(inode)) == wanted:
+                return int(fields[4])
+        except ValueError:
+            continue
+    return None
+
+
+def _describe(holder: int | None) -> str:
+    """``'by process 1234 (python3)'``, or what is known of the holder."""
+    if holder is None:
+        return "by another process (the system does not say which)"
+    try:
+        with open(f"/proc/{holder}/comm", encoding="utf-8", errors="replace") as handle:
+            command = handle.read(64).strip()
+    except OSError:
+        command = ""
+    shown = "".join(c if c.isprintable() else "?" for c in command)
+    return f"by process {holder}" + (f" ({shown})" if shown else "")
+
+
+def leads_to(path: Path, fd: int, *, dir_fd: int | None = None) -> bool:
     """Whether the name ``path`` leads to the open file ``fd`` (not through a link).
 
     Parameters
@@ -209,6 +377,8 @@ def leads_to(path: Path, fd: int) -> bool:
         A file name.
     fd : int
         An open file.
+    dir_fd : int | None
+        An open descriptor of ``path``'s folder: the name is taken relative to it.
 
     Returns
     -------
@@ -225,18 +395,18 @@ def leads_to(path: Path, fd: int) -> bool:
     >>> os.close(fd)
     """
     try:
-        named = os.lstat(path)
+        named = os.lstat(_name(path, dir_fd), dir_fd=dir_fd)
     except FileNotFoundError:
         return False
     held = os.fstat(fd)
     return (named.st_dev, named.st_ino) == (held.st_dev, held.st_ino)
 
 
-def _remove_if_locked(path: Path, fd: int) -> None:
+def _remove_if_locked(path: Path, fd: int, dir_fd: int | None = None) -> None:
     """Remove the name ``path`` if it still leads to ``fd``, whose lock the caller holds."""
-    if leads_to(path, fd):
+    if leads_to(path, fd, dir_fd=dir_fd):
         try:
-            os.unlink(path)
+            os.unlink(_name(path, dir_fd), dir_fd=dir_fd)
         except FileNotFoundError:
             pass
         except PermissionError as exc:
@@ -249,16 +419,22 @@ def is_own_file(info: os.stat_result) -> bool:
     return stat.S_ISREG(info.st_mode) and info.st_nlink == 1
 
 
-def remove_planted(path: Path, what: str, quiet: bool = False) -> None:
+def remove_planted(
+    path: Path, what: str, quiet: bool = False, *, dir_fd: int | None = None
+) -> None:
     """Remove the name ``path`` (a link is removed itself, never what it points to).
+
+    With ``dir_fd`` (an open descriptor of ``path``'s folder) the name is taken
+    relative to it.
 
     Raises
     ------
     UnsafeCachePathError
         If a folder has the name.
     """
+    name = _name(path, dir_fd)
     try:
-        info = os.lstat(path)
+        info = os.lstat(name, dir_fd=dir_fd)
     except FileNotFoundError:
         return
     if stat.S_ISDIR(info.st_mode):
@@ -270,10 +446,10 @@ def remove_planted(path: Path, what: str, quiet: bool = False) -> None:
             "Removed the link %s (to %s) where the store keeps %s; the file it points to is "
             "left alone.",
             path,
-            os.readlink(path),
+            os.readlink(name, dir_fd=dir_fd),
             what,
         )
     elif not quiet or not is_own_file(info):
         logger.warning("Replaced %s, which was not a file the store made (%s).", path, what)
     with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
+        os.unlink(name, dir_fd=dir_fd)

@@ -92,15 +92,15 @@ def make_folders(path: str | os.PathLike) -> None:
         make_folder(folder)
 
 
-def match_folder_group(fd: int, folder: str | os.PathLike) -> None:
+def match_folder_group(fd: int, folder: str | os.PathLike | int) -> None:
     """Give the open file ``fd`` the group of ``folder`` when it has another one.
 
     Parameters
     ----------
     fd : int
         A descriptor of a file the caller owns.
-    folder : str | PathLike
-        The folder the file lives in.
+    folder : str | PathLike | int
+        The folder the file lives in, or an open descriptor of it.
 
     Examples
     --------

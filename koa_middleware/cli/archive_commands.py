@@ -219,7 +219,8 @@ def push(state: State) -> None:
     Each file is uploaded (and checked by MD5 on the archive) before any
     record, so the archive never lists a calibration it cannot serve. The
     cache then keeps the archive's version of each record pushed, so status
-    and sync find nothing of it to pull.
+    and sync find nothing of it to pull. The retractions made here (by
+    `koa-cal retract`, of this cache's origin) go too, and are counted.
     Ctrl-C stops with exit status 130; running the same command again
     resumes (files already on the archive are not sent twice).
 
@@ -234,12 +235,17 @@ def push(state: State) -> None:
         with summarize_interrupt(lambda: f"the push stopped; {_RESUME}"):
             pushed = store.sync_records_to_remote()
         url = store.remote_db.display_url
+        retracted = sorted(store.last_pushed_retractions)
     rows = [{k: r.get(k) for k in ("id", "filename", "cal_type", "cal_version", "file_size",
                                    "datetime_obs")}
             for r in sorted(pushed, key=time_order)]  # fmt: skip
     size = sum(int(r.get("file_size") or 0) for r in rows)
-    data = {"archive": url, "pushed": len(rows), "bytes": size, "records": rows}
-    text = f"Pushed {out.count(len(rows), 'calibration')}, {out.human_size(size)}, to {url}."
+    data = {"archive": url, "pushed": len(rows), "bytes": size, "records": rows,
+            "retractions": retracted}  # fmt: skip
+    text = (
+        f"Pushed {out.count(len(rows), 'calibration')} and "
+        f"{out.count(len(retracted), 'retraction')}, {out.human_size(size)}, to {url}."
+    )
     if rows:
         text = out.render_table(rows, ["filename", "cal_type", "cal_version", "id"]) + "\n" + text
     emit(state, data, text)

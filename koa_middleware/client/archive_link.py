@@ -210,7 +210,9 @@ class ArchiveLink:
         pushed = push_records(
             self.cache.db, remote, self.cache.layout, mode=mode, progress=self.progress
         )
-        self.last_pushed_retractions = push_retractions(self.cache.db, remote)
+        self.last_pushed_retractions = push_retractions(
+            self.cache.db, remote, origin=self.cache.lifecycle.origin
+        )
         return pushed
 
     def missing(self, source: str = "remote", mode: str = "id") -> list[dict]:

@@ -190,11 +190,27 @@ def _just_before(stamp: str) -> str:
     return moment.isoformat(timespec="milliseconds")
 
 
-def push_retractions(local_db: LocalCalibrationDB, remote_db: RemoteCalibrationDB) -> list[str]:
+def push_retractions(
+    local_db: LocalCalibrationDB, remote_db: RemoteCalibrationDB, origin: str
+) -> list[str]:
     """Send the archive the retractions made here of calibrations it holds.
 
-    Retractions of calibrations the archive lacks stay local (those records are
-    not pushed either). Each retraction sent is marked as known to the archive.
+    Only retractions that this cache's ``retract()`` could have made are sent:
+    of a calibration in the cache, of the store's ``origin``. Any other (one
+    written into a shared database by other means, of a calibration of another
+    origin or of none here) stays local, with a warning: a calibration is
+    retracted where it was made. Retractions of calibrations the archive lacks
+    stay local too (those records are not pushed either). Each retraction sent
+    is marked as known to the archive.
+
+    Parameters
+    ----------
+    local_db : LocalCalibrationDB
+        The local database.
+    remote_db : RemoteCalibrationDB
+        The archive client (protocol 2, with a 'write' token).
+    origin : str
+        The store's origin: the only one whose calibrations it retracts.
 
     Returns
     -------
@@ -211,10 +227,10 @@ def push_retractions(local_db: LocalCalibrationDB, remote_db: RemoteCalibrationD
 
     Examples
     --------
-    >>> push_retractions(store.local_db, store.remote_db)  # doctest: +SKIP
+    >>> push_retractions(store.local_db, store.remote_db, store.origin)  # doctest: +SKIP
     ['1b4e28ba-2fa1-4d2b-883f-0016d3cca427']
     """
-    waiting = local_db.retractions(pushed=False)
+    waiting = _own_retractions(local_db, local_db.retractions(pushed=False), origin)
     if not waiting:
         return []
     if remote_db.protocol < 2:
@@ -240,3 +256,33 @@ def push_retractions(local_db: LocalCalibrationDB, remote_db: RemoteCalibrationD
     if sent:
         logger.info("Sent %d retraction(s) to %s.", len(sent), remote_db.display_url)
     return sent
+
+
+def _own_retractions(
+    local_db: LocalCalibrationDB, waiting: dict[str, dict], origin: str
+) -> dict[str, dict]:
+    """The retractions of ``waiting`` that ``retract()`` of a store of ``origin`` could make.
+
+    That is, of a calibration in the cache, of that origin. The others are
+    named in a warning and left as they are.
+    """
+    own: dict[str, dict] = {}
+    foreign: list[str] = []
+    for cal_id, retraction in waiting.items():
+        record = local_db.query_id(cal_id)
+        if record is not None and str(record.get("origin") or "").upper() == origin.upper():
+            own[cal_id] = retraction
+        else:
+            foreign.append(cal_id)
+    if foreign:
+        logger.warning(
+            "Not sending %d retraction(s) (%s%s): they are of calibrations of another origin "
+            "than %s, or not in this cache, so they were not made by retract() here. Retract "
+            "a calibration where it was made (koa-archive retract for the archive's); "
+            "`koa-cal unretract` removes such a retraction from this cache.",
+            len(foreign),
+            ", ".join(sorted(foreign)[:3]),
+            ", ..." if len(foreign) > 3 else "",
+            origin,
+        )
+    return own

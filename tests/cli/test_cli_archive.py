@@ -65,7 +65,7 @@ def published(tmp_path_factory, publisher_env) -> dict[str, Path]:
     assert koa_cal("register", *map(str, files), env=publisher_env).returncode == 0
     result = koa_cal("push", env=publisher_env)
     assert result.returncode == 0, result.stderr
-    assert "Pushed 3 calibrations," in result.stdout
+    assert "Pushed 3 calibrations and 0 retractions," in result.stdout
     return {path.name: path for path in files}
 
 

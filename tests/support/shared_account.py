@@ -135,7 +135,8 @@ def run_as(
     child_env.update(
         {
             "PYTHONDONTWRITEBYTECODE": "1",
-            "PYTHONPATH": str(TESTS_DIR),
+            # the package of this checkout, not whichever one is installed
+            "PYTHONPATH": os.pathsep.join([str(TESTS_DIR), str(TESTS_DIR.parent)]),
             "KOA_PROGRESS": "0",
             **(env or {}),
         }
