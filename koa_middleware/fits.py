@@ -25,7 +25,7 @@ import os
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import InvalidRecordError
 from .fits_headers import (  # the public names also for those who import them from here
@@ -41,6 +41,9 @@ from .fits_headers import (  # the public names also for those who import them f
     read_fits_header,  # noqa: F401
 )
 from .records import safe_path
+
+if TYPE_CHECKING:
+    from .profiles import InstrumentProfile
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +62,12 @@ class FITSCalibration:
     header_map : Mapping | None
         Changes to :data:`DEFAULT_HEADER_MAP`: record field -> header keyword
         (or list of keywords, tried in order). A field mapped to None is left
-        out. Fields not given keep their default keywords.
+        out. Fields not given keep their default keywords (or the profile's).
+    profile : InstrumentProfile | None
+        Keyword only. The instrument's profile
+        (:func:`~koa_middleware.profiles.load_profile`): its header map
+        applies (``header_map`` wins over it), and a file lacking a column the
+        profile requires of its ``cal_type`` is refused, naming the keywords.
     **overrides
         Record fields to set regardless of the header (they win over it), e.g.
         ``cal_type="dark"`` or ``spectrograph="spec_a"``.
@@ -75,17 +83,23 @@ class FITSCalibration:
     ...                       instrument_era="era2")  # doctest: +SKIP
     >>> cal.to_record()["cal_type"]  # doctest: +SKIP
     'dark'
+    >>> FITSCalibration("dark.fits", profile=load_profile("hispec"))  # doctest: +SKIP
     """
 
     def __init__(
         self,
         path: str | os.PathLike,
         header_map: Mapping[str, Any] | None = None,
+        *,
+        profile: InstrumentProfile | None = None,
         **overrides: Any,
     ):
         self.path = Path(path).expanduser().absolute()
         if not self.path.is_file():
             raise FileNotFoundError(f"{self.path} does not exist or is not a file; check the path.")
+        self.profile = profile
+        if profile is not None:
+            header_map = {**profile.header_map, **(header_map or {})}
         self.header_map = _merge_header_map(header_map)
         self.overrides = dict(overrides)
         self._record: dict[str, Any] | None = None
@@ -115,9 +129,11 @@ class FITSCalibration:
         Raises
         ------
         InvalidRecordError
-            If the file is not FITS, or a required field (``cal_type``,
-            ``datetime_obs``) has no header keyword and no override; the
-            message names the keywords to add and the override to pass.
+            If the file is not FITS, its ``DATE-OBS`` is not an ISO 8601 date,
+            or a required field (``cal_type``, ``datetime_obs``, and those the
+            profile requires of the ``cal_type``) has no header keyword and no
+            override; the message names the keywords to add and the override
+            to pass.
         ImportError
             If astropy is not installed.
         """
@@ -129,10 +145,43 @@ class FITSCalibration:
         record = _fields_from_headers(self.path, self.header_map, self.overrides)
         missing = [field for field in _REQUIRED if record.get(field) in (None, "")]
         if missing:
-            error = InvalidRecordError(self._missing_message(missing))
-            error.missing_fields = missing  # lets a caller phrase its own hint
-            raise error
-        return _validated(self.path, record, _REQUIRED)
+            raise self._missing_error(missing, self._missing_message(missing))
+        required = self._profile_required(record)
+        missing = [field for field in required if record.get(field) in (None, "")]
+        if missing:
+            raise self._missing_error(missing, self._profile_message(record, missing))
+        return _validated(self.path, record, (*_REQUIRED, *required))
+
+    @staticmethod
+    def _missing_error(missing: list[str], message: str) -> InvalidRecordError:
+        error = InvalidRecordError(message)
+        error.missing_fields = missing  # lets a caller phrase its own hint
+        return error
+
+    def _profile_required(self, record: Mapping[str, Any]) -> list[str]:
+        if self.profile is None:
+            return []
+        return self.profile.required_for(str(record.get("cal_type") or ""))
+
+    def _profile_message(self, record: Mapping[str, Any], missing: list[str]) -> str:
+        """Which keywords the profile requires of this file's type, and how to give them."""
+        profile = self.profile
+        hints = []
+        for field in missing:
+            keywords = self.header_map.get(field, ())
+            where = (
+                f"header keyword {' or '.join(keywords)} ({field})"
+                if keywords
+                else f"field {field} (no header keyword is mapped to it)"
+            )
+            hints.append(f"{where}: add it to the header, or pass {field}=...")
+        return (
+            f"{self.path.name} lacks what the {profile.instrument} profile requires of every "
+            f"{record.get('cal_type')} calibration, so it is not registered: "
+            + "; ".join(hints)
+            + f" (profile: {profile.source}). Selectors match on these, so a calibration "
+            "without them could never be chosen."
+        )
 
     def _missing_message(self, missing: list[str]) -> str:
         hints = []
@@ -200,7 +249,11 @@ class FITSCalibration:
 
 
 def fits_record(
-    path: str | os.PathLike, header_map: Mapping[str, Any] | None = None, **overrides: Any
+    path: str | os.PathLike,
+    header_map: Mapping[str, Any] | None = None,
+    *,
+    profile: InstrumentProfile | None = None,
+    **overrides: Any,
 ) -> dict[str, Any]:
     """Return the calibration record of a FITS file (see :class:`FITSCalibration`).
 
@@ -210,6 +263,9 @@ def fits_record(
         The FITS file.
     header_map : Mapping | None
         Changes to :data:`DEFAULT_HEADER_MAP`.
+    profile : InstrumentProfile | None
+        Keyword only. The instrument's profile: its header map, and the
+        columns it requires of the ``cal_type``.
     **overrides
         Record fields that win over the header.
 
@@ -228,7 +284,7 @@ def fits_record(
     >>> fits_record("dark.fits", spectrograph="spec_b")["spectrograph"]  # doctest: +SKIP
     'spec_b'
     """
-    return dict(FITSCalibration(path, header_map, **overrides).to_record())
+    return dict(FITSCalibration(path, header_map, profile=profile, **overrides).to_record())
 
 
 def fits_metadata(

@@ -70,7 +70,11 @@ CAL_TYPE_ALIASES: dict[str, str] = {
 _HELPER_FIELDS = frozenset({"time_obs"})
 _REQUIRED = ("filename", "cal_type", "datetime_obs")
 _MJD_EPOCH = datetime(1858, 11, 17)
-_OLD_DATE_RE = re.compile(r"^(\d{2})/(\d{2})/(\d{2})$")  # DD/MM/YY, pre-1999 FITS
+#: The ISO 8601 forms of a FITS date (``YYYY-MM-DD``, ``YYYY-MM-DDThh:mm:ss[.s]``),
+#: with an optional UTC designator or offset; the deprecated ``DD/MM/YY`` is not one.
+_ISO_DATE_RE = re.compile(
+    r"^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?)?$"
+)
 
 
 def import_astropy_fits() -> Any:
@@ -216,16 +220,31 @@ _DATE_ONLY_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
 def _combine_date_time(date: Any, time: Any) -> Any:
-    """Turn the DATE-OBS forms into an ISO timestamp the record rules accept."""
-    if not isinstance(date, str):
-        return date
-    old = _OLD_DATE_RE.match(date)
-    if old:  # DD/MM/YY means 19YY
-        day, month, year = old.groups()
-        date = f"19{year}-{month}-{day}"
-    if "T" not in date and " " not in date and isinstance(time, str) and time:
+    """Complete a ``DATE-OBS`` that holds only a date with the time keyword's value."""
+    if isinstance(date, str) and _DATE_ONLY_RE.match(date) and isinstance(time, str) and time:
         return f"{date}T{time}"
     return date
+
+
+def _check_iso_date(path: Path, headers: Sequence[Mapping[str, Any]], keywords: Any) -> None:
+    """Refuse a header date that is not ISO 8601, quoting it as the header holds it.
+
+    The old ``DD/MM/YY`` form names no century (FITS deprecated it in 1997):
+    reading it as 19YY or 20YY would date a calibration a century off.
+    """
+    for keyword in keywords:
+        value = _header_value(headers, (keyword,))
+        if value is None:
+            continue
+        if not isinstance(value, str) or not _ISO_DATE_RE.match(value):
+            raise InvalidRecordError(
+                f"{path.name}: {keyword} {value!r} is not an ISO 8601 date "
+                "(YYYY-MM-DD or YYYY-MM-DDThh:mm:ss, as the FITS standard asks; the "
+                "DD/MM/YY form names no century), so datetime_obs cannot be read from it. "
+                f"Fix the header, or pass datetime_obs='YYYY-MM-DDThh:mm:ss' "
+                "(koa-cal register --set datetime_obs=...)."
+            )
+        return  # the first keyword with a value is the one used
 
 
 def _fields_from_headers(
@@ -240,7 +259,8 @@ def _fields_from_headers(
             found[field] = value
     if "cal_type" in found:
         found["cal_type"] = _normalize_cal_type(found["cal_type"])
-    if "datetime_obs" in found:
+    if "datetime_obs" in found and "datetime_obs" not in overrides:
+        _check_iso_date(path, headers, header_map.get("datetime_obs", ()))
         found["datetime_obs"] = _combine_date_time(found["datetime_obs"], found.get("time_obs"))
     record: dict[str, Any] = {"filename": path.name}
     record.update((k, v) for k, v in found.items() if k not in _HELPER_FIELDS)

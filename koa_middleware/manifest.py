@@ -35,10 +35,11 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .bounded_read import FileRefused, json_nesting_exceeds, read_regular_file
 from .cache.layout import create_private_file
 from .errors import ChecksumMismatchError, ManifestError
 from .fits import FITSCalibration
-from .records import utc_now, validate_cal_id, validate_md5
+from .records import utc_now, validate_cal_id, validate_filename, validate_md5
 
 logger = logging.getLogger(__name__)
 
@@ -58,8 +59,11 @@ __all__ = [
 FORMAT = "koa-manifest/1"
 #: Fields of the chosen record that a manifest keeps.
 CHOSEN_FIELDS = ("id", "filename", "cal_version", "cal_type", "file_md5", "file_size")
-#: A manifest larger than this is refused: a run of a million selections is ~500 MB.
-MAX_MANIFEST_BYTES = 1 << 30
+#: A manifest larger than this is refused (about 130,000 selections): parsing
+#: takes some 27 times a manifest's size in memory.
+MAX_MANIFEST_BYTES = 64 << 20
+#: Arrays and objects nest at most this deep in a manifest (one made here: 5).
+MAX_MANIFEST_DEPTH = 64
 
 
 def _json_safe(value: Any) -> Any:
@@ -304,20 +308,28 @@ def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
     Raises
     ------
     ManifestError
-        If the file is missing, too large, not JSON, not of this format, or an
-        entry lacks a valid id or MD5; the message names the file and the entry.
+        If the file is missing, not a regular file (a link, a FIFO, a device),
+        larger than :data:`MAX_MANIFEST_BYTES`, nested deeper than
+        :data:`MAX_MANIFEST_DEPTH`, not JSON, not of this format, or an entry
+        lacks a valid id, file name or MD5; the message names the file and the
+        entry.
     """
     path = Path(path).expanduser()
     try:
-        size = path.stat().st_size
+        data = read_regular_file(path, MAX_MANIFEST_BYTES)
+    except FileRefused as exc:
+        raise ManifestError(f"The manifest {path} is refused: it {exc.problem}.") from None
     except OSError as exc:
-        raise ManifestError(f"Cannot read the manifest {path}: {exc.strerror}.") from exc
-    if size > MAX_MANIFEST_BYTES:
-        raise ManifestError(f"The manifest {path} has {size} bytes, more than a manifest holds.")
+        raise ManifestError(f"Cannot read the manifest {path}: {exc.strerror or exc}.") from None
+    if json_nesting_exceeds(data, MAX_MANIFEST_DEPTH):
+        raise ManifestError(
+            f"The manifest {path} nests arrays or objects more than {MAX_MANIFEST_DEPTH} "
+            "levels deep, which no manifest does; it is not a calibration manifest."
+        )
     try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ManifestError(f"{path} is not a JSON manifest: {exc}.") from exc
+        document = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise ManifestError(f"{path} is not a JSON manifest: {exc}.") from None
     if not isinstance(document, dict) or document.get("format") != FORMAT:
         raise ManifestError(
             f"{path} is not a calibration manifest (format {FORMAT!r}); record one with "
@@ -335,10 +347,19 @@ def _check_entry(path: Path, number: int, entry: Any) -> None:
     try:
         if not isinstance(entry, dict) or not isinstance(entry.get("chosen"), dict):
             raise ValueError("it is not an object with a 'chosen' calibration")
-        validate_cal_id(entry["chosen"].get("id"))
-        validate_md5(entry["chosen"].get("file_md5"))
+        chosen = entry["chosen"]
+        validate_cal_id(chosen.get("id"))
+        if "filename" not in chosen:
+            raise ValueError("its chosen calibration has no 'filename'")
+        validate_filename(chosen["filename"])
+        validate_md5(chosen.get("file_md5"))
         if not isinstance(entry.get("input"), dict) or not isinstance(entry.get("call"), str):
             raise ValueError("it lacks 'call' or 'input'")
+        if not isinstance(entry["input"].get("metadata") or {}, dict):
+            raise ValueError("its input's 'metadata' is not an object")
+        selector = entry.get("selector") or {}
+        if not isinstance(selector, dict) or not isinstance(selector.get("parameters") or {}, dict):
+            raise ValueError("its 'selector' is not an object with an object of 'parameters'")
     except (ValueError, TypeError) as exc:
         raise ManifestError(f"Entry {number} of the manifest {path} is invalid: {exc}") from None
 
@@ -452,7 +473,9 @@ def _pinned(path: str | os.PathLike) -> dict[str, dict]:
 def verify_manifest(cache: Any, path: str | os.PathLike) -> list[dict]:
     """What is missing or different in a cache of the calibrations a manifest pins.
 
-    A file a read-only cache holds is checked where it is.
+    Each pin is looked up by its id: its file name and MD5 must be those of
+    the cache's record of that id, and that record's file (a read-only
+    cache's is checked where it is) must have the pinned MD5.
 
     Parameters
     ----------
@@ -465,7 +488,9 @@ def verify_manifest(cache: Any, path: str | os.PathLike) -> list[dict]:
     -------
     list of dict
         ``id``, ``filename`` and ``problem`` for each pinned calibration that is
-        not cached with its pinned MD5; empty when the cache holds them all.
+        not cached with its pinned MD5, or whose pin names another file name
+        or MD5 than the cache's record of that id; empty when the cache holds
+        them all.
 
     Raises
     ------
@@ -477,22 +502,43 @@ def verify_manifest(cache: Any, path: str | os.PathLike) -> list[dict]:
     >>> verify_manifest(store.cache, "run.json")  # doctest: +SKIP
     []
     """
-    from .hashing import file_md5
-
     problems = []
     for cal_id, chosen in _pinned(path).items():
         record = cache.db.query_id(cal_id)
-        where = None if record is None else cache.locate(record)
-        if where is None:
-            problem = "no record in the cache"
-        elif not where.present or not where.path.is_file():
-            problem = "not downloaded"
-        elif file_md5(where.path) != str(chosen["file_md5"]).lower():
-            problem = f"the cached file's MD5 is not the pinned {chosen['file_md5']}"
-        else:
-            continue
-        problems.append({"id": cal_id, "filename": chosen["filename"], "problem": problem})
+        problem = (
+            "no record in the cache" if record is None else _pin_problem(cache, chosen, record)
+        )
+        if problem is not None:
+            problems.append({"id": cal_id, "filename": chosen["filename"], "problem": problem})
     return problems
+
+
+def _pin_problem(cache: Any, chosen: Mapping[str, Any], record: Mapping[str, Any]) -> str | None:
+    """What differs between a pin and the cache's record and file of the pinned id, or None.
+
+    The pin's file name and MD5 are those of the id's own record, or the pin
+    is wrong: hashing the file the pin names would vouch for another
+    calibration's bytes.
+    """
+    from .hashing import file_md5
+
+    pinned_md5 = str(chosen["file_md5"]).lower()
+    if chosen["filename"] != record["filename"]:
+        return (
+            f"the pin names the file {chosen['filename']}, but calibration {record['id']} is "
+            f"{record['filename']}; the manifest does not describe this calibration"
+        )
+    if str(record.get("file_md5") or "").lower() != pinned_md5:
+        return (
+            f"the pin's MD5 {chosen['file_md5']} is not the MD5 {record.get('file_md5')} of "
+            f"calibration {record['id']} ({record['filename']})"
+        )
+    where = cache.locate(record)
+    if not where.present or not where.path.is_file():
+        return "not downloaded"
+    if file_md5(where.path) != pinned_md5:
+        return f"the cached file's MD5 is not the pinned {chosen['file_md5']}"
+    return None
 
 
 def fetch_manifest(store: Any, path: str | os.PathLike) -> list[str]:

@@ -37,6 +37,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import re
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -44,6 +45,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from .bounded_read import FileRefused, read_regular_file
 from .errors import ConfigurationError, InvalidRecordError
 from .records import normalize_bool, validate_column_name
 
@@ -57,12 +59,18 @@ __all__ = [
     "HISPEC",
     "LIGER",
     "InstrumentProfile",
+    "known_instruments",
     "load_profile",
     "profile_from_mapping",
     "profile_from_toml",
 ]
 
 ENTRY_POINT_GROUP = "koa_middleware.instruments"
+#: A profile file larger than this is refused (a profile is a few KiB).
+MAX_PROFILE_BYTES = 1 << 20
+#: Inline arrays and tables nest at most this deep in a profile.
+MAX_PROFILE_DEPTH = 32
+_TOML_BRACKETS = re.compile(r"[\[\]{}]")
 PROFILE_ENV = "KOA_INSTRUMENT_PROFILE"
 DEFAULT_SOURCE = "built-in default"
 DEFAULT_FAMILY = ("cal_type", "datetime_obs")
@@ -250,13 +258,18 @@ class InstrumentProfile:
 #: The profile of an instrument that has none: today's defaults.
 GENERIC = InstrumentProfile("generic")
 
+_HISPEC_TYPES = ("bias", "dark", "flat", "arc", "wavecal", "trace", "badpix")
+
 #: HISPEC: two spectrographs (yJ, HK) and instrument eras, each its own version family.
+#: Every type requires the spectrograph (``SPECTROG``): the default selectors
+#: match on it, so a calibration without one could never be chosen.
 HISPEC = InstrumentProfile(
     "hispec",
     default_family=("cal_type", "spectrograph", "instrument_era", "datetime_obs"),
     header_map={"spectrograph": ("SPECTROG", "SPEC"), "instrument_era": ("INSTERA", "ERA")},
     column_types={"spectrograph": "str", "instrument_era": "str", "exptime": "float"},
-    cal_types=("bias", "dark", "flat", "arc", "wavecal", "trace", "badpix"),
+    cal_types=_HISPEC_TYPES,
+    required={cal_type: ("spectrograph",) for cal_type in _HISPEC_TYPES},
 )
 
 #: Liger: an imager and an IFS, each detector and observing mode its own version family.
@@ -345,8 +358,10 @@ def profile_from_toml(path: str | os.PathLike) -> InstrumentProfile:
     Raises
     ------
     ConfigurationError
-        If the file cannot be read, is not TOML, or does not describe a profile;
-        the message names the file and the problem.
+        If the file cannot be read, is a link or not a regular file (a FIFO, a
+        device), is larger than :data:`MAX_PROFILE_BYTES`, is not UTF-8, nests
+        deeper than :data:`MAX_PROFILE_DEPTH`, is not TOML, or does not
+        describe a profile; the message names the file and the problem.
 
     Examples
     --------
@@ -356,18 +371,50 @@ def profile_from_toml(path: str | os.PathLike) -> InstrumentProfile:
     path = Path(path).expanduser()
     source = f"{PROFILE_ENV}={path}"
     try:
-        with open(path, "rb") as handle:
-            data = tomllib.load(handle)
+        data = read_regular_file(path, MAX_PROFILE_BYTES)
+    except FileRefused as exc:
+        raise ConfigurationError(
+            f"The instrument profile {path} is refused: it {exc.problem}; point "
+            f"{PROFILE_ENV} at a TOML file of at most {MAX_PROFILE_BYTES:,} bytes."
+        ) from None
     except OSError as exc:
         raise ConfigurationError(
             f"Cannot read the instrument profile {path} ({exc.strerror or exc}); "
             f"fix {PROFILE_ENV} or the file."
         ) from None
-    except tomllib.TOMLDecodeError as exc:
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigurationError(
+            f"The instrument profile {path} is not UTF-8 text (byte {exc.start}: "
+            f"{data[exc.start : exc.start + 1]!r}), as TOML must be; save it as UTF-8."
+        ) from None
+    if _toml_nesting_exceeds(text, MAX_PROFILE_DEPTH):
+        raise ConfigurationError(
+            f"The instrument profile {path} nests arrays or tables more than "
+            f"{MAX_PROFILE_DEPTH} levels deep, which no profile does; fix the file."
+        )
+    try:
+        parsed = tomllib.loads(text)
+    except (tomllib.TOMLDecodeError, RecursionError) as exc:
         raise ConfigurationError(
             f"The instrument profile {path} is not valid TOML ({exc}); fix the file."
         ) from None
-    return profile_from_mapping(data, source)
+    return profile_from_mapping(parsed, source)
+
+
+def _toml_nesting_exceeds(text: str, limit: int) -> bool:
+    """Whether TOML ``text`` nests inline arrays or tables more than ``limit`` deep.
+
+    Brackets inside strings and comments are counted too, so a profile that
+    holds many is refused; none of the profile's values needs them.
+    """
+    depth = 0
+    for char in _TOML_BRACKETS.findall(text):
+        depth = depth + 1 if char in "[{" else max(depth - 1, 0)
+        if depth > limit:
+            return True
+    return False
 
 
 def _from_entry_point(instrument: str) -> InstrumentProfile | None:
@@ -399,6 +446,27 @@ def _from_entry_point(instrument: str) -> InstrumentProfile | None:
             f"{instrument!r}; register it under the name {profile.instrument!r}."
         )
     return profile.with_source(where)
+
+
+def known_instruments() -> list[str]:
+    """The instruments that have a profile: entry points, and ``KOA_INSTRUMENT_PROFILE``'s.
+
+    A profile file that cannot be read adds nothing here (:func:`load_profile`
+    says what is wrong with it).
+
+    Examples
+    --------
+    >>> {"hispec", "liger"} <= set(known_instruments())
+    True
+    """
+    names = {ep.name for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)}
+    path = os.environ.get(PROFILE_ENV, "").strip()
+    if path:
+        try:
+            names.add(profile_from_toml(path).instrument)
+        except ConfigurationError:
+            pass
+    return sorted(names)
 
 
 def load_profile(instrument: str) -> InstrumentProfile:

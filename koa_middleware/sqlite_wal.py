@@ -28,9 +28,17 @@ import time
 import urllib.parse
 from pathlib import Path
 
+from .errors import UnsafeCachePathError
+
 logger = logging.getLogger(__name__)
 
-__all__ = ["connect", "connect_readonly", "create_database_file", "switch_to_wal"]
+__all__ = [
+    "check_regular_files",
+    "connect",
+    "connect_readonly",
+    "create_database_file",
+    "switch_to_wal",
+]
 
 
 def connect(db_path: str | Path, timeout: float = 30.0) -> sqlite3.Connection:
@@ -104,6 +112,9 @@ def connect_readonly(db_path: str | Path, timeout: float = 30.0) -> sqlite3.Conn
     ------
     sqlite3.OperationalError
         If the file cannot be opened or read.
+    UnsafeCachePathError
+        If the file, its ``-wal`` or its ``-shm`` is a link or not a regular
+        file (a FIFO would make SQLite wait forever, ``/dev/zero`` read forever).
 
     Examples
     --------
@@ -113,12 +124,53 @@ def connect_readonly(db_path: str | Path, timeout: float = 30.0) -> sqlite3.Conn
     >>> connect_readonly(path).execute("PRAGMA query_only").fetchone()
     (0,)
     """
+    check_regular_files(db_path)
     uri = "file:" + urllib.parse.quote(str(Path(db_path).absolute())) + "?mode=ro"
     conn = sqlite3.connect(
         uri, timeout=timeout, isolation_level=None, check_same_thread=False, uri=True
     )
     conn.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
     return conn
+
+
+def check_regular_files(db_path: str | Path) -> None:
+    """Refuse a database whose file, ``-wal`` or ``-shm`` is there but not a regular file.
+
+    SQLite follows a link at ``-wal``, and would read a FIFO there (waiting
+    forever for a writer) or a device (``/dev/zero``) as a file; so those are
+    looked at first (``lstat``), and only missing files or regular ones pass.
+
+    Raises
+    ------
+    UnsafeCachePathError
+        Naming the file and what it is.
+
+    Examples
+    --------
+    >>> check_regular_files("/nonexistent/x.db")
+    """
+    for suffix in ("", "-wal", "-shm"):
+        path = f"{db_path}{suffix}"
+        try:
+            info = os.lstat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        if not stat.S_ISREG(info.st_mode):
+            kind = "a symbolic link" if stat.S_ISLNK(info.st_mode) else _kind(info.st_mode)
+            raise UnsafeCachePathError(
+                f"The database file {path} is {kind}, not a regular file; it is not opened. "
+                "Remove it (a database's files are always plain files)."
+            )
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "not a file"
 
 
 def create_database_file(db_path: str | Path) -> bool:

@@ -448,7 +448,8 @@ class CalibrationStore(RegistrationSteps):
     def download_calibration_file(self, calibration: dict | str) -> str:
         """Download a calibration's file from the archive into the cache (no local record).
 
-        Most callers want :meth:`get_calibration`.
+        Most callers want :meth:`get_calibration`. A retracted calibration is
+        downloaded with a warning that says when and why it was retracted.
 
         Raises
         ------
@@ -465,17 +466,62 @@ class CalibrationStore(RegistrationSteps):
                 raise CalibrationNotFoundError(
                     f"Calibration {calibration} is not on the archive at {remote.url}."
                 )
+        self._warn_if_retracted(record)
         return str(self._download(record))
 
-    def prefetch(self, cals: Iterable[dict | str], workers: int = 8) -> list[str]:
+    def _warn_if_retracted(self, record: dict) -> None:
+        """Warn that ``record`` was retracted (by the archive's answer or this cache's)."""
+        when, reason = record.get("retracted_at"), record.get("retract_reason")
+        if not when:
+            self.cache.refresh()
+            known = self.local_db.retraction(record["id"])
+            when, reason = (known["retracted_at"], known["reason"]) if known else (None, None)
+        if when:
+            logger.warning(
+                "Downloading %s (id %s), a calibration retracted on %s: %s. Selection never "
+                "chooses it; use it only to reproduce an old reduction.",
+                record.get("filename"),
+                record["id"],
+                when,
+                reason or "no reason given",
+            )
+
+    def prefetch(
+        self,
+        cals: Iterable[dict | str],
+        workers: int = 8,
+        *,
+        allow_retracted: bool | None = None,
+    ) -> list[str]:
         """Download many calibrations in parallel; return their paths in order.
 
         Records the archive has but the local database lacks are added locally;
         a file a read-only cache holds intact is used there, not downloaded.
+        Retracted calibrations are skipped, with one warning naming them (no
+        path is returned for them): :attr:`last_prefetch` counts them.
+
+        Parameters
+        ----------
+        cals : iterable of dict or str
+            Records or ids.
+        workers : int
+            Parallel downloads.
+        allow_retracted : bool | None
+            Keyword only. Fetch retracted calibrations too, each with a
+            warning. None reads ``KOA_ALLOW_RETRACTED`` (default false).
         """
         self.archive.require("prefetch calibrations")
+        self.cache.refresh()
         records = [self.archive.record_or_fetch(cal) for cal in cals]
-        return self.archive.prefetch(records, workers=workers)
+        if allow_retracted is None:
+            allow_retracted = self.cache.lifecycle.allow_retracted
+        return self.archive.prefetch(records, workers=workers, allow_retracted=allow_retracted)
+
+    @property
+    def last_prefetch(self) -> Any:
+        """What the last :meth:`prefetch` did (``paths``, ``downloaded``,
+        ``skipped_retracted``), or None."""
+        return self.archive.last_prefetch
 
     # -- looking up --------------------------------------------------------
 

@@ -34,7 +34,11 @@ Opening the databases
     no writer has the database open), the database and its ``-wal`` are
     copied into the writable cache's ``tmp`` folder, the copy is kept only
     when the files did not change while it was made, and it is read and
-    removed at once.
+    removed at once. Every file of a read-only database is first checked to
+    be a regular file (not a link, a FIFO or a device); a copy reads only
+    regular files, opened without following a link, and never more bytes
+    than they had when opened. A cache that fails these checks is skipped
+    with a warning, and looked at again when its files change.
 
 Limits: SQLite's WAL index is shared memory, coherent only among the
 processes of one machine. While a writer on *another* machine is updating the
@@ -50,7 +54,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import shutil
 import sqlite3
 import tempfile
 import uuid
@@ -58,8 +61,9 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from ..bounded_read import FileRefused, open_regular_file
 from ..database.side_tables import RETRACTIONS_TABLE
-from ..errors import InvalidRecordError
+from ..errors import InvalidRecordError, UnsafeCachePathError
 from ..records import is_cal_id, validate_column_name
 from ..sqlite_wal import connect_readonly
 from .check import CachedFiles, lstat_or_none
@@ -465,10 +469,37 @@ def _without_nulls(row: dict) -> dict:
 
 
 def _copy_file(source: Path, target: Path) -> None:
-    """Copy ``source`` (if it exists) to the new private file ``target``."""
+    """Copy ``source`` (if it exists) to the new private file ``target``.
+
+    Only a regular file is copied, opened without following a link and
+    without waiting on a FIFO, and no more bytes than it had when opened: a
+    link to ``/dev/zero`` would otherwise fill the disk, and a FIFO hang.
+
+    Raises
+    ------
+    UnsafeCachePathError
+        If ``source`` is a link or not a regular file, or grew while it was
+        copied.
+    """
     try:
-        reader = open(source, "rb")  # noqa: SIM115 - closed below
+        fd, info = open_regular_file(source)
     except FileNotFoundError:
         return
-    with reader, open(create_private_file(target), "wb") as writer:
-        shutil.copyfileobj(reader, writer, 1 << 20)
+    except FileRefused as exc:
+        raise UnsafeCachePathError(
+            f"The read-only cache's database file {source} {exc.problem}; it is not read."
+        ) from None
+    with os.fdopen(fd, "rb") as reader, open(create_private_file(target), "wb") as writer:
+        remaining = info.st_size
+        while remaining > 0:
+            chunk = reader.read(min(remaining, 1 << 20))
+            if not chunk:
+                break  # it shrank: the copy is checked against the stamp afterwards
+            writer.write(chunk)
+            remaining -= len(chunk)
+        if reader.read(1):
+            raise UnsafeCachePathError(
+                f"The read-only cache's database file {source} grew past the "
+                f"{info.st_size:,} bytes it had when opened while it was copied; it is read "
+                "again when it changes."
+            )

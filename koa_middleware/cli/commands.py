@@ -2,7 +2,9 @@
 
 Every command takes the global options ``--instrument``, ``--cache-dir`` and
 ``--url`` (else ``KOA_INSTRUMENT_NAME``, ``KOA_CALIBRATION_CACHE`` and
-``KOA_CALIBRATIONS_URL``, as the store reads them); the archive token comes
+``KOA_CALIBRATIONS_URL``, as the store reads them); a command that would create
+the cache of an instrument with no profile refuses, taking the name for a typo,
+unless ``--new-instrument`` is given; the archive token comes
 only from ``KOA_API_TOKEN`` (or the Keck observer login), never from the
 command line. ``--json`` prints machine-readable output. Exit status: 0 on
 success, 1 on failure, 2 on misuse, 130 on Ctrl-C. Errors are one line on
@@ -99,6 +101,12 @@ koa-cal config shows every setting and where it came from."""
     help="Log more to stderr: -v adds INFO, -vv DEBUG (default: WARNING and above).",
 )
 @click.option("--debug", is_flag=True, help="Show DEBUG logs, and the traceback of an error.")
+@click.option(
+    "--new-instrument",
+    is_flag=True,
+    help="Allow a command to create a cache for an instrument that has no profile "
+    "(else a name without profile or cache is taken for a typo and refused).",
+)
 @click.version_option(__version__, prog_name="koa-cal")
 @click.pass_context
 def cli(
@@ -110,6 +118,7 @@ def cli(
     retries: int,
     verbose: int,
     debug: bool,
+    new_instrument: bool,
 ) -> None:
     """Manage a local calibration cache and keep it in step with the calibration archive.
 
@@ -129,6 +138,7 @@ def cli(
     state.instrument, state.cache_dir, state.url = instrument, cache_dir, url
     state.json = state.json or as_json
     state.retries = retries
+    state.new_instrument = state.new_instrument or new_instrument
 
 
 @click.command()
@@ -161,8 +171,8 @@ def demo(state: State, keep: str | None) -> None:
 
 _GLOBAL_OPTIONS = (
     "Global options go before the command: --instrument, --cache-dir, --url, --json, "
-    "--retries, -v/--verbose, --debug (see koa-cal --help, which also lists the "
-    "environment variables)."
+    "--retries, -v/--verbose, --debug, --new-instrument (see koa-cal --help, which also "
+    "lists the environment variables)."
 )
 
 _COMMANDS = (config, status, sync, query, get, register, push, verify, versions, explain,

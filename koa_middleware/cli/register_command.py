@@ -113,10 +113,10 @@ def register(
     if cal_type:
         overrides["cal_type"] = cal_type
     cfg = resolve_config(state.instrument, state.cache_dir, url=state.url)
-    header_map = dict(load_profile(cfg.instrument_name).header_map)
+    profile = load_profile(cfg.instrument_name)
     models = []
     for name in files:  # read every header first: a bad file stops all before anything is stored
-        model = FITSCalibration(name, header_map, **overrides)
+        model = FITSCalibration(name, profile=profile, **overrides)
         try:
             model.to_record()
         except InvalidRecordError as exc:

@@ -20,7 +20,7 @@ from typing import Any
 
 import click
 
-from ..errors import InvalidRecordError, RemoteUnavailableError
+from ..errors import ConfigurationError, InvalidRecordError, RemoteUnavailableError
 from ..records import validate_column_name
 from . import output as out
 
@@ -41,6 +41,7 @@ __all__ = [
     "open_store",
     "parse_pairs",
     "probe_archive",
+    "refuse_unknown_instrument",
     "require_cache",
     "summarize_interrupt",
     "time_bound",
@@ -64,6 +65,7 @@ class State:
     url: str | None = None
     json: bool = False
     retries: int = 2
+    new_instrument: bool = False
 
 
 class Interrupted(KeyboardInterrupt):
@@ -268,12 +270,16 @@ def open_store(state: State, remote: bool = False, probe: bool = False, create: 
     Raises
     ------
     ConfigurationError
-        If the instrument or cache folder is set nowhere.
+        If the instrument or cache folder is set nowhere, or (with ``create``)
+        the instrument has neither a profile nor a cache and ``--new-instrument``
+        was not given (see :func:`refuse_unknown_instrument`).
     RemoteUnavailableError, AuthenticationError
         With ``probe``, if the archive is unreachable or refuses the credentials.
     """
     from ..store import CalibrationStore
 
+    if create:
+        refuse_unknown_instrument(state)
     if probe:
         probe_archive(state)
     store = CalibrationStore(
@@ -398,6 +404,41 @@ def cache_is_new(state: State) -> bool:
             CacheLayout(folder, cfg.instrument_name).database_dir / cfg.local_database_filename
         ).exists()
         for folder in folders
+    )
+
+
+def refuse_unknown_instrument(state: State) -> None:
+    """Refuse to create a cache for an instrument that has no profile, unless asked to.
+
+    A typo (``--instrument hispek``) would otherwise create a new cache with
+    the generic profile, silently. An instrument with a profile, or with a
+    cache already (its own or a read-only one), passes; so does any with
+    ``koa-cal --new-instrument``.
+
+    Raises
+    ------
+    ConfigurationError
+        Listing the instruments that have a profile.
+
+    Examples
+    --------
+    >>> refuse_unknown_instrument(State(instrument="hispec", cache_dir="/tmp/c"))
+    """
+    from ..config import resolve_config
+    from ..profiles import DEFAULT_SOURCE, known_instruments, load_profile
+
+    if state.new_instrument:
+        return
+    cfg = resolve_config(state.instrument, state.cache_dir, url=state.url)
+    if load_profile(cfg.instrument_name).source != DEFAULT_SOURCE or not cache_is_new(state):
+        return
+    known = ", ".join(known_instruments()) or "none"
+    raise ConfigurationError(
+        f"No instrument profile and no cache for {cfg.instrument_name!r} in {cfg.cache_dir}; "
+        f"the instruments with a profile are: {known}. Check the spelling of --instrument "
+        "(or KOA_INSTRUMENT_NAME); to start a cache for a new instrument with the generic "
+        "profile, run koa-cal --new-instrument ... (or give it a profile: "
+        "KOA_INSTRUMENT_PROFILE)."
     )
 
 

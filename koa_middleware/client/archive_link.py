@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,10 +25,29 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["MODES", "ArchiveLink", "check_mode"]
+__all__ = ["MODES", "ArchiveLink", "PrefetchReport", "check_mode"]
 
 #: How a sync tells what is missing.
 MODES = ("id", "last_updated")
+
+
+@dataclass(frozen=True)
+class PrefetchReport:
+    """What a prefetch did.
+
+    Attributes
+    ----------
+    paths : list of str
+        The files' paths, in the order asked (retracted ones skipped).
+    downloaded : int
+        How many files were downloaded (the others were cached intact).
+    skipped_retracted : list of str
+        The ids of the retracted calibrations that were not fetched.
+    """
+
+    paths: list[str] = field(default_factory=list)
+    downloaded: int = 0
+    skipped_retracted: list[str] = field(default_factory=list)
 
 
 def check_mode(mode: str) -> None:
@@ -72,6 +92,8 @@ class ArchiveLink:
         self.last_sync: SyncReport | None = None
         #: The ids whose retraction the last push sent to the archive.
         self.last_pushed_retractions: Sequence[str] = ()
+        #: What the last :meth:`prefetch` did, or None.
+        self.last_prefetch: PrefetchReport | None = None
 
     def __repr__(self) -> str:
         return f"ArchiveLink({getattr(self.remote_db, 'display_url', None)!r})"
@@ -154,9 +176,31 @@ class ArchiveLink:
         self.cache.files.remember(record, path)
         return path
 
-    def prefetch(self, records: list[dict], workers: int = 8) -> list[str]:
-        """The paths of ``records``' files, downloading in parallel what no cache holds intact."""
+    def prefetch(
+        self, records: list[dict], workers: int = 8, *, allow_retracted: bool = False
+    ) -> list[str]:
+        """The paths of ``records``' files, downloading in parallel what no cache holds intact.
+
+        Retracted calibrations are skipped (no download, no path) unless
+        ``allow_retracted``; :attr:`last_prefetch` counts them, and one
+        warning names them.
+
+        Parameters
+        ----------
+        records : list of dict
+            Local records.
+        workers : int
+            Parallel downloads.
+        allow_retracted : bool
+            Keyword only. Fetch retracted calibrations too (each with a warning).
+
+        Returns
+        -------
+        list of str
+            The paths of the calibrations not skipped, in the order of ``records``.
+        """
         remote = self.require("prefetch calibrations")
+        records, skipped = self._live_for_prefetch(records, allow_retracted)
         found = [self.cache.locate(record) for record in records]
         wanted = [record for record, where in zip(records, found, strict=True) if not where.usable]
         fetched = iter(prefetch(remote, wanted, self.cache.layout, workers=workers))
@@ -165,7 +209,35 @@ class ArchiveLink:
             for record, path, where in zip(records, paths, found, strict=True):
                 if not where.usable:
                     self.cache.files.remember(record, Path(path))
+        self.last_prefetch = PrefetchReport(
+            paths=paths, downloaded=len(wanted), skipped_retracted=skipped
+        )
         return paths
+
+    def _live_for_prefetch(
+        self, records: list[dict], allow_retracted: bool
+    ) -> tuple[list[dict], list[str]]:
+        """The records to prefetch, and the ids of the retracted ones left out."""
+        retractions = self.cache.db.retractions()
+        retracted = [r for r in records if r["id"] in retractions]
+        if not retracted:
+            return records, []
+        if allow_retracted:
+            for record in retracted:
+                self.cache.lifecycle.check_retraction(record, allow=True)  # warns
+            return records, []
+        skipped = [r["id"] for r in retracted]
+        logger.warning(
+            "Skipped %d retracted calibration(s), not fetched: %s. Set KOA_ALLOW_RETRACTED=1 "
+            "(allow_retracted=True) to fetch them anyway.",
+            len(skipped),
+            ", ".join(
+                f"{r['id']} ({r['filename']}: {retractions[r['id']]['reason']})"
+                for r in retracted[:10]
+            )
+            + (f" and {len(skipped) - 10} more" if len(skipped) > 10 else ""),
+        )
+        return [r for r in records if r["id"] not in retractions], skipped
 
     # -- syncing ---------------------------------------------------------------------
 

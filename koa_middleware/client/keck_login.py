@@ -38,6 +38,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from ..bounded_read import json_nesting_exceeds
 from ..errors import AuthenticationError, ConfigurationError, RemoteUnavailableError
 
 logger = logging.getLogger(__name__)
@@ -55,6 +56,11 @@ DEFAULT_KECK_LOGIN_URL = "https://www3.keck.hawaii.edu"
 
 _LOGIN_PATH = "/login/script"
 _USERINFO_PATH = "/userinfo/odb-cookie"
+#: The most bytes of one answer of the login service that are read (its answers
+#: are a few hundred bytes).
+MAX_LOGIN_ANSWER_BYTES = 64 << 10
+#: Arrays and objects nest at most this deep in a login answer.
+MAX_LOGIN_ANSWER_DEPTH = 32
 #: How messages name the credential (never its value).
 ACCOUNT_VARIABLES = "KECK_OBSERVER_EMAIL / KECK_OBSERVER_PASSWORD"
 
@@ -197,12 +203,43 @@ def _login_service_client(timeout: float) -> Iterator[httpx.Client]:
         _QUIET.reset(token)
 
 
-def _get(client: httpx.Client, base: str, path: str, **kwargs: Any) -> httpx.Response:
-    """GET from the login service; its errors are re-raised without the URL they carry."""
+@dataclass(frozen=True)
+class _Answer:
+    """A login service's answer, read within :data:`MAX_LOGIN_ANSWER_BYTES`."""
+
+    status_code: int
+    content: bytes
+
+
+def _get(client: httpx.Client, base: str, path: str, **kwargs: Any) -> _Answer:
+    """GET from the login service, reading at most :data:`MAX_LOGIN_ANSWER_BYTES` of the answer.
+
+    Its errors are re-raised without the URL they carry.
+
+    Raises
+    ------
+    AuthenticationError
+        If the answer is longer than the bound.
+    RemoteUnavailableError
+        If the service cannot be reached.
+    """
     try:
-        return client.get(base + path, **kwargs)
+        with client.stream("GET", base + path, **kwargs) as response:
+            content = _bounded_content(response)
+            status = response.status_code
     except (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError) as exc:
         reason = type(exc).__name__
+    else:
+        if content is not None:
+            return _Answer(status, content)
+        raise AuthenticationError(
+            f"The Keck login service at {base} sent an answer of more than "
+            f"{MAX_LOGIN_ANSWER_BYTES:,} bytes to {path} (status {status}); a login answer "
+            "is a few hundred bytes, so it was not read. Check that KECK_LOGIN_URL names the "
+            f"login service (e.g. {DEFAULT_KECK_LOGIN_URL}), or set KOA_API_TOKEN.",
+            url=base,
+            status=status,
+        )
     # Raised outside the handler, so the httpx error (and its URL) is not chained.
     raise RemoteUnavailableError(
         f"The Keck login service at {base} cannot be reached ({reason}); check "
@@ -211,22 +248,45 @@ def _get(client: httpx.Client, base: str, path: str, **kwargs: Any) -> httpx.Res
     )
 
 
-def _userinfo(client: httpx.Client, base: str, py_uid: str) -> httpx.Response:
+def _bounded_content(response: httpx.Response) -> bytes | None:
+    """The answer's body, or None when it is longer than :data:`MAX_LOGIN_ANSWER_BYTES`."""
+    declared = response.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_LOGIN_ANSWER_BYTES:
+        return None
+    chunks, size = [], 0
+    for chunk in response.iter_bytes():
+        size += len(chunk)
+        if size > MAX_LOGIN_ANSWER_BYTES:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _userinfo(client: httpx.Client, base: str, py_uid: str) -> _Answer:
     return _get(client, base, _USERINFO_PATH, headers={"Cookie": f"KECK-AUTH-UID={py_uid}"})
 
 
-def _json_object(response: httpx.Response) -> Mapping[str, Any]:
+def _json_object(answer: _Answer, base: str, path: str) -> Mapping[str, Any]:
+    """The answer's JSON object; {} for anything else, refused when nested too deep."""
+    if json_nesting_exceeds(answer.content, MAX_LOGIN_ANSWER_DEPTH):
+        raise AuthenticationError(
+            f"The Keck login service at {base} answered {path} with JSON nested more than "
+            f"{MAX_LOGIN_ANSWER_DEPTH} levels deep (status {answer.status_code}), which no "
+            "login answer is; it was not read. Check KECK_LOGIN_URL, or set KOA_API_TOKEN.",
+            url=base,
+            status=answer.status_code,
+        )
     try:
-        data = json.loads(response.content)
-    except ValueError:
+        data = json.loads(answer.content)
+    except (ValueError, RecursionError):
         return {}
     return data if isinstance(data, Mapping) else {}
 
 
-def _observer_id(response: httpx.Response) -> str | None:
-    if response.status_code != 200:
+def _observer_id(answer: _Answer, base: str) -> str | None:
+    if answer.status_code != 200:
         return None
-    value = _json_object(response).get("Id")
+    value = _json_object(answer, base, _USERINFO_PATH).get("Id")
     return None if value is None or value == "" else str(value)
 
 
@@ -264,8 +324,10 @@ def keck_login(
         If ``login_url`` is not acceptable for sending a password (see :func:`keck_base_url`).
     AuthenticationError
         If the service refuses the email or password, asks for an emailed
-        verification code, answers with a redirect, or answers without a
-        ``py_uid`` or observer id.
+        verification code, answers with a redirect, answers without a
+        ``py_uid`` or observer id, or sends what no login answer holds: more
+        than :data:`MAX_LOGIN_ANSWER_BYTES`, JSON nested deeper than
+        :data:`MAX_LOGIN_ANSWER_DEPTH`, a ``py_uid`` that is not printable ASCII.
     RemoteUnavailableError
         If the service cannot be reached or answers 5xx.
     """
@@ -277,7 +339,7 @@ def keck_login(
         py_uid = _check_login_answer(response, base)
         client.cookies.clear()
         answer = _userinfo(client, base, py_uid)
-    observer_id = _observer_id(answer)
+    observer_id = _observer_id(answer, base)
     if observer_id is None:
         raise AuthenticationError(
             f"The Keck login service at {base} accepted the login of {ACCOUNT_VARIABLES} "
@@ -290,7 +352,7 @@ def keck_login(
     return KeckSession(py_uid=py_uid, observer_id=observer_id)
 
 
-def _check_login_answer(response: httpx.Response, base: str) -> str:
+def _check_login_answer(response: _Answer, base: str) -> str:
     """Return the ``py_uid`` of a step-1 answer, or raise the error that fits it."""
     status = response.status_code
     where = f"The Keck login service at {base}"
@@ -302,7 +364,8 @@ def _check_login_answer(response: httpx.Response, base: str) -> str:
             url=base,
             status=status,
         )
-    if status == 401 and "verification" in str(_json_object(response).get("comment", "")).lower():
+    comment = _json_object(response, base, _LOGIN_PATH).get("comment", "") if status == 401 else ""
+    if "verification" in str(comment).lower():
         raise AuthenticationError(
             f"{where} wants an emailed verification code for the account in "
             f"{ACCOUNT_VARIABLES}, which a script cannot give; ask the archive operators "
@@ -324,8 +387,18 @@ def _check_login_answer(response: httpx.Response, base: str) -> str:
             url=base,
             status=status,
         )
-    py_uid = _json_object(response).get("py_uid") if status == 200 else None
-    if py_uid is None or str(py_uid).strip() == "" or any(c in str(py_uid) for c in ";\r\n"):
+    py_uid = _json_object(response, base, _LOGIN_PATH).get("py_uid") if status == 200 else None
+    if py_uid is not None and not _is_cookie_value(str(py_uid).strip()):
+        # The value opens the account: say what is wrong with it, never what it is.
+        raise AuthenticationError(
+            f"{where} answered the login of {ACCOUNT_VARIABLES} with a session id (py_uid) "
+            f"of {len(str(py_uid))} characters that is not printable ASCII without ';', "
+            "so it cannot be sent back as a cookie; check that KECK_LOGIN_URL names the "
+            f"login service (e.g. {DEFAULT_KECK_LOGIN_URL}), or set KOA_API_TOKEN.",
+            url=base,
+            status=status,
+        )
+    if py_uid is None or str(py_uid).strip() == "":
         raise AuthenticationError(
             f"{where} answered {status} to the login of {ACCOUNT_VARIABLES} without a "
             f"session id (py_uid); check that KECK_LOGIN_URL names the login service "
@@ -334,6 +407,11 @@ def _check_login_answer(response: httpx.Response, base: str) -> str:
             status=status,
         )
     return str(py_uid).strip()
+
+
+def _is_cookie_value(text: str) -> bool:
+    """Whether ``text`` can go in a ``Cookie`` header as it is (printable ASCII, no ``;``)."""
+    return text.isascii() and text.isprintable() and ";" not in text and "," not in text
 
 
 def keck_session_is_valid(
@@ -345,9 +423,12 @@ def keck_session_is_valid(
     service cannot be reached.
     """
     base = keck_base_url(login_url)
+    if not _is_cookie_value(session.py_uid):
+        logger.info("The kept Keck session cannot be sent as a cookie; logging in again.")
+        return False
     with _login_service_client(timeout) as client:
         answer = _userinfo(client, base, session.py_uid)
-    valid = _observer_id(answer) == session.observer_id
+    valid = _observer_id(answer, base) == session.observer_id
     if not valid:
         logger.info("The kept Keck session is no longer valid (%d).", answer.status_code)
     return valid

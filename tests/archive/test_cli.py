@@ -129,7 +129,14 @@ def test_ingest_with_json_sidecars(tmp_path, catalog_url):
     extra = incoming / "arc_9.dat"
     extra.write_bytes(b"arc")
     extra.with_name("arc_9.dat.json").write_text(
-        json.dumps({"cal_type": "arc", "datetime_obs": "2024-01-01T00:00:00", "origin": "local"})
+        json.dumps(
+            {
+                "cal_type": "arc",
+                "datetime_obs": "2024-01-01T00:00:00",
+                "origin": "local",
+                "spectrograph": "red",
+            }
+        )
     )
     mixed = run(
         "ingest",

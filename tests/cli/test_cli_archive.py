@@ -195,7 +195,8 @@ def test_bad_token(tmp_path, archive, published):
         assert "401" in line and "refused the bearer token from KOA_API_TOKEN" in line
         assert "koa_not-a-real-token" not in result.stdout + result.stderr
     assert "No calibration cache" in one_error_line(koa_cal("status", env=env))
-    mine = write_cal(tmp_path / "in" / "BIAS_4.fits", IMAGETYP="BIAS", DATE_OBS="2025-03-04T01:00")
+    mine = write_cal(tmp_path / "in" / "BIAS_4.fits", IMAGETYP="BIAS", DATE_OBS="2025-03-04T01:00",
+                     SPECTROG="yJ")  # fmt: skip
     assert koa_cal("register", str(mine), env=env).returncode == 0
     status = koa_cal("status", env=env)
     assert status.returncode == 1
@@ -224,7 +225,7 @@ def test_bad_token_on_a_fresh_machine_writes_nothing(tmp_path, archive, publishe
 def test_push_with_a_read_token_is_refused(tmp_path, archive, published):
     reader = cli_env(tmp_path, KOA_CALIBRATIONS_URL=archive.url, KOA_API_TOKEN=archive.read_token)
     extra = write_cal(tmp_path / "in" / "ARC_3.fits", IMAGETYP="ARC",
-                      DATE_OBS="2025-03-03T03:00:00")  # fmt: skip
+                      DATE_OBS="2025-03-03T03:00:00", SPECTROG="yJ")  # fmt: skip
     assert koa_cal("register", str(extra), env=reader).returncode == 0
     result = koa_cal("push", env=reader)
     assert result.returncode == 1

@@ -157,7 +157,7 @@ def test_a_toml_profile_rules_the_store_koa_cal_and_koa_archive_alike(tmp_path, 
     # skipped (exit 1), and the archive numbers it 002.
     (tmp_path / "plain").mkdir()
     plain = cli_env(tmp_path / "plain", KOA_INSTRUMENT_NAME="kpf")
-    result = koa_cal("register", *map(str, files), "--json", env=plain)
+    result = koa_cal("--new-instrument", "register", *map(str, files), "--json", env=plain)
     assert result.returncode == 1
     assert [row["status"] for row in json.loads(result.stdout)] == ["registered", "skipped"]
     assert "--new-version" in result.stderr.strip().splitlines()[-1]

@@ -43,7 +43,8 @@ def test_status_counts_what_is_ahead_and_behind_the_archive(tmp_path, env, archi
     assert listed[10:] == ["  and 3 more"]
 
     archive.publish(2)
-    mine = write_cal(tmp_path / "in" / "arc.fits", IMAGETYP="ARC", DATE_OBS="2026-02-01T01:00:00")
+    mine = write_cal(tmp_path / "in" / "arc.fits", IMAGETYP="ARC", DATE_OBS="2026-02-01T01:00:00",
+                     SPECTROG="yJ")  # fmt: skip
     assert koa_cal("register", str(mine), env=env).returncode == 0
     data = json.loads(koa_cal("--json", "status", env=env).stdout)
     assert (data["archive"]["not_pulled"], data["archive"]["not_pushed"]) == (2, 1)

@@ -88,9 +88,12 @@ def test_date_only_date_obs_is_completed_by_the_time_keyword(tmp_path, time_key)
     assert record["mjd_start"] == pytest.approx(expected_mjd, abs=1e-8)
 
 
-def test_old_style_date_obs(tmp_path):
+def test_old_style_date_obs_is_refused_quoting_it(tmp_path):
+    # DD/MM/YY names no century: read as 19YY, '03/03/25' would be 1925.
     path = write_fits(tmp_path / "old.fits", CALTYPE="flat", DATE_OBS="25/12/97")
-    assert fits_record(path)["datetime_obs"] == "1997-12-25T00:00:00.000"
+    with pytest.raises(InvalidRecordError, match=r"old\.fits: DATE-OBS '25/12/97' is not an ISO"):
+        fits_record(path)
+    assert fits_record(path, datetime_obs="1997-12-25")["datetime_obs"] == "1997-12-25T00:00:00.000"
 
 
 def test_mjd_is_computed_from_datetime_obs(tmp_path):

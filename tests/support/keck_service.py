@@ -17,6 +17,16 @@ It runs on :class:`~support.scripted_http.ScriptedHTTPServer` (real HTTP on
 
 Requests that break these rules are answered 400 and listed in
 :attr:`KeckService.violations`.
+
+Hostile answers, for the client's bounds: :attr:`KeckService.login_mode`
+(step 1, to the right account) and :attr:`KeckService.userinfo_mode` (step 2,
+to a live session) take one of :data:`HOSTILE_MODES`:
+
+``"huge"``          a valid answer padded to :data:`HUGE_ANSWER_BYTES`, its length declared
+``"huge_streamed"`` the same without a Content-Length, streamed until the connection closes
+``"deep"``          a valid answer that also holds arrays nested :data:`DEEP_LEVELS` deep
+                    (well within the size bound)
+``"non_ascii"``     step 1 only: a ``py_uid`` with non-ASCII characters
 """
 
 from __future__ import annotations
@@ -36,6 +46,9 @@ from support.scripted_http import Exchange, ScriptedHTTPServer
 __all__ = [
     "configured_keck_service",
     "API_PATH",
+    "DEEP_LEVELS",
+    "HOSTILE_MODES",
+    "HUGE_ANSWER_BYTES",
     "KeckService",
     "LAST_UPDATED",
     "VERIFICATION_COMMENT",
@@ -44,6 +57,12 @@ __all__ = [
 ]
 
 LAST_UPDATED = "Thu, 12 Feb 2026 00:00:00 GMT"
+#: The hostile answers the service can give (see the module's documentation).
+HOSTILE_MODES = ("huge", "huge_streamed", "deep", "non_ascii")
+#: The size of a "huge" answer: far beyond any login answer.
+HUGE_ANSWER_BYTES = 8 << 20
+#: How deep a "deep" answer nests: beyond Python's recursion limit, in under 64 KiB.
+DEEP_LEVELS = 20_000
 VERIFICATION_COMMENT = "A verification code was sent to your email; enter it to log in."
 API_PATH = "/api/calibrations/hispec/lastUpdated"
 
@@ -83,6 +102,10 @@ class KeckService:
         self.violations: list[str] = []
         self.require_verification = False
         self.redirect_login = False
+        #: A hostile step-1 answer (one of HOSTILE_MODES), or None.
+        self.login_mode: str | None = None
+        #: A hostile step-2 answer (one of HOSTILE_MODES but "non_ascii"), or None.
+        self.userinfo_mode: str | None = None
         self.uids: set[str] = set()
         self._all_uids: set[str] = set()
         self._lock = threading.Lock()
@@ -162,7 +185,41 @@ class KeckService:
             return ex.send(401, json.dumps({"comment": "Invalid email or password."}).encode())
         if self.require_verification:
             return ex.send(401, json.dumps({"comment": VERIFICATION_COMMENT}).encode())
-        ex.send(200, json.dumps({"py_uid": self._new_uid(), "status": "ok"}).encode())
+        answer = {"py_uid": self._new_uid(), "status": "ok"}
+        if self.login_mode == "non_ascii":
+            answer["py_uid"] = "sesi\u00f3n-" + answer["py_uid"]
+            with self._lock:
+                self._all_uids.add(answer["py_uid"])
+        self._answer(ex, answer, self.login_mode)
+
+    def _answer(self, ex: Exchange, answer: dict[str, Any], mode: str | None) -> None:
+        """Send ``answer`` as JSON, made hostile as ``mode`` says."""
+        if mode == "deep":
+            answer = {**answer, "extra": "@DEEP@"}
+            body = json.dumps(answer).encode()
+            body = body.replace(b'"@DEEP@"', b"[" * DEEP_LEVELS + b"]" * DEEP_LEVELS)
+            return ex.send(200, body)
+        if mode not in ("huge", "huge_streamed"):
+            return ex.send(200, json.dumps(answer).encode())
+        padding = HUGE_ANSWER_BYTES - len(json.dumps(answer)) - 20
+        body = json.dumps({**answer, "pad": "x" * padding}).encode()
+        if mode == "huge":
+            try:
+                ex.send(200, body)
+            except OSError:
+                ex.hang_up()  # the client stopped reading: what a bounded client does
+            return
+        handler = ex.handler
+        handler.send_response(200)
+        handler.send_header("Content-Type", "application/json")
+        handler.send_header("Connection", "close")
+        handler.end_headers()
+        try:
+            for start in range(0, len(body), 1 << 16):
+                handler.wfile.write(body[start : start + (1 << 16)])
+        except OSError:
+            pass  # the client stopped reading: what a bounded client does
+        ex.hang_up()
 
     def _elsewhere(self, ex: Exchange) -> None:
         # A client that followed the redirect would get a session here.
@@ -185,7 +242,7 @@ class KeckService:
         if not live:
             return ex.send(401, json.dumps({"comment": "Not logged in."}).encode())
         answer: dict[str, Any] = {"Id": self.observer_id, "FirstName": "Ada", "Type": "observer"}
-        ex.send(200, json.dumps(answer).encode())
+        self._answer(ex, answer, self.userinfo_mode)
 
     def _last_updated(self, ex: Exchange) -> None:
         cookies = parse_cookies(ex.headers.get("cookie", ""))
