@@ -73,7 +73,7 @@ class Lifecycle:
 
     # -- what selectors see ------------------------------------------------------
 
-    def selection_db(self, as_of: str | None = None) -> Any:
+    def selection_db(self, as_of: str | None = None) -> SelectionView:
         """The database a selector is handed: live records, or those of ``as_of``.
 
         Parameters
@@ -84,16 +84,13 @@ class Lifecycle:
 
         Returns
         -------
-        SelectionView | LocalCalibrationDB
-            A read-only view of the local database (an in-memory database,
-            which cannot be shared, is returned as it is).
+        SelectionView
+            A read-only view of the local database, a file or one in memory.
 
         Examples
         --------
         >>> store.selection_db().query(cal_type="dark")  # doctest: +SKIP
         """
-        if self.db.db_path == ":memory:":
-            return self.db
         key = None if as_of is None else normalize_timestamp(as_of, "as_of")
         view = self._selection_views.get(key)
         if view is None:

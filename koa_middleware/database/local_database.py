@@ -12,6 +12,7 @@ import hashlib
 import logging
 import sqlite3
 import threading
+import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -92,10 +93,17 @@ class LocalCalibrationDB(RecordReading, SideTables):
 
     def __init__(self, db_path: str | Path, table_name: str, timeout: float = 30.0):
         self.db_path = str(db_path)
+        #: For ``':memory:'``, the URI of this database in memory, which other
+        #: connections of this process open (the selection view does); None for a file.
+        self.memory_uri: str | None = None
         self.table_name = validate_column_name(table_name)
         self._lock = threading.RLock()
         self._depth = 0
-        self.conn = connect(self.db_path, timeout)
+        if self.db_path == ":memory:":
+            self.memory_uri = f"file:koa-{uuid.uuid4().hex}?mode=memory&cache=shared"
+            self.conn = _connect_memory(self.memory_uri, timeout)
+        else:
+            self.conn = connect(self.db_path, timeout)
         self.db = sqlite_utils.Database(self.conn)
         self._closed = False
         self._table: CalibrationTable | None = None
@@ -478,6 +486,20 @@ class LocalCalibrationDB(RecordReading, SideTables):
         if not self._closed:
             self._closed = True
             self.conn.close()
+
+
+def _connect_memory(uri: str, timeout: float) -> sqlite3.Connection:
+    """Open a new database in memory that other connections of this process can open by ``uri``.
+
+    A plain ``':memory:'`` database is private to its connection; this one is
+    SQLite's shared cache in memory, named by ``uri``, and lives while any
+    connection to it is open.
+    """
+    conn = sqlite3.connect(
+        uri, uri=True, timeout=timeout, isolation_level=None, check_same_thread=False
+    )
+    conn.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
+    return conn
 
 
 def _runs_of_same_keys(records: list[dict]) -> list[list[dict]]:

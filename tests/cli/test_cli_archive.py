@@ -6,13 +6,12 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import astropy  # noqa: F401  (a dependency: missing, it must fail, not skip)
+import fastapi  # noqa: F401  (a dependency: missing, it must fail, not skip)
 import pytest
 
-pytest.importorskip("astropy")
-pytest.importorskip("fastapi")
-
-from support.archive import ArchiveServer, create_token  # noqa: E402
-from support.koa_cal import (  # noqa: E402
+from support.archive import ArchiveServer, create_token
+from support.koa_cal import (
     cli_env,
     closed_port_url,
     koa_cal,

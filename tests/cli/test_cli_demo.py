@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import json
 
+import astropy  # noqa: F401  (a dependency: missing, it must fail, not skip)
+import fastapi  # noqa: F401  (a dependency: missing, it must fail, not skip)
 import psutil
-import pytest
 
-pytest.importorskip("astropy")
-pytest.importorskip("fastapi")
-
-from support.koa_cal import cli_env, koa_cal  # noqa: E402
+from support.koa_cal import cli_env, koa_cal
 
 EXPECTED = {
     # nearest dark within matching spectrograph and era

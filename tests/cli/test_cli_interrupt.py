@@ -12,13 +12,12 @@ import signal
 import subprocess
 import sys
 
+import fastapi  # noqa: F401  (a dependency: missing, it must fail, not skip)
 import pytest
 
-pytest.importorskip("fastapi")
-
-from support.cli_archive import PublishedArchive, cached_files, wait_for  # noqa: E402
-from support.koa_cal import cli_env, koa_cal  # noqa: E402
-from support.relay import Relay  # noqa: E402
+from support.cli_archive import PublishedArchive, cached_files, wait_for
+from support.koa_cal import cli_env, koa_cal
+from support.relay import Relay
 
 COUNT = 30
 SIZE = 32 * 1024

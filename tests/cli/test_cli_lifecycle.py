@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
+import astropy  # noqa: F401  (a dependency: missing, it must fail, not skip)
 import pytest
 
-pytest.importorskip("astropy")
-
-from support.koa_cal import cli_env, koa_cal, one_error_line, records_in, write_cal  # noqa: E402
+from support.koa_cal import cli_env, koa_cal, one_error_line, records_in, write_cal
 
 
 def dark(folder: Path, day: int) -> Path:
@@ -99,3 +99,21 @@ def test_a_manifest_recorded_by_explain_is_shown_and_verified(tmp_path, env, reg
     (tmp_path / "cache" / "calibrations" / "hispec" / report["chosen"]["filename"]).unlink()
     missing = koa_cal("manifest", "verify", str(manifest), env=env)
     assert missing.returncode == 1 and "not downloaded" in missing.stdout
+
+
+def test_manifest_verify_sees_other_bytes_of_the_same_size(tmp_path, env, registered):
+    manifest = tmp_path / "run.json"
+    report = explain(tmp_path, env, "--manifest", str(manifest))
+    assert koa_cal("manifest", "verify", str(manifest), env=env).returncode == 0
+    cached = tmp_path / "cache" / "calibrations" / "hispec" / report["chosen"]["filename"]
+    before = cached.stat()
+    data = bytearray(cached.read_bytes())
+    data[-1] ^= 0xFF  # one byte of the pixels: same size, other bytes
+    cached.write_bytes(bytes(data))
+    os.utime(cached, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert cached.stat().st_size == before.st_size
+    changed = koa_cal("manifest", "verify", str(manifest), env=env)
+    assert changed.returncode == 1, changed.stdout
+    assert f"the cached file's MD5 is not the pinned {report['chosen']['file_md5']}" in (
+        changed.stdout
+    )

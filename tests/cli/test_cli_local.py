@@ -8,12 +8,11 @@ import json
 import os
 from pathlib import Path
 
+import astropy  # noqa: F401  (a dependency: missing, it must fail, not skip)
 import pytest
 
-pytest.importorskip("astropy")
-
-from koa_middleware.database.local_database import LocalCalibrationDB  # noqa: E402
-from support.koa_cal import (  # noqa: E402
+from koa_middleware.database.local_database import LocalCalibrationDB
+from support.koa_cal import (
     cli_env,
     koa_cal,
     one_error_line,

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import json
 
+import astropy  # noqa: F401  (a dependency: missing, it must fail, not skip)
+import fastapi  # noqa: F401  (a dependency: missing, it must fail, not skip)
 import pytest
 
-pytest.importorskip("astropy")
-pytest.importorskip("fastapi")
-
-from koa_middleware.store import CalibrationStore  # noqa: E402
-from support.archive import ArchiveServer, create_token  # noqa: E402
-from support.koa_cal import cli_env, koa_cal, write_cal  # noqa: E402
+from koa_middleware.store import CalibrationStore
+from support.archive import ArchiveServer, create_token
+from support.koa_cal import cli_env, koa_cal, one_error_line, write_cal
 
 
 @pytest.fixture(scope="module")
@@ -69,3 +68,16 @@ def test_the_manifest_keeps_no_password_of_the_url(tmp_path, env, archive):
 def test_without_an_archive_the_manifest_names_none(tmp_path, env):
     local = {k: v for k, v in env.items() if k not in ("KOA_CALIBRATIONS_URL", "KOA_API_TOKEN")}
     assert explain_into(tmp_path, local, tmp_path / "run.json")["archive_url"] is None
+
+
+def test_manifest_fetch_refuses_bytes_other_than_the_pinned_ones(tmp_path, env):
+    manifest = tmp_path / "run.json"
+    document = explain_into(tmp_path, env, manifest)
+    fetched = koa_cal("manifest", "fetch", str(manifest), env=env)
+    assert fetched.returncode == 0, fetched.stderr
+    document["entries"][0]["chosen"]["file_md5"] = "0" * 32  # pins other bytes than the cache's
+    manifest.write_text(json.dumps(document))
+    refused = koa_cal("manifest", "fetch", str(manifest), env=env)
+    assert refused.returncode == 1, refused.stdout
+    line = one_error_line(refused)
+    assert "0" * 32 in line and "the run cannot be reproduced" in line

@@ -6,15 +6,14 @@ import json
 import subprocess
 from pathlib import Path
 
+import astropy  # noqa: F401  (a dependency: missing, it must fail, not skip)
 import pytest
 
-pytest.importorskip("astropy")
-
-from koa_middleware import CalibrationStore  # noqa: E402
-from koa_middleware.fits import FITSCalibration  # noqa: E402
-from koa_middleware.profiles import PROFILE_ENV  # noqa: E402
-from support.archive import archive_command  # noqa: E402
-from support.koa_cal import cli_env, koa_cal, one_error_line, records_in, write_cal  # noqa: E402
+from koa_middleware import CalibrationStore
+from koa_middleware.fits import FITSCalibration
+from koa_middleware.profiles import PROFILE_ENV
+from support.archive import archive_command
+from support.koa_cal import cli_env, koa_cal, one_error_line, records_in, write_cal
 
 SPECTROGRAPHS = ("yJ", "HK")
 
@@ -193,7 +192,6 @@ def test_ingest_reads_the_profile_header_map_and_its_rules(tmp_path):
 
 @pytest.mark.slow
 def test_demo_cache_has_no_version_issues(tmp_path):
-    pytest.importorskip("fastapi")
     keep = tmp_path / "demo"
     env = cli_env(tmp_path)
     result = koa_cal("demo", "--keep", str(keep), env=env, cwd=tmp_path, timeout=180)

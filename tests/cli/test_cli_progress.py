@@ -12,12 +12,11 @@ import sys
 import termios
 import threading
 
+import fastapi  # noqa: F401  (a dependency: missing, it must fail, not skip)
 import pytest
 
-pytest.importorskip("fastapi")
-
-from support.cli_archive import PublishedArchive, cached_files  # noqa: E402
-from support.koa_cal import cli_env  # noqa: E402
+from support.cli_archive import PublishedArchive, cached_files
+from support.koa_cal import cli_env
 
 COUNT = 12
 SIZE = 64 * 1024

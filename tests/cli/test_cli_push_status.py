@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import json
 
+import astropy  # noqa: F401  (a dependency: missing, it must fail, not skip)
+import fastapi  # noqa: F401  (a dependency: missing, it must fail, not skip)
 import pytest
 
-pytest.importorskip("astropy")
-pytest.importorskip("fastapi")
-
-from support.archive import ArchivePair, make_client  # noqa: E402
-from support.koa_cal import cli_env, koa_cal, records_in, write_cal  # noqa: E402
-from support.published import publish  # noqa: E402
+from support.archive import ArchivePair, make_client
+from support.koa_cal import cli_env, koa_cal, records_in, write_cal
+from support.published import publish
 
 COUNT = 6
 

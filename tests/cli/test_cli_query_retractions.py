@@ -7,13 +7,11 @@ import csv
 import io
 import json
 
-import pytest
+import astropy  # noqa: F401  (a dependency: missing, it must fail, not skip)
+import fastapi  # noqa: F401  (a dependency: missing, it must fail, not skip)
 
-pytest.importorskip("astropy")
-pytest.importorskip("fastapi")
-
-from support.archive import ArchiveServer, create_token  # noqa: E402
-from support.koa_cal import cli_env, koa_cal, one_error_line, write_cal  # noqa: E402
+from support.archive import ArchiveServer, create_token
+from support.koa_cal import cli_env, koa_cal, one_error_line, write_cal
 
 # A comma and quotes: the CSV must quote the cell, and give the reason back whole.
 REASON = 'hot pixels, "column 4"'

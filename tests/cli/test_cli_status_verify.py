@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import json
 
+import astropy  # noqa: F401  (a dependency: missing, it must fail, not skip)
+import fastapi  # noqa: F401  (a dependency: missing, it must fail, not skip)
 import pytest
 
-pytest.importorskip("astropy")
-pytest.importorskip("fastapi")
-
-from support.cli_archive import PublishedArchive, cached_files  # noqa: E402
-from support.koa_cal import cli_env, koa_cal, one_error_line, write_cal  # noqa: E402
+from support.cli_archive import PublishedArchive, cached_files
+from support.koa_cal import cli_env, koa_cal, one_error_line, write_cal
 
 
 @pytest.fixture

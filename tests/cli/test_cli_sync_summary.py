@@ -13,13 +13,12 @@ import os
 import sqlite3
 import uuid
 
+import fastapi  # noqa: F401  (a dependency: missing, it must fail, not skip)
 import httpx
 import pytest
 
-pytest.importorskip("fastapi")
-
-from support.archive import ArchiveServer, create_token, upload  # noqa: E402
-from support.koa_cal import cli_env, koa_cal  # noqa: E402
+from support.archive import ArchiveServer, create_token, upload
+from support.koa_cal import cli_env, koa_cal
 
 
 def record_for(data: bytes, **fields) -> dict:

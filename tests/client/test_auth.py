@@ -268,7 +268,7 @@ def test_loose_session_file_is_not_trusted(keck):
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="giving a file to another user needs root")
+@pytest.mark.needs_root("to give a file to another user")
 def test_session_file_of_another_user_is_not_trusted(keck):
     last_updated(keck)
     path = session_file_path()

@@ -266,6 +266,21 @@ def test_short_file_raises_and_leaves_nothing(remote, server, protocol, layout):
     assert cache_is_clean(layout)
 
 
+def test_a_file_one_byte_short_of_its_record_is_refused_on_its_size(
+    remote, server, protocol, layout
+):
+    """The right bytes (the record's MD5 is theirs), but the record says one byte more.
+
+    Only the size check can refuse them (v1 reads the size in the zip's header).
+    """
+    serve_file(server, protocol, DATA)
+    record = make_record(file_size=len(DATA) + 1)
+    sizes = rf"(has|holds) {len(DATA)} bytes but its record says {len(DATA) + 1};"
+    with pytest.raises(ChecksumMismatchError, match=sizes):
+        fetch_to_cache(remote, record, layout)
+    assert cache_is_clean(layout)
+
+
 @pytest.mark.parametrize(
     "members, symlink, words",
     [

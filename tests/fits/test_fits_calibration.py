@@ -4,20 +4,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
+from astropy.io import fits
+from astropy.time import Time
 
-fits = pytest.importorskip("astropy.io.fits")
-np = pytest.importorskip("numpy")
-from astropy.time import Time  # noqa: E402
-
-from koa_middleware.datamodel_protocol import SupportsCalibrationModelIO  # noqa: E402
-from koa_middleware.errors import InvalidRecordError  # noqa: E402
-from koa_middleware.fits import (  # noqa: E402
+from koa_middleware.datamodel_protocol import SupportsCalibrationModelIO
+from koa_middleware.errors import InvalidRecordError
+from koa_middleware.fits import (
     DEFAULT_HEADER_MAP,
     FITSCalibration,
     fits_record,
 )
-from support.children import run_child  # noqa: E402
+from support.children import run_child
 
 
 def write_fits(path: Path, extension: dict | None = None, **cards) -> Path:

@@ -227,7 +227,8 @@ def test_explain_on_an_empty_database(tmp_path):
 
 
 def test_fits_inputs_select_like_their_metadata(db, tmp_path):
-    fits = pytest.importorskip("astropy.io.fits")
+    from astropy.io import fits
+
     from koa_middleware.fits import FITSCalibration
 
     hdu = fits.PrimaryHDU()

@@ -12,12 +12,15 @@ from pathlib import Path
 import pytest
 
 from koa_middleware import CalibrationStore, LocalCalibrationDB
+from koa_middleware.cache.layout import CacheLayout
 from koa_middleware.hashing import file_digest
 from support.children import (
     ready_file,
     release_and_finish,
     run_child,
     start_child,
+    stop_children,
+    wait_until_ready,
 )
 
 pytestmark = pytest.mark.slow
@@ -108,6 +111,45 @@ def test_kill_between_rename_and_commit_is_recovered(tmp_path):
         assert not (cache / "calibrations" / "hispec" / "doomed.fits").exists()
         assert list(store.layout.tmp_dir.glob("*.pending")) == []
         assert_cache_consistent(store)
+
+
+def test_a_store_opening_mid_registration_leaves_the_writer_its_file(tmp_path, monkeypatch):
+    """Crash recovery skips the marker of a writer that is alive (it holds the marker's lock).
+
+    A second store opens while a child process has renamed its file into place
+    and not yet committed its record. The child is started from inside the
+    store's opening, just before its crash recovery: by then the opening store
+    has its database open, so the child can take the write lock and get to the
+    rename.
+    """
+    cache, go = tmp_path / "cache", tmp_path / "go"
+    CalibrationStore("hispec", str(cache), connect_remote=False).close()
+    real_recover_pending = CacheLayout.recover_pending
+    writer: list[subprocess.Popen] = []
+
+    def recover_while_a_writer_waits_to_commit(layout, record_owns):
+        writer.append(
+            start_child("pause_between_rename_and_commit", cache, ready_file(tmp_path, 0), go,
+                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        )  # fmt: skip
+        wait_until_ready(tmp_path, writer)
+        assert (cache / "calibrations" / "hispec" / "late.fits").is_file()
+        return real_recover_pending(layout, record_owns)
+
+    monkeypatch.setattr(CacheLayout, "recover_pending", recover_while_a_writer_waits_to_commit)
+    try:
+        with CalibrationStore("hispec", str(cache), connect_remote=False) as store:
+            monkeypatch.undo()
+            go.touch()
+            out, err = writer[0].communicate(timeout=120)
+            assert writer[0].returncode == 0, err
+            record = store.local_db.query_id(out.strip())
+            assert record is not None and record["filename"] == "late.fits"
+            path, _ = store.get_calibration(record["id"])
+            assert file_digest(path) == (record["file_md5"], record["file_size"])
+            assert_cache_consistent(store)
+    finally:
+        stop_children(writer)
 
 
 def open_new_database(path: str, barrier, results) -> None:

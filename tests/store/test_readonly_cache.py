@@ -151,7 +151,7 @@ def test_the_writable_cache_wins_and_a_changed_shared_file_is_not_served(
     assert "read-only cache" in caplog.text
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="needs root, to run a store as another account")
+@pytest.mark.needs_root("to run a store as another account")
 @pytest.mark.parametrize("writer", ["closed", "open"], ids=["no_writer", "writer_open"])
 def test_a_store_of_another_account_reads_a_cache_it_cannot_write(archive, writer):
     server, token = archive

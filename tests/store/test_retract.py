@@ -50,22 +50,53 @@ def store(tmp_path, monkeypatch):
         yield store
 
 
-@pytest.fixture
-def darks(store):
+@pytest.fixture(params=["hispec_calibrations.db", ":memory:"], ids=["file", "memory"])
+def any_store(tmp_path, monkeypatch, request):
+    """A store whose database is a file, or one in memory: selection is the same on both."""
+    monkeypatch.delenv("KOA_ALLOW_RETRACTED", raising=False)
+    cache = str(tmp_path / "cache")
+    with CalibrationStore("hispec", cache, request.param, connect_remote=False) as store:
+        yield store
+
+
+def register_darks(store) -> list[dict]:
     """Darks of nights 1, 2 and 3 (the frame is on night 2)."""
     models = [FileModel(dark(i, instrument_era="era1", mjd_start=60310.0 + i)) for i in range(3)]
     return [store.register_calibration(model)[1] for model in models]
+
+
+@pytest.fixture
+def darks(store):
+    return register_darks(store)
 
 
 SELECTORS = [NearestInTimeSelector("dark"), OwnSQLSelector(), RowsWhereSelector()]
 
 
 @pytest.mark.parametrize("selector", SELECTORS, ids=lambda s: type(s).__name__)
-def test_every_kind_of_selector_skips_a_retracted_calibration(store, darks, selector):
-    assert store.select_and_get_calibration(FRAME, selector)[1]["id"] == darks[1]["id"]
-    store.retract([darks[1]["id"]], reason="hot pixels")
-    _path, record = store.select_and_get_calibration(FRAME, selector)
+def test_every_kind_of_selector_skips_a_retracted_calibration(any_store, selector):
+    darks = register_darks(any_store)
+    assert any_store.select_and_get_calibration(FRAME, selector)[1]["id"] == darks[1]["id"]
+    any_store.retract([darks[1]["id"]], reason="hot pixels")
+    _path, record = any_store.select_and_get_calibration(FRAME, selector)
     assert record["id"] in {darks[0]["id"], darks[2]["id"]}
+    assert any_store.explain(FRAME, selector)["retracted"][0]["id"] == darks[1]["id"]
+
+
+def test_selection_follows_columns_added_after_its_first_use(any_store):
+    """A selection, then a registration that brings a new column, then a selection using it."""
+    darks = register_darks(any_store)
+    selector = NearestInTimeSelector("dark")
+    assert any_store.select_and_get_calibration(FRAME, selector)[1]["id"] == darks[1]["id"]
+    _, new = any_store.register_calibration(
+        FileModel(dark(5, instrument_era="era1", detector_gain=2.5))
+    )
+    rows = any_store.selection_db().custom_query(
+        "SELECT id FROM hispec WHERE detector_gain = :g", {"g": 2.5}
+    )
+    assert rows == [{"id": new["id"]}]
+    any_store.retract(new["id"], reason="wrong gain")
+    assert list(any_store.selection_db().rows_where("detector_gain IS NOT NULL")) == []
 
 
 def test_asking_for_a_retracted_calibration_names_the_reason(store, darks):
@@ -138,12 +169,25 @@ def test_as_of_selects_among_the_records_published_by_then(store, darks):
     assert early.select_and_get_calibration(FRAME, selector)[1]["id"] == darks[0]["id"]
     later = store.as_of("2026-02-15")
     assert later.select_and_get_calibration(FRAME, selector)[1]["id"] == darks[2]["id"]
-    store.local_db.set_retractions({darks[0]["id"]: ("2026-02-10T00:00:00.000", "bad")}, True)
-    # retracted after mid-January: still the choice as of then, and served
-    assert early.select_and_get_calibration(FRAME, selector)[1]["id"] == darks[0]["id"]
-    assert store.as_of("2026-04-01").select(FRAME, selector)["id"] == darks[1]["id"]
     with pytest.raises(InvalidRecordError, match="as_of"):
         store.as_of("next tuesday")
+
+
+def test_as_of_sees_a_retraction_from_its_time_on(store, darks):
+    """The nearest dark, retracted at T: chosen as of before T, never as of after T."""
+    store.local_db.set_published({d["id"]: "2026-01-01T00:00:00.000" for d in darks})
+    selector = NearestInTimeSelector("dark")
+    nearest = darks[1]["id"]
+    store.local_db.set_retractions({nearest: ("2026-03-15T00:00:00.000", "hot pixels")}, True)
+    store.local_db.set_retractions({darks[0]["id"]: ("2026-02-10T00:00:00.000", "bad")}, True)
+    before = store.as_of("2026-03-10T00:00:00")
+    assert before.select(FRAME, selector)["id"] == nearest  # live then, and served
+    assert before.select_and_get_calibration(FRAME, selector)[1]["id"] == nearest
+    # darks[0] is as near as darks[2], but was retracted by then too
+    after = store.as_of("2026-04-01")
+    assert after.select(FRAME, selector)["id"] == darks[2]["id"]
+    assert after.select_and_get_calibration(FRAME, selector)[1]["id"] == darks[2]["id"]
+    assert store.as_of("2026-02-01").select(FRAME, selector)["id"] == nearest
 
 
 def test_explain_lists_a_retracted_candidate_with_its_reason(store, darks):

@@ -17,9 +17,7 @@ import pytest
 from support.archive import ArchiveServer, create_token, publish
 from support.shared_account import account_folder, reachable_folder, run_as, unused_ids
 
-pytestmark = pytest.mark.skipif(
-    os.geteuid() != 0, reason="needs root, to run stores as other accounts of one group"
-)
+pytestmark = pytest.mark.needs_root("to run stores as other accounts of one group")
 
 
 @pytest.fixture(scope="module")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -86,8 +87,17 @@ def test_memory_database(tmp_path):
 
 
 def test_close_is_idempotent(store):
+    _, record = store.register_calibration(FileModel(dark(1)))
+    view = store.selection_db()
     store.close()
-    store.close()
+    store.close()  # again: nothing left to close, and no error
+    for conn in (store.local_db.conn, view.conn):
+        with pytest.raises(sqlite3.ProgrammingError, match="closed"):
+            conn.execute("SELECT 1")
+    # SQLite removes the write-ahead log when the last connection to the file closes
+    assert not Path(f"{store.local_db.db_path}-wal").exists()
+    with CalibrationStore("hispec", store.cache_dir, connect_remote=False) as again:
+        assert again.local_db.query_id(record["id"])["filename"] == record["filename"]
 
 
 def test_register_assigns_fields_and_writes_the_file(store):

@@ -256,6 +256,31 @@ def die_between_rename_and_commit(cache: str) -> None:
     store.register_calibration(FileModel(record))
 
 
+def pause_between_rename_and_commit(cache: str, ready: str, go: str) -> None:
+    """Register one dark, pausing once its file is in place and before the commit.
+
+    The child creates ``ready`` when the file is in place (its pending marker
+    locked, its record written but not committed), waits for ``go``, then
+    commits and prints the calibration's id.
+    """
+    import koa_middleware.cache.registration as registration
+    from koa_middleware import CalibrationStore
+    from support.models import FileModel
+
+    real_place_file = registration.place_file
+
+    def place_then_pause(source, destination):
+        real_place_file(source, destination)
+        announce_ready(ready)
+        wait_for_go(go)
+
+    registration.place_file = place_then_pause
+    record = {"filename": "late.fits", "cal_type": "dark", "datetime_obs": "2024-05-01T00:00:00"}
+    with CalibrationStore("hispec", cache, connect_remote=False) as store:
+        _path, stored = store.register_calibration(FileModel(record))
+    print(stored["id"])
+
+
 def fetch_calibration(
     url: str,
     token: str,
@@ -366,6 +391,7 @@ CHILDREN: dict[str, Callable[..., None]] = {
         register_on_full_disk,
         download_on_full_disk,
         die_between_rename_and_commit,
+        pause_between_rename_and_commit,
         fetch_calibration,
         get_and_check,
         last_updated,
