@@ -55,6 +55,9 @@ _VERSION_RE = re.compile(r"^\d{3}$")
 # C0 and C1 controls, DEL, and the bidirectional overrides and isolates that make a
 # name display as another.
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+# The same, less the tab: what no text shared through the archive may hold, since a
+# terminal acts on it (escape sequences, a line rewritten, text shown reversed).
+_TEXT_CONTROL_RE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 #: The integers SQLite stores (64-bit signed); a larger one cannot be stored by a client.
 MIN_INTEGER, MAX_INTEGER = -(2**63), 2**63 - 1
 _VALID_COLUMNS: set[str] = set()  # names already checked, for speed
@@ -199,6 +202,44 @@ def _filename_problem(name: Any) -> str | None:
     return None
 
 
+def control_character_problem(text: str) -> str | None:
+    """Say which control character ``text`` holds, or return None.
+
+    The rule of shared text (every string column of a record the archive
+    publishes, and a retraction's reason): no C0 control but the tab, no DEL,
+    no C1 control, and no bidirectional override or isolate (U+202A-U+202E,
+    U+2066-U+2069). A terminal acts on those instead of showing them.
+
+    It is not part of :func:`validate_record`: a client keeps storing what an
+    older archive sent, or what a pipeline registered locally, and shows it
+    escaped. The archive refuses such text; so do retraction reasons, here
+    and there (:func:`retraction_reason`).
+
+    Parameters
+    ----------
+    text : str
+        The text.
+
+    Returns
+    -------
+    str | None
+        E.g. ``"it holds the control character U+001B"``, or None.
+
+    Examples
+    --------
+    >>> control_character_problem("hot pixels\\tin row 4") is None
+    True
+    >>> control_character_problem("\\x1b[2Jall good")
+    'it holds the control character U+001B'
+    """
+    found = _TEXT_CONTROL_RE.search(text)
+    if found is None:
+        return None
+    if found.group() == "\x00":
+        return "it holds a NUL character"
+    return f"it holds the control character U+{ord(found.group()):04X}"
+
+
 def safe_path(directory: str | Path, filename: str) -> Path:
     """Join a validated file name to ``directory``, refusing anything that leaves it.
 
@@ -273,7 +314,8 @@ def retraction_reason(reason: Any) -> str:
     Raises
     ------
     InvalidRecordError
-        If the reason is missing, empty or too long.
+        If the reason is missing, empty, too long, or holds a control character
+        (see :func:`control_character_problem`).
 
     Examples
     --------
@@ -288,6 +330,12 @@ def retraction_reason(reason: Any) -> str:
     if len(text) > MAX_REASON_CHARS:
         raise InvalidRecordError(
             f"The reason is {len(text)} characters long; keep it under {MAX_REASON_CHARS:,}."
+        )
+    problem = control_character_problem(text)
+    if problem:
+        raise InvalidRecordError(
+            f"Invalid retract_reason: {problem} (terminals act on control characters and "
+            "bidirectional overrides); give plain text."
         )
     return text
 

@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from .cache.lifecycle import AsOfStore
+from .cache.lifecycle import AsOfStore, all_retracted_message
 from .cache.local_cache import CalibrationRef, LocalCache
 from .cache.lookup import CacheLookup
 from .cache.prune import CacheBounds, PruneReport
@@ -426,14 +426,33 @@ class CalibrationStore(RegistrationSteps):
             if result is None:
                 record = selector.select(input, db, **kwargs)
                 if record is None:
-                    raise CalibrationNotFoundError(
-                        f"{selector!r} found no calibration for input {_describe(input)}; "
-                        "check the local database (koa-cal query) or sync from the archive."
-                    )
+                    raise self._not_found(input, selector, kwargs, allow_retracted)
                 result = self.get_calibration(record, allow_retracted=allow_retracted)
         if outer:
             self.manifests.note("select_and_get_calibration", input, selector, result[1])
         return result
+
+    def _not_found(
+        self, input: Any, selector: Any, kwargs: dict, allow_retracted: bool
+    ) -> CalibrationNotFoundError:
+        """The error for a selection that found nothing: all retracted, or none at all."""
+        # As of a past time (allow_retracted), what is retracted now says nothing.
+        lifecycle = self.cache.lifecycle
+        retracted = (
+            []
+            if allow_retracted
+            else lifecycle.retracted_candidates(input, selector, only_if_all=True, **kwargs)
+        )
+        if retracted:
+            total = selector.count_candidates(input, lifecycle.db, **kwargs)
+            return CalibrationNotFoundError(
+                f"{selector!r} found no calibration for input {_describe(input)}: "
+                + all_retracted_message(retracted, total)
+            )
+        return CalibrationNotFoundError(
+            f"{selector!r} found no calibration for input {_describe(input)}; "
+            "check the local database (koa-cal query) or sync from the archive."
+        )
 
     def _replayed(self, input: Any, selector: Any) -> tuple[str, dict] | None:
         """The pinned calibration's path and record when replaying a run, else None."""

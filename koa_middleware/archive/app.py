@@ -5,6 +5,9 @@ for protocol 2, the v2 router (:mod:`.routes_v2`). ``create_app`` builds the app
 :class:`ArchiveSettings`; with ``protocol=1`` only the v1 routes exist, and
 records carry no ``seq``, like the Keck service today.
 
+``GET /api/calibrations`` itself lists the protocol's routes, so that someone
+who points a browser or ``curl`` at the API's root learns where it lives.
+
 Examples
 --------
 >>> app = create_app(ArchiveSettings(root=Path("/tmp/archive")))  # doctest: +SKIP
@@ -14,7 +17,8 @@ from __future__ import annotations
 
 import logging
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
 
 from .. import __version__
 from . import routes_v1, routes_v2
@@ -77,5 +81,36 @@ def create_app(
     app.include_router(routes_v1.router)
     if settings.protocol == 2:
         app.include_router(routes_v2.router)
+    for path in (API_PREFIX, API_PREFIX + "/"):
+        app.add_api_route(path, route_index, methods=["GET"], include_in_schema=False)
     app.openapi = lambda: build_openapi(app, settings.protocol)  # type: ignore[method-assign]
     return app
+
+
+async def route_index(request: Request) -> JSONResponse:
+    """``GET /api/calibrations``: the protocol's routes, each with its methods.
+
+    It reads nothing of the catalog, so it needs no token (like ``healthz``).
+
+    Returns
+    -------
+    JSONResponse
+        ``{"protocol": 1 or 2, "routes": [{"path", "methods"}, ...], "openapi":
+        "/openapi.json"}``, the routes sorted by path.
+    """
+    archive = request.app.state.archive
+    # The documented routes: the schema is built once and cached on the app.
+    paths = request.app.openapi().get("paths", {})
+    listed = [
+        {"path": path, "methods": sorted(method.upper() for method in paths[path])}
+        for path in sorted(paths)
+        if path.startswith(API_PREFIX + "/")
+    ]
+    return JSONResponse(
+        {
+            "protocol": archive.settings.protocol,
+            "routes": listed,
+            "openapi": "/openapi.json",
+            "instrument": "replace {instrument} with an instrument name, e.g. hispec",
+        }
+    )

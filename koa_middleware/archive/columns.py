@@ -1,5 +1,10 @@
 """The column names of an instrument's records, kept so that every client can store them.
 
+Their text values are checked here too: no record is published with a control
+character or a bidirectional override in a string column
+(:func:`~koa_middleware.records.control_character_problem`), since every client
+shows those values on terminals.
+
 Clients keep records in SQLite tables, whose column names ignore case and which
 hold at most 2,000 columns. So an instrument's records may together use at most
 :data:`MAX_COLUMNS_PER_INSTRUMENT` column names (the fixed ones included), and no
@@ -21,6 +26,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from ..records import control_character_problem
 from .schema import RECORD_COLUMNS, record_columns
 
 logger = logging.getLogger(__name__)
@@ -89,7 +95,10 @@ def plan_columns(
     known: Mapping[str, str],
     limit: int = MAX_COLUMNS_PER_INSTRUMENT,
 ) -> tuple[dict[str, str], list[dict[str, Any]]]:
-    """Check the column names of a batch against each other and the stored ones.
+    """Check the column names of a batch against each other and the stored ones, and its text.
+
+    A string value holding a control character (the tab aside) or a
+    bidirectional override is refused, naming its column.
 
     Parameters
     ----------
@@ -110,6 +119,10 @@ def plan_columns(
     new: dict[str, tuple[str, int]] = {}
     errors: list[dict[str, Any]] = []
     for index, record in enumerate(batch):
+        unsafe = _text_error(index, record)
+        if unsafe is not None:
+            errors.append(unsafe)
+            continue
         clashes: list[tuple[str, str]] = []
         overflow: list[str] = []
         for name in record:
@@ -156,3 +169,18 @@ def plan_columns(
                 }
             )
     return {folded: name for folded, (name, _) in new.items()}, errors
+
+
+def _text_error(index: int, record: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The error of the first string value holding a control character, or None."""
+    for name, value in record.items():
+        if type(value) is str:
+            problem = control_character_problem(value)
+            if problem:
+                return {
+                    "index": index,
+                    "field": name,
+                    "reason": f"field {name!r}: {problem} (terminals act on control characters "
+                    "and bidirectional overrides); send plain text (a tab is allowed).",
+                }
+    return None

@@ -139,7 +139,9 @@ def check_reason(value: Any) -> str:
     Raises
     ------
     BadRequest
-        If it is missing, empty, not storable text or longer than 2,000 characters.
+        If it is missing, empty, not storable text, longer than 2,000 characters, or
+        holds a control character or a bidirectional override (the rule of
+        :func:`~koa_middleware.records.control_character_problem`).
     """
     try:
         text = retraction_reason(value)  # the one rule, shared with the clients

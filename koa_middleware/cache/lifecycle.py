@@ -29,7 +29,53 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["AsOfStore", "Lifecycle"]
+__all__ = ["AsOfStore", "Lifecycle", "all_retracted_message"]
+
+#: Retracted candidates named in a message (the rest are counted).
+_SHOWN_RETRACTED = 5
+
+
+def all_retracted_message(retracted: list[dict], total: int | None = None) -> str:
+    """Say that every candidate matched is retracted, why, and how to use one anyway.
+
+    Parameters
+    ----------
+    retracted : list of dict
+        The retracted candidates (``id``, ``filename``, ``cal_version``,
+        ``retracted_at``, ``reason``), best first.
+    total : int | None
+        How many matched in all, when more than those listed may have.
+
+    Returns
+    -------
+    str
+        The message.
+
+    Examples
+    --------
+    >>> print(all_retracted_message([{"id": "1b4e28ba-2fa1-4d2b-883f-0016d3cca427",
+    ...     "filename": "dark.fits", "cal_version": "001",
+    ...     "retracted_at": "2026-01-02T00:00:00.000", "reason": "hot pixels"}]))
+    ... # doctest: +NORMALIZE_WHITESPACE
+    1 candidate matched and all are retracted: dark.fits version 001
+    (1b4e28ba-2fa1-4d2b-883f-0016d3cca427), retracted 2026-01-02T00:00:00.000: hot pixels. To
+    use one anyway, get it by id with KOA_ALLOW_RETRACTED=1 (koa-cal get ID;
+    allow_retracted=True in Python); or unretract it if it was retracted by mistake.
+    """
+    count = max(total or 0, len(retracted))
+    shown = "; ".join(
+        f"{r['filename']} version {r['cal_version']} ({r['id']}), retracted "
+        f"{r['retracted_at']}: {r['reason']}"
+        for r in retracted[:_SHOWN_RETRACTED]
+    )
+    more = count - min(len(retracted), _SHOWN_RETRACTED)
+    shown += f"; and {more} more" if more > 0 else ""
+    noun = "candidate" if count == 1 else "candidates"
+    return (
+        f"{count} {noun} matched and all are retracted: {shown}. To use one anyway, get it "
+        "by id with KOA_ALLOW_RETRACTED=1 (koa-cal get ID; allow_retracted=True in Python); "
+        "or unretract it if it was retracted by mistake."
+    )
 
 
 class Lifecycle:
@@ -119,19 +165,55 @@ class Lifecycle:
         ['hot pixels']
         """
         report = selector.explain(input, self.selection_db(as_of), **kwargs)
-        retractions = self.db.retractions()
-        report["retracted"] = []
-        if not retractions:
-            return report
         live = {c.get("id") for c in report["candidates"]}
+        report["retracted"] = [
+            entry
+            for entry in self.retracted_candidates(input, selector, **kwargs)
+            if entry["id"] not in live
+        ]
+        if report["chosen"] is None and report["retracted"] and not live:
+            total = selector.count_candidates(input, self.db, **kwargs)
+            report["reason"] = all_retracted_message(report["retracted"], total)
+            if report.get("eliminated_by"):
+                report["eliminated_by"]["summary"] = report["reason"]
+        return report
+
+    def retracted_candidates(
+        self, input: Any, selector: Any, only_if_all: bool = False, **kwargs: Any
+    ) -> list[dict]:
+        """The candidates ``selector`` would consider among every record, that are retracted now.
+
+        Parameters
+        ----------
+        input : Any
+            The frame.
+        selector : CalibrationSelector
+            The selector.
+        only_if_all : bool
+            Return them only when every candidate is retracted (else an empty list).
+        **kwargs
+            Passed on to the selector.
+
+        Returns
+        -------
+        list of dict
+            Best first, each with ``id``, ``filename``, ``cal_version``,
+            ``retracted_at`` and ``reason``; empty when nothing here is retracted.
+        """
+        retractions = self.db.retractions()
+        if not retractions:
+            return []
+        found = []
         for candidate in selector.explain_candidates(input, self.db, **kwargs) or ():
             cal_id = candidate.get("id")
-            if cal_id in retractions and cal_id not in live:
-                report["retracted"].append(
+            if cal_id in retractions:
+                found.append(
                     {key: candidate.get(key) for key in ("id", "filename", "cal_version")}
                     | {k: retractions[cal_id][k] for k in ("retracted_at", "reason")}
                 )
-        return report
+            elif only_if_all:
+                return []
+        return found
 
     # -- retracting ----------------------------------------------------------------
 

@@ -479,23 +479,49 @@ def _destination(
         stored["filename"] = name
         owner = db.query_filename(name)
     if owner is not None:
-        raise InvalidRecordError(
-            f"{stored['filename']} is already in the cache as the file of calibration "
-            f"{owner['id']} (version {owner.get('cal_version')}) of another version family; "
-            "give the new calibration another file name."
+        error = InvalidRecordError(
+            f"Another calibration, {owner['id']} (cal_type {owner.get('cal_type')}, version "
+            f"{owner.get('cal_version')}, of another version family), already uses the file "
+            f"name {stored['filename']} in this cache; give this calibration another file name "
+            "(its record's 'filename')."
         )
-    return _free_destination(layout, stored["filename"])
+        error.filename_taken = stored["filename"]  # type: ignore[attr-defined]
+        error.taken_by = owner  # type: ignore[attr-defined]
+        raise error
+    return _free_destination(layout, db, stored["filename"])
 
 
-def _free_destination(layout: CacheLayout, filename: str) -> Path:
-    """The cache path for ``filename``, refusing to overwrite a file already there."""
+def _free_destination(layout: CacheLayout, db: LocalCalibrationDB, filename: str) -> Path:
+    """The cache path for ``filename``, refusing to overwrite a file already there.
+
+    Raises
+    ------
+    InvalidRecordError
+        If a file of that name is in the cache. The error's ``filename_taken``
+        is the name, and its ``taken_by`` the record of the calibration that
+        uses it (None when the file has no record), so that a caller can say
+        how to register this calibration under another name.
+    """
     destination = layout.path_for(filename)
     # A link planted under the name is replaced by place_file, never followed.
     if destination.exists() and not destination.is_symlink():
-        raise InvalidRecordError(
-            f"{destination} is already in the cache; give the calibration another file "
-            "name, or record the existing file with sync_records_from_cached_files()."
-        )
+        owner = db.query_filename(filename)
+        if owner is not None:
+            message = (
+                f"Another calibration, {owner['id']} (cal_type {owner.get('cal_type')}), "
+                f"already uses the file name {filename} in this cache ({destination}); give "
+                "this calibration another file name (its record's 'filename')."
+            )
+        else:
+            message = (
+                f"{destination} is already in the cache, with no record; give the calibration "
+                "another file name, or record the existing file with "
+                "sync_records_from_cached_files()."
+            )
+        error = InvalidRecordError(message)
+        error.filename_taken = filename  # type: ignore[attr-defined]
+        error.taken_by = owner  # type: ignore[attr-defined]
+        raise error
     return destination
 
 

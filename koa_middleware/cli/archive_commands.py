@@ -18,6 +18,7 @@ from . import output as out
 from .support import (
     State,
     cache_is_new,
+    command_line_wording,
     emit,
     json_flag,
     one_bar_for_many,
@@ -87,12 +88,16 @@ def sync(state: State, mode: str, files: bool) -> None:
     if set_aside:
         text += f"\nSet aside {out.count(len(set_aside), 'record')} that cannot be stored here"
         text += " (the next sync tries them again):"
-        text += "".join(f"\n  {cal_id}: {reason}" for cal_id, reason in set_aside.items())
+        text += "".join(
+            f"\n  {out.cell(cal_id)}: {out.cell(reason)}" for cal_id, reason in set_aside.items()
+        )
     if files:
         text += f"\nDownloaded {out.count(len(fetched), 'file')}, {out.human_size(size)}."
         if skipped:
             text += f"\nSkipped {out.count(len(skipped), 'file')} the archive could not serve:"
-            text += "".join(f"\n  {cal_id}: {reason}" for cal_id, reason in skipped.items())
+            text += "".join(
+                f"\n  {out.cell(cal_id)}: {out.cell(reason)}" for cal_id, reason in skipped.items()
+            )
     emit(state, data, text)
 
 
@@ -187,7 +192,7 @@ def get(state: State, items: tuple[str, ...]) -> None:
                 try:
                     path, record = store.get_calibration(item)
                 except (KOAError, OSError) as exc:
-                    errors.append(f"{item}: {one_line(exc)}")
+                    errors.append(f"{item}: {command_line_wording(one_line(exc))}")
                     results.append({"input": item, "error": errors[-1]})
                     continue
                 results.append({"input": item, "path": path, "id": record["id"],
@@ -197,7 +202,7 @@ def get(state: State, items: tuple[str, ...]) -> None:
     if state.json or paths:
         emit(state, results, "\n".join(paths))
     for line in errors[:-1]:
-        click.echo(f"Error: {line}", err=True)
+        click.echo(f"Error: {out.escape_controls(line)}", err=True)
     if errors:
         raise click.ClickException(errors[-1])
 

@@ -20,6 +20,7 @@ from .support import (
     State,
     archive_display_url,
     cache_is_new,
+    command_line_wording,
     emit,
     json_flag,
     load_selector,
@@ -206,7 +207,9 @@ def status(state: State) -> None:
     type=click.Choice(["table", "json", "csv"]),
     default="table",
     show_default=True,
-    help="table: aligned columns for reading; json: every field; csv: every field (or --columns).",
+    help="table: aligned columns for reading; json: every field; csv: every field (or "
+    "--columns), where text starting with =, +, -, @, a tab or a carriage return gets a "
+    "leading ' so that spreadsheets do not run it as a formula (OWASP).",
 )
 @click.option(
     "--columns",
@@ -239,6 +242,11 @@ def query(
     while it is live) and published_at (when the archive published it), for
     --columns, --where, JSON and CSV.
 
+    Tables and CSV show control characters and bidirectional overrides
+    escaped (\\x1b, \\u202e), as JSON does; in CSV, text starting with =, +,
+    -, @, a tab or a carriage return gets a leading ' so that a spreadsheet
+    does not run it as a formula.
+
     \b
     Examples:
       koa-cal query --cal-type dark --since 2025-03-01 --until 2025-03-03
@@ -261,6 +269,7 @@ def query(
               "date_time_start": time_bound(since, "--since", end=False),
               "date_time_end": time_bound(until, "--until", end=True), **filters}  # fmt: skip
     kwargs = {key: value for key, value in kwargs.items() if value is not None}
+    known: set[str] = set(LIFECYCLE_FIELDS)
     try:
         if source == "remote":
             records = _remote_query(state, kwargs)
@@ -268,11 +277,13 @@ def query(
             require_cache(state)
             with open_store(state, create=False) as store:
                 records = store.query(with_lifecycle=True, **kwargs)
+                known.update(store.local_db.columns)
     except InvalidRecordError as exc:  # e.g. a column name with a typo
         raise click.BadParameter(str(exc), param_hint="--where") from None
     if isinstance(records, dict):
         records = [records]
     records = sorted(records or [], key=time_order)
+    _check_columns(chosen, known, records)
     records = records[:limit] if limit else records
     if state.json or fmt == "json":
         click.echo(out.render_json(records))
@@ -281,6 +292,33 @@ def query(
     else:
         click.echo(out.render_table(records, chosen or out.DEFAULT_QUERY_COLUMNS))
         click.echo(out.count(len(records), "record"), err=True)
+
+
+def _check_columns(chosen: list[str] | None, known: set[str], records: list[dict]) -> None:
+    """Refuse ``--columns`` names that no record has, naming the columns there are.
+
+    The columns known are the cache's (for a local query) and those of the
+    records found; a remote query that found nothing cannot tell, and shows
+    the names as given.
+
+    Raises
+    ------
+    click.BadParameter
+        If a chosen column is not known (exit status 2).
+    """
+    if not chosen:
+        return
+    for record in records:
+        known.update(record)
+    if len(known) == len(LIFECYCLE_FIELDS):
+        return  # nothing to compare with
+    unknown = [column for column in chosen if column not in known]
+    if unknown:
+        raise click.BadParameter(
+            f"no column {', '.join(map(repr, unknown))}; the columns are "
+            f"{', '.join(sorted(known))}.",
+            param_hint="--columns",
+        )
 
 
 def _remote_query(state: State, filters: dict[str, Any]) -> list[dict]:
@@ -342,6 +380,9 @@ def verify(state: State, repair: bool) -> None:
         state, remote=repair, probe=repair and cache_is_new(state), create=repair
     ) as store:
         report = verify_cache(store.cache, repair, store.download_calibration_file)
+    for problem in report["problems"]:  # the library's advice, in the command line's words
+        if problem.get("repair_error"):
+            problem["repair_error"] = command_line_wording(problem["repair_error"])
     emit(state, report, out.render_verify(report, repair))
     if report["unrepaired"]:
         hint = "" if repair else "; run koa-cal verify --repair to fetch fresh copies"
@@ -400,7 +441,8 @@ def versions(state: State, check: bool) -> None:
     "options",
     multiple=True,
     metavar="KEY=VALUE",
-    help="A selector argument, e.g. cal_type=dark or max_days=3; repeat for more.",
+    help="A selector argument, e.g. cal_type=dark or max_days=3; repeat for more. One the "
+    "selector does not take is refused, naming those it takes.",
 )
 @click.option(
     "--input",

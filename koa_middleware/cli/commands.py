@@ -33,7 +33,7 @@ from .archive_commands import get, push, sync
 from .cache_commands import config, explain, query, status, verify, versions
 from .lifecycle_commands import manifest, prune, remove, retract, unretract
 from .register_command import register
-from .support import Interrupted, State, json_flag, one_line
+from .support import Interrupted, State, command_line_wording, json_flag, one_line
 
 logger = logging.getLogger(__name__)
 
@@ -131,7 +131,7 @@ def cli(
     """
     level = logging.DEBUG if debug or verbose > 1 else logging.INFO if verbose else logging.WARNING
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("koa-cal: %(levelname)s: %(message)s"))
+    handler.setFormatter(_EscapingFormatter("koa-cal: %(levelname)s: %(message)s"))
     logging.getLogger().addHandler(handler)
     logging.getLogger("koa_middleware").setLevel(level)
     state = ctx.ensure_object(State)
@@ -139,6 +139,18 @@ def cli(
     state.json = state.json or as_json
     state.retries = retries
     state.new_instrument = state.new_instrument or new_instrument
+
+
+class _EscapingFormatter(logging.Formatter):
+    """Log lines with the control characters of the values they quote escaped."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return out.escape_controls(super().format(record), keep="\n\t")
+
+
+def _error_line(message: str) -> str:
+    """The one ``Error:`` line of a failure: in the command line's words, escaped."""
+    return f"Error: {out.escape_controls(command_line_wording(message))}"
 
 
 @click.command()
@@ -155,7 +167,8 @@ def demo(state: State, keep: str | None) -> None:
     Starts a koa-archive on a free local port over a temporary folder,
     publishes synthetic calibrations, syncs a fresh cache, selects darks and
     flats for science frames, downloads and verifies them, and shuts down.
-    Needs no settings and leaves nothing behind (unless --keep).
+    Needs no settings and leaves nothing behind (unless --keep, which ends
+    with three commands to try on the cache it kept).
 
     \b
     Examples:
@@ -213,10 +226,12 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
     except click.UsageError as exc:
         where = exc.ctx.command_path if exc.ctx else "koa-cal"
-        click.echo(f"Error: {one_line(exc.format_message())} (see '{where} --help')", err=True)
+        click.echo(
+            f"{_error_line(one_line(exc.format_message()))} (see '{where} --help')", err=True
+        )
         sys.exit(2)
     except click.ClickException as exc:
-        click.echo(f"Error: {one_line(exc.format_message())}", err=True)
+        click.echo(_error_line(one_line(exc.format_message())), err=True)
         sys.exit(exc.exit_code)
     except click.Abort:
         click.echo("Error: aborted", err=True)
@@ -225,12 +240,12 @@ def main(argv: list[str] | None = None) -> None:
         if debug:
             traceback.print_exc()
         summary = exc.summary if isinstance(exc, Interrupted) else "stopped before finishing"
-        click.echo(f"Interrupted: {summary}.", err=True)
+        click.echo(f"Interrupted: {out.escape_controls(summary)}.", err=True)
         sys.exit(130)
     except Exception as exc:
         if debug:
             traceback.print_exc()
-        click.echo(f"Error: {one_line(exc)}", err=True)
+        click.echo(_error_line(one_line(exc)), err=True)
         sys.exit(1)
     sys.exit(code if isinstance(code, int) else 0)
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -391,6 +392,30 @@ def run_demo(keep: Path | None = None, echo: Callable[[str], None] | None = None
         return _run(Path(scratch), say, started, kept=None)
 
 
+def next_commands(kept: Path) -> list[str]:
+    """Three ``koa-cal`` commands to try on the cache a demo kept in ``kept``.
+
+    The user's store settings that the demo hid (an archive URL, a database
+    file name, ...) are unset for them (``env -u NAME``), so that they read
+    the demo's cache as the demo wrote it.
+
+    Examples
+    --------
+    >>> next_commands(Path("/tmp/koa_demo"))[0]  # doctest: +SKIP
+    'koa-cal --instrument hispec --cache-dir /tmp/koa_demo/cache status'
+    """
+    unset = "".join(f"env -u {name} " for name in _ISOLATED_ENV if name in os.environ)
+    base = (
+        f"{unset}koa-cal --instrument {INSTRUMENT} --cache-dir {shlex.quote(str(kept / 'cache'))}"
+    )
+    frame = shlex.quote(str(kept / "science" / f"{SCIENCE_FRAMES[0][0]}.fits"))
+    return [
+        f"{base} status",
+        f"{base} query --cal-type dark --columns filename,cal_version,spectrograph,datetime_obs",
+        f"{base} explain --selector nearest --option cal_type=dark --input {frame}",
+    ]
+
+
 def _run(work: Path, say: Callable[[str], None], started: float, kept: Path | None) -> dict:
     calibrations = write_calibrations(work / "incoming")
     frames = write_science_frames(work / "science")
@@ -430,6 +455,11 @@ def _run(work: Path, say: Callable[[str], None], started: float, kept: Path | No
     seconds = round(time.monotonic() - started, 1)
     say("")
     say(f"Done in {seconds} s." + (f" Everything is kept in {kept}." if kept else ""))
+    if kept:
+        say("")
+        say("Try next, on the cache the demo kept:")
+        for command in next_commands(kept):
+            say(f"  {command}")
     return {
         "archive_url": archive.base_url,
         "published": len(pushed),

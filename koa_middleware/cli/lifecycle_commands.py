@@ -88,6 +88,9 @@ def remove(state: State, ids: tuple[str, ...], force: bool) -> None:
 def prune(state: State, max_size: str | None) -> None:
     """Remove the least recently used files until the cache fits in SIZE.
 
+    The size is --max-size, else KOA_CACHE_MAX_SIZE; without either the
+    command is misused (exit status 2).
+
     Records stay (a removed file is fetched again when asked for). Files in use
     by a running process, and files of this cache's origin that the archive
     lacks, are never removed.
@@ -97,6 +100,15 @@ def prune(state: State, max_size: str | None) -> None:
       koa-cal prune --max-size 50GiB
       KOA_CACHE_MAX_SIZE=500MB koa-cal prune
     """
+    from ..config import resolve_config
+
+    if max_size is None:
+        cfg = resolve_config(state.instrument, state.cache_dir, url=state.url)
+        if cfg.cache_max_size is None:
+            raise click.UsageError(
+                "no size to prune to: give --max-size SIZE (e.g. --max-size 50GiB) or set "
+                "KOA_CACHE_MAX_SIZE."
+            )
     require_cache(state)
     with open_store(state, remote=True) as store:
         report = store.prune(max_size)
@@ -159,9 +171,10 @@ def manifest_show(state: State, path: str) -> None:
         for e in document["entries"]
     ]
     head = (
-        f"{Path(path).name}: {out.count(len(rows), 'entry', 'entries')} recorded "
-        f"{document.get('created')} with koa_middleware {document.get('library_version')} "
-        f"from {document.get('archive_url') or 'no archive'}"
+        f"{out.cell(Path(path).name)}: {out.count(len(rows), 'entry', 'entries')} recorded "
+        f"{out.cell(document.get('created'))} with koa_middleware "
+        f"{out.cell(document.get('library_version'))} "
+        f"from {out.cell(document.get('archive_url') or 'no archive')}"
     )
     table = out.render_table(rows, ["input", "filename", "cal_version", "id"])
     emit(state, document, head + "\n" + table)
@@ -186,9 +199,9 @@ def manifest_verify(state: State, path: str) -> None:
     require_cache(state)
     with open_store(state, create=False) as store:
         problems = verify_manifest(store.cache, path)
+    lines = [f"{out.cell(p['id'])}: {out.cell(p['problem'])}" for p in problems]
     emit(state, {"problems": problems},
-         "\n".join(f"{p['id']}: {p['problem']}" for p in problems) or "Every pinned file is here "
-         "with its pinned bytes.")  # fmt: skip
+         "\n".join(lines) or "Every pinned file is here with its pinned bytes.")  # fmt: skip
     if problems:
         raise click.ClickException(
             f"{out.count(len(problems), 'pinned calibration')} missing or different; run koa-cal "

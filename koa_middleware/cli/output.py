@@ -10,6 +10,7 @@ import csv
 import io
 import json
 import logging
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -17,7 +18,10 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "MISSING_SHOWN",
+    "cell",
     "count",
+    "csv_value",
+    "escape_controls",
     "human_size",
     "render_csv",
     "render_explain",
@@ -40,6 +44,61 @@ DEFAULT_QUERY_COLUMNS = (
     "datetime_obs",
     "last_updated",
 )
+
+
+# What a terminal acts on instead of showing: C0 controls, DEL, C1 controls, and the
+# bidirectional overrides and isolates (U+202A-U+202E, U+2066-U+2069).
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+#: First characters that make a spreadsheet read a CSV cell as a formula (OWASP).
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+_SHORT_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escaped(match: re.Match) -> str:
+    char = match.group()
+    if char in _SHORT_ESCAPES:
+        return _SHORT_ESCAPES[char]
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def escape_controls(text: str, keep: str = "") -> str:
+    """``text`` with every control character and bidirectional override shown escaped.
+
+    The one guard of what ``koa-cal`` prints as text: values come from the
+    archive and from other people's records, and an escape sequence in them
+    would rewrite the reader's terminal. Each such character is written as
+    Python writes it in a string (``\\x1b``, ``\\u202e``). JSON output needs
+    none of this: JSON escapes them itself.
+
+    Parameters
+    ----------
+    text : str
+        What is about to be printed.
+    keep : str
+        Characters left as they are, e.g. ``"\\n"`` for a text of several lines
+        that the command itself built.
+
+    Returns
+    -------
+    str
+        The text, safe to print.
+
+    Examples
+    --------
+    >>> escape_controls("\\x1b[2JFAKE: all good")
+    '\\\\x1b[2JFAKE: all good'
+    >>> print(escape_controls("a\\u202eb\\nc", keep="\\n"))
+    a\\u202eb
+    c
+    """
+    if not _CONTROL_RE.search(text):
+        return text
+    if not keep:
+        return _CONTROL_RE.sub(_escaped, text)
+    return _CONTROL_RE.sub(lambda m: m.group() if m.group() in keep else _escaped(m), text)
 
 
 def count(number: int, singular: str, plural: str | None = None) -> str:
@@ -70,16 +129,36 @@ def human_size(size: int) -> str:
     return f"{value:.1f} TiB"  # pragma: no cover - unreachable
 
 
-def _cell(value: Any) -> str:
+def cell(value: Any, none: str = "") -> str:
+    """One value on one line of a table or a text: escaped, its white space collapsed.
+
+    Parameters
+    ----------
+    value : Any
+        A value of a record or a report.
+    none : str
+        What None is shown as.
+
+    Returns
+    -------
+    str
+        The text (see :func:`escape_controls`).
+
+    Examples
+    --------
+    >>> cell("hot\\x1b[2J  pixels"), cell(None, none="none"), cell(["a", 1.5])
+    ('hot\\\\x1b[2J pixels', 'none', 'a, 1.5')
+    """
     if value is None:
-        return ""
+        return none
     if isinstance(value, float):
         return f"{value:.6g}"
     if isinstance(value, Mapping):
-        return ", ".join(f"{k}={_cell(v)}" for k, v in value.items())
+        return ", ".join(f"{cell(k)}={cell(v, none)}" for k, v in value.items())
     if isinstance(value, list | tuple):
-        return ", ".join(_cell(v) for v in value)
-    return " ".join(str(value).split())
+        return ", ".join(cell(v, none) for v in value)
+    # Escaped first, so that a line break in a value shows as \n instead of vanishing.
+    return " ".join(escape_controls(str(value), keep="\t").split())
 
 
 def render_table(
@@ -95,7 +174,7 @@ def render_table(
     1  xy
     """
     headers = list(headers or columns)
-    cells = [[_cell(row.get(column)) for column in columns] for row in rows]
+    cells = [[cell(row.get(column)) for column in columns] for row in rows]
     widths = [len(h) for h in headers]
     for line in cells:
         widths = [max(w, len(c)) for w, c in zip(widths, line, strict=True)]
@@ -112,15 +191,39 @@ def render_json(data: Any) -> str:
     return json.dumps(data, indent=2, default=str)
 
 
-def render_csv(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> str:
-    """CSV with a header line; by default the union of the rows' keys, in first-seen order.
+def csv_value(value: Any) -> Any:
+    """A value as a CSV cell: text that a spreadsheet would run as a formula is defused.
+
+    Text starting with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return
+    gets a leading ``'`` (OWASP's rule against CSV injection), and control
+    characters are escaped (:func:`escape_controls`; a tab stays). Numbers
+    and None are left as they are.
 
     Examples
     --------
-    >>> print(render_csv([{"a": 1}, {"a": 2, "b": "x"}]), end="")
+    >>> print(csv_value('=HYPERLINK("http://x","click")'))
+    '=HYPERLINK("http://x","click")
+    >>> csv_value(-1.5), csv_value("dark")
+    (-1.5, 'dark')
+    """
+    if not isinstance(value, str):
+        return value
+    guarded = "'" + value if value.startswith(_FORMULA_STARTS) else value
+    return escape_controls(guarded, keep="\t")
+
+
+def render_csv(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> str:
+    """CSV with a header line; by default the union of the rows' keys, in first-seen order.
+
+    Each cell goes through :func:`csv_value`.
+
+    Examples
+    --------
+    >>> print(render_csv([{"a": 1}, {"a": 2, "b": "x"}, {"a": 3, "b": "@SUM(A1)"}]), end="")
     a,b
     1,
     2,x
+    3,'@SUM(A1)
     """
     if columns is None:
         seen: dict[str, None] = {}
@@ -132,13 +235,14 @@ def render_csv(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None 
         buffer, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n"
     )
     writer.writeheader()
-    writer.writerows(rows)
+    wanted = list(columns)
+    writer.writerows({key: csv_value(row.get(key)) for key in wanted} for row in rows)
     return buffer.getvalue()
 
 
 def _names_capped(rows: Sequence[Mapping[str, Any]], total: int) -> list[str]:
     """``  filename  (id)`` lines for the first rows, and how many more there are."""
-    lines = [f"  {row['filename']}  ({row['id']})" for row in rows[:MISSING_SHOWN]]
+    lines = [f"  {cell(row['filename'])}  ({cell(row['id'])})" for row in rows[:MISSING_SHOWN]]
     if total > len(lines):
         lines.append(f"  and {total - len(lines):,} more")
     return lines
@@ -276,12 +380,12 @@ def _distance(days: float | None) -> str:
 def render_explain(report: Mapping[str, Any]) -> str:
     """The human form of :meth:`CalibrationSelector.explain`'s report."""
     lines = [f"selector: {report['selector']}"]
-    options = ", ".join(f"{k}={_cell(v)}" for k, v in report["options"].items())
+    options = ", ".join(f"{k}={cell(v, none='none')}" for k, v in report["options"].items())
     lines.append(f"options:  {options}")
     frame = report["input"]
     shown = {k: v for k, v in frame.items() if k in ("filename", "datetime_obs", "mjd_start")}
     shown.update({k: v for k, v in frame.items() if k in report["options"].get("match", [])})
-    lines.append(f"input:    {_cell(shown or frame)}")
+    lines.append(f"input:    {cell(shown or frame)}")
     candidates = report["candidates"]
     if candidates:
         rows = [
@@ -302,10 +406,10 @@ def render_explain(report: Mapping[str, Any]) -> str:
     chosen = report["chosen"]
     lines.append("")
     if chosen:
-        lines.append(f"chosen:   {chosen.get('filename')} (id {chosen.get('id')})")
+        lines.append(f"chosen:   {cell(chosen.get('filename'))} (id {cell(chosen.get('id'))})")
     else:
         lines.append("chosen:   none")
-    lines.append(f"why:      {report['reason']}")
+    lines.append(f"why:      {cell(report['reason'])}")
     retracted = report.get("retracted") or []
     if retracted:
         lines += ["", f"skipped, retracted ({len(retracted)}):"]

@@ -11,13 +11,24 @@ is 1; ``--new-version`` registers it as the family's next version).
 from __future__ import annotations
 
 import logging
+import shlex
+from pathlib import Path
 from typing import Any
 
 import click
 
 from ..errors import InvalidRecordError
+from ..hashing import file_md5
 from . import output as out
-from .support import State, emit, json_flag, open_store, parse_pairs, summarize_interrupt
+from .support import (
+    State,
+    command_line_wording,
+    emit,
+    json_flag,
+    open_store,
+    parse_pairs,
+    summarize_interrupt,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +65,27 @@ def registration_status(new_id: str | None, record: dict, file_md5: str) -> str:
         return "registered"
     same = str(record.get("file_md5") or "").lower() == file_md5.lower()
     return "already cached" if same else "skipped"
+
+
+def _name_taken(exc: InvalidRecordError, path: Path, done: list[dict[str, Any]]) -> str:
+    """Say which calibration uses the file's name, and the command that registers it anyway."""
+    name: str = exc.filename_taken  # type: ignore[attr-defined]
+    owner = exc.taken_by  # type: ignore[attr-defined]
+    stem, dot, suffix = name.partition(".")
+    other = f"{stem}_{file_md5(path)[:8]}{dot}{suffix}"
+    command = f"koa-cal register --set filename={shlex.quote(other)} {shlex.quote(str(path))}"
+    if owner is None:
+        what = f"A file named {name} is already in the cache, with no record"
+    else:
+        what = (
+            f"Another calibration, {owner['id']} (cal_type {owner.get('cal_type')}), already "
+            f"uses the file name {name} in this cache"
+        )
+    before = f" ({out.count(len(done), 'file')} registered before it)" if done else ""
+    return (
+        f"{path}: {what}, so this file was not registered{before}. Register it under "
+        f"another name, with the other options you gave: {command}"
+    )
 
 
 @click.command()
@@ -106,7 +138,6 @@ def register(
     """
     from ..config import resolve_config
     from ..fits import FITSCalibration
-    from ..hashing import file_md5
     from ..profiles import load_profile
 
     overrides: dict[str, Any] = parse_pairs(fields, "--set")
@@ -120,12 +151,10 @@ def register(
         try:
             model.to_record()
         except InvalidRecordError as exc:
-            missing = getattr(exc, "missing_fields", None)
-            if missing:
-                flags = " or ".join(
-                    "--cal-type" if f == "cal_type" else f"--set {f}=VALUE" for f in missing
-                )
-                raise InvalidRecordError(f"{exc} With koa-cal register: {flags}.") from exc
+            if getattr(exc, "missing_fields", None):
+                # The library's advice names Python arguments: say it with the options.
+                words = command_line_wording(str(exc)).replace("--set cal_type=", "--cal-type ")
+                raise InvalidRecordError(words) from exc
             raise
         models.append(model)
     rows: list[dict[str, Any]] = []
@@ -138,7 +167,14 @@ def register(
 
     with open_store(state) as store, summarize_interrupt(summary):
         for model in models:
-            path, record = store.register_calibration(model, origin=origin, new_version=new_version)
+            try:
+                path, record = store.register_calibration(
+                    model, origin=origin, new_version=new_version
+                )
+            except InvalidRecordError as exc:
+                if getattr(exc, "filename_taken", None) is None:
+                    raise
+                raise click.ClickException(_name_taken(exc, model.path, rows)) from exc
             status = registration_status(model.to_record().get("id"), record, file_md5(model.path))
             rows.append({"file": str(model.path), "status": status, "id": record["id"],
                          "cal_version": record["cal_version"], "path": path})  # fmt: skip

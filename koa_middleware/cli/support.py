@@ -8,7 +8,9 @@ what they share is here.
 from __future__ import annotations
 
 import contextlib
+import difflib
 import importlib
+import inspect
 import logging
 import os
 import re
@@ -32,6 +34,7 @@ __all__ = [
     "State",
     "archive_display_url",
     "cache_is_new",
+    "command_line_wording",
     "emit",
     "json_flag",
     "load_selector",
@@ -43,6 +46,7 @@ __all__ = [
     "probe_archive",
     "refuse_unknown_instrument",
     "require_cache",
+    "selector_options",
     "summarize_interrupt",
     "time_bound",
 ]
@@ -148,7 +152,7 @@ def emit(state: State, data: Any, text: str) -> None:
     >>> emit(State(json=False), {"records": 3}, "3 records")
     3 records
     """
-    click.echo(out.render_json(data) if state.json else text)
+    click.echo(out.render_json(data) if state.json else out.escape_controls(text, keep="\n\t"))
 
 
 def one_line(exc: BaseException) -> str:
@@ -160,6 +164,58 @@ def one_line(exc: BaseException) -> str:
     'two lines'
     """
     return " ".join(str(exc).split()) or type(exc).__name__
+
+
+#: Advice the library gives Python callers, and what says the same on the command line.
+_PYTHON_ADVICE = (
+    (
+        re.compile(r"pass max_size='50GiB' \(koa-cal prune --max-size\)"),
+        "give --max-size (e.g. koa-cal prune --max-size 50GiB)",
+    ),
+    (
+        re.compile(r",? and construct the store with connect_remote=True\."),
+        " (or give the archive with koa-cal --url URL).",
+    ),
+    (re.compile(r"pass cache_dir='/path/to/cache' \(or --cache-dir\)"), "give --cache-dir DIR"),
+    (
+        re.compile(r"pass instrument_name='hispec' \(or --instrument\)"),
+        "give --instrument NAME (e.g. hispec)",
+    ),
+    (re.compile(r"pass force=True \(koa-cal remove --force\)"), "give --force"),
+    (re.compile(r" \(allow_retracted=True\)"), ""),
+    (re.compile(r"; allow_retracted=True in Python"), ""),
+    (re.compile(r"or leave it out of match=\."), "or leave it out of --option match=COLUMN,..."),
+    (re.compile(r"or pass (\w+)='([^']*)'"), r"or give --set \1=\2"),
+    (re.compile(r"or pass the field as an override\."), "or give --set FIELD=VALUE."),
+)
+
+
+def command_line_wording(message: str) -> str:
+    """A library error's message with its Python advice said as ``koa-cal`` options.
+
+    The library's messages tell Python callers what to pass (``max_size='50GiB'``,
+    ``connect_remote=True``); on the command line the same advice names the
+    command's options and variables.
+
+    Parameters
+    ----------
+    message : str
+        The message, as the library wrote it.
+
+    Returns
+    -------
+    str
+        The message for a user of ``koa-cal``.
+
+    Examples
+    --------
+    >>> command_line_wording("Set KOA_CALIBRATIONS_URL, and construct the store with "
+    ...                      "connect_remote=True.")
+    'Set KOA_CALIBRATIONS_URL (or give the archive with koa-cal --url URL).'
+    """
+    for pattern, replacement in _PYTHON_ADVICE:
+        message = pattern.sub(replacement, message)
+    return message
 
 
 def parse_pairs(values: tuple[str, ...], option: str, validate_keys: bool = True) -> dict[str, str]:
@@ -560,12 +616,62 @@ def load_selector(spec: str, options: dict[str, str]) -> Any:
         raise click.BadParameter(f"cannot load {target}: {exc}", param_hint="--selector") from None
     if not (isinstance(cls, type) and issubclass(cls, CalibrationSelector)):
         raise click.BadParameter(f"{target} is not a CalibrationSelector.", param_hint="--selector")
+    _refuse_unknown_options(cls, options)
     try:
         return cls(**options)
     except (TypeError, ValueError) as exc:
         raise click.BadParameter(
             f"cannot build {class_name}: {exc}", param_hint="--option"
         ) from None
+
+
+def selector_options(cls: type) -> list[str] | None:
+    """The options a selector class takes, or None when it takes any keyword.
+
+    A class that declares ``selection_parameters`` (see
+    :class:`~koa_middleware.selector_base.CalibrationSelector`) takes those and
+    the named parameters of its constructors (``explain_limit``, say); one that
+    does not takes any keyword as an attribute, as the base class does, so its
+    options cannot be checked.
+
+    Examples
+    --------
+    >>> from koa_middleware.selectors import NearestInTimeSelector
+    >>> selector_options(NearestInTimeSelector)
+    ['cal_type', 'explain_limit', 'master_only', 'match', 'max_days', 'origin']
+    """
+    declared = getattr(cls, "selection_parameters", None)
+    if declared is None:
+        return None
+    names = set(declared)
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        try:
+            signature = inspect.signature(init) if init is not None else None
+        except (TypeError, ValueError):  # a constructor written in C
+            continue
+        for name, parameter in signature.parameters.items() if signature else ():
+            variadic = parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD)
+            if name != "self" and not variadic:
+                names.add(name)
+    return sorted(names)
+
+
+def _refuse_unknown_options(cls: type, options: dict[str, str]) -> None:
+    """Refuse ``--option`` names the selector does not take (a typo is never ignored)."""
+    known = selector_options(cls)
+    if known is None:
+        return
+    unknown = [name for name in options if name not in known]
+    if not unknown:
+        return
+    guesses = difflib.get_close_matches(unknown[0], known, n=1)
+    hint = f" (did you mean {guesses[0]}?)" if guesses else ""
+    raise click.BadParameter(
+        f"{cls.__name__} takes no option {', '.join(map(repr, unknown))}{hint}; its options "
+        f"are {', '.join(known)}.",
+        param_hint="--option",
+    )
 
 
 @contextlib.contextmanager
