@@ -97,7 +97,9 @@ def test_v1_query_add_last_updated_download(start_archive, protocol):
 
     # download: a zip with exactly one member, the file under the record's filename.
     data = bytes(range(256)) * 100
-    record = make_record(file_md5=md5_hex(data), file_size=len(data), filename="dark_7.dat")
+    record = make_record(
+        file_md5=md5_hex(data), file_size=len(data), filename="dark_7.dat", spectrograph="yJ"
+    )
     if protocol == 2:
         assert upload(client, record["id"], data).status_code == 201
     else:  # v1 has no upload route: publish the file the way an operator does.
