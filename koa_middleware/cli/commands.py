@@ -63,6 +63,7 @@ Environment variables (a global option wins over its variable):
   KOA_ALLOW_RETRACTED        1: get serves a retracted calibration by id, with a warning
   KOA_CACHE_MAX_SIZE         e.g. 50GiB: after downloads, the least recently used files go
   KOA_MAX_ANSWER_BYTES       most bytes read of one archive answer (default 256MiB)
+  KOA_LOCK_TIMEOUT           seconds to wait for a calibration another process holds (default: wait)
 
 \b
 Exit status: 0 success, 1 failure, 2 misuse, 130 interrupted (Ctrl-C).

@@ -186,6 +186,7 @@ _PYTHON_ADVICE = (
     (re.compile(r"; allow_retracted=True in Python"), ""),
     (re.compile(r"or leave it out of match=\."), "or leave it out of --option match=COLUMN,..."),
     (re.compile(r"or pass (\w+)='([^']*)'"), r"or give --set \1=\2"),
+    (re.compile(r"or pass (\w+)=\.\.\."), r"or give --set \1=VALUE"),
     (re.compile(r"or pass the field as an override\."), "or give --set FIELD=VALUE."),
 )
 
