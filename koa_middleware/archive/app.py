@@ -5,6 +5,9 @@ for protocol 2, the v2 router (:mod:`.routes_v2`). ``create_app`` builds the app
 :class:`ArchiveSettings`; with ``protocol=1`` only the v1 routes exist, and
 records carry no ``seq``, like the Keck service today.
 
+The calibrations' web pages (:mod:`koa_middleware.web`) are mounted under ``/ui``,
+outside the OpenAPI document; where reading needs a token, so do they (a login page).
+
 ``GET /api/calibrations`` itself lists the protocol's routes, so that someone
 who points a browser or ``curl`` at the API's root learns where it lives.
 
@@ -28,6 +31,7 @@ from .openapi import build_openapi
 from .state import API_PREFIX, Archive, ArchiveSettings
 from .storage import LocalFileStorage
 from .storage_interface import FileStorage
+from .tokens import scope_allows
 
 logger = logging.getLogger(__name__)
 
@@ -83,8 +87,23 @@ def create_app(
         app.include_router(routes_v2.router)
     for path in (API_PREFIX, API_PREFIX + "/"):
         app.add_api_route(path, route_index, methods=["GET"], include_in_schema=False)
+    app.mount("/ui", _pages(app.state.archive), name="ui")
     app.openapi = lambda: build_openapi(app, settings.protocol)  # type: ignore[method-assign]
     return app
+
+
+def _pages(archive: Archive):
+    """The web pages over the archive's catalog, reading as its tokens allow."""
+    from ..web import TokenGate, create_ui
+    from ..web.catalog_reader import CatalogReader
+
+    def check(secret: str) -> tuple[str, str] | None:
+        found = archive.tokens.check(secret)
+        return found if found is not None and scope_allows(found[1], "read") else None
+
+    settings = archive.settings
+    reader = CatalogReader(archive.catalog, settings.instruments, API_PREFIX, settings.protocol)
+    return create_ui(reader, TokenGate(check, open_reads=settings.anonymous_read), "archive")
 
 
 async def route_index(request: Request) -> JSONResponse:

@@ -34,6 +34,7 @@ from .cache_commands import config, explain, query, status, verify, versions
 from .lifecycle_commands import manifest, prune, remove, retract, unretract
 from .register_command import register
 from .support import Interrupted, State, command_line_wording, json_flag, one_line
+from .ui_command import ui
 
 logger = logging.getLogger(__name__)
 
@@ -190,7 +191,7 @@ _GLOBAL_OPTIONS = (
 )
 
 _COMMANDS = (config, status, sync, query, get, register, push, verify, versions, explain,
-             retract, unretract, remove, prune, manifest, demo)  # fmt: skip
+             retract, unretract, remove, prune, manifest, ui, demo)  # fmt: skip
 for _command in _COMMANDS:
     _command.epilog = _GLOBAL_OPTIONS
     cli.add_command(_command)

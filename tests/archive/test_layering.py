@@ -15,6 +15,9 @@ ALLOWED = {
     "koa_middleware.fits",
     "koa_middleware.sqlite_wal",  # opening SQLite in WAL mode: standard library only
     "koa_middleware.profiles",  # the instrument profiles: standard library and records only
+    # The web pages, mounted under /ui; they never reach the client (tests/web).
+    "koa_middleware.web",
+    "koa_middleware.web.catalog_reader",
 }
 
 

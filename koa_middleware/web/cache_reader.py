@@ -1,0 +1,229 @@
+"""The pages' reader over local caches (each one instrument's SQLite database).
+
+The records of the read-only caches are in the cache's database already
+(:meth:`~koa_middleware.cache.local_cache.LocalCache.refresh` brings them in), with
+the retractions any of them knows, so reading the database reads them all. A local
+cache keeps no changes ``seq``: :meth:`CacheReader.changes` answers None, and the
+page says the feed is the archive's.
+
+Examples
+--------
+>>> reader = CacheReader({"hispec": store.cache})  # doctest: +SKIP
+>>> reader.count("hispec", BrowseQuery())  # doctest: +SKIP
+12
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from ..database.local_database import BASE_COLUMNS
+from ..database.reading import quote_identifier
+
+if TYPE_CHECKING:
+    from ..cache.local_cache import LocalCache
+
+from .reader import (
+    BrowseQuery,
+    HistoryEvent,
+    RecordPage,
+    TypeCount,
+    encode_key,
+    family_columns,
+    history_of,
+)
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["CacheReader"]
+
+#: Filters of a browse query as SQL on the records table ``t`` (values bound).
+_FILTER_SQL = {
+    "cal_type": "t.cal_type = ?",
+    "origin": "t.origin = ?",
+    "date_time_start": "t.datetime_obs >= ?",
+    "date_time_end": "t.datetime_obs <= ?",
+    "cal_version_min": "t.cal_version >= ?",
+    "cal_version_max": "t.cal_version <= ?",
+}
+_LIFECYCLE_JOIN = (
+    'LEFT JOIN "_koa_retractions" r ON r.id = t.id LEFT JOIN "_koa_published" p ON p.id = t.id'
+)
+_LIFECYCLE_COLUMNS = (
+    "r.retracted_at AS retracted_at, r.reason AS retract_reason, p.published_at AS published_at"
+)
+
+
+class CacheReader:
+    """A :class:`~koa_middleware.web.reader.CalibrationReader` over local caches.
+
+    Parameters
+    ----------
+    caches : Mapping[str, LocalCache]
+        Instrument name -> its open cache.
+    """
+
+    has_changes = False
+
+    def __init__(self, caches: Mapping[str, LocalCache]):
+        self.caches = dict(caches)
+
+    def instruments(self) -> list[str]:
+        """The instruments whose caches are open."""
+        return sorted(self.caches)
+
+    def _select(self, instrument: str, sql: str, params: list[Any] | tuple = ()) -> list[tuple]:
+        db = self.caches[instrument].db
+        with db._lock:  # one connection shared by the server's worker threads
+            return db.conn.execute(sql, tuple(params)).fetchall()
+
+    def _records(self, instrument: str, where: str, params: list[Any], tail: str = "") -> list:
+        db = self.caches[instrument].db
+        sql = (
+            f"SELECT t.*, {_LIFECYCLE_COLUMNS} FROM {quote_identifier(db.table_name)} t "  # noqa: S608
+            f"{_LIFECYCLE_JOIN} WHERE {where} {tail}"
+        )
+        with db._lock:
+            cursor = db.conn.execute(sql, tuple(params))
+            names = [d[0] for d in cursor.description or ()]
+            rows = cursor.fetchall()
+        return [_record(dict(zip(names, row, strict=True))) for row in rows]
+
+    def _table(self, instrument: str) -> str:
+        return quote_identifier(self.caches[instrument].db.table_name)
+
+    def counts(self, instrument: str) -> list[TypeCount]:
+        """Records per ``cal_type`` and origin, live and retracted."""
+        rows = self._select(
+            instrument,
+            "SELECT t.cal_type, COALESCE(t.origin, ''), COUNT(*), COUNT(r.id) "  # noqa: S608
+            f"FROM {self._table(instrument)} t {_LIFECYCLE_JOIN} "
+            "GROUP BY 1, 2 ORDER BY 1, 2",
+        )
+        return [TypeCount(t, o, n - r, r) for t, o, n, r in rows]
+
+    def newest(self, instrument: str) -> list[dict[str, Any]]:
+        """The newest live record of each ``cal_type``."""
+        types = self._select(
+            instrument,
+            f"SELECT DISTINCT cal_type FROM {self._table(instrument)} ORDER BY 1",  # noqa: S608
+        )
+        found = []
+        for (cal_type,) in types:
+            found.extend(
+                self._records(
+                    instrument,
+                    "t.cal_type = ? AND r.id IS NULL",
+                    [cal_type],
+                    "ORDER BY t.datetime_obs DESC, t.id DESC LIMIT 1",
+                )
+            )
+        return found
+
+    def time_span(self, instrument: str) -> tuple[str, str] | None:
+        """Oldest and newest ``datetime_obs`` of live records."""
+        ((low, high),) = self._select(
+            instrument,
+            "SELECT MIN(t.datetime_obs), MAX(t.datetime_obs) "  # noqa: S608
+            f"FROM {self._table(instrument)} t {_LIFECYCLE_JOIN} WHERE r.id IS NULL",
+        )
+        return None if low is None else (low, high)
+
+    def nights(self, instrument: str, start: str, end: str) -> list[tuple[str, str, int]]:
+        """``(night, cal_type, records)`` of live records between ``start`` and ``end``."""
+        rows = self._select(
+            instrument,
+            "SELECT substr(t.datetime_obs, 1, 10), t.cal_type, COUNT(*) "  # noqa: S608
+            f"FROM {self._table(instrument)} t {_LIFECYCLE_JOIN} "
+            "WHERE r.id IS NULL AND t.datetime_obs >= ? AND t.datetime_obs <= ? GROUP BY 1, 2",
+            [start, end],
+        )
+        return [(n, t, c) for n, t, c in rows]
+
+    @staticmethod
+    def _where(query: BrowseQuery) -> tuple[str, list[Any]]:
+        parts, params = ["1 = 1"], []
+        for name, value in query.filters.items():
+            parts.append(_FILTER_SQL[name])
+            params.append(value)
+        if not query.include_retracted:
+            parts.append("r.id IS NULL")
+        return " AND ".join(parts), params
+
+    def count(self, instrument: str, query: BrowseQuery) -> int:
+        """How many records match ``query``."""
+        where, params = self._where(query)
+        ((found,),) = self._select(
+            instrument,
+            f"SELECT COUNT(*) FROM {self._table(instrument)} t {_LIFECYCLE_JOIN} "  # noqa: S608
+            f"WHERE {where}",
+            params,
+        )
+        return found
+
+    def page(
+        self, instrument: str, query: BrowseQuery, after: tuple[str, str] | None, limit: int
+    ) -> RecordPage:
+        """The ``limit`` records after the key ``after``, in the query's order."""
+        where, params = self._where(query)
+        # A column may be empty in a local record: sort it as an empty string.
+        key = f"COALESCE(t.{quote_identifier(query.sort)}, '')"
+        direction = "DESC" if query.descending else "ASC"
+        if after is not None:
+            where += f" AND ({key}, t.id) {'<' if query.descending else '>'} (?, ?)"
+            params += list(after)
+        tail = f"ORDER BY {key} {direction}, t.id {direction} LIMIT {int(limit) + 1}"
+        found = self._records(instrument, where, params, tail)
+        more = len(found) > limit
+        found = found[:limit]
+        last = found[-1] if found and more else None
+        next_key = encode_key(last.get(query.sort) or "", last["id"]) if last else None
+        return RecordPage(found, next_key)
+
+    def record(self, instrument: str, cal_id: str) -> dict[str, Any] | None:
+        """The record with this id, or None."""
+        found = self._records(instrument, "t.id = ?", [cal_id])
+        return found[0] if found else None
+
+    def family(self, instrument: str, record: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """The record's version family, by version."""
+        known = set(self.caches[instrument].db.columns)
+        parts, params = [], []
+        for name in family_columns(instrument, str(record.get("cal_type"))):
+            if name not in known:
+                continue
+            if record.get(name) is None:
+                parts.append(f"t.{quote_identifier(name)} IS NULL")
+            else:
+                parts.append(f"t.{quote_identifier(name)} = ?")
+                params.append(record[name])
+        where = " AND ".join(parts) or "t.id = ?"
+        if not parts:
+            params = [record["id"]]
+        return self._records(instrument, where, params, "ORDER BY t.cal_version, t.id LIMIT 1000")
+
+    def history(self, instrument: str, record: Mapping[str, Any]) -> list[HistoryEvent]:
+        """Published (when an archive sent it), retracted (with the reason), last changed."""
+        return history_of(record, record.get("published_at"))
+
+    def changes(self, instrument: str, since: int, limit: int) -> None:
+        """None: a local cache numbers no changes; the feed is the archive's."""
+        return None
+
+    def download_url(self, instrument: str, record: Mapping[str, Any]) -> str | None:
+        """None: files of a local cache are read where they are (``koa-cal get``)."""
+        return None
+
+
+def _record(row: dict[str, Any]) -> dict[str, Any]:
+    """A record as the pages show it: its own columns, then its life."""
+    record = {
+        name: value
+        for name, value in row.items()
+        if value is not None or name in BASE_COLUMNS or name in ("retracted_at", "retract_reason")
+    }
+    record.setdefault("retracted_at", None)
+    record.setdefault("retract_reason", None)
+    return record

@@ -1,0 +1,296 @@
+"""What the pages read, and the small interface both sources implement.
+
+The pages never touch SQL: they ask a :class:`CalibrationReader`, which the
+archive's catalog (:class:`~koa_middleware.web.catalog_reader.CatalogReader`) and a
+local cache (:class:`~koa_middleware.web.cache_reader.CacheReader`) both implement.
+Browsing uses keyset pagination: a page ends with the sort key of its last row,
+and the next page starts after that key, so no page costs a deep ``OFFSET``.
+
+Examples
+--------
+>>> query = BrowseQuery.parse({"cal_type": "dark", "sort": "datetime_obs", "order": "desc"})
+>>> query.api_params()
+{'cal_type': 'dark'}
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from ..errors import KOAError
+from ..profiles import DEFAULT_FAMILY, load_profile
+from ..records import normalize_version
+from ..timestamps import normalize_timestamp
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "SORTABLE",
+    "BadQuery",
+    "BrowseQuery",
+    "CalibrationReader",
+    "ChangesPage",
+    "HistoryEvent",
+    "RecordPage",
+    "TypeCount",
+    "decode_key",
+    "encode_key",
+    "family_columns",
+]
+
+#: Columns a browse table may be sorted by (each a column of every record).
+SORTABLE = ("datetime_obs", "last_updated", "cal_type", "filename", "origin", "cal_version")
+#: Filters of a browse query, named as the archive API's ``query`` parameters.
+FILTERS = (
+    "cal_type",
+    "origin",
+    "date_time_start",
+    "date_time_end",
+    "cal_version_min",
+    "cal_version_max",
+)
+
+
+class BadQuery(KOAError, ValueError):
+    """A page's query parameter is not valid; the message names it and what to send."""
+
+
+@dataclass(frozen=True)
+class BrowseQuery:
+    """A browse page's filters and order, read from its GET parameters.
+
+    Attributes
+    ----------
+    filters : dict
+        Normalized filter values by API parameter name (see :data:`FILTERS`).
+    include_retracted : bool
+        Show retracted records too.
+    sort : str
+        One of :data:`SORTABLE`.
+    descending : bool
+        Newest (or last) first.
+    """
+
+    filters: dict[str, str] = field(default_factory=dict)
+    include_retracted: bool = False
+    sort: str = "datetime_obs"
+    descending: bool = True
+
+    @classmethod
+    def parse(cls, params: Mapping[str, str]) -> BrowseQuery:
+        """Read the query from GET parameters; empty values are left out.
+
+        Raises
+        ------
+        BadQuery
+            If a value cannot be read (a time, a version, a sort column).
+        """
+        filters: dict[str, str] = {}
+        for name in FILTERS:
+            value = (params.get(name) or "").strip()
+            if value:
+                filters[name] = _normalize_filter(name, value)
+        sort = params.get("sort") or "datetime_obs"
+        if sort not in SORTABLE:
+            raise BadQuery(f"sort must be one of {', '.join(SORTABLE)}, not {sort[:40]!r}.")
+        order = params.get("order") or "desc"
+        if order not in ("asc", "desc"):
+            raise BadQuery(f"order must be 'asc' or 'desc', not {order[:40]!r}.")
+        retracted = (params.get("include_retracted") or "").strip().lower()
+        return cls(filters, retracted in ("1", "true", "yes", "on"), sort, order == "desc")
+
+    def api_params(self) -> dict[str, str]:
+        """The filters as the archive API's ``query`` takes them."""
+        params = dict(self.filters)
+        if self.include_retracted:
+            params["include_retracted"] = "1"
+        return params
+
+    def params(self) -> dict[str, str]:
+        """Every GET parameter of this query (the page's permalink without ``after``)."""
+        return {
+            **self.api_params(),
+            "sort": self.sort,
+            "order": "desc" if self.descending else "asc",
+        }
+
+
+def _normalize_filter(name: str, value: str) -> str:
+    try:
+        if name.startswith("date_time"):
+            return normalize_timestamp(value, name)
+        if name.startswith("cal_version"):
+            return normalize_version(value)
+    except (ValueError, OverflowError) as exc:
+        raise BadQuery(f"{name}: {exc}") from None
+    if name == "origin":
+        return value.upper()
+    return value
+
+
+def encode_key(value: Any, cal_id: str) -> str:
+    """The ``after`` parameter of the page that follows a row with this sort value and id.
+
+    Examples
+    --------
+    >>> decode_key(encode_key("2024-01-01T00:00:00.000", "x"))
+    ('2024-01-01T00:00:00.000', 'x')
+    """
+    text = json.dumps([value, cal_id], separators=(",", ":"))
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+def decode_key(text: str) -> tuple[str, str]:
+    """Read an ``after`` parameter back into ``(sort value, id)``.
+
+    Raises
+    ------
+    BadQuery
+        If it is not one this module wrote.
+    """
+    try:
+        padded = text + "=" * (-len(text) % 4)
+        value, cal_id = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
+    except (ValueError, TypeError, binascii.Error, UnicodeError):
+        raise BadQuery("after is not a page key of this site; start from the first page.") from None
+    if not isinstance(cal_id, str):
+        raise BadQuery("after is not a page key of this site; start from the first page.")
+    return ("" if value is None else str(value)), cal_id
+
+
+@dataclass(frozen=True)
+class TypeCount:
+    """How many records of one ``cal_type`` and origin, live and retracted."""
+
+    cal_type: str
+    origin: str
+    live: int
+    retracted: int
+
+
+@dataclass(frozen=True)
+class RecordPage:
+    """One page of a browse table: its records and the key of the next page (None: last)."""
+
+    records: list[dict[str, Any]]
+    next_key: str | None
+
+
+@dataclass(frozen=True)
+class HistoryEvent:
+    """One step of a record's life: ``published``, ``retracted`` or ``changed``."""
+
+    kind: str
+    at: str
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class ChangesPage:
+    """A page of the changes feed: records in ``seq`` order, the next ``since``, more or not."""
+
+    records: list[dict[str, Any]]
+    next_since: int
+    more: bool
+
+
+@runtime_checkable
+class CalibrationReader(Protocol):
+    """What the pages read; implemented by the archive's catalog and by a local cache.
+
+    Every record handed out is a dict of its columns, with ``retracted_at`` and
+    ``retract_reason`` (None while live) and, where the source numbers its
+    changes, ``seq``.
+    """
+
+    #: Whether records carry a changes ``seq`` (the archive does, a local cache does not).
+    has_changes: bool
+
+    def instruments(self) -> list[str]:
+        """The instruments this source serves."""
+        ...
+
+    def counts(self, instrument: str) -> list[TypeCount]:
+        """Records per ``cal_type`` and origin, sorted by both."""
+        ...
+
+    def newest(self, instrument: str) -> list[dict[str, Any]]:
+        """The newest live record (by ``datetime_obs``) of each ``cal_type``."""
+        ...
+
+    def nights(self, instrument: str, start: str, end: str) -> list[tuple[str, str, int]]:
+        """``(night, cal_type, records)`` of live records with ``start <= datetime_obs <= end``.
+
+        ``night`` is the UTC date of ``datetime_obs`` (``YYYY-MM-DD``).
+        """
+        ...
+
+    def time_span(self, instrument: str) -> tuple[str, str] | None:
+        """The oldest and newest ``datetime_obs`` of live records, or None when there are none."""
+        ...
+
+    def count(self, instrument: str, query: BrowseQuery) -> int:
+        """How many records match ``query``."""
+        ...
+
+    def page(
+        self, instrument: str, query: BrowseQuery, after: tuple[str, str] | None, limit: int
+    ) -> RecordPage:
+        """The ``limit`` records that follow the key ``after`` in ``query``'s order."""
+        ...
+
+    def record(self, instrument: str, cal_id: str) -> dict[str, Any] | None:
+        """The record with this id (retracted or not), or None."""
+        ...
+
+    def family(self, instrument: str, record: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """The records of ``record``'s version family (itself included), by version."""
+        ...
+
+    def history(self, instrument: str, record: Mapping[str, Any]) -> list[HistoryEvent]:
+        """What is known of the record's life, oldest first."""
+        ...
+
+    def changes(self, instrument: str, since: int, limit: int) -> ChangesPage | None:
+        """The records changed after ``since``; None when the source keeps no ``seq``."""
+        ...
+
+    def download_url(self, instrument: str, record: Mapping[str, Any]) -> str | None:
+        """Where the record's file can be downloaded from this site, or None."""
+        ...
+
+
+def history_of(record: Mapping[str, Any], published_at: str | None) -> list[HistoryEvent]:
+    """The events of a record's life from its lifecycle fields, oldest first.
+
+    Shared by both sources: each knows when the record was published, whether
+    and why it is retracted, and when it last changed.
+    """
+    events = []
+    if published_at:
+        events.append(HistoryEvent("published", published_at))
+    retracted_at = record.get("retracted_at")
+    if retracted_at:
+        reason = record.get("retract_reason") or "no reason given"
+        events.append(HistoryEvent("retracted", str(retracted_at), str(reason)))
+    last = record.get("last_updated")
+    if last and last not in (published_at, retracted_at):
+        seq = record.get("seq")
+        detail = f"seq {seq}" if seq is not None else ""
+        events.append(HistoryEvent("changed", str(last), detail))
+    return sorted(events, key=lambda event: event.at)
+
+
+def family_columns(instrument: str, cal_type: str) -> list[str]:
+    """The version-family columns of ``cal_type`` in the instrument's profile (plus origin)."""
+    try:
+        columns = load_profile(instrument).family_columns_for(cal_type)
+    except KOAError:  # an unreadable profile file: the default family still shows something
+        columns = list(DEFAULT_FAMILY)
+    return [*columns, "origin"]
