@@ -15,7 +15,9 @@ spectrograph by (i // 4) % 2, instrument_era by (i // 8) % 2, master_cal 1, a
 - the same selection p50 with 10% of the records retracted (the archive's
   retractions, as a sync stores them);
 - 1,000 selections recorded into a run manifest, then the time per selection
-  when a store replays the manifest, next to selecting.
+  when a store replays the manifest, next to selecting;
+- the time to open the store (median of 50 opens, import excluded) and of the
+  first selection after opening, also in a fresh process.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -151,12 +154,61 @@ def bench_size(root: Path, n: int, lookups: int) -> None:
         f"{sum(selecting):.3f} s, replaying the manifest {sum(replaying):.3f} s "
         f"(p50 {percentile(selecting, 0.5) * 1e3:.3f} vs {percentile(replaying, 0.5) * 1e3:.3f} ms)"
     )
+    bench_open(cache, n)
 
 
-def time_selections(store, selector, n: int, lookups: int) -> list[float]:
+def bench_open(cache: Path, n: int, opens: int = 50) -> None:
+    """Open time of a warm cache (import excluded), and the first selection after opening.
+
+    Each of ``opens`` rounds opens the store, makes one selection and closes it;
+    the median open and the median first selection are printed, and also those
+    of a fresh process (one open each: its first open pays what a process pays once).
+    """
+    selector = DarkSelector()
+    open_times, first_times = [], []
+    for k in range(opens):
+        t0 = time.perf_counter()
+        store = CalibrationStore("hispec", str(cache), connect_remote=False)
+        open_times.append(time.perf_counter() - t0)
+        try:
+            first_times.extend(time_selections(store, selector, n, 1, start=k))
+        finally:
+            store.close()
+    fresh = [fresh_process_open(cache, n) for _ in range(5)]
+    print(
+        f"N={n:>7,}: open (median of {opens}, import excluded) "
+        f"{statistics.median(open_times) * 1e3:.2f} ms | first select_and_get_calibration "
+        f"after opening p50 {statistics.median(first_times) * 1e3:.3f} ms | in a fresh "
+        f"process (median of {len(fresh)}): open {statistics.median(f[0] for f in fresh):.2f} "
+        f"ms, first select {statistics.median(f[1] for f in fresh):.3f} ms"
+    )
+
+
+def fresh_process_open(cache: Path, n: int) -> tuple[float, float]:
+    """Milliseconds of the first open and first selection of a new process (import excluded)."""
+    code = (
+        "import sys, time\n"
+        f"sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r})\n"
+        f"import {Path(__file__).stem} as local\n"
+        "import koa_middleware.cli\n"
+        "t0 = time.perf_counter()\n"
+        f"store = local.CalibrationStore('hispec', {str(cache)!r}, connect_remote=False)\n"
+        "t1 = time.perf_counter()\n"
+        f"[s] = local.time_selections(store, local.DarkSelector(), {n}, 1)\n"
+        "store.close()\n"
+        "print((t1 - t0) * 1e3, s * 1e3)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], check=True, capture_output=True, text=True
+    ).stdout
+    opened, selected = out.split()
+    return float(opened), float(selected)
+
+
+def time_selections(store, selector, n: int, lookups: int, start: int = 0) -> list[float]:
     """Seconds per ``select_and_get_calibration`` over ``lookups`` frames spread over the cache."""
     times = []
-    for k in range(lookups):
+    for k in range(start, start + lookups):
         i = (k * 7919) % n
         frame = {
             "filename": f"frame_{k:06d}.fits",

@@ -38,6 +38,9 @@ import dataclasses
 import logging
 import os
 import re
+import stat
+import sys
+import threading
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -417,7 +420,80 @@ def _toml_nesting_exceeds(text: str, limit: int) -> bool:
     return False
 
 
+#: Profiles loaded before, by what they were loaded from: a TOML file's path and
+#: stat, or an instrument's name and the state of the installed distributions.
+#: Opening a store then costs a few stats instead of a scan of every installed
+#: distribution's metadata (milliseconds, more where many are installed).
+_LOADED: dict[tuple, InstrumentProfile | None] = {}
+_LOADED_LOCK = threading.Lock()
+_LOADED_MAX = 64
+
+
+def _remembered(
+    key: tuple, load: Callable[[], InstrumentProfile | None]
+) -> InstrumentProfile | None:
+    """``load()``, or what it gave before under ``key``; a failure is never kept."""
+    with _LOADED_LOCK:
+        if key in _LOADED:
+            return _LOADED[key]
+    profile = load()
+    with _LOADED_LOCK:
+        if len(_LOADED) >= _LOADED_MAX:  # keys of a changed installation are never asked again
+            _LOADED.clear()
+        _LOADED[key] = profile
+    return profile
+
+
+def _installed_state() -> tuple:
+    """What changes when a distribution is installed, upgraded or removed.
+
+    Entry points are read from the ``.dist-info`` folders found on ``sys.path``;
+    installing or removing one adds or removes such a folder, which changes the
+    modification time of the folder on the path that holds it.
+    """
+    state = []
+    for entry in sys.path:
+        try:
+            info = os.stat(entry or ".")
+        except (OSError, ValueError):
+            state.append((entry, None))
+            continue
+        state.append((entry, info.st_dev, info.st_ino, info.st_mtime_ns, info.st_ctime_ns))
+    return tuple(state)
+
+
+def _toml_profile(path: str) -> InstrumentProfile:
+    """:func:`profile_from_toml`, read again only when the file changed (by its stat)."""
+    try:
+        info = os.lstat(Path(path).expanduser())
+    except (OSError, ValueError):
+        info = None
+    if info is None or not stat.S_ISREG(info.st_mode):
+        return profile_from_toml(path)  # says what is wrong with it
+    key = (
+        "toml",
+        path,
+        info.st_dev,
+        info.st_ino,
+        info.st_size,
+        info.st_mtime_ns,
+        info.st_ctime_ns,
+    )
+    profile = _remembered(key, lambda: profile_from_toml(path))
+    assert profile is not None  # profile_from_toml returns one or raises
+    return profile
+
+
 def _from_entry_point(instrument: str) -> InstrumentProfile | None:
+    """The profile an installed package registers for ``instrument``, or None.
+
+    The entry points are scanned again only when the installed distributions changed.
+    """
+    key = ("entry point", instrument, _installed_state())
+    return _remembered(key, lambda: _scan_entry_points(instrument))
+
+
+def _scan_entry_points(instrument: str) -> InstrumentProfile | None:
     found = [ep for ep in metadata.entry_points(group=ENTRY_POINT_GROUP) if ep.name == instrument]
     if not found:
         return None
@@ -500,7 +576,7 @@ def load_profile(instrument: str) -> InstrumentProfile:
     name = str(instrument).strip().lower()
     path = os.environ.get(PROFILE_ENV, "").strip()
     if path:
-        profile = profile_from_toml(path)
+        profile = _toml_profile(path)
         if profile.instrument == name:
             logger.debug("Instrument profile of %s from %s", name, profile.source)
             return profile

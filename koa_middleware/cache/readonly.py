@@ -123,6 +123,16 @@ class ReadOnlyCache:
             )
         return tuple(parts)
 
+    @property
+    def read_once(self) -> bool:
+        """Whether this process read (or marked read) the database already."""
+        return self._stamp is not None
+
+    @property
+    def read_stamp(self) -> tuple | None:
+        """The :meth:`stamp` of the database as last read, or None."""
+        return self._stamp
+
     def mark_read(self) -> None:
         """Take the database's present state as read (it is read again when it changes)."""
         self._stamp = self.stamp()
@@ -339,7 +349,7 @@ class ReadOnlyCaches:
         """
         added = 0
         for cache in self.caches:
-            if not cache.changed():
+            if not cache.changed() or self._read_by_an_earlier_store(cache, local_db):
                 continue
             try:
                 added += self._refresh_one(cache, local_db)
@@ -354,6 +364,22 @@ class ReadOnlyCaches:
                     exc,
                 )
         return added
+
+    def _read_by_an_earlier_store(self, cache: ReadOnlyCache, local_db: Any) -> bool:
+        """Whether ``local_db`` already holds all of ``cache`` as its database is now.
+
+        The state of a read-only database (:meth:`ReadOnlyCache.stamp`) is kept in
+        ``local_db`` after each complete read; a store opened later finds it
+        unchanged and reads nothing (one ``lstat`` per file instead of reading
+        every retraction and the new records).
+        """
+        if cache.read_once:
+            return False
+        saved = local_db.get_meta(_stamp_key(cache))
+        if saved is None or saved != _content_stamp(cache.stamp()):
+            return False
+        cache.mark_read()
+        return True
 
     def _refresh_one(self, cache: ReadOnlyCache, local_db: Any) -> int:
         key = f"readonly:{cache.db_path}"
@@ -372,6 +398,10 @@ class ReadOnlyCaches:
         _add_retractions(local_db, retractions)
         if last != after or saved[0] != inode:
             local_db.set_meta(key, f"{inode}:{last}")
+        # taken before reading: a change made meanwhile is read by the next store
+        stamp = _content_stamp(cache.read_stamp)
+        if local_db.get_meta(_stamp_key(cache)) != stamp:
+            local_db.set_meta(_stamp_key(cache), stamp)
         if added:
             logger.info("Added %d records of the read-only cache %s.", added, cache.layout.root)
         return added
@@ -402,6 +432,30 @@ class ReadOnlyCaches:
             if path is not None:
                 return path
         return None
+
+
+def _stamp_key(cache: ReadOnlyCache) -> str:
+    """The setting of the local database that keeps the state of ``cache``'s database read."""
+    return f"readonly-stamp:{cache.db_path}"
+
+
+def _content_stamp(stamp: tuple | None) -> str:
+    """A :meth:`ReadOnlyCache.stamp` without the change times of the files, as text.
+
+    Opening a database read-only may create its ``-wal`` file empty, or change
+    its change time, without changing what the database holds; a write changes
+    the modification time (and mostly the size), and a file put in place of
+    another changes the inode. An empty ``-wal`` holds nothing, as a missing one.
+    """
+    if stamp is None:
+        return repr(None)
+    database, wal = stamp
+    return repr(
+        (
+            None if database is None else database[:4],
+            None if wal is None or wal[2] == 0 else wal[:4],
+        )
+    )
 
 
 def _add_missing(local_db: Any, rows: list[dict], cache: ReadOnlyCache) -> int:

@@ -68,6 +68,7 @@ INDEXED_COLUMNS = ("cal_type", "datetime_obs", "last_updated", "origin")
 # One name serves every savepoint: SQLite rolls back to the innermost of that name.
 _SAVEPOINT = "koa_step"
 _SQL_TYPES = {bool: "INTEGER", int: "INTEGER", float: "REAL"}
+_SIDE_TABLES = (META_TABLE, FILES_TABLE, RETRACTIONS_TABLE, PUBLISHED_TABLE, USES_TABLE)
 
 
 class LocalCalibrationDB(RecordReading, SideTables):
@@ -116,6 +117,37 @@ class LocalCalibrationDB(RecordReading, SideTables):
     # -- schema -------------------------------------------------------------
 
     def _create_schema(self) -> None:
+        """Create the tables and indexes that are missing.
+
+        Opening an existing cache only reads ``sqlite_master`` (one query, no
+        lock): the write transaction that creates them, which would wait for
+        another process's writes, is taken only when something is missing.
+        """
+        if self._schema_names() >= self._schema_wanted():
+            return
+        self._write_schema()
+
+    def _schema_wanted(self) -> set[tuple[str, str]]:
+        """The ``(type, name)`` of every table and index :meth:`_write_schema` creates."""
+        wanted = {
+            ("table", self.table_name),
+            ("index", f"ux_{self.table_name}_filename"),
+            *(("table", name) for name in _SIDE_TABLES),
+        }
+        wanted.update(("index", f"ix_{self.table_name}_{name}") for name in INDEXED_COLUMNS)
+        return {(kind, name.lower()) for kind, name in wanted}
+
+    def _schema_names(self) -> set[tuple[str, str]]:
+        """The ``(type, name)`` of the tables and indexes the database holds.
+
+        Names are compared without case, as SQLite does.
+        """
+        rows = self.conn.execute(
+            "SELECT type, name FROM sqlite_master WHERE type IN ('table', 'index')"
+        )
+        return {(kind, name.lower()) for kind, name in rows}
+
+    def _write_schema(self) -> None:
         table = quote_identifier(self.table_name)
         columns = ", ".join(
             f"{quote_identifier(name)} {kind}{' PRIMARY KEY' if name == 'id' else ''}"

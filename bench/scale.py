@@ -1,0 +1,148 @@
+"""How the local store's figures grow with the number of records.
+
+Run: ``python bench/scale.py`` (``--sizes 1000 10000`` for a short run; the
+default is 1,000, 10,000, 100,000 and 1,000,000 records).
+
+For each size N, a cache laid out as in ``bench/local.py`` (1 KiB file per
+record) is filled with one ``local_db.add`` and measured:
+
+- bulk add of N records (seconds, and microseconds per record);
+- ``select_and_get_calibration`` p50/p95 and ``get_calibration(id)`` p50;
+- open time (median of 20 opens, import excluded);
+- ``koa-cal status``, ``koa-cal verify`` (every file present) and
+  ``koa-cal prune`` down to half the files, each as a command (wall time,
+  a Python start-up included);
+- the database's size per record.
+
+After the table, each figure's growth from one size to the next is printed
+beside the growth of N: a ratio well above N's means worse than linear.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from local import (  # noqa: E402 - the benchmark next to this one
+    PAYLOAD,
+    DarkSelector,
+    file_digest_of_payload,
+    layout_record,
+    percentile,
+    time_selections,
+)
+
+from koa_middleware import CalibrationStore  # noqa: E402
+
+LOOKUPS = 1_000
+
+
+def fill(cache: Path, root: Path, n: int) -> float:
+    """Fill ``cache`` with ``n`` records and their files; return the seconds of the add."""
+    md5, size = file_digest_of_payload(root)
+    with CalibrationStore("hispec", str(cache), connect_remote=False) as store:
+        records = []
+        for i in range(n):
+            record = layout_record(i)
+            record.update(
+                id=str(uuid.uuid4()),
+                origin="KECK",
+                cal_version="001",
+                last_updated=record["datetime_obs"],
+                file_md5=md5,
+                file_size=size,
+            )
+            records.append(record)
+            (store.layout.calibrations_dir / record["filename"]).write_bytes(PAYLOAD)
+        t0 = time.perf_counter()
+        store.local_db.add(records)
+        return time.perf_counter() - t0
+
+
+def lookups(cache: Path, n: int) -> dict[str, float]:
+    """Selection p50/p95 and get p50, in milliseconds."""
+    with CalibrationStore("hispec", str(cache), connect_remote=False) as store:
+        ids = [row[0] for row in store.local_db.conn.execute("SELECT id FROM hispec LIMIT 2000")]
+        select = time_selections(store, DarkSelector(), n, LOOKUPS)
+        gets = []
+        for cal_id in ids[:LOOKUPS]:
+            t0 = time.perf_counter()
+            store.get_calibration(cal_id)
+            gets.append(time.perf_counter() - t0)
+    return {
+        "select p50 ms": percentile(select, 0.5) * 1e3,
+        "select p95 ms": percentile(select, 0.95) * 1e3,
+        "get p50 ms": percentile(gets, 0.5) * 1e3,
+    }
+
+
+def open_ms(cache: Path, opens: int = 20) -> float:
+    times = []
+    for _ in range(opens):
+        t0 = time.perf_counter()
+        store = CalibrationStore("hispec", str(cache), connect_remote=False)
+        times.append(time.perf_counter() - t0)
+        store.close()
+    return statistics.median(times) * 1e3
+
+
+def command_seconds(cache: Path, *args: str) -> float:
+    """Wall time of ``koa-cal --instrument hispec --cache-dir cache ARGS``."""
+    env = {**os.environ, "KOA_PROGRESS": "0"}
+    for name in ("KOA_CALIBRATIONS_URL", "KOA_API_TOKEN", "KOA_CALIBRATION_CACHE_READONLY"):
+        env.pop(name, None)
+    command = [sys.executable, "-m", "koa_middleware.cli", "--instrument", "hispec"]
+    t0 = time.perf_counter()
+    subprocess.run(
+        [*command, "--cache-dir", str(cache), *args],
+        check=True,
+        env=env,
+        stdout=subprocess.DEVNULL,
+    )
+    return time.perf_counter() - t0
+
+
+def measure(root: Path, n: int) -> dict[str, float]:
+    cache = root / f"n{n}"
+    figures = {"bulk add s": fill(cache, root, n)}
+    figures["add us/record"] = figures["bulk add s"] / n * 1e6
+    figures.update(lookups(cache, n))
+    figures["open ms"] = open_ms(cache)
+    figures["status s"] = command_seconds(cache, "status")
+    figures["verify s"] = command_seconds(cache, "verify")
+    figures["prune s"] = command_seconds(cache, "prune", "--max-size", str(n * 512))
+    database = cache / "database" / "hispec_calibrations.db"
+    figures["db bytes/record"] = database.stat().st_size / n
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1_000, 10_000, 100_000, 1_000_000])
+    args = parser.parse_args()
+    print("command:", " ".join([os.path.basename(sys.executable), *sys.argv]))
+    results: dict[int, dict[str, float]] = {}
+    with tempfile.TemporaryDirectory(prefix="koa_scale_") as tmp:
+        for n in args.sizes:
+            results[n] = measure(Path(tmp), n)
+            line = " | ".join(f"{k} {v:.4g}" for k, v in results[n].items())
+            print(f"N={n:>9,}: {line}", flush=True)
+    sizes = list(results)
+    for small, large in zip(sizes, sizes[1:], strict=False):
+        growth = " | ".join(
+            f"{k} x{results[large][k] / results[small][k]:.2f}" for k in results[large]
+        )
+        print(f"{small:,} -> {large:,} (N x{large / small:.0f}): {growth}")
+
+
+if __name__ == "__main__":
+    main()
