@@ -9,7 +9,11 @@ spectrograph by (i // 4) % 2, instrument_era by (i // 8) % 2, master_cal 1, a
 
 - the time per ``register_calibration`` over the first and last 10% of 10,000
   registrations;
-- ``store.local_db.add`` of N records in one call;
+- ``store.local_db.add`` of N records in one call, beside its floor: a plain
+  ``sqlite3`` ``executemany`` of the same rows (tuples built beforehand) into a
+  WAL table with the same columns and indexes (same pragmas as the store's),
+  in one transaction, measured just before and just after (the better of the
+  two), and the ratio;
 - p50 and p95 of ``select_and_get_calibration`` with a dark selector;
 - p50 of ``get_calibration(id)`` of a cached file;
 - the same selection p50 with 10% of the records retracted (the archive's
@@ -121,9 +125,17 @@ def bench_size(root: Path, n: int, lookups: int) -> None:
             )
             records.append(record)
             (store.layout.calibrations_dir / record["filename"]).write_bytes(PAYLOAD)
+        floors = [plain_executemany(root / f"floor{n}-1.sqlite", records)]
         t0 = time.perf_counter()
         store.local_db.add(records)
         add_s = time.perf_counter() - t0
+        floors.append(plain_executemany(root / f"floor{n}-2.sqlite", records))
+        floor = min(floors)
+        print(
+            f"N={n:>7,}: local_db.add of N records {add_s:.3f} s; plain executemany of the "
+            f"same rows {floor:.3f} s (before {floors[0]:.3f}, after {floors[1]:.3f}); ratio "
+            f"{add_s / floor:.2f}   [target <= 1.3: {'ok' if add_s <= 1.3 * floor else 'MISSED'}]"
+        )
 
         selector = DarkSelector()
         select_times = time_selections(store, selector, n, lookups)
@@ -203,6 +215,36 @@ def fresh_process_open(cache: Path, n: int) -> tuple[float, float]:
     ).stdout
     opened, selected = out.split()
     return float(opened), float(selected)
+
+
+def plain_executemany(path: Path, records: list[dict]) -> float:
+    """Seconds of one plain ``executemany`` of ``records`` into a table like the store's."""
+    from koa_middleware.database.local_database import BASE_COLUMNS, INDEXED_COLUMNS
+    from koa_middleware.sqlite_wal import connect
+
+    conn = connect(path)  # WAL, synchronous=NORMAL and the cache size of the store
+    names = list(BASE_COLUMNS) + [name for name in records[0] if name not in BASE_COLUMNS]
+    kinds = {"mjd_start": "REAL", "master_cal": "INTEGER"}
+    columns = ", ".join(
+        f"{name} {BASE_COLUMNS.get(name) or kinds.get(name, 'TEXT')}"
+        + (" PRIMARY KEY" if name == "id" else "")
+        for name in names
+    )
+    conn.execute(f"CREATE TABLE cal ({columns})")
+    conn.execute("CREATE UNIQUE INDEX ux_filename ON cal (filename)")
+    for name in INDEXED_COLUMNS:
+        conn.execute(f"CREATE INDEX ix_{name} ON cal ({name})")
+    order = list(records[0])
+    rows = [tuple(record.values()) for record in records]
+    # The names are the bench's own fields.
+    sql = f"INSERT INTO cal ({', '.join(order)}) VALUES ({', '.join('?' for _ in order)})"  # noqa: S608
+    t0 = time.perf_counter()
+    conn.execute("BEGIN IMMEDIATE")
+    conn.executemany(sql, rows)
+    conn.execute("COMMIT")
+    seconds = time.perf_counter() - t0
+    conn.close()
+    return seconds
 
 
 def time_selections(store, selector, n: int, lookups: int, start: int = 0) -> list[float]:

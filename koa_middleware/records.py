@@ -21,12 +21,15 @@ import logging
 import math
 import re
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import datetime
+from itertools import groupby, repeat
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
 from .errors import InvalidRecordError
-from .timestamps import normalize_timestamp, utc_now  # noqa: F401 - part of the rules
+from .timestamps import _ISO_RE, normalize_timestamp, utc_now  # noqa: F401 - part of the rules
 
 logger = logging.getLogger(__name__)
 
@@ -545,6 +548,235 @@ def validate_record(
             f"is missing required field(s) {', '.join(missing)}; add them to the record."
         )
     return normalized
+
+
+def validate_records(
+    records: Sequence[Any],
+    required: Iterable[str] = LOCAL_REQUIRED_FIELDS,
+    shared: dict[str, str] | None = None,
+) -> list[dict[str, Any]]:
+    """Validate many records: the same as ``[validate_record(r, required) for r in records]``.
+
+    Faster for large batches: the records are taken in runs with the same
+    fields (in the same order), and each rule runs once per run and column,
+    over all of its values at once, wherever all of them are already in their
+    normal form. When any value is not, the records are checked one by one
+    with :func:`validate_record`, so the result and the error raised are
+    exactly the ones of that loop.
+
+    Parameters
+    ----------
+    records : Sequence
+        The records.
+    required : iterable of str
+        Fields that must be present and not null.
+    shared : dict | None
+        When given, equal field names and equal short strings (other than
+        ``id``, ``filename`` and ``file_md5``) of the records share one object,
+        looked up and kept in this dict: a large sync keeps its records small.
+
+    Returns
+    -------
+    list of dict
+        New dicts with normalized values, in the order of ``records``.
+
+    Raises
+    ------
+    InvalidRecordError
+        As :func:`validate_record`, for the first record that breaks a rule.
+
+    Examples
+    --------
+    >>> recs = validate_records([{"id": "1b4e28ba-2fa1-4d2b-883f-0016d3cca427",
+    ...     "filename": "d.fits", "cal_type": "dark", "datetime_obs": "2024-01-01"}])
+    >>> recs[0]["datetime_obs"]
+    '2024-01-01T00:00:00.000'
+    """
+    required = tuple(required)
+    if not isinstance(records, list):
+        records = list(records)
+    checked: list[dict[str, Any]] = []
+    if not records:
+        return checked
+    if set(map(type, records)) != {dict}:
+        return _validate_one_by_one(records, required, shared)
+    for keys, run in groupby(records, key=tuple):
+        run = list(run)
+        columns = _checked_columns(keys, run, required, shared)
+        if columns is None:
+            return _validate_one_by_one(records, required, shared)
+        if shared is not None:
+            keys = tuple(shared.setdefault(key, key) for key in keys)
+        checked.extend(map(dict, map(zip, repeat(keys), zip(*columns, strict=True))))
+    return checked
+
+
+def _validate_one_by_one(
+    records: Sequence[Any], required: tuple[str, ...], shared: dict[str, str] | None
+) -> list[dict[str, Any]]:
+    checked = [validate_record(record, required) for record in records]
+    if shared is not None:
+        checked = [_share(record, shared) for record in checked]
+    return checked
+
+
+def _share(record: dict[str, Any], shared: dict[str, str]) -> dict[str, Any]:
+    return {
+        shared.setdefault(key, key): (
+            shared.setdefault(value, value)
+            if type(value) is str and len(value) <= _SHARED_CHARS and key not in _UNSHARED
+            else value
+        )
+        for key, value in record.items()
+    }
+
+
+# Values shared between records (see validate_records): short strings of fields whose
+# values repeat.
+_SHARED_CHARS = 32
+_UNSHARED = frozenset({"id", "filename", "file_md5"})
+
+
+def _checked_columns(
+    keys: tuple[str, ...],
+    run: list[dict],
+    required: tuple[str, ...],
+    shared: dict[str, str] | None,
+) -> list[Sequence[Any]] | None:
+    """The normalized columns of records with the same fields; None if one needs a closer look."""
+    try:
+        for key in keys:
+            if key not in _VALID_COLUMNS:
+                validate_column_name(key)
+    except InvalidRecordError:
+        return None
+    if not keys or len({key.lower() for key in keys}) != len(keys):
+        return None
+    if any(field not in keys for field in required):
+        return None
+    rows = list(map(itemgetter(*keys), run)) if len(keys) > 1 else [(rec[keys[0]],) for rec in run]
+    columns: list[Sequence[Any]] = []
+    for key, column in zip(keys, zip(*rows, strict=True), strict=True):
+        normal = _normal_column(key, column)
+        if normal is None or (key in required and None in normal):
+            return None
+        if (
+            shared is not None
+            and key not in _UNSHARED
+            and set(map(type, normal)) == {str}
+            and max(map(len, normal)) <= _SHARED_CHARS
+        ):
+            normal = list(map(shared.setdefault, normal, normal))
+        columns.append(normal)
+    return columns
+
+
+def _normal_column(key: str, column: tuple) -> Sequence[Any] | None:
+    """The values of one column in normal form; None when one is not (or breaks a rule)."""
+    kinds = set(map(type, column))
+    check = _COLUMN_CHECKS.get(key)
+    if check is not None:
+        normal = check(column, kinds)
+    elif kinds == {str}:
+        normal = column
+    elif kinds == {int}:
+        normal = column if MIN_INTEGER <= min(column) and max(column) <= MAX_INTEGER else None
+    elif kinds == {float}:
+        normal = column if all(map(math.isfinite, column)) else None
+    else:
+        normal = None
+    if normal is not None:
+        return normal
+    # Not all in normal form (or with nulls): the value rule for each, None if one breaks it.
+    try:
+        return [_normalize_value(key, value) for value in column]
+    except Exception:
+        return None
+
+
+def _ids_column(column: tuple, kinds: set[type]) -> Sequence[Any] | None:
+    if kinds == {CalId}:
+        return column
+    if kinds == {str} and all(map(_UUID_RE.match, column)):
+        return list(map(CalId, column))
+    return None
+
+
+def _filenames_column(column: tuple, kinds: set[type]) -> Sequence[Any] | None:
+    if kinds != {str}:
+        return None
+    text = "\n".join(column)
+    if (
+        not text.isascii()
+        or "/" in text
+        or "\\" in text
+        or text.count("\n") != len(column) - 1
+        or _CONTROL_RE.search(text.replace("\n", "_"))
+        or max(map(len, column)) > MAX_FILENAME_BYTES
+        or "" in column
+        or "." in column
+        or ".." in column
+    ):
+        return None
+    return column
+
+
+def _timestamps_column(column: tuple, kinds: set[type]) -> Sequence[Any] | None:
+    if kinds != {str} or not all(map(_ISO_RE.match, column)):
+        return None
+    try:
+        # The canonical form must still name a real moment (no month 13).
+        for _ in map(datetime.fromisoformat, column):
+            pass
+    except ValueError:
+        return None
+    return column
+
+
+def _versions_column(column: tuple, kinds: set[type]) -> Sequence[Any] | None:
+    if kinds == {str} and all(map(_VERSION_RE.match, column)) and "000" not in column:
+        return column
+    return None
+
+
+def _origins_column(column: tuple, kinds: set[type]) -> Sequence[Any] | None:
+    if kinds != {str}:
+        return None
+    normal = list(map(str.upper, map(str.strip, column)))
+    return None if "" in normal else normal
+
+
+def _md5s_column(column: tuple, kinds: set[type]) -> Sequence[Any] | None:
+    if kinds != {str}:
+        return None
+    normal = list(map(str.lower, column))
+    return normal if all(map(_MD5_RE.match, normal)) else None
+
+
+def _sizes_column(column: tuple, kinds: set[type]) -> Sequence[Any] | None:
+    if kinds == {int} and min(column) >= 0 and max(column) <= MAX_INTEGER:
+        return column
+    return None
+
+
+def _booleans_column(column: tuple, kinds: set[type]) -> Sequence[Any] | None:
+    if kinds == {int} and set(column) <= {0, 1}:
+        return column
+    return None
+
+
+#: Each field with a rule of its own, checked over a whole column (see validate_records).
+_COLUMN_CHECKS: dict[str, Callable[[tuple, set[type]], Sequence[Any] | None]] = {
+    "id": _ids_column,
+    "filename": _filenames_column,
+    "datetime_obs": _timestamps_column,
+    "last_updated": _timestamps_column,
+    "cal_version": _versions_column,
+    "origin": _origins_column,
+    "file_md5": _md5s_column,
+    "file_size": _sizes_column,
+    **{name: _booleans_column for name in BOOLEAN_COLUMNS},
+}
 
 
 def _refuse_case_clash(record: Mapping[str, Any]) -> None:

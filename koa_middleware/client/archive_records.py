@@ -18,8 +18,10 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import TYPE_CHECKING, Any
 
 from ..errors import InvalidRecordError
@@ -96,7 +98,9 @@ def _reason(exc: BaseException) -> str:
 
 
 def store_what_fits(
-    local_db: LocalCalibrationDB, records: Sequence[Any]
+    local_db: LocalCalibrationDB,
+    records: Sequence[Any],
+    shared: dict[str, str] | None = None,
 ) -> tuple[list[dict], dict[str, str]]:
     """Store a batch of records as the archive sent them; set aside those that cannot be stored.
 
@@ -109,6 +113,9 @@ def store_what_fits(
         The local database.
     records : Sequence
         The records (unchecked: each is checked as it is stored).
+    shared : dict | None
+        Through which equal field names and short values of the stored
+        records share one object (see ``LocalCalibrationDB.add``).
 
     Returns
     -------
@@ -137,7 +144,7 @@ def store_what_fits(
         return [], {}
     try:
         with local_db.savepoint():
-            stored = local_db.add(list(records))
+            stored = local_db.add(records, shared=shared)
     except Exception as exc:
         if not is_record_problem(exc):
             raise
@@ -154,6 +161,8 @@ def store_what_fits(
             aside[key] = _reason(exc)
             continue
         try:
+            if shared is not None:
+                checked = share_values(checked, shared)
             with local_db.savepoint():
                 kept.extend(local_db.add_validated([checked]))
         except Exception as exc:
@@ -226,13 +235,17 @@ class ArchiveIntake:
     def store(self, records: list) -> None:
         """Store a batch (inside ``local_db.write_transaction()``)."""
         if self.strict:
-            stored, aside = add_strictly(self.local_db, self.remote_db, records), {}
+            stored = add_strictly(self.local_db, self.remote_db, records, self._interned)
+            aside: dict[str, str] = {}
         else:
-            stored, aside = store_what_fits(self.local_db, records)
-        for rec in stored:
-            self.handled.add(rec["id"])
-            self.pending.pop(rec["id"], None)
-            self.report.added.append(share_values(rec, self._interned))
+            stored, aside = store_what_fits(self.local_db, records, self._interned)
+        ids = [rec["id"] for rec in stored]
+        self.handled.update(ids)
+        if self.pending:
+            for cal_id in ids:
+                self.pending.pop(cal_id, None)
+        # Stored with their names and short values shared (see share_values).
+        self.report.added.extend(stored)
         for key, reason in aside.items():
             logger.warning(
                 "Set aside record %s from %s: %s The other records are stored; the next "
@@ -256,15 +269,24 @@ class ArchiveIntake:
     def store_stream(
         self, raws: Iterable[Any], batch: int, done: Callable[[int], Any] | None = None
     ) -> None:
-        """Store records as they arrive, ``batch`` at a time; ``done(n)`` after each batch."""
-        chunk: list[Any] = []
-        for raw in raws:
-            chunk.append(raw)
-            if len(chunk) >= batch:
-                self._store_batch(chunk, done)
-                chunk = []
-        if chunk:
-            self._store_batch(chunk, done)
+        """Store records as they arrive, ``batch`` at a time; ``done(n)`` after each batch.
+
+        The next batch is read (from the archive's answer) in a second thread
+        while this one is stored: SQLite lets go of the interpreter while it
+        writes, so the two overlap. An error reading the answer is raised here
+        after the batches before it are stored.
+        """
+        batches = _batches(raws, batch)
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="koa-intake") as pool:
+            pending = pool.submit(next, batches, None)
+            try:
+                while (chunk := pending.result()) is not None:
+                    pending = pool.submit(next, batches, None)
+                    self._store_batch(chunk, done)
+            finally:
+                if not pending.cancel():
+                    wait([pending])
+                batches.close()
 
     def _store_batch(self, chunk: list[Any], done: Callable[[int], Any] | None) -> None:
         with self.local_db.write_transaction():
@@ -287,6 +309,19 @@ class ArchiveIntake:
                     self.store([raw])
 
 
+def _batches(raws: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    """The records in lists of ``size`` (the last one shorter)."""
+    records = iter(raws)
+    try:
+        while chunk := list(islice(records, size)):
+            yield chunk
+    finally:
+        # A sync stopped half-way closes the archive's answer now, not when collected.
+        close = getattr(records, "close", None)
+        if close is not None:
+            close()
+
+
 def load_set_aside(value: str | None) -> dict[str, str]:
     if not value:
         return {}
@@ -300,11 +335,17 @@ def load_set_aside(value: str | None) -> dict[str, str]:
 
 
 def add_strictly(
-    local_db: LocalCalibrationDB, remote_db: RemoteCalibrationDB, records: list[dict]
+    local_db: LocalCalibrationDB,
+    remote_db: RemoteCalibrationDB,
+    records: list[dict],
+    shared: dict[str, str] | None = None,
 ) -> list[dict]:
-    """Store records as the archive sent them; ``add`` checks each one, all or nothing."""
+    """Store records as the archive sent them; ``add`` checks each one, all or nothing.
+
+    ``shared``: as for :func:`store_what_fits`.
+    """
     try:
-        return local_db.add(records)
+        return local_db.add(records, shared=shared)
     except InvalidRecordError as exc:
         raise InvalidRecordError(
             f"The archive at {remote_db.display_url} sent an invalid record: {exc} Nothing "

@@ -48,6 +48,9 @@ _MODES = ("id", "last_updated")
 _SOURCES = ("remote", "local")
 # Records fetched one by one below this many; above it the archive's records are paged.
 _PER_ID_LIMIT = 200
+# Records stored per transaction from a streamed answer (at least): fewer commits of a
+# large sync, each rewriting the index pages it touched, at a few MB of records in hand.
+_STREAM_BATCH = 10_000
 
 
 def cursor_key(remote_db: RemoteCalibrationDB) -> str:
@@ -287,11 +290,13 @@ def sync_from_archive(
         _pull_missing_ids(intake, progress, counts_equal=checked and not intake.report.set_aside)
     else:
         local_ids = _local_ids(local_db)
-        missing = (
-            raw
-            for raw in remote_db.iter_records()
-            if not (isinstance(raw, Mapping) and _hashable(raw.get("id")) in local_ids)
-        )
+        missing = remote_db.iter_records()
+        if local_ids:  # a first sync needs no comparing
+            missing = (
+                raw
+                for raw in missing
+                if not (isinstance(raw, Mapping) and _hashable(raw.get("id")) in local_ids)
+            )
         _store_stream(intake, missing, progress)
     intake.retry_pending()
     report = intake.report
@@ -393,7 +398,8 @@ def _store_stream(intake: ArchiveIntake, raws: Iterable[Any], progress: bool | N
             intake.local_db.release_memory()
             bar.update(count)
 
-        intake.store_stream(raws, intake.remote_db.page_size, done)
+        batch = max(intake.remote_db.page_size, _STREAM_BATCH)
+        intake.store_stream(raws, batch, done)
 
 
 def _pull_changes(intake: ArchiveIntake, progress: bool | None) -> None:

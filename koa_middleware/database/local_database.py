@@ -15,6 +15,8 @@ import threading
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from itertools import groupby
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +34,7 @@ from ..records import (
     split_lifecycle,
     validate_cal_id,
     validate_column_name,
-    validate_record,
+    validate_records,
 )
 from ..sqlite_wal import connect
 from ..timestamps import utc_now
@@ -212,7 +214,7 @@ class LocalCalibrationDB(RecordReading, SideTables):
                 f"({', '.join(quote_identifier(n) for n in names)})"
             )
 
-    def _add_missing_columns(self, records: list[dict], alter: bool) -> None:
+    def _add_missing_columns(self, runs: list[list[dict]], alter: bool) -> None:
         """Add columns that the records bring, inside the current write transaction.
 
         Column names are compared without case, as SQLite does: ``EXPTIME`` and
@@ -226,10 +228,12 @@ class LocalCalibrationDB(RecordReading, SideTables):
         """
         known = {name.lower() for name in self._columns}
         wanted: dict[str, tuple[str, Any]] = {}
-        for record in records:
-            for key, value in record.items():
+        # Runs share their fields: each new field is looked for once per run.
+        for run in runs:
+            for key in run[0]:
                 folded = key.lower()
                 if folded not in known and wanted.get(folded, (key, None))[1] is None:
+                    value = next((rec[key] for rec in run if rec[key] is not None), None)
                     wanted[folded] = (key, value)
         if not wanted:
             return
@@ -351,7 +355,13 @@ class LocalCalibrationDB(RecordReading, SideTables):
 
     # -- writing -----------------------------------------------------------
 
-    def add(self, cals: Mapping | Iterable[Mapping], alter: bool = True) -> dict | list[dict]:
+    def add(
+        self,
+        cals: Mapping | Iterable[Mapping],
+        alter: bool = True,
+        *,
+        shared: dict[str, str] | None = None,
+    ) -> dict | list[dict]:
         """Insert or update records by ``id``, all in one transaction.
 
         Rows keep the order in which they were first added (bulk or not), so
@@ -367,6 +377,11 @@ class LocalCalibrationDB(RecordReading, SideTables):
         alter : bool
             Add columns that the records bring and the table lacks. If False,
             such records are refused.
+        shared : dict | None
+            Make equal field names and short repeated values of the records
+            returned share one object, through this dict (see
+            :func:`~koa_middleware.records.validate_records`): a sync that
+            returns many records keeps them small.
 
         Returns
         -------
@@ -387,9 +402,7 @@ class LocalCalibrationDB(RecordReading, SideTables):
         '2024-01-01T00:00:00.000'
         """
         single = isinstance(cals, Mapping)
-        records = [
-            validate_record(cal, LOCAL_REQUIRED_FIELDS) for cal in ([cals] if single else cals)
-        ]
+        records = validate_records([cals] if single else cals, LOCAL_REQUIRED_FIELDS, shared)
         # One time for the whole batch, as the reference does, for records without one.
         stamp = utc_now()
         for record in records:
@@ -425,12 +438,14 @@ class LocalCalibrationDB(RecordReading, SideTables):
             If two records claim one file name; then nothing is written.
         """
         lifecycle: dict[str, dict] = {}
-        if any(name in record for record in records for name in LIFECYCLE_FIELDS):
+        runs = _runs_of_same_keys(records)
+        if any(name in run[0] for run in runs for name in LIFECYCLE_FIELDS):
             records = [self._split_lifecycle(record, lifecycle) for record in records]
+            runs = _runs_of_same_keys(records)
         if records:
             with self.write_transaction():
-                self._add_missing_columns(records, alter)
-                for run in _runs_of_same_keys(records):
+                self._add_missing_columns(runs, alter)
+                for run in runs:
                     self._upsert(run)
                 if lifecycle:
                     self.apply_lifecycle(lifecycle)
@@ -452,8 +467,12 @@ class LocalCalibrationDB(RecordReading, SideTables):
         )
         sql = f"INSERT INTO {self._quoted_table} ({names}) VALUES ({marks}) ON CONFLICT(id) DO "
         sql += f"UPDATE SET {updates}" if updates else "NOTHING"
+        # One prepared statement for the run; rows are read straight from the dicts.
+        rows = (
+            map(itemgetter(*keys), records) if len(keys) > 1 else ((r[keys[0]],) for r in records)
+        )
         try:
-            self.conn.executemany(sql, ([r[k] for k in keys] for r in records))
+            self.conn.executemany(sql, rows)
         except sqlite3.IntegrityError as exc:
             raise InvalidRecordError(
                 f"Could not store the records: {exc}. Each calibration file name may "
@@ -539,10 +558,4 @@ def _runs_of_same_keys(records: list[dict]) -> list[list[dict]]:
 
     Runs keep the records' order, so rowids follow the order they were given in.
     """
-    runs: list[list[dict]] = []
-    for record in records:
-        if runs and runs[-1][0].keys() == record.keys():
-            runs[-1].append(record)
-        else:
-            runs.append([record])
-    return runs
+    return [list(run) for _, run in groupby(records, key=dict.keys)]
