@@ -267,9 +267,13 @@ def safe_path(directory: str | Path, filename: str) -> Path:
         ``directory``.
     """
     validate_filename(filename)
-    base = Path(directory).absolute()
+    if isinstance(directory, Path) and directory.is_absolute():
+        base = directory  # the cache's own folders: already absolute (a hot path)
+    else:
+        base = Path(directory).absolute()
     path = base / filename
-    if path.parent != base:
+    # A plain name has one part; anything else would leave ``directory``.
+    if path.name != filename:
         raise InvalidRecordError(f"Invalid file name {filename!r}: it leaves {base}.")
     return path
 

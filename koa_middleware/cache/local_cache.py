@@ -20,9 +20,8 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..database.local_database import LocalCalibrationDB
 from ..datamodel_protocol import record_of
@@ -38,8 +37,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["CalibrationRef", "FileLocation", "LocalCache"]
 
 
-@dataclass(frozen=True)
-class CalibrationRef:
+class CalibrationRef(NamedTuple):
     """What a caller named a calibration by, read once where it comes in.
 
     Attributes
@@ -86,8 +84,7 @@ class CalibrationRef:
         return cls(None, filename, repr(filename))
 
 
-@dataclass(frozen=True)
-class FileLocation:
+class FileLocation(NamedTuple):
     """Where a record's file is, and whether it may be served.
 
     Attributes
