@@ -205,6 +205,54 @@ def _filename_problem(name: Any) -> str | None:
     return None
 
 
+_SHORT_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escaped(match: re.Match) -> str:
+    char = match.group()
+    if char in _SHORT_ESCAPES:
+        return _SHORT_ESCAPES[char]
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def escape_controls(text: str, keep: str = "") -> str:
+    """``text`` with every control character and bidirectional override shown escaped.
+
+    The one guard of text shown to people (``koa-cal``'s output, the web
+    pages): values come from the archive and from other people's records, and
+    an escape sequence in them would rewrite the reader's terminal. Each such
+    character is written as Python writes it in a string (``\\x1b``,
+    ``\\u202e``). JSON output needs none of this: JSON escapes them itself.
+
+    Parameters
+    ----------
+    text : str
+        What is about to be printed.
+    keep : str
+        Characters left as they are, e.g. ``"\\n"`` for a text of several lines
+        that the command itself built.
+
+    Returns
+    -------
+    str
+        The text, safe to print.
+
+    Examples
+    --------
+    >>> escape_controls("\\x1b[2JFAKE: all good")
+    '\\\\x1b[2JFAKE: all good'
+    >>> print(escape_controls("a\\u202eb\\nc", keep="\\n"))
+    a\\u202eb
+    c
+    """
+    if not _CONTROL_RE.search(text):
+        return text
+    if not keep:
+        return _CONTROL_RE.sub(_escaped, text)
+    return _CONTROL_RE.sub(lambda m: m.group() if m.group() in keep else _escaped(m), text)
+
+
 def control_character_problem(text: str) -> str | None:
     """Say which control character ``text`` holds, or return None.
 

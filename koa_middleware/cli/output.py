@@ -10,9 +10,10 @@ import csv
 import io
 import json
 import logging
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
+
+from ..records import escape_controls
 
 logger = logging.getLogger(__name__)
 
@@ -46,59 +47,8 @@ DEFAULT_QUERY_COLUMNS = (
 )
 
 
-# What a terminal acts on instead of showing: C0 controls, DEL, C1 controls, and the
-# bidirectional overrides and isolates (U+202A-U+202E, U+2066-U+2069).
-_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 #: First characters that make a spreadsheet read a CSV cell as a formula (OWASP).
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-
-
-_SHORT_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
-
-
-def _escaped(match: re.Match) -> str:
-    char = match.group()
-    if char in _SHORT_ESCAPES:
-        return _SHORT_ESCAPES[char]
-    code = ord(char)
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
-
-
-def escape_controls(text: str, keep: str = "") -> str:
-    """``text`` with every control character and bidirectional override shown escaped.
-
-    The one guard of what ``koa-cal`` prints as text: values come from the
-    archive and from other people's records, and an escape sequence in them
-    would rewrite the reader's terminal. Each such character is written as
-    Python writes it in a string (``\\x1b``, ``\\u202e``). JSON output needs
-    none of this: JSON escapes them itself.
-
-    Parameters
-    ----------
-    text : str
-        What is about to be printed.
-    keep : str
-        Characters left as they are, e.g. ``"\\n"`` for a text of several lines
-        that the command itself built.
-
-    Returns
-    -------
-    str
-        The text, safe to print.
-
-    Examples
-    --------
-    >>> escape_controls("\\x1b[2JFAKE: all good")
-    '\\\\x1b[2JFAKE: all good'
-    >>> print(escape_controls("a\\u202eb\\nc", keep="\\n"))
-    a\\u202eb
-    c
-    """
-    if not _CONTROL_RE.search(text):
-        return text
-    if not keep:
-        return _CONTROL_RE.sub(_escaped, text)
-    return _CONTROL_RE.sub(lambda m: m.group() if m.group() in keep else _escaped(m), text)
 
 
 def count(number: int, singular: str, plural: str | None = None) -> str:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import csv
 import io
 import logging
-import re
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlencode
@@ -23,11 +22,12 @@ from urllib.parse import urlencode
 from jinja2 import Environment, PackageLoader
 from markupsafe import Markup
 
+from ..records import escape_controls
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["CSV_COLUMNS", "csv_line", "environment", "query_url", "visible"]
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 #: Columns of the CSV twin of a browse query, in order.
 CSV_COLUMNS = (
     "id",
@@ -44,16 +44,11 @@ CSV_COLUMNS = (
 )
 
 
-def _escape_control(found: re.Match[str]) -> str:
-    code = ord(found.group())
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
-
-
 def visible(value: Any) -> Any:
     """Show control characters and bidirectional overrides as escapes (``\\x1b``)."""
     if isinstance(value, Markup) or not isinstance(value, str):
         return "" if value is None else value
-    return _CONTROL.sub(_escape_control, value)
+    return escape_controls(value, keep="\t\n")
 
 
 def query_url(path: str, params: Mapping[str, Any] | None = None, **more: Any) -> str:
