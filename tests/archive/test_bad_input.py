@@ -221,6 +221,11 @@ def test_upload_cut_short_leaves_nothing(unchanged):
     # The server notices the disconnect and deletes the partial file; it is never served.
     assert unchanged.client("read").get(f"hispec/files/{cal_id}").status_code == 404
     incoming = unchanged.root / "files" / ".incoming"
+    # The server may not have begun the upload yet: wait for its partial file to
+    # appear (it may also come and go between two looks), then for it to go.
+    deadline = time.monotonic() + 3
+    while not any(incoming.iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.01)
     deadline = time.monotonic() + 30
     while any(incoming.iterdir()) and time.monotonic() < deadline:
         time.sleep(0.05)
