@@ -108,23 +108,29 @@ def bench_register(root: Path, count: int = 10_000) -> None:
     )
 
 
+def cached_records(store: CalibrationStore, n: int, md5: str, size: int) -> list[dict]:
+    """``n`` records laid out like an instrument's, each with its file written into the cache."""
+    records = []
+    for i in range(n):
+        record = layout_record(i)
+        record.update(
+            id=str(uuid.uuid4()),
+            origin="KECK",
+            cal_version="001",
+            last_updated=record["datetime_obs"],
+            file_md5=md5,
+            file_size=size,
+        )
+        records.append(record)
+        (store.layout.calibrations_dir / record["filename"]).write_bytes(PAYLOAD)
+    return records
+
+
 def bench_size(root: Path, n: int, lookups: int) -> None:
     cache = root / f"n{n}"
     with CalibrationStore("hispec", str(cache), connect_remote=False) as store:
         md5, size = file_digest_of_payload(root)
-        records = []
-        for i in range(n):
-            record = layout_record(i)
-            record.update(
-                id=str(uuid.uuid4()),
-                origin="KECK",
-                cal_version="001",
-                last_updated=record["datetime_obs"],
-                file_md5=md5,
-                file_size=size,
-            )
-            records.append(record)
-            (store.layout.calibrations_dir / record["filename"]).write_bytes(PAYLOAD)
+        records = cached_records(store, n, md5, size)
         floors = [plain_executemany(root / f"floor{n}-1.sqlite", records)]
         t0 = time.perf_counter()
         store.local_db.add(records)

@@ -27,16 +27,14 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from local import (  # noqa: E402 - the benchmark next to this one
-    PAYLOAD,
     DarkSelector,
+    cached_records,
     file_digest_of_payload,
-    layout_record,
     percentile,
     time_selections,
 )
@@ -50,19 +48,7 @@ def fill(cache: Path, root: Path, n: int) -> float:
     """Fill ``cache`` with ``n`` records and their files; return the seconds of the add."""
     md5, size = file_digest_of_payload(root)
     with CalibrationStore("hispec", str(cache), connect_remote=False) as store:
-        records = []
-        for i in range(n):
-            record = layout_record(i)
-            record.update(
-                id=str(uuid.uuid4()),
-                origin="KECK",
-                cal_version="001",
-                last_updated=record["datetime_obs"],
-                file_md5=md5,
-                file_size=size,
-            )
-            records.append(record)
-            (store.layout.calibrations_dir / record["filename"]).write_bytes(PAYLOAD)
+        records = cached_records(store, n, md5, size)
         t0 = time.perf_counter()
         store.local_db.add(records)
         return time.perf_counter() - t0

@@ -10,7 +10,6 @@ the cache's database, as publishing or syncing would put them there.
 from __future__ import annotations
 
 import contextlib
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -32,21 +31,6 @@ from koa_middleware.web.cache_reader import CacheReader
 from .postgres import fresh_postgres_database
 
 SITES = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres), "cache"]
-
-
-def make_record(**fields: Any) -> dict[str, Any]:
-    """A valid record with a fresh id; ``fields`` override."""
-    cal_id = str(uuid.uuid4())
-    record = {
-        "id": cal_id,
-        "filename": f"cal_{cal_id[:8]}.fits",
-        "cal_type": "dark",
-        "datetime_obs": "2024-01-01T00:00:00.000",
-        "origin": "KECK",
-        "cal_version": "001",
-    }
-    record.update(fields)
-    return record
 
 
 class Site:

@@ -9,7 +9,8 @@ import re
 from html import unescape
 
 from koa_middleware.web import CSP
-from support.web_sites import make_record, open_site
+from support.archive import make_record
+from support.web_sites import open_site
 
 
 def links(html: str, text: str) -> list[str]:

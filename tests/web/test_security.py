@@ -8,7 +8,8 @@ from pathlib import Path
 import koa_middleware.web
 from koa_middleware.archive.tokens import TokenStore
 from koa_middleware.web import CSP
-from support.web_sites import make_record, open_site
+from support.archive import make_record
+from support.web_sites import open_site
 
 WEB = Path(koa_middleware.web.__file__).parent
 SCRIPT = "<script>alert(1)</script>"

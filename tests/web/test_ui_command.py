@@ -12,8 +12,8 @@ from koa_middleware.cache.local_cache import LocalCache
 from koa_middleware.config import resolve_config
 from koa_middleware.records import validate_record
 from koa_middleware.web import CSP
+from support.archive import make_record
 from support.koa_cal import cli_env
-from support.web_sites import make_record
 
 
 def test_koa_cal_ui_prints_its_url_and_serves_the_cache_there(tmp_path):
