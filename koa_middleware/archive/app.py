@@ -102,7 +102,9 @@ def _pages(archive: Archive):
         return found if found is not None and scope_allows(found[1], "read") else None
 
     settings = archive.settings
-    reader = CatalogReader(archive.catalog, settings.instruments, API_PREFIX, settings.protocol)
+    reader = CatalogReader(
+        archive.catalog, settings.instruments, API_PREFIX, settings.protocol, archive.storage
+    )
     return create_ui(reader, TokenGate(check, open_reads=settings.anonymous_read), "archive")
 
 

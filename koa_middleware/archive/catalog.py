@@ -32,12 +32,16 @@ from .engine import catalog_url, make_engine
 from .filters import query_statement
 from .problems import Conflict
 from .retractions import write_lifecycle
-from .schema import files, metadata, records, row_to_record, seq_counters
+from .schema import files, lifecycle_events, metadata, records, row_to_record, seq_counters
 from .upgrade import upgrade_catalog
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["Catalog", "StoredFile", "catalog_url", "make_engine", "row_to_record"]
+
+#: Lifecycle events of one record read at most (a record retracted and made live
+#: again more often than this shows its first ones).
+_MAX_EVENTS = 1000
 
 # Statements run on every download or lookup by id, built once (only parameters change).
 _FILE_ENTRY = sa.select(files.c.md5, files.c.size).where(
@@ -367,3 +371,46 @@ class Catalog:
                 "The records conflict with stored ones (a file name or id is already taken); "
                 "nothing was changed."
             ) from exc
+
+    # -- a record's life -------------------------------------------------------------
+    def lifecycle_events(self, instrument: str, cal_id: str) -> list[dict[str, Any]]:
+        """Every retraction and making live again of a record, oldest first.
+
+        Returns
+        -------
+        list of dict
+            ``{"seq", "kind", "at", "reason"}``; ``kind`` is ``retracted`` or
+            ``unretracted`` (``reason`` None). Empty for changes made before the
+            catalog kept them.
+        """
+        statement = (
+            sa.select(
+                lifecycle_events.c.seq,
+                lifecycle_events.c.kind,
+                lifecycle_events.c.at,
+                lifecycle_events.c.reason,
+            )
+            .where(lifecycle_events.c.instrument == instrument, lifecycle_events.c.id == cal_id)
+            .order_by(lifecycle_events.c.seq)
+            .limit(_MAX_EVENTS)
+        )
+        with self.engine.connect() as conn:
+            return [dict(row) for row in conn.execute(statement).mappings()]
+
+    def lifecycle_kinds(self, instrument: str, seqs: Sequence[int]) -> dict[int, str]:
+        """Which of these ``seq`` numbers were a retraction or a making live again.
+
+        Returns
+        -------
+        dict
+            ``seq`` -> ``retracted`` or ``unretracted``; a ``seq`` given by an ``add``
+            is not in it.
+        """
+        if not seqs:
+            return {}
+        statement = sa.select(lifecycle_events.c.seq, lifecycle_events.c.kind).where(
+            lifecycle_events.c.instrument == instrument,
+            lifecycle_events.c.seq.in_([int(seq) for seq in seqs]),
+        )
+        with self.engine.connect() as conn:
+            return {int(seq): kind for seq, kind in conn.execute(statement).all()}

@@ -33,7 +33,7 @@ from ..errors import InvalidRecordError
 from ..records import retraction_reason, utc_now, validate_cal_id
 from .inputs import text_problem
 from .problems import BadRequest, NotFound, PayloadTooLarge, shorten
-from .schema import records, seq_counters
+from .schema import lifecycle_events, records, seq_counters
 
 logger = logging.getLogger(__name__)
 
@@ -230,6 +230,15 @@ def write_lifecycle(
         statement,
         [{"cal_id": cal_id, "new_seq": last_seq + n} for n, cal_id in enumerate(ids, 1)],
     )
+    kind = "retracted" if reason is not None else "unretracted"
+    conn.execute(
+        lifecycle_events.insert(),
+        [
+            {"instrument": instrument, "seq": last_seq + n, "id": cal_id, "kind": kind,
+             "at": stamp, "reason": reason}
+            for n, cal_id in enumerate(ids, 1)
+        ],
+    )  # fmt: skip
     conn.execute(
         seq_counters.update()
         .where(seq_counters.c.instrument == instrument)

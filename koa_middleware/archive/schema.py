@@ -4,7 +4,10 @@
 column of their own (indexed where queries need them), every instrument column
 goes into the JSON ``extra``. ``seq_counters`` holds each instrument's ``seq``
 counter; writers of an instrument serialize on its row. ``files`` lists the
-verified files in storage, ``tokens`` the hashed API tokens. ``record_columns``
+verified files in storage, ``tokens`` the hashed API tokens. ``lifecycle_events``
+keeps every retraction and making live again (a record keeps only its latest
+state, so without it an unretracted record would forget it was ever retracted).
+``record_columns``
 lists every column name an instrument's records use, keyed by its lower-case
 form: clients store records in SQLite, whose column names ignore case.
 """
@@ -104,6 +107,23 @@ tokens = sa.Table(
     sa.Column("token_hash", sa.String(64), nullable=False, unique=True),
     sa.Column("scope", sa.String(16), nullable=False),
     sa.Column("created", sa.String(23), nullable=False),
+)
+
+
+#: Every retraction (``retracted``, with its reason) and making live again
+#: (``unretracted``) of a record, under the ``seq`` the change gave the record. The
+#: protocol's answers never read it; the pages show a record's history from it.
+#: Created at start in catalogs made before it (``create_all``), empty until then.
+lifecycle_events = sa.Table(
+    "lifecycle_events",
+    metadata,
+    sa.Column("instrument", sa.String(64), primary_key=True),
+    sa.Column("seq", sa.BigInteger, primary_key=True),
+    sa.Column("id", sa.String(36), nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("at", sa.String(23), nullable=False),
+    sa.Column("reason", sa.Text),
+    sa.Index("ix_lifecycle_events_id", "instrument", "id", "seq"),
 )
 
 

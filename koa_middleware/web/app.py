@@ -6,7 +6,8 @@ serves :func:`create_local_site` (the same pages under ``/ui``, ``/`` leading th
 
 Routes, under the mount point: ``/`` (instruments), ``/INST/`` (overview),
 ``/INST/browse`` (and ``browse.csv``, ``browse.json``: the same query, every match),
-``/INST/records/ID``, ``/INST/changes?since=N``, ``/login``, ``/logout``,
+``/INST/records/ID`` (:mod:`.record_page`; its retract and unretract forms:
+:mod:`.record_actions`), ``/INST/files/ID``, ``/INST/changes?since=N``, ``/login``, ``/logout``,
 ``/static/...``. Every answer carries ``Content-Security-Policy: default-src 'self'``.
 
 Examples
@@ -32,10 +33,10 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..errors import InvalidRecordError
-from ..records import validate_cal_id
 from .coverage import build_coverage
 from .reader import BadQuery, BrowseQuery, CalibrationReader, decode_key
+from .record_actions import RecordActions
+from .record_page import RecordPages
 from .rendering import CSV_COLUMNS, csv_line, environment, query_url
 from .sessions import LOGIN_COOKIE, SESSION_COOKIE, TokenGate, same
 
@@ -131,11 +132,13 @@ class Pages:
 
     def refused(self, request: Request) -> Response | None:
         """The login page (401) when this browser may not read, else None."""
-        if self.gate is None or self.gate.open_reads:
+        if self.gate is None:
             return None
         found = self.gate.viewer(request.cookies.get(SESSION_COOKIE))
         if found is not None:
             request.state.viewer = found
+            return None
+        if self.gate.open_reads:  # anyone reads; a login only adds writing
             return None
         return self.login_form(request, status=401, wanted=request.url.path)
 
@@ -269,28 +272,6 @@ class Pages:
             yield ("," if n else "") + json.dumps(record, default=str)
         yield "]}"
 
-    def record(self, request: Request) -> Response:
-        """Every column, the file, the version family and the history of one record."""
-        refusal, inst = self.guard(request)
-        if refusal is not None:
-            return refusal
-        try:
-            cal_id = validate_cal_id(request.path_params["cal_id"])
-        except InvalidRecordError:
-            return self.problem(request, 404, "That is not a calibration id; browse to find one.")
-        found = self.reader.record(inst, cal_id)
-        if found is None:
-            return self.problem(request, 404, f"No calibration {cal_id} in {inst}.")
-        return self.render(
-            request,
-            "record.html",
-            instrument=inst,
-            record=found,
-            family=self.reader.family(inst, found),
-            history=self.reader.history(inst, found),
-            download=self.reader.download_url(inst, found),
-        )
-
     def changes(self, request: Request) -> Response:
         """The changes feed from ``since``, with a permalink to each step."""
         refusal, inst = self.guard(request)
@@ -307,7 +288,7 @@ class Pages:
 
     def login_form(self, request: Request, status: int = 200, wanted: str = "", error: str = ""):
         """The login page, with a fresh double-submit CSRF value in a cookie and the form."""
-        if self.gate is None or self.gate.open_reads:
+        if self.gate is None:
             return RedirectResponse(self.base(request) + "/", status_code=303)
         csrf = secrets.token_urlsafe(32)
         response = self.render(
@@ -323,7 +304,7 @@ class Pages:
 
     async def login(self, request: Request) -> Response:
         """Check the token; on success start a session and go to the page asked for."""
-        if self.gate is None or self.gate.open_reads:
+        if self.gate is None:
             return RedirectResponse(self.base(request) + "/", status_code=303)
         form = await _form(request)
         if form is None or not same(form.get("csrf"), request.cookies.get(LOGIN_COOKIE)):
@@ -427,6 +408,7 @@ def create_ui(
         With :data:`CSP` and its companion headers on every answer.
     """
     pages = Pages(reader, gate, site)
+    record, actions = RecordPages(pages), RecordActions(pages)
     routes = [
         Route("/", pages.home, methods=["GET"]),
         Route("/login", pages.login_form, methods=["GET"]),
@@ -437,7 +419,10 @@ def create_ui(
         Route("/{instrument}/browse", pages.browse, methods=["GET"]),
         Route("/{instrument}/browse.csv", pages.export, methods=["GET"]),
         Route("/{instrument}/browse.json", pages.export, methods=["GET"]),
-        Route("/{instrument}/records/{cal_id}", pages.record, methods=["GET"]),
+        Route("/{instrument}/records/{cal_id}", record.show, methods=["GET"]),
+        Route("/{instrument}/records/{cal_id}/retract", actions.retract, methods=["POST"]),
+        Route("/{instrument}/records/{cal_id}/unretract", actions.unretract, methods=["POST"]),
+        Route("/{instrument}/files/{cal_id}", record.file, methods=["GET"]),
         Route("/{instrument}/changes", pages.changes, methods=["GET"]),
     ]
     app = Starlette(routes=routes)

@@ -16,11 +16,14 @@ Examples
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
+from ..bounded_read import FileRefused, open_regular_file
 from ..database.local_database import BASE_COLUMNS
 from ..database.reading import quote_identifier
+from ..errors import InvalidRecordError
 
 if TYPE_CHECKING:
     from ..cache.local_cache import LocalCache
@@ -66,6 +69,7 @@ class CacheReader:
     """
 
     has_changes = False
+    writes_lifecycle = False
 
     def __init__(self, caches: Mapping[str, LocalCache]):
         self.caches = dict(caches)
@@ -215,6 +219,46 @@ class CacheReader:
     def download_url(self, instrument: str, record: Mapping[str, Any]) -> str | None:
         """None: files of a local cache are read where they are (``koa-cal get``)."""
         return None
+
+    def open_file(
+        self,
+        instrument: str,
+        record: Mapping[str, Any],
+        start: int = 0,
+        end: int | None = None,
+        for_download: bool = False,
+    ) -> tuple[BinaryIO, int] | None:
+        """The cached file of ``record`` at ``start``, and its size; None when not cached.
+
+        Only a file inside the cache (its own folder or a read-only cache's, found by
+        :meth:`~koa_middleware.cache.local_cache.LocalCache.locate`) and only a regular
+        file, never through a link. ``for_download``: also checked against its record
+        (size, MD5), as ``koa-cal get`` would.
+        """
+        cache = self.caches[instrument]
+        try:
+            where = cache.locate(dict(record))
+        except InvalidRecordError:
+            return None  # a file name that is not a plain name: never a path
+        if not where.present or (for_download and not where.usable):
+            if where.problem:
+                logger.warning("Not serving %s: the cached file %s", where.path, where.problem)
+            return None
+        try:
+            fd, info = open_regular_file(where.path)
+        except (FileRefused, OSError) as exc:
+            logger.warning("Not serving %s: %s", where.path, exc)
+            return None
+        handle = os.fdopen(fd, "rb")
+        handle.seek(min(start, info.st_size))
+        return handle, info.st_size
+
+    def set_lifecycle(self, instrument: str, ids: list[str], reason: str | None) -> str:
+        """A local cache does not retract: retractions are made on the archive."""
+        raise NotImplementedError(
+            "A local cache does not retract calibrations: retract them on the archive "
+            "(its pages, or koa-cal retract), then sync."
+        )
 
 
 def _record(row: dict[str, Any]) -> dict[str, Any]:

@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, BinaryIO
 
 import sqlalchemy as sa
 
 from ..archive.catalog import Catalog
 from ..archive.filters import conditions
 from ..archive.problems import BadRequest
+from ..archive.retractions import check_ids, check_reason
 from ..archive.schema import records, row_to_record
+from ..archive.storage_interface import FileStorage
 from .reader import (
     BadQuery,
     BrowseQuery,
@@ -28,7 +30,7 @@ from .reader import (
     TypeCount,
     encode_key,
     family_columns,
-    history_of,
+    history_with_events,
 )
 
 logger = logging.getLogger(__name__)
@@ -49,9 +51,13 @@ class CatalogReader:
         Where the archive's API lives, for download links.
     protocol : int
         The archive's protocol: 2 links the raw-file route (Range works), 1 the zip.
+    storage : FileStorage | None
+        The archive's file store, whose files' headers the record page shows; None:
+        no file is read.
     """
 
     has_changes = True
+    writes_lifecycle = True
 
     def __init__(
         self,
@@ -59,8 +65,10 @@ class CatalogReader:
         instruments: Sequence[str],
         api_prefix: str = "/api/calibrations",
         protocol: int = 2,
+        storage: FileStorage | None = None,
     ):
         self.catalog = catalog
+        self.storage = storage
         self._instruments = list(instruments)
         self.api_prefix = api_prefix
         self.protocol = protocol
@@ -192,12 +200,21 @@ class CatalogReader:
         return self._rows(statement)
 
     def history(self, instrument: str, record: Mapping[str, Any]) -> list[HistoryEvent]:
-        """Published, retracted (with the reason) and last changed, from the catalog."""
-        return history_of(record, record.get("published_at"))
+        """Published, every retraction (with its reason) and making live again, last change."""
+        events = self.catalog.lifecycle_events(instrument, str(record["id"]))
+        return history_with_events(record, record.get("published_at"), events)
 
     def changes(self, instrument: str, since: int, limit: int) -> ChangesPage:
-        """The records changed after ``since``, in ``seq`` order."""
+        """The records changed after ``since``, in ``seq`` order.
+
+        A record whose ``seq`` came from a retraction or a making live again carries
+        ``change``: ``retracted`` or ``unretracted``.
+        """
         found, next_seq, more = self.catalog.changes(instrument, since, limit)
+        kinds = self.catalog.lifecycle_kinds(instrument, [r["seq"] for r in found])
+        for record in found:
+            if record["seq"] in kinds:
+                record["change"] = kinds[record["seq"]]
         return ChangesPage(found, next_seq, more)
 
     def download_url(self, instrument: str, record: Mapping[str, Any]) -> str | None:
@@ -207,3 +224,39 @@ class CatalogReader:
         if self.protocol == 1:
             return f"{self.api_prefix}/{instrument}/download?cal_id={record['id']}"
         return f"{self.api_prefix}/{instrument}/files/{record['id']}"
+
+    def open_file(
+        self,
+        instrument: str,
+        record: Mapping[str, Any],
+        start: int = 0,
+        end: int | None = None,
+        for_download: bool = False,
+    ) -> tuple[BinaryIO, int] | None:
+        """The stored file (checked when it was stored) at ``start``, and its size."""
+        stored = self.catalog.file(instrument, str(record["id"]))
+        if stored is None or self.storage is None:
+            return None
+        stop = stored.size if end is None else min(end, stored.size)
+        try:
+            handle = self.storage.open(instrument, str(record["id"]), min(start, stop), stop)
+        except FileNotFoundError:
+            logger.warning("The catalog lists %s/%s but storage has no file", instrument,
+                           record["id"])  # fmt: skip
+            return None
+        return handle, stored.size
+
+    def set_lifecycle(self, instrument: str, ids: list[str], reason: str | None) -> str:
+        """Retract or make live again through the catalog, checked as the API's routes do.
+
+        Raises
+        ------
+        BadQuery
+            If an id or the reason is one the API would refuse.
+        """
+        try:
+            checked = check_ids(list(ids))
+            text = check_reason(reason) if reason is not None else None
+        except BadRequest as exc:
+            raise BadQuery(str(exc)) from None
+        return self.catalog.set_lifecycle(instrument, checked, text)

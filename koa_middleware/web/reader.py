@@ -21,7 +21,7 @@ import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, BinaryIO, Protocol, runtime_checkable
 
 from ..errors import KOAError
 from ..profiles import DEFAULT_FAMILY, load_profile
@@ -184,7 +184,7 @@ class RecordPage:
 
 @dataclass(frozen=True)
 class HistoryEvent:
-    """One step of a record's life: ``published``, ``retracted`` or ``changed``."""
+    """One step of a record's life: ``published``, ``retracted``, ``unretracted`` or ``changed``."""
 
     kind: str
     at: str
@@ -265,6 +265,37 @@ class CalibrationReader(Protocol):
         """Where the record's file can be downloaded from this site, or None."""
         ...
 
+    # -- the record page: the stored file and the record's life ---------------------
+
+    #: Whether the source can retract records and make them live again (the archive).
+    writes_lifecycle: bool
+
+    def open_file(
+        self,
+        instrument: str,
+        record: Mapping[str, Any],
+        start: int = 0,
+        end: int | None = None,
+        for_download: bool = False,
+    ) -> tuple[BinaryIO, int] | None:
+        """The record's stored file opened at ``start`` (to read up to ``end``), and its size.
+
+        None when the source holds no file for the record. ``for_download``: the
+        file is handed out whole, so a source that checks its files does so first.
+        The caller closes the handle.
+        """
+        ...
+
+    def set_lifecycle(self, instrument: str, ids: list[str], reason: str | None) -> str:
+        """Retract records (``reason``) or make them live again (None); the change's time.
+
+        Raises
+        ------
+        NotImplementedError
+            If the source does not write (a local cache: retract on the archive).
+        """
+        ...
+
 
 def history_of(record: Mapping[str, Any], published_at: str | None) -> list[HistoryEvent]:
     """The events of a record's life from its lifecycle fields, oldest first.
@@ -294,3 +325,25 @@ def family_columns(instrument: str, cal_type: str) -> list[str]:
     except KOAError:  # an unreadable profile file: the default family still shows something
         columns = list(DEFAULT_FAMILY)
     return [*columns, "origin"]
+
+
+def history_with_events(
+    record: Mapping[str, Any], published_at: str | None, events: list[Mapping[str, Any]]
+) -> list[HistoryEvent]:
+    """A record's history from every retraction and making live again the source kept.
+
+    ``events`` are ``{"kind", "at", "reason", "seq"}`` in order (the archive's
+    ``lifecycle_events``). A retraction made before the source kept events is still
+    shown from the record's own fields (:func:`history_of`).
+    """
+    if not events:
+        return history_of(record, published_at)
+    found = [HistoryEvent("published", published_at)] if published_at else []
+    for event in events:
+        detail = str(event.get("reason") or "") if event["kind"] == "retracted" else ""
+        found.append(HistoryEvent(str(event["kind"]), str(event["at"]), detail))
+    last = record.get("last_updated")
+    if last and last != published_at and all(str(e["at"]) != last for e in events):
+        seq = record.get("seq")
+        found.append(HistoryEvent("changed", str(last), f"seq {seq}" if seq is not None else ""))
+    return sorted(found, key=lambda event: event.at)

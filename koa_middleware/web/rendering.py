@@ -28,6 +28,8 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["CSV_COLUMNS", "csv_line", "environment", "query_url", "visible"]
 
+#: Characters of one value shown on a page at most (the CSV and JSON twins carry all).
+MAX_SHOWN_CHARS = 2000
 #: Columns of the CSV twin of a browse query, in order.
 CSV_COLUMNS = (
     "id",
@@ -45,9 +47,16 @@ CSV_COLUMNS = (
 
 
 def visible(value: Any) -> Any:
-    """Show control characters and bidirectional overrides as escapes (``\\x1b``)."""
+    """Show control characters and bidirectional overrides as escapes (``\\x1b``).
+
+    Text longer than :data:`MAX_SHOWN_CHARS` is cut there and says how long it was,
+    so one huge value cannot make a page huge or slow.
+    """
     if isinstance(value, Markup) or not isinstance(value, str):
         return "" if value is None else value
+    if len(value) > MAX_SHOWN_CHARS:
+        cut = escape_controls(value[:MAX_SHOWN_CHARS], keep="\t\n")
+        return f"{cut}… [cut: {len(value):,} characters in all]"
     return escape_controls(value, keep="\t\n")
 
 

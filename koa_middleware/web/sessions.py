@@ -117,3 +117,17 @@ class TokenGate:
             self.sessions.close(sid)  # revoked since: the session ends with it
             return None
         return found[0], session
+
+    def writer(self, sid: str | None) -> tuple[str, Session] | None:
+        """The token's name and session of a browser whose token may write, else None.
+
+        Checked on every request, like :meth:`viewer`: a token revoked or lowered to
+        ``read`` since the login writes no more.
+        """
+        session = self.sessions.get(sid)
+        if session is None:
+            return None
+        found = self.check(session.token)
+        if found is None or _SCOPES.get(found[1], 0) < _SCOPES["write"]:
+            return None
+        return found[0], session
