@@ -10,7 +10,7 @@ Examples
 --------
 >>> rows, same = diff_records({"id": "a", "gain": 2}, {"id": "b", "gain": 2})
 >>> rows, same
-([DiffRow(column='id', first='a', second='b')], 1)
+([DiffRow(column='id', first='a', second='b', in_first=True, in_second=True)], 1)
 """
 
 from __future__ import annotations
@@ -50,11 +50,13 @@ __all__ = ["DiffRow", "HeaderView", "RecordPages", "diff_records", "read_header"
 
 @dataclass(frozen=True)
 class DiffRow:
-    """A column whose values differ between two records (None: the column is absent)."""
+    """A column whose values differ between two records, and which of them has it."""
 
     column: str
     first: Any
     second: Any
+    in_first: bool = True
+    in_second: bool = True
 
 
 @dataclass(frozen=True)
@@ -78,10 +80,10 @@ def diff_records(first: Mapping[str, Any], second: Mapping[str, Any]) -> tuple[l
     rows, same = [], 0
     for column in [*first, *(name for name in second if name not in first)]:
         a, b = first.get(column), second.get(column)
-        if a == b:
+        if a == b and (column in first) == (column in second):
             same += 1
         else:
-            rows.append(DiffRow(column, a, b))
+            rows.append(DiffRow(column, a, b, column in first, column in second))
     return rows, same
 
 
