@@ -9,7 +9,7 @@ from html import unescape
 
 from koa_middleware.web import CSP
 from support.archive import make_record
-from support.web_files import card, fits_file, store_file, with_file
+from support.web_files import fits_file, store_file, with_file
 from support.web_sites import open_site
 
 SCRIPT = "<script>alert(1)</script>"
@@ -151,8 +151,8 @@ def test_download_link_answers_range_requests_and_the_commands_are_quoted(site):
     assert rest.status_code == 206 and rest.content == data[-10:]
     past = site.client.get(link, headers={"Range": f"bytes={len(data)}-"})
     assert past.status_code == 416
-    commands = [unescape(c) for c in re.findall(r"<li><code>(.*?)</code></li>",
-                                                section(page.text, "file-title"), re.S)]  # fmt: skip
+    listed = re.findall(r"<li><code>(.*?)</code></li>", section(page.text, "file-title"), re.S)
+    commands = [unescape(c) for c in listed]
     assert commands[0] == f"koa-cal --instrument hispec get {record['id']}"
     url = f"http://testserver{link}"
     assert commands[1] == f"curl -C - -o {shlex.quote(name)} {shlex.quote(url)}"
