@@ -397,20 +397,31 @@ class Catalog:
         with self.engine.connect() as conn:
             return [dict(row) for row in conn.execute(statement).mappings()]
 
-    def lifecycle_kinds(self, instrument: str, seqs: Sequence[int]) -> dict[int, str]:
-        """Which of these ``seq`` numbers were a retraction or a making live again.
+    def lifecycle_between(
+        self, instrument: str, since: int, until: int, limit: int
+    ) -> list[dict[str, Any]]:
+        """The retractions and makings live again with ``since < seq <= until``, by ``seq``.
 
         Returns
         -------
-        dict
-            ``seq`` -> ``retracted`` or ``unretracted``; a ``seq`` given by an ``add``
-            is not in it.
+        list of dict
+            ``{"id", "seq", "kind", "at", "reason"}``, at most ``limit``.
         """
-        if not seqs:
-            return {}
-        statement = sa.select(lifecycle_events.c.seq, lifecycle_events.c.kind).where(
-            lifecycle_events.c.instrument == instrument,
-            lifecycle_events.c.seq.in_([int(seq) for seq in seqs]),
+        statement = (
+            sa.select(
+                lifecycle_events.c.id,
+                lifecycle_events.c.seq,
+                lifecycle_events.c.kind,
+                lifecycle_events.c.at,
+                lifecycle_events.c.reason,
+            )
+            .where(
+                lifecycle_events.c.instrument == instrument,
+                lifecycle_events.c.seq > since,
+                lifecycle_events.c.seq <= until,
+            )
+            .order_by(lifecycle_events.c.seq)
+            .limit(limit)
         )
         with self.engine.connect() as conn:
-            return {int(seq): kind for seq, kind in conn.execute(statement).all()}
+            return [dict(row) for row in conn.execute(statement).mappings()]

@@ -205,16 +205,29 @@ class CatalogReader:
         return history_with_events(record, record.get("published_at"), events)
 
     def changes(self, instrument: str, since: int, limit: int) -> ChangesPage:
-        """The records changed after ``since``, in ``seq`` order.
+        """The records changed after ``since``, in ``seq`` order, with their lifecycle steps.
 
-        A record whose ``seq`` came from a retraction or a making live again carries
-        ``change``: ``retracted`` or ``unretracted``.
+        A record shows once, at its latest ``seq``; a retraction or making live again
+        that a later change of the same record superseded is still listed, at its own
+        ``seq``, from ``lifecycle_events``. Each such step carries ``change``:
+        ``retracted`` or ``unretracted``.
         """
         found, next_seq, more = self.catalog.changes(instrument, since, limit)
-        kinds = self.catalog.lifecycle_kinds(instrument, [r["seq"] for r in found])
-        for record in found:
-            if record["seq"] in kinds:
-                record["change"] = kinds[record["seq"]]
+        events = self.catalog.lifecycle_between(instrument, since, next_seq, limit)
+        current = {record["seq"]: record for record in found}
+        by_id = {record["id"]: record for record in found}
+        missing = {e["id"] for e in events if e["seq"] not in current} - set(by_id)
+        if missing:
+            statement = sa.select(records).where(
+                records.c.instrument == instrument, records.c.id.in_(sorted(missing))
+            )
+            by_id.update((r["id"], r) for r in self._rows(statement))
+        for event in events:
+            if event["seq"] in current:
+                current[event["seq"]]["change"] = event["kind"]
+            elif event["id"] in by_id:
+                found.append(_superseded(by_id[event["id"]], event))
+        found.sort(key=lambda record: record["seq"])
         return ChangesPage(found, next_seq, more)
 
     def download_url(self, instrument: str, record: Mapping[str, Any]) -> str | None:
@@ -260,3 +273,16 @@ class CatalogReader:
         except BadRequest as exc:
             raise BadQuery(str(exc)) from None
         return self.catalog.set_lifecycle(instrument, checked, text)
+
+
+def _superseded(record: Mapping[str, Any], event: Mapping[str, Any]) -> dict[str, Any]:
+    """A lifecycle step of ``record`` that a later change superseded, as a changes row."""
+    retracted = event["kind"] == "retracted"
+    return {
+        **record,
+        "seq": event["seq"],
+        "last_updated": event["at"],
+        "retracted_at": event["at"] if retracted else None,
+        "retract_reason": event["reason"] if retracted else None,
+        "change": event["kind"],
+    }
