@@ -230,24 +230,36 @@ class CacheReader:
     ) -> tuple[BinaryIO, int] | None:
         """The cached file of ``record`` at ``start``, and its size; None when not cached.
 
-        Only a file inside the cache (its own folder or a read-only cache's, found by
-        :meth:`~koa_middleware.cache.local_cache.LocalCache.locate`) and only a regular
-        file, never through a link. ``for_download``: also checked against its record
-        (size, MD5), as ``koa-cal get`` would.
+        Only a file inside the cache (its own folder or a read-only cache's, by the
+        record's plain file name) and only a regular file, never through a link.
+        ``for_download``: the file :meth:`~koa_middleware.cache.local_cache.LocalCache.locate`
+        finds intact (size, MD5 against the record), as ``koa-cal get`` would serve it.
         """
         cache = self.caches[instrument]
         try:
-            where = cache.locate(dict(record))
+            if for_download:  # checked against its record (once, then remembered)
+                where = cache.locate(dict(record))
+                if not where.usable:
+                    if where.problem:
+                        logger.warning("Not serving %s: it %s", where.path, where.problem)
+                    return None
+                paths = [where.path]
+            else:  # only the header is read: no need to hash the whole file first
+                name = str(record["filename"])
+                paths = [cache.layout.path_for(name)]
+                paths += [shared.layout.path_for(name) for shared in cache.readonly.caches]
         except InvalidRecordError:
             return None  # a file name that is not a plain name: never a path
-        if not where.present or (for_download and not where.usable):
-            if where.problem:
-                logger.warning("Not serving %s: the cached file %s", where.path, where.problem)
-            return None
-        try:
-            fd, info = open_regular_file(where.path)
-        except (FileRefused, OSError) as exc:
-            logger.warning("Not serving %s: %s", where.path, exc)
+        for path in paths:
+            try:
+                fd, info = open_regular_file(path)
+                break
+            except FileNotFoundError:
+                continue
+            except (FileRefused, OSError) as exc:
+                logger.warning("Not reading %s: %s", path, exc)
+                return None
+        else:
             return None
         handle = os.fdopen(fd, "rb")
         handle.seek(min(start, info.st_size))

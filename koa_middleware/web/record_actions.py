@@ -93,7 +93,7 @@ class RecordActions:
                 request, 403, "The form expired or came from elsewhere; open the record again."
             )
         request.state.viewer = writer  # a writer reads too: the pages show who signed in
-        refusal, inst, record = self.records._found(request)
+        refusal, inst, record = self.records.locate(request)
         if refusal is not None:
             return refusal
         retracted = bool(record.get("retracted_at"))

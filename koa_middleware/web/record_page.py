@@ -116,10 +116,12 @@ def read_header(
     header = parse_header(data)
     if header.complete:
         return HeaderView(header)
+    blocks = -(-len(data) // BLOCK_BYTES)
+    where = f"the first {MAX_HEADER_BLOCKS} blocks" if blocks >= MAX_HEADER_BLOCKS else "the file"
     return HeaderView(
         header,
-        f"No END card in the first {MAX_HEADER_BLOCKS} blocks ({len(header.cards)} cards): "
-        "the header is longer or damaged; the cards read are shown.",
+        f"No END card in {where} ({len(header.cards)} cards): the header is longer or "
+        "damaged; the cards read are shown.",
     )
 
 
@@ -146,7 +148,7 @@ class RecordPages:
         """Where records come from."""
         return self.pages.reader
 
-    def _found(self, request: Request) -> tuple[Response | None, str, dict[str, Any]]:
+    def locate(self, request: Request) -> tuple[Response | None, str, dict[str, Any]]:
         """Access, instrument and record of the path: ``(refusal or None, inst, record)``."""
         refusal, inst = self.pages.guard(request)
         if refusal is not None:
@@ -163,7 +165,7 @@ class RecordPages:
 
     def show(self, request: Request) -> Response:
         """Every column, the file and its header, the family with a diff, the history."""
-        refusal, inst, record = self._found(request)
+        refusal, inst, record = self.locate(request)
         if refusal is not None:
             return refusal
         params = request.query_params
@@ -266,7 +268,7 @@ class RecordPages:
 
     def file(self, request: Request) -> Response:
         """The record's file, whole or one ``Range`` (206), when this site holds it."""
-        refusal, inst, record = self._found(request)
+        refusal, inst, record = self.locate(request)
         if refusal is not None:
             return refusal
         opened = self.reader.open_file(inst, record, for_download=True)

@@ -110,8 +110,8 @@ def test_retract_asks_to_confirm_with_csrf_then_unretract_and_both_are_in_histor
     assert archive.backend.get("hispec", record["id"])["retracted_at"] is None  # not yet
     forged = {"csrf": "forged", "reason": "hot pixels", "confirm": "yes"}
     assert archive.client.post(url + "/retract", data=forged).status_code == 403
-    done = archive.client.post(url + "/retract", data={"csrf": csrf_of(asked.text),
-                                                       "reason": "hot pixels", "confirm": "yes"})  # fmt: skip
+    confirm = {"csrf": csrf_of(asked.text), "reason": "hot pixels", "confirm": "yes"}
+    done = archive.client.post(url + "/retract", data=confirm)
     assert done.status_code == 303 and done.headers["location"].startswith(url)
     stored = archive.backend.get("hispec", record["id"])
     assert stored["retract_reason"] == "hot pixels" and stored["retracted_at"]
