@@ -7,9 +7,12 @@ import re
 import shlex
 from html import unescape
 
+import pytest
+
+from koa_middleware.errors import InvalidRecordError
 from koa_middleware.web import CSP
 from support.archive import make_record
-from support.web_files import fits_file, store_file, with_file
+from support.web_files import fits_file, store_file, with_file, write_token
 from support.web_sites import open_site
 
 SCRIPT = "<script>alert(1)</script>"
@@ -205,3 +208,18 @@ def test_hostile_values_in_columns_and_header_cards_are_escaped_and_cut(site):
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in header
     assert "&#34;&gt;&lt;img src=x onerror=alert(2)&gt;" in header
     assert "\\x1b[2Jwiped" in header and "<td>javascript:alert(3)</td>" in header
+
+
+def test_a_10_mb_file_name_never_becomes_a_record(site):
+    huge = make_record(filename="d" * 10_000_000 + ".fits")
+    if site.is_archive:
+        token = write_token(site)
+        response = site.client.post(
+            "/api/calibrations/hispec/add", json=huge, headers={"Authorization": f"Bearer {token}"}
+        )
+        assert response.status_code in (400, 413), response.status_code
+        assert len(response.content) < 10_000
+    else:
+        with pytest.raises(InvalidRecordError, match="file name"):
+            site.add([huge])
+    assert site.get("/hispec/browse").text.count("ddddd") == 0
