@@ -191,6 +191,7 @@ class RecordPages:
             family=family,
             history=self.reader.history(inst, record),
             download=download,
+            resumable=self._resumable(),
             commands=self._commands(request, inst, record, download),
             header=read_header(self.reader, inst, record),
             diff=diff,
@@ -242,12 +243,19 @@ class RecordPages:
         lines = [f"koa-cal --instrument {shlex.quote(inst)} get {shlex.quote(str(record['id']))}"]
         if download:
             url = f"{request.url.scheme}://{request.url.netloc}{download}"
-            curl = f"curl -C - -o {shlex.quote(str(record['filename']))} {shlex.quote(url)}"
+            if self._resumable():
+                curl = f"curl -C - -o {shlex.quote(str(record['filename']))} {shlex.quote(url)}"
+            else:  # a protocol 1 archive hands out a zip, whole
+                curl = f"curl -o {shlex.quote(str(record['filename']) + '.zip')} {shlex.quote(url)}"
             gate = self.pages.gate
             if gate is not None and not gate.open_reads:
                 curl += ' -H "Authorization: Bearer $KOA_API_TOKEN"'
             lines.append(curl)
         return lines
+
+    def _resumable(self) -> bool:
+        """Whether the download link serves the raw file with ``Range`` (not a v1 zip)."""
+        return getattr(self.reader, "protocol", 2) != 1
 
     def _writer(self, request: Request) -> Any:
         """The signed-in browser's ``(name, session)`` when its token may write here."""
