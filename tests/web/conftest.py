@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from support.s3 import s3_bucket, s3_endpoint  # noqa: F401  (fixtures)
 from support.web_sites import SITES, Site, open_site
 
 

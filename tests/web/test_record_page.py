@@ -9,11 +9,14 @@ from html import unescape
 
 import pytest
 
+from koa_middleware.archive.app import create_app
+from koa_middleware.archive.state import ArchiveSettings
+from koa_middleware.archive.storage import open_storage
 from koa_middleware.errors import InvalidRecordError
 from koa_middleware.web import CSP
 from support.archive import make_record
 from support.web_files import fits_file, store_file, with_file, write_token
-from support.web_sites import open_site
+from support.web_sites import Site, open_site
 
 SCRIPT = "<script>alert(1)</script>"
 IMG = '"><img src=x onerror=alert(2)>'
@@ -223,3 +226,25 @@ def test_a_10_mb_file_name_never_becomes_a_record(site):
         with pytest.raises(InvalidRecordError, match="file name"):
             site.add([huge])
     assert site.get("/hispec/browse").text.count("ddddd") == 0
+
+
+def test_header_and_ranges_of_a_file_in_s3_storage(tmp_path, s3_bucket):
+    settings = ArchiveSettings(root=tmp_path / "archive", instruments=("hispec",),
+                               anonymous_read=True)  # fmt: skip
+    storage = open_storage(s3_bucket.url, settings.root, s3_bucket.endpoint.url)
+    app = create_app(settings, storage=storage)
+    site = Site("sqlite", app, "/ui", app.state.archive.catalog)
+    try:
+        data = fits_file([("EXPTIME", 45, "seconds"), ("OBJECT", SCRIPT)], data=b"\7" * 9000)
+        record = store_file(site, make_record(filename="dark_s3.fits"), data)
+        assert s3_bucket.read(s3_bucket.key("hispec", record["id"])) == data
+        page = site.get(f"/hispec/records/{record['id']}").text
+        header = cells(section(page, "header-title"))
+        assert ["EXPTIME", "45", "seconds"] in header and [c[0] for c in header][-1] == "OBJECT"
+        assert "&lt;script&gt;" in page and "<script" not in page
+        part = site.client.get(f"/api/calibrations/hispec/files/{record['id']}",
+                               headers={"Range": "bytes=2880-2899"})  # fmt: skip
+        assert part.status_code == 206 and part.content == data[2880:2900]
+        assert part.headers["content-range"] == f"bytes 2880-2899/{len(data)}"
+    finally:
+        app.state.archive.catalog.close()
