@@ -8,12 +8,14 @@ import shlex
 from html import unescape
 
 import pytest
+from starlette.testclient import TestClient
 
 from koa_middleware.archive.app import create_app
 from koa_middleware.archive.state import ArchiveSettings
 from koa_middleware.archive.storage import open_storage
 from koa_middleware.errors import InvalidRecordError
-from koa_middleware.web import CSP
+from koa_middleware.web import CSP, TokenGate, create_ui
+from koa_middleware.web.catalog_reader import CatalogReader
 from support.archive import make_record
 from support.web_files import fits_file, store_file, with_file, write_token
 from support.web_sites import Site, open_site
@@ -248,3 +250,19 @@ def test_header_and_ranges_of_a_file_in_s3_storage(tmp_path, s3_bucket):
         assert part.headers["content-range"] == f"bytes 2880-2899/{len(data)}"
     finally:
         app.state.archive.catalog.close()
+
+
+def test_a_protocol_1_archive_links_its_zip_and_offers_no_resume(tmp_path):
+    with open_site("sqlite", tmp_path) as site:
+        data = fits_file([("EXPTIME", 30)])
+        record = store_file(site, make_record(filename="dark_v1zip.fits"), data)
+        archive = site.client.app.state.archive
+        reader = CatalogReader(archive.catalog, ["hispec"], protocol=1, storage=archive.storage)
+        pages = TestClient(create_ui(reader, TokenGate(lambda token: None, open_reads=True)))
+        page = pages.get(f"/hispec/records/{record['id']}").text
+        link = f"/api/calibrations/hispec/download?cal_id={record['id']}"
+        assert f'<a href="{link}" download>' in unescape(page)
+        assert "(a zip holding the file)" in page and "Range requests work" not in page
+        lines = [unescape(c) for c in re.findall(r"<li><code>(.*?)</code></li>", page)]
+        assert lines[1] == f"curl -o dark_v1zip.fits.zip {shlex.quote('http://testserver' + link)}"
+        assert ["EXPTIME", "30", ""] in cells(section(page, "header-title"))
