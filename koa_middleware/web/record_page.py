@@ -38,6 +38,7 @@ from .fits_header import (
     parse_header,
 )
 from .reader import CalibrationReader
+from .rendering import query_url
 from .sessions import SESSION_COOKIE
 
 if TYPE_CHECKING:
@@ -170,14 +171,16 @@ class RecordPages:
             return refusal
         params = request.query_params
         here = f"{self.pages.base(request)}/{inst}/records/{record['id']}"
-        if params.get("a") or params.get("b"):  # the selects: on to the permalink
-            pair = f"{params.get('a', '')},{params.get('b', '')}"
-            return RedirectResponse(f"{here}?diff={pair}#diff-title", status_code=303)
         family = self.reader.family(inst, record)
+        selected = params.get("a") or params.get("b")
+        wanted = f"{params.get('a', '')},{params.get('b', '')}" if selected else params.get("diff")
         try:
-            diff = self._diff(inst, family, params.get("diff"))
+            diff = self._diff(inst, family, wanted)
         except ValueError as exc:
             return self.pages.problem(request, 400, str(exc))
+        if selected and diff is not None:  # the selects: on to the permalink
+            target = query_url(here, diff=diff["permalink"]) + "#diff-title"
+            return RedirectResponse(target, status_code=303)
         download = self.reader.download_url(inst, record)
         if download is None and self._holds_file(inst, record):
             download = f"{self.pages.base(request)}/{inst}/files/{record['id']}"
@@ -207,12 +210,12 @@ class RecordPages:
         if not wanted:
             return None
         by_id = {str(member["id"]): member for member in family}
-        parts = wanted.split(",")
+        parts = wanted.split(",", 2)
         problem = (
             "diff names two versions of this record's family as 'ID_A,ID_B': "
             "choose them in the version table."
         )
-        if len(parts) != 2:
+        if len(parts) != 2 or len(wanted) > 100:  # two ids and a comma: 73 characters
             raise ValueError(problem)
         try:
             ids = [validate_cal_id(part.strip()) for part in parts]
@@ -232,7 +235,11 @@ class RecordPages:
             "rows": rows,
             "same": same,
             "header_rows": header_rows,
-            "header_notes": [view.note for view in headers if view.note],
+            "header_notes": [
+                f"{member['cal_version']} ({member['filename']}): {view.note}"
+                for member, view in zip((first, second), headers, strict=True)
+                if view.note
+            ],
             "permalink": f"{ids[0]},{ids[1]}",
         }
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import shlex
 from html import unescape
+from urllib.parse import unquote
 
 import pytest
 from starlette.testclient import TestClient
@@ -69,7 +70,7 @@ def test_diff_of_two_versions_lists_the_columns_that_differ_with_a_permalink(sit
     # The selects send a and b: the page answers with the permalink.
     chosen = site.get(f"/hispec/records/{first['id']}", a=second["id"], b=third["id"])
     assert chosen.status_code == 303
-    target = chosen.headers["location"]
+    target = unquote(chosen.headers["location"])
     assert target.endswith(f"?diff={second['id']},{third['id']}#diff-title")
     later = site.client.get(target.split("#")[0]).text
     rows = {row[0]: row[1:] for row in cells(section(later, "diff-title")) if len(row) == 3}
@@ -80,7 +81,9 @@ def test_a_diff_names_two_versions_of_the_family_or_is_refused(site):
     first, second, _ = three_versions(site)
     stranger = make_record(filename="flat.fits", cal_type="flat")
     site.add([stranger])
+    assert site.get(f"/hispec/records/{first['id']}", a=first["id"], b=IMG).status_code == 400
     for wanted in (f"{first['id']},{stranger['id']}", "nonsense", f"{first['id']}",
+                   f"{first['id']},{second['id']}" + " " * 60_000,
                    f"{first['id']},{second['id']},{second['id']}", SCRIPT + "," + IMG):  # fmt: skip
         response = site.get(f"/hispec/records/{first['id']}", diff=wanted)
         assert response.status_code == 400, wanted
