@@ -104,7 +104,7 @@ def read_header(
                 break
             data += block
             if len(data) == len(block) and not looks_like_fits(data):
-                return HeaderView(None, "The file is not a FITS file: it has no FITS header.")
+                return HeaderView(None, _not_fits(data))
             if _has_end(block):
                 break
     except OSError as exc:
@@ -113,7 +113,7 @@ def read_header(
     finally:
         handle.close()
     if not looks_like_fits(data):
-        return HeaderView(None, "The file is not a FITS file: it has no FITS header.")
+        return HeaderView(None, _not_fits(data))
     header = parse_header(data)
     if header.complete:
         return HeaderView(header)
@@ -124,6 +124,12 @@ def read_header(
         f"No END card in {where} ({len(header.cards)} cards): the header is longer or "
         "damaged; the cards read are shown.",
     )
+
+
+def _not_fits(data: bytes) -> str:
+    if data.startswith(b"\x1f\x8b"):
+        return "The file is compressed (gzip): its FITS header is not read here; download it."
+    return "The file is not a FITS file: it has no FITS header."
 
 
 def _has_end(block: bytes) -> bool:

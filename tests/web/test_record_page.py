@@ -3,6 +3,7 @@ FITS header, resumable download, hostile values."""
 
 from __future__ import annotations
 
+import gzip
 import re
 import shlex
 from html import unescape
@@ -122,10 +123,13 @@ def test_fits_header_is_shown_as_a_table_and_diffed_between_versions(site):
 
 def test_a_file_that_is_not_fits_or_not_there_is_said_so(site):
     text = store_file(site, make_record(filename="notes.txt", cal_type="notes"), b"hello\n" * 100)
+    packed = store_file(site, make_record(filename="dark.fits.gz"), gzip.compress(fits_file([])))
     bare = make_record(filename="dark_nofile.fits")
     site.add([bare])
     page = site.get(f"/hispec/records/{text['id']}").text
     assert "The file is not a FITS file: it has no FITS header." in section(page, "header-title")
+    page = site.get(f"/hispec/records/{packed['id']}").text
+    assert "The file is compressed (gzip)" in section(page, "header-title")
     page = site.get(f"/hispec/records/{bare['id']}").text
     assert "This site holds no file for this record" in section(page, "header-title")
     assert "curl" not in page  # nothing to download from here
