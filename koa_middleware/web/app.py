@@ -6,7 +6,8 @@ serves :func:`create_local_site` (the same pages under ``/ui``, ``/`` leading th
 
 Routes, under the mount point: ``/`` (instruments), ``/INST/`` (overview),
 ``/INST/browse`` (and ``browse.csv``, ``browse.json``: the same query, every match),
-``/INST/records/ID``, ``/INST/changes?since=N``, ``/login``, ``/logout``,
+``/INST/records/ID``, ``/INST/changes?since=N``, ``/INST/manifest`` (check a run
+manifest), ``/INST/explain`` (``koa-cal ui`` only), ``/login``, ``/logout``,
 ``/static/...``. Every answer carries ``Content-Security-Policy: default-src 'self'``.
 
 Examples
@@ -35,6 +36,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ..errors import InvalidRecordError
 from ..records import validate_cal_id
 from .coverage import build_coverage
+from .explain_pages import ExplainPages
+from .local_tools import LocalTools
+from .manifest_pages import ManifestPages
 from .reader import BadQuery, BrowseQuery, CalibrationReader, decode_key
 from .rendering import CSV_COLUMNS, csv_line, environment, query_url
 from .sessions import LOGIN_COOKIE, SESSION_COOKIE, TokenGate, same
@@ -408,7 +412,10 @@ async def _form(request: Request) -> dict[str, str] | None:
 
 
 def create_ui(
-    reader: CalibrationReader, gate: TokenGate | None = None, site: str = "archive"
+    reader: CalibrationReader,
+    gate: TokenGate | None = None,
+    site: str = "archive",
+    tools: LocalTools | None = None,
 ) -> ASGIApp:
     """Build the pages over ``reader``, to be mounted (the archive mounts them at ``/ui``).
 
@@ -420,6 +427,8 @@ def create_ui(
         The archive's read rule; None opens every page (a local cache on 127.0.0.1).
     site : str
         What the pages call the source: ``"archive"`` or ``"local cache"``.
+    tools : LocalTools | None
+        ``koa-cal ui``'s selectors and manifests folder (explain and pick a manifest).
 
     Returns
     -------
@@ -427,6 +436,8 @@ def create_ui(
         With :data:`CSP` and its companion headers on every answer.
     """
     pages = Pages(reader, gate, site)
+    manifests = ManifestPages(pages, tools.manifests if tools else None)
+    explain = ExplainPages(pages, tools)
     routes = [
         Route("/", pages.home, methods=["GET"]),
         Route("/login", pages.login_form, methods=["GET"]),
@@ -439,6 +450,11 @@ def create_ui(
         Route("/{instrument}/browse.json", pages.export, methods=["GET"]),
         Route("/{instrument}/records/{cal_id}", pages.record, methods=["GET"]),
         Route("/{instrument}/changes", pages.changes, methods=["GET"]),
+        Route("/{instrument}/manifest", manifests.get, methods=["GET"]),
+        Route("/{instrument}/manifest", manifests.post, methods=["POST"]),
+        Route("/{instrument}/explain", explain.get, methods=["GET"]),
+        Route("/{instrument}/explain", explain.post, methods=["POST"]),
+        Route("/{instrument}/explain.json", explain.manifest, methods=["GET", "POST"]),
     ]
     app = Starlette(routes=routes)
 
@@ -449,8 +465,11 @@ def create_ui(
     return SecurityHeaders(app)
 
 
-def create_local_site(reader: CalibrationReader) -> ASGIApp:
-    """The pages of a local cache for ``koa-cal ui``: under ``/ui``, ``/`` leading there."""
+def create_local_site(reader: CalibrationReader, tools: LocalTools | None = None) -> ASGIApp:
+    """The pages of a local cache for ``koa-cal ui``: under ``/ui``, ``/`` leading there.
+
+    ``tools`` gives the explain page its selectors and the manifest page its folder.
+    """
 
     async def to_pages(request: Request) -> Response:
         return RedirectResponse("/ui/", status_code=307)
@@ -458,7 +477,7 @@ def create_local_site(reader: CalibrationReader) -> ASGIApp:
     app = Starlette(
         routes=[
             Route("/", to_pages, methods=["GET"]),
-            Mount("/ui", app=create_ui(reader, None, site="local cache")),
+            Mount("/ui", app=create_ui(reader, None, "local cache", tools or LocalTools())),
         ]
     )
     return SecurityHeaders(app)

@@ -20,6 +20,7 @@ from ..archive.filters import conditions
 from ..archive.problems import BadRequest
 from ..archive.schema import records, row_to_record
 from .reader import (
+    ID_BATCH,
     BadQuery,
     BrowseQuery,
     ChangesPage,
@@ -207,3 +208,15 @@ class CatalogReader:
         if self.protocol == 1:
             return f"{self.api_prefix}/{instrument}/download?cal_id={record['id']}"
         return f"{self.api_prefix}/{instrument}/files/{record['id']}"
+
+    def records_by_id(self, instrument: str, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The records with these ids by id, ``ID_BATCH`` ids per statement."""
+        found: dict[str, dict[str, Any]] = {}
+        wanted = list(dict.fromkeys(ids))
+        for start in range(0, len(wanted), ID_BATCH):
+            statement = sa.select(records).where(
+                records.c.instrument == instrument,
+                records.c.id.in_(wanted[start : start + ID_BATCH]),
+            )
+            found.update((r["id"], r) for r in self._rows(statement))
+        return found

@@ -19,7 +19,7 @@ import base64
 import binascii
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -46,6 +46,8 @@ __all__ = [
 
 #: Columns a browse table may be sorted by (each a column of every record).
 SORTABLE = ("datetime_obs", "last_updated", "cal_type", "filename", "origin", "cal_version")
+#: Ids looked up per statement by ``records_by_id`` (well under SQLite's bound parameters).
+ID_BATCH = 500
 #: Filters of a browse query, named as the archive API's ``query`` parameters.
 FILTERS = (
     "cal_type",
@@ -263,6 +265,10 @@ class CalibrationReader(Protocol):
 
     def download_url(self, instrument: str, record: Mapping[str, Any]) -> str | None:
         """Where the record's file can be downloaded from this site, or None."""
+        ...
+
+    def records_by_id(self, instrument: str, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The records with these ids (retracted or not) by id; an unknown id is left out."""
         ...
 
 
