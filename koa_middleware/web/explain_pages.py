@@ -29,7 +29,6 @@ from ..selector_options import accepted_options, format_days
 from .explain_query import ExplainQuery, ExplainRefused, frame_fields, pin_manifest
 from .form_body import BodyRefused, FormPart, FormToken, parse_multipart, read_body, read_form
 from .local_tools import LocalTools
-from .rendering import query_url
 
 logger = logging.getLogger(__name__)
 
@@ -102,12 +101,12 @@ class ExplainPages:
 
     def _explain(self, inst: str, query: ExplainQuery) -> tuple[dict[str, Any], Any]:
         """The store's explanation of ``query`` and the selector it used."""
+        selector = query.selector(self.tools or LocalTools())
         if not query.frame:
             raise ExplainRefused(
                 "Give the frame's metadata (datetime_obs at least, and the columns the "
                 "selector matches), or upload its FITS header."
             )
-        selector = query.selector(self.tools or LocalTools())
         try:
             report = self.pages.reader.explain(inst, query.frame, selector, query.as_of)
         except (KOAError, ValueError, TypeError) as exc:
@@ -116,15 +115,13 @@ class ExplainPages:
 
     def _answer(self, request: Request, inst: str, query: ExplainQuery) -> Response:
         report, _ = self._explain(inst, query)
-        here = self._here(request, inst)
         names = frame_fields(inst)
         values: dict[str, Any] = {
             "report": report,
             "command": query.command_line(inst, self.tools or LocalTools()),
         }
         if query.header_file is None:
-            values["permalink"] = query_url(here, query.params(names))
-            values["save_url"] = query_url(here + ".json", query.params(names))
+            values["params"] = query.params(names)  # the permalink's, and the download's
         else:
             values["frame_json"] = json.dumps(query.frame, sort_keys=True)
         return self.show(request, inst, query, **values)
