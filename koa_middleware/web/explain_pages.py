@@ -111,6 +111,12 @@ class ExplainPages:
             report = self.pages.reader.explain(inst, query.frame, selector, query.as_of)
         except (KOAError, ValueError, TypeError) as exc:
             raise ExplainRefused(f"The selection cannot run: {exc}") from None
+        except Exception as exc:  # a pipeline's selector may fail in any way: say so
+            logger.exception("The selector %s failed on the explain page", query.selector_name)
+            raise ExplainRefused(
+                f"The selector {query.selector_name} failed ({type(exc).__name__}: {exc}); "
+                "fix it, or run koa-cal explain with --debug to see where."
+            ) from None
         return report, selector
 
     def _answer(self, request: Request, inst: str, query: ExplainQuery) -> Response:

@@ -16,6 +16,7 @@ import pytest
 
 from koa_middleware.manifest import parse_manifest
 from koa_middleware.records import validate_record
+from koa_middleware.selectors import NearestInTimeSelector
 from koa_middleware.web import CSP
 from koa_middleware.web.local_tools import LocalTools
 from support.archive import make_record
@@ -325,3 +326,19 @@ def test_header_reading_matches_astropy_for_long_and_quoted_strings(tmp_path):
     found = read_primary_header(buffer.getvalue())
     assert {k: found[k] for k in ("LONGSTR", "QUOTE", "REAL", "FLAG")} == {
         "LONGSTR": header["LONGSTR"], "QUOTE": "it's", "REAL": 1.5e-10, "FLAG": False}  # fmt: skip
+
+
+class BrokenSelector(NearestInTimeSelector):
+    """A pipeline's selector with a bug: its query fails."""
+
+    def explain_candidates(self, input, db, **kwargs):
+        raise RuntimeError("no such column: <b>spec</b>")
+
+
+def test_a_failing_selector_of_the_pipeline_is_reported_not_crashed(tmp_path):
+    tools = LocalTools(selectors={"mine:Broken": BrokenSelector})
+    with local_site(tmp_path, tools) as site:
+        page = site.get("/hispec/explain", selector="mine:Broken", cal_type="dark", **FIELDS)
+        assert page.status_code == 400
+        assert "The selector mine:Broken failed (RuntimeError: no such column" in page.text
+        assert "&lt;b&gt;spec&lt;/b&gt;" in page.text
