@@ -227,6 +227,21 @@ class CacheReader:
             found.update((r["id"], r) for r in self._records(instrument, where, batch))
         return found
 
+    def live_at_times(
+        self, instrument: str, cal_type: str, times: Sequence[str]
+    ) -> list[dict[str, Any]]:
+        """The live records of ``cal_type`` at these times, ``ID_BATCH`` times per statement."""
+        found: list[dict[str, Any]] = []
+        wanted = list(dict.fromkeys(times))
+        for start in range(0, len(wanted), ID_BATCH):
+            batch = wanted[start : start + ID_BATCH]
+            where = (
+                f"t.cal_type = ? AND t.datetime_obs IN ({', '.join('?' for _ in batch)}) "
+                "AND r.id IS NULL"
+            )
+            found.extend(self._records(instrument, where, [cal_type, *batch]))
+        return found
+
     def explain(
         self, instrument: str, input: Any, selector: Any, as_of: str | None = None
     ) -> dict[str, Any]:

@@ -220,3 +220,19 @@ class CatalogReader:
             )
             found.update((r["id"], r) for r in self._rows(statement))
         return found
+
+    def live_at_times(
+        self, instrument: str, cal_type: str, times: Sequence[str]
+    ) -> list[dict[str, Any]]:
+        """The live records of ``cal_type`` at these times, ``ID_BATCH`` times per statement."""
+        found: list[dict[str, Any]] = []
+        wanted = list(dict.fromkeys(times))
+        for start in range(0, len(wanted), ID_BATCH):
+            statement = sa.select(records).where(
+                records.c.instrument == instrument,
+                records.c.cal_type == cal_type,
+                records.c.datetime_obs.in_(wanted[start : start + ID_BATCH]),
+                records.c.retracted_at.is_(None),
+            )
+            found.extend(self._rows(statement))
+        return found

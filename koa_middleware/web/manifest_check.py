@@ -111,12 +111,13 @@ def check_manifest(
         pin = pins.setdefault(chosen["id"], Pin(dict(chosen)))
         pin.inputs.append(input_label(entry))
     found = reader.records_by_id(instrument, list(pins))
-    families: dict[tuple, list[dict[str, Any]]] = {}
+    families = _Families(reader, instrument)
+    families.read_at_times(list(found.values()))
     for pin in pins.values():
         pin.record = found.get(pin.chosen["id"])
         pin.state = _state(pin.chosen, pin.record)
         if pin.record is not None:
-            pin.newer = _newer(reader, instrument, pin.record, families)
+            pin.newer = families.newer(pin.record)
             if pin.state == "live" and pin.newer is not None:
                 pin.state = "superseded"
     ordered = sorted(pins.values(), key=lambda p: (STATES.index(p.state), p.chosen["filename"]))
@@ -135,28 +136,55 @@ def _state(chosen: Mapping[str, Any], record: Mapping[str, Any] | None) -> str:
     return "retracted" if record.get("retracted_at") else "live"
 
 
-def _newer(
-    reader: CalibrationReader,
-    instrument: str,
-    record: Mapping[str, Any],
-    families: dict[tuple, list[dict[str, Any]]],
-) -> dict[str, Any] | None:
-    """The newest live version of ``record``'s family above its own, if any.
+class _Families:
+    """The version families of the pinned records, each looked up once.
 
-    Families are looked up once each (``families`` keeps them): the pins of a run
-    often share a family.
+    Families whose columns include ``datetime_obs`` (the usual case) are read in one
+    lookup per type and batch of times, instead of one per family: a manifest of
+    thousands of pins has about as many families. Others are read one by one.
     """
-    columns = family_columns(instrument, str(record.get("cal_type")))
-    key = tuple(str(record.get(column)) for column in columns)
-    if key not in families:
-        families[key] = reader.family(instrument, record)
-    version = str(record.get("cal_version") or "")
-    newer = [
-        member
-        for member in families[key]
-        if not member.get("retracted_at") and str(member.get("cal_version") or "") > version
-    ]
-    return max(newer, key=lambda m: (str(m.get("cal_version")), str(m["id"])), default=None)
+
+    def __init__(self, reader: CalibrationReader, instrument: str):
+        self.reader = reader
+        self.instrument = instrument
+        self._columns: dict[str, list[str]] = {}
+        self._members: dict[tuple, list[dict[str, Any]]] = {}
+
+    def columns(self, cal_type: str) -> list[str]:
+        if cal_type not in self._columns:
+            self._columns[cal_type] = family_columns(self.instrument, cal_type)
+        return self._columns[cal_type]
+
+    def key(self, record: Mapping[str, Any]) -> tuple:
+        cal_type = str(record.get("cal_type"))
+        return (cal_type, *(str(record.get(c)) for c in self.columns(cal_type)))
+
+    def read_at_times(self, found: list[dict[str, Any]]) -> None:
+        """Read the live members of the families of ``found`` that hold the time."""
+        times: dict[str, set[str]] = {}
+        for record in found:
+            cal_type = str(record.get("cal_type"))
+            if "datetime_obs" in self.columns(cal_type):
+                times.setdefault(cal_type, set()).add(str(record.get("datetime_obs")))
+                self._members.setdefault(self.key(record), [])
+        for cal_type, stamps in times.items():
+            for member in self.reader.live_at_times(self.instrument, cal_type, sorted(stamps)):
+                members = self._members.get(self.key(member))
+                if members is not None:
+                    members.append(member)
+
+    def newer(self, record: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The newest live version of ``record``'s family above its own, if any."""
+        key = self.key(record)
+        if key not in self._members:
+            self._members[key] = self.reader.family(self.instrument, record)
+        version = str(record.get("cal_version") or "")
+        newer = [
+            member
+            for member in self._members[key]
+            if not member.get("retracted_at") and str(member.get("cal_version") or "") > version
+        ]
+        return max(newer, key=lambda m: (str(m.get("cal_version")), str(m["id"])), default=None)
 
 
 def input_label(entry: Mapping[str, Any]) -> str:

@@ -271,6 +271,16 @@ class CalibrationReader(Protocol):
         """The records with these ids (retracted or not) by id; an unknown id is left out."""
         ...
 
+    def live_at_times(
+        self, instrument: str, cal_type: str, times: Sequence[str]
+    ) -> list[dict[str, Any]]:
+        """The live records of ``cal_type`` whose ``datetime_obs`` is one of ``times``.
+
+        What the version families of many records of one type hold, when their
+        family columns include ``datetime_obs`` (one indexed lookup per batch of times).
+        """
+        ...
+
 
 def history_of(record: Mapping[str, Any], published_at: str | None) -> list[HistoryEvent]:
     """The events of a record's life from its lifecycle fields, oldest first.
