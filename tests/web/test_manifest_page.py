@@ -253,3 +253,20 @@ def test_the_archive_has_no_folder_to_pick_from(site):
     if site.is_archive:
         refused = site.get("/hispec/manifest", pick="run.json")
         assert refused.status_code == 400 and "no folder of manifests" in refused.text
+
+
+def test_a_family_without_the_time_is_looked_up_by_its_columns(site, tmp_path, monkeypatch):
+    profile = tmp_path / "hispec.toml"
+    profile.write_text(
+        'instrument = "hispec"\n[families]\ndark = ["cal_type", "spectrograph"]\n'
+        'default = ["cal_type", "spectrograph", "instrument_era", "datetime_obs"]\n'
+    )
+    monkeypatch.setenv("KOA_INSTRUMENT_PROFILE", str(profile))
+    dark = calibration("dark_march1.fits")
+    later = dict(version_two(dark, "dark_march5.fits"), datetime_obs="2024-03-05T00:00:00")
+    other = dict(version_two(dark, "dark_hk.fits"), spectrograph="HK", cal_version="003")
+    site.add([dark, later, other])
+    recorded = record_manifest(tmp_path / "run.json", [(FRAME, None, dark)])
+    page = upload_manifests(site, ("run.json", recorded))
+    row = row_with(page.text, PINS, "dark_march1.fits")
+    assert "Superseded by version 002" in row and "dark_march5.fits" in row  # not HK's 003
