@@ -436,7 +436,7 @@ def create_ui(
         With :data:`CSP` and its companion headers on every answer.
     """
     pages = Pages(reader, gate, site)
-    manifests = ManifestPages(pages, tools.manifests if tools else None)
+    manifests = ManifestPages(pages, tools)
     explain = ExplainPages(pages, tools)
     routes = [
         Route("/", pages.home, methods=["GET"]),

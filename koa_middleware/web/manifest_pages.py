@@ -11,7 +11,7 @@ written anywhere: the page only reads.
 
 Examples
 --------
->>> pages = ManifestPages(site_pages, folder=Path("runs"))  # doctest: +SKIP
+>>> pages = ManifestPages(site_pages, LocalTools(manifests=Path("runs")))  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from ..bounded_read import FileRefused, read_regular_file
 from ..errors import ManifestError
 from ..manifest import parse_manifest
 from .form_body import BodyRefused, FormPart, FormToken, parse_multipart, read_body
+from .local_tools import LocalTools
 from .manifest_check import check_manifest, compare_manifests
 
 logger = logging.getLogger(__name__)
@@ -76,12 +77,15 @@ class ManifestPages:
     ----------
     pages : Pages
         The site's pages (rendering, access, the reader).
-    folder : Path | None
-        The folder whose manifests may be picked (``koa-cal ui --manifests``), or None.
+    tools : LocalTools | None
+        ``koa-cal ui``'s tools: the folder whose manifests may be picked
+        (``--manifests``), if any; None on the archive.
     """
 
-    def __init__(self, pages: Any, folder: Path | None = None):
+    def __init__(self, pages: Any, tools: LocalTools | None = None):
         self.pages = pages
+        self.local = tools is not None
+        folder = tools.manifests if tools is not None else None
         self.folder = None if folder is None else Path(folder).absolute()
 
     def show(self, request: Request, inst: str, status: int = 200, **values: Any) -> Response:
@@ -95,6 +99,7 @@ class ManifestPages:
             csrf=token,
             listed=list_manifests(self.folder),
             picking=self.folder is not None,
+            explains=self.local,
             max_mib=MAX_MANIFEST_UPLOAD >> 20,
             **values,
         )

@@ -250,6 +250,8 @@ def test_the_archive_has_no_folder_to_pick_from(site):
     page = site.get("/hispec/manifest")
     assert page.status_code == 200 and 'enctype="multipart/form-data"' in page.text
     assert 'name="pick"' not in page.text
+    assert ('href="/ui/hispec/explain"' in page.text) == (not site.is_archive)
+    assert 'href="/ui/hispec/manifest" aria-current="page">Manifest check' in page.text
     if site.is_archive:
         refused = site.get("/hispec/manifest", pick="run.json")
         assert refused.status_code == 400 and "no folder of manifests" in refused.text
