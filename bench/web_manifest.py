@@ -6,6 +6,7 @@ Run::
     python3 bench/web_manifest.py --db postgresql://postgres@127.0.0.1:5432/test
     python3 bench/web_manifest.py --cache                           # a local cache
     python3 bench/web_manifest.py --families 50                     # pins sharing families
+    python3 bench/web_manifest.py --compare                         # the manifest with itself
 
 It fills a catalog (or a cache) with ``--pins`` calibrations in ``--families`` version
 families (each pinned calibration has a newer version, so every family is looked up),
@@ -92,6 +93,7 @@ def main() -> None:
     parser.add_argument("--pins", type=int, default=6000)
     parser.add_argument("--families", type=int, default=6000)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--compare", action="store_true", help="post it twice: a comparison")
     args = parser.parse_args()
     pinned, newer = records(args.pins, args.families)
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
@@ -118,10 +120,13 @@ def main() -> None:
         for _ in range(args.repeat):
             started = time.perf_counter()
             files = [("manifest", ("run.json", data, "application/json"))]
+            if args.compare:
+                files.append(("other", ("again.json", data, "application/json")))
             answer = client.post("/ui/hispec/manifest", data={"csrf": token}, files=files)
             times.append(time.perf_counter() - started)
             assert answer.status_code == 200, answer.text[-1000:]
-            summary = re.search(r"<strong>(\d+ of \d+ pins must be redone)</strong>", answer.text)
+            summary = re.search(r"<strong>(\d+ (of \d+ pins must be redone|same)[^<]*)</strong>",
+                                answer.text)  # fmt: skip
         print(f"{kind}: manifest of {len(data) / 2**20:.2f} MiB, {args.pins} pins in "
               f"{args.families} families; check median {statistics.median(times):.2f} s, "
               f"worst {max(times):.2f} s over {args.repeat}; page: {summary.group(1)}")  # fmt: skip

@@ -73,6 +73,7 @@ class ManifestCheck:
     header: dict[str, Any]
     pins: list[Pin]
     selections: int
+    _by_id: dict[str, Pin] | None = field(default=None, repr=False)
 
     @property
     def must_redo(self) -> int:
@@ -86,7 +87,9 @@ class ManifestCheck:
 
     def pin(self, cal_id: str) -> Pin | None:
         """The pin of ``cal_id``, if the manifest pins it."""
-        return next((pin for pin in self.pins if pin.chosen["id"] == cal_id), None)
+        if self._by_id is None:
+            self._by_id = {pin.chosen["id"]: pin for pin in self.pins}
+        return self._by_id.get(cal_id)
 
 
 def check_manifest(
@@ -128,10 +131,10 @@ def check_manifest(
 def _state(chosen: Mapping[str, Any], record: Mapping[str, Any] | None) -> str:
     if record is None:
         return "unknown"
+    # A record without an MD5 cannot say its bytes changed; one with another MD5 does.
+    md5 = str(record.get("file_md5") or "").lower()
     pinned_md5 = str(chosen.get("file_md5") or "").lower()
-    if record.get("filename") != chosen.get("filename") or (
-        str(record.get("file_md5") or "").lower() != pinned_md5
-    ):
+    if record.get("filename") != chosen.get("filename") or (md5 and md5 != pinned_md5):
         return "changed"
     return "retracted" if record.get("retracted_at") else "live"
 
