@@ -57,6 +57,11 @@ class ExplainPages:
         self.pages = pages
         self.tools = tools
 
+    @property
+    def _local(self) -> LocalTools:
+        """The tools (the handlers answer before this on a site without them)."""
+        return self.tools or LocalTools(selectors={})
+
     def _here(self, request: Request, inst: str) -> str:
         return f"{self.pages.base(request)}/{inst}/explain"
 
@@ -66,7 +71,7 @@ class ExplainPages:
     ) -> Response:  # fmt: skip
         """The page: the forms (filled with ``query``), and a report when one is given."""
         token, new = FormToken.value(request)
-        tools = self.tools or LocalTools()
+        tools = self._local
         names = frame_fields(inst)
         selectors = [(name, accepted_options(cls)) for name, cls in tools.selectors.items()]
         response = self.pages.render(
@@ -101,7 +106,7 @@ class ExplainPages:
 
     def _explain(self, inst: str, query: ExplainQuery) -> tuple[dict[str, Any], Any]:
         """The store's explanation of ``query`` and the selector it used."""
-        selector = query.selector(self.tools or LocalTools())
+        selector = query.selector(self._local)
         if not query.frame:
             raise ExplainRefused(
                 "Give the frame's metadata (datetime_obs at least, and the columns the "
@@ -124,7 +129,7 @@ class ExplainPages:
         names = frame_fields(inst)
         values: dict[str, Any] = {
             "report": report,
-            "command": query.command_line(inst, self.tools or LocalTools()),
+            "command": query.command_line(inst, self._local),
         }
         if query.header_file is None:
             values["params"] = query.params(names)  # the permalink's, and the download's

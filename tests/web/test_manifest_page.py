@@ -272,3 +272,29 @@ def test_a_family_without_the_time_is_looked_up_by_its_columns(site, tmp_path, m
     page = upload_manifests(site, ("run.json", recorded))
     row = row_with(page.text, PINS, "dark_march1.fits")
     assert "Superseded by version 002" in row and "dark_march5.fits" in row  # not HK's 003
+
+
+def test_hostile_form_bodies_are_refused_with_a_message(site, tmp_path):
+    token = csrf_of(site, "/hispec/manifest")
+    field = b'Content-Disposition: form-data; name="csrf"\r\n\r\n' + token.encode() + b"\r\n"
+    bodies = {
+        "no boundary": ("multipart/form-data", b"--x\r\n" + field + b"--x--\r\n",
+                        "not sent as multipart/form-data"),
+        "cut short": ("multipart/form-data; boundary=x", b"--x\r\n" + field,
+                      "ends before its closing boundary"),
+        "many fields": ("multipart/form-data; boundary=x", (b"--x\r\n" + field) * 40 + b"--x--",
+                        "more than 16 fields"),
+        "no name": ("multipart/form-data; boundary=x",
+                    b"--x\r\nContent-Disposition: form-data\r\n\r\nv\r\n--x--\r\n",
+                    "no field name"),
+        "no headers": ("multipart/form-data; boundary=x", b"--x\r\nvalue\r\n--x--\r\n",
+                       "has no headers"),
+        "no file": ("multipart/form-data; boundary=x", b"--x\r\n" + field + b"--x--\r\n",
+                    "Choose a run manifest"),
+    }  # fmt: skip
+    for name, (kind, body, message) in bodies.items():
+        page = site.client.post(f"{site.base}/hispec/manifest", content=body,
+                                headers={"content-type": kind})  # fmt: skip
+        assert page.status_code == 400, (name, page.text[-1000:])
+        assert message in unescape(page.text), name
+        assert page.headers["content-security-policy"] == CSP
