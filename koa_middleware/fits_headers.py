@@ -26,6 +26,7 @@ __all__ = [
     "CAL_TYPE_ALIASES",
     "DEFAULT_HEADER_MAP",
     "datetime_from_mjd",
+    "header_metadata",
     "import_astropy_fits",
     "mjd_from_datetime",
     "read_fits_header",
@@ -226,7 +227,7 @@ def _combine_date_time(date: Any, time: Any) -> Any:
     return date
 
 
-def _check_iso_date(path: Path, headers: Sequence[Mapping[str, Any]], keywords: Any) -> None:
+def _check_iso_date(name: str, headers: Sequence[Mapping[str, Any]], keywords: Any) -> None:
     """Refuse a header date that is not ISO 8601, quoting it as the header holds it.
 
     The old ``DD/MM/YY`` form names no century (FITS deprecated it in 1997):
@@ -238,7 +239,7 @@ def _check_iso_date(path: Path, headers: Sequence[Mapping[str, Any]], keywords: 
             continue
         if not isinstance(value, str) or not _ISO_DATE_RE.match(value):
             raise InvalidRecordError(
-                f"{path.name}: {keyword} {value!r} is not an ISO 8601 date "
+                f"{name}: {keyword} {value!r} is not an ISO 8601 date "
                 "(YYYY-MM-DD or YYYY-MM-DDThh:mm:ss, as the FITS standard asks; the "
                 "DD/MM/YY form names no century), so datetime_obs cannot be read from it. "
                 f"Fix the header, or pass datetime_obs='YYYY-MM-DDThh:mm:ss' "
@@ -251,7 +252,45 @@ def _fields_from_headers(
     path: Path, header_map: Mapping[str, tuple[str, ...]], overrides: Mapping[str, Any]
 ) -> dict[str, Any]:
     """Collect the fields of ``header_map`` from a file's headers, then apply ``overrides``."""
-    headers = read_fits_header(path)
+    return _fields_from_read_headers(read_fits_header(path), path.name, header_map, overrides)
+
+
+def header_metadata(
+    headers: Sequence[Mapping[str, Any]], name: str, header_map: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """The metadata of a frame from headers already read, as :func:`~.fits.fits_metadata` gives.
+
+    Parameters
+    ----------
+    headers : sequence of Mapping
+        Keyword -> value of each header, primary first (astropy ``Header`` objects,
+        or dicts such as :func:`~koa_middleware.fits_cards.read_primary_header` reads).
+    name : str
+        The frame's file name (the metadata's ``filename``, and named in messages).
+    header_map : Mapping | None
+        Changes to :data:`DEFAULT_HEADER_MAP`.
+
+    Raises
+    ------
+    InvalidRecordError
+        If a value breaks the record rules (a date that is not ISO 8601, say).
+
+    Examples
+    --------
+    >>> meta = header_metadata([{"DATE-OBS": "2024-01-01T12:00:00", "SPEC": "yJ"}], "sci.fits")
+    >>> meta["datetime_obs"], meta["spectrograph"], meta["mjd_start"]
+    ('2024-01-01T12:00:00.000', 'yJ', 60310.5)
+    """
+    record = _fields_from_read_headers(headers, name, _merge_header_map(header_map), {})
+    return _validated(Path(name), record, ())
+
+
+def _fields_from_read_headers(
+    headers: Sequence[Mapping[str, Any]],
+    name: str,
+    header_map: Mapping[str, tuple[str, ...]],
+    overrides: Mapping[str, Any],
+) -> dict[str, Any]:
     found: dict[str, Any] = {}
     for field, keywords in header_map.items():
         value = _header_value(headers, keywords)
@@ -260,20 +299,20 @@ def _fields_from_headers(
     if "cal_type" in found:
         found["cal_type"] = _normalize_cal_type(found["cal_type"])
     if "datetime_obs" in found and "datetime_obs" not in overrides:
-        _check_iso_date(path, headers, header_map.get("datetime_obs", ()))
+        _check_iso_date(name, headers, header_map.get("datetime_obs", ()))
         found["datetime_obs"] = _combine_date_time(found["datetime_obs"], found.get("time_obs"))
-    record: dict[str, Any] = {"filename": path.name}
+    record: dict[str, Any] = {"filename": name}
     record.update((k, v) for k, v in found.items() if k not in _HELPER_FIELDS)
     record.update(overrides)
     if "cal_type" in overrides and isinstance(record["cal_type"], str):
         record["cal_type"] = _normalize_cal_type(record["cal_type"])
     if "datetime_obs" not in overrides:
-        _warn_if_date_only(path, found.get("datetime_obs"))
+        _warn_if_date_only(name, found.get("datetime_obs"))
     _complete_times(record, overrides)
     return record
 
 
-def _warn_if_date_only(path: Path, stamp: Any) -> None:
+def _warn_if_date_only(name: str, stamp: Any) -> None:
     """Warn when the header gave a day but no time: nearest-in-time selection needs it."""
     if isinstance(stamp, str) and _DATE_ONLY_RE.match(stamp):
         logger.warning(
@@ -281,7 +320,7 @@ def _warn_if_date_only(path: Path, stamp: Any) -> None:
             "change which calibrations are nearest in time; add TIME-OBS (or UT) to the "
             "header, or pass datetime_obs with a time (koa-cal register --set "
             "datetime_obs=%sT03:00:00).",
-            path.name,
+            name,
             stamp,
             stamp,
             stamp,

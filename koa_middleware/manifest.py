@@ -51,6 +51,7 @@ __all__ = [
     "check_pinned",
     "fetch_manifest",
     "input_identity",
+    "parse_manifest",
     "read_manifest",
     "selector_identity",
     "verify_manifest",
@@ -272,6 +273,11 @@ class ManifestRecorder:
         with self._lock:
             self.entries.append(entry)
 
+    def document(self) -> dict[str, Any]:
+        """The manifest as it would be written now: the run's header and its entries."""
+        with self._lock:
+            return {**self.header, "entries": list(self.entries)}
+
     def write(self) -> Path:
         """Write the manifest (a temporary file renamed into place); return its path.
 
@@ -286,8 +292,7 @@ class ManifestRecorder:
             If something keeps putting a file or link at the temporary name.
         """
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._lock:
-            document = {**self.header, "entries": list(self.entries)}
+        document = self.document()
         partial = self.path.with_name(f".{self.path.name}.{os.getpid()}.part")
         try:
             with open(create_private_file(partial), "w", encoding="utf-8") as handle:
@@ -321,6 +326,24 @@ def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
         raise ManifestError(f"The manifest {path} is refused: it {exc.problem}.") from None
     except OSError as exc:
         raise ManifestError(f"Cannot read the manifest {path}: {exc.strerror or exc}.") from None
+    return parse_manifest(data, path)
+
+
+def parse_manifest(data: bytes, path: str | os.PathLike) -> dict[str, Any]:
+    """Check the bytes of a manifest, as :func:`read_manifest` does a file's.
+
+    Parameters
+    ----------
+    data : bytes
+        The manifest's bytes (the caller bounds their size).
+    path : str | os.PathLike
+        What the messages call it: its path, or the name it was uploaded under.
+
+    Raises
+    ------
+    ManifestError
+        As :func:`read_manifest`, for everything but reading the file.
+    """
     if json_nesting_exceeds(data, MAX_MANIFEST_DEPTH):
         raise ManifestError(
             f"The manifest {path} nests arrays or objects more than {MAX_MANIFEST_DEPTH} "
@@ -343,7 +366,7 @@ def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
     return document
 
 
-def _check_entry(path: Path, number: int, entry: Any) -> None:
+def _check_entry(path: str | os.PathLike, number: int, entry: Any) -> None:
     try:
         if not isinstance(entry, dict) or not isinstance(entry.get("chosen"), dict):
             raise ValueError("it is not an object with a 'chosen' calibration")

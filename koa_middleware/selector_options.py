@@ -24,6 +24,7 @@ __all__ = [
     "DEFAULT",
     "Condition",
     "Default",
+    "accepted_options",
     "columns_option",
     "constructor_defaults",
     "days_option",
@@ -101,6 +102,37 @@ def constructor_defaults(cls: type) -> dict[str, Any]:
     except TypeError:  # not weakly referenceable: no cache
         pass
     return dict(defaults)
+
+
+def accepted_options(cls: type) -> list[str] | None:
+    """The options a selector class takes, or None when it takes any keyword.
+
+    A class that declares ``selection_parameters`` (see
+    :class:`~koa_middleware.selector_base.CalibrationSelector`) takes those and
+    the named parameters of its constructors (``explain_limit``, say); one that
+    does not takes any keyword as an attribute, as the base class does, so its
+    options cannot be checked.
+
+    Examples
+    --------
+    >>> from koa_middleware.selectors import NearestInTimeSelector
+    >>> accepted_options(NearestInTimeSelector)
+    ['cal_type', 'explain_limit', 'master_only', 'match', 'max_days', 'origin']
+    """
+    declared = getattr(cls, "selection_parameters", None)
+    if declared is None:
+        return None
+    names = set(declared)
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        try:
+            signature = inspect.signature(init) if init is not None else None
+        except (TypeError, ValueError):  # a constructor written in C
+            continue
+        for name, parameter in signature.parameters.items() if signature else ():
+            if name != "self" and parameter.kind not in _VARIADIC:
+                names.add(name)
+    return sorted(names)
 
 
 @dataclass(frozen=True)

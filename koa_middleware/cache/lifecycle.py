@@ -143,6 +143,18 @@ class Lifecycle:
             view = self._selection_views[key] = SelectionView(self.db, key)
         return view
 
+    def release_view(self, as_of: str | None) -> None:
+        """Close the view of ``as_of`` (made again when asked for); the live view stays.
+
+        For a long-running reader asked for many times (the web pages): each view
+        holds a connection. The caller makes sure no selection uses it meanwhile.
+        """
+        if as_of is None:
+            return
+        view = self._selection_views.pop(normalize_timestamp(as_of, "as_of"), None)
+        if view is not None:
+            view.close()
+
     def close(self) -> None:
         """Close the selection views (the database itself is its owner's to close)."""
         for view in self._selection_views.values():

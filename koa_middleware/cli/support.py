@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import difflib
 import importlib
-import inspect
 import logging
 import os
 import re
@@ -38,6 +37,7 @@ __all__ = [
     "emit",
     "json_flag",
     "load_selector",
+    "load_selector_class",
     "one_bar_for_many",
     "one_line",
     "open_archive",
@@ -603,6 +603,31 @@ def load_selector(spec: str, options: dict[str, str]) -> Any:
     >>> load_selector("nearest", {"cal_type": "dark"}).cal_type
     'dark'
     """
+    cls = load_selector_class(spec)
+    _refuse_unknown_options(cls, options)
+    try:
+        return cls(**options)
+    except (TypeError, ValueError) as exc:
+        raise click.BadParameter(
+            f"cannot build {cls.__name__}: {exc}", param_hint="--option"
+        ) from None
+
+
+def load_selector_class(spec: str) -> type:
+    """Import a selector class from ``MODULE:CLASS`` (or an alias of :data:`SELECTOR_ALIASES`).
+
+    A module in the current folder is found, as ``python -m`` would find it.
+
+    Raises
+    ------
+    click.BadParameter
+        If the class cannot be imported or is not a selector.
+
+    Examples
+    --------
+    >>> load_selector_class("latest").__name__
+    'LatestVersionSelector'
+    """
     from ..selector_base import CalibrationSelector
 
     target = SELECTOR_ALIASES.get(spec, spec)
@@ -617,23 +642,13 @@ def load_selector(spec: str, options: dict[str, str]) -> Any:
         raise click.BadParameter(f"cannot load {target}: {exc}", param_hint="--selector") from None
     if not (isinstance(cls, type) and issubclass(cls, CalibrationSelector)):
         raise click.BadParameter(f"{target} is not a CalibrationSelector.", param_hint="--selector")
-    _refuse_unknown_options(cls, options)
-    try:
-        return cls(**options)
-    except (TypeError, ValueError) as exc:
-        raise click.BadParameter(
-            f"cannot build {class_name}: {exc}", param_hint="--option"
-        ) from None
+    return cls
 
 
 def selector_options(cls: type) -> list[str] | None:
     """The options a selector class takes, or None when it takes any keyword.
 
-    A class that declares ``selection_parameters`` (see
-    :class:`~koa_middleware.selector_base.CalibrationSelector`) takes those and
-    the named parameters of its constructors (``explain_limit``, say); one that
-    does not takes any keyword as an attribute, as the base class does, so its
-    options cannot be checked.
+    See :func:`koa_middleware.selector_options.accepted_options`.
 
     Examples
     --------
@@ -641,21 +656,9 @@ def selector_options(cls: type) -> list[str] | None:
     >>> selector_options(NearestInTimeSelector)
     ['cal_type', 'explain_limit', 'master_only', 'match', 'max_days', 'origin']
     """
-    declared = getattr(cls, "selection_parameters", None)
-    if declared is None:
-        return None
-    names = set(declared)
-    for klass in cls.__mro__:
-        init = klass.__dict__.get("__init__")
-        try:
-            signature = inspect.signature(init) if init is not None else None
-        except (TypeError, ValueError):  # a constructor written in C
-            continue
-        for name, parameter in signature.parameters.items() if signature else ():
-            variadic = parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD)
-            if name != "self" and not variadic:
-                names.add(name)
-    return sorted(names)
+    from ..selector_options import accepted_options
+
+    return accepted_options(cls)
 
 
 def _refuse_unknown_options(cls: type, options: dict[str, str]) -> None:

@@ -7,7 +7,9 @@ serves :func:`create_local_site` (the same pages under ``/ui``, ``/`` leading th
 Routes, under the mount point: ``/`` (instruments), ``/INST/`` (overview),
 ``/INST/browse`` (and ``browse.csv``, ``browse.json``: the same query, every match),
 ``/INST/records/ID`` (:mod:`.record_page`; its retract and unretract forms:
-:mod:`.record_actions`), ``/INST/files/ID``, ``/INST/changes?since=N``, ``/login``, ``/logout``,
+:mod:`.record_actions`), ``/INST/files/ID``, ``/INST/changes?since=N``,
+``/INST/manifest`` (check a run manifest), ``/INST/explain`` (``koa-cal ui`` only),
+``/login``, ``/logout``,
 ``/static/...``. Every answer carries ``Content-Security-Policy: default-src 'self'``.
 
 Examples
@@ -34,6 +36,9 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .coverage import build_coverage
+from .explain_pages import ExplainPages
+from .local_tools import LocalTools
+from .manifest_pages import ManifestPages
 from .reader import BadQuery, BrowseQuery, CalibrationReader, decode_key
 from .record_actions import RecordActions
 from .record_page import RecordPages
@@ -389,7 +394,10 @@ async def _form(request: Request) -> dict[str, str] | None:
 
 
 def create_ui(
-    reader: CalibrationReader, gate: TokenGate | None = None, site: str = "archive"
+    reader: CalibrationReader,
+    gate: TokenGate | None = None,
+    site: str = "archive",
+    tools: LocalTools | None = None,
 ) -> ASGIApp:
     """Build the pages over ``reader``, to be mounted (the archive mounts them at ``/ui``).
 
@@ -401,6 +409,8 @@ def create_ui(
         The archive's read rule; None opens every page (a local cache on 127.0.0.1).
     site : str
         What the pages call the source: ``"archive"`` or ``"local cache"``.
+    tools : LocalTools | None
+        ``koa-cal ui``'s selectors and manifests folder (explain and pick a manifest).
 
     Returns
     -------
@@ -409,6 +419,8 @@ def create_ui(
     """
     pages = Pages(reader, gate, site)
     record, actions = RecordPages(pages), RecordActions(pages)
+    manifests = ManifestPages(pages, tools)
+    explain = ExplainPages(pages, tools)
     routes = [
         Route("/", pages.home, methods=["GET"]),
         Route("/login", pages.login_form, methods=["GET"]),
@@ -424,6 +436,11 @@ def create_ui(
         Route("/{instrument}/records/{cal_id}/unretract", actions.unretract, methods=["POST"]),
         Route("/{instrument}/files/{cal_id}", record.file, methods=["GET"]),
         Route("/{instrument}/changes", pages.changes, methods=["GET"]),
+        Route("/{instrument}/manifest", manifests.get, methods=["GET"]),
+        Route("/{instrument}/manifest", manifests.post, methods=["POST"]),
+        Route("/{instrument}/explain", explain.get, methods=["GET"]),
+        Route("/{instrument}/explain", explain.post, methods=["POST"]),
+        Route("/{instrument}/explain.json", explain.manifest, methods=["GET", "POST"]),
     ]
     app = Starlette(routes=routes)
 
@@ -434,8 +451,11 @@ def create_ui(
     return SecurityHeaders(app)
 
 
-def create_local_site(reader: CalibrationReader) -> ASGIApp:
-    """The pages of a local cache for ``koa-cal ui``: under ``/ui``, ``/`` leading there."""
+def create_local_site(reader: CalibrationReader, tools: LocalTools | None = None) -> ASGIApp:
+    """The pages of a local cache for ``koa-cal ui``: under ``/ui``, ``/`` leading there.
+
+    ``tools`` gives the explain page its selectors and the manifest page its folder.
+    """
 
     async def to_pages(request: Request) -> Response:
         return RedirectResponse("/ui/", status_code=307)
@@ -443,7 +463,7 @@ def create_local_site(reader: CalibrationReader) -> ASGIApp:
     app = Starlette(
         routes=[
             Route("/", to_pages, methods=["GET"]),
-            Mount("/ui", app=create_ui(reader, None, site="local cache")),
+            Mount("/ui", app=create_ui(reader, None, "local cache", tools or LocalTools())),
         ]
     )
     return SecurityHeaders(app)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from ..bounded_read import FileRefused, open_regular_file
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from ..cache.local_cache import LocalCache
 
 from .reader import (
+    ID_BATCH,
     BrowseQuery,
     HistoryEvent,
     RecordPage,
@@ -271,6 +272,48 @@ class CacheReader:
             "A local cache does not retract calibrations: retract them on the archive "
             "(its pages, or koa-cal retract), then sync."
         )
+    def records_by_id(self, instrument: str, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The records with these ids by id, ``ID_BATCH`` ids per statement."""
+        found: dict[str, dict[str, Any]] = {}
+        wanted = list(dict.fromkeys(ids))
+        for start in range(0, len(wanted), ID_BATCH):
+            batch = wanted[start : start + ID_BATCH]
+            where = f"t.id IN ({', '.join('?' for _ in batch)})"
+            found.update((r["id"], r) for r in self._records(instrument, where, batch))
+        return found
+
+    def live_at_times(
+        self, instrument: str, cal_type: str, times: Sequence[str]
+    ) -> list[dict[str, Any]]:
+        """The live records of ``cal_type`` at these times, ``ID_BATCH`` times per statement."""
+        found: list[dict[str, Any]] = []
+        wanted = list(dict.fromkeys(times))
+        for start in range(0, len(wanted), ID_BATCH):
+            batch = wanted[start : start + ID_BATCH]
+            where = (
+                f"t.cal_type = ? AND t.datetime_obs IN ({', '.join('?' for _ in batch)}) "
+                "AND r.id IS NULL"
+            )
+            found.extend(self._records(instrument, where, [cal_type, *batch]))
+        return found
+
+    def explain(
+        self, instrument: str, input: Any, selector: Any, as_of: str | None = None
+    ) -> dict[str, Any]:
+        """What ``selector`` chooses for ``input`` in this cache and why (the store's explain).
+
+        See :meth:`Lifecycle.explain <koa_middleware.cache.lifecycle.Lifecycle.explain>`.
+        One explanation runs at a time (the pages' threads share the connection), and
+        the view of an ``as_of`` time is closed after it, so that times asked for one
+        after another do not keep a connection each.
+        """
+        cache = self.caches[instrument]
+        with cache.db._lock:
+            try:
+                return cache.lifecycle.explain(input, selector, as_of)
+            finally:
+                if as_of is not None:
+                    cache.lifecycle.release_view(as_of)
 
 
 def _record(row: dict[str, Any]) -> dict[str, Any]:

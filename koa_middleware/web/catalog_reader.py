@@ -22,6 +22,7 @@ from ..archive.retractions import check_ids, check_reason
 from ..archive.schema import records, row_to_record
 from ..archive.storage_interface import FileStorage
 from .reader import (
+    ID_BATCH,
     BadQuery,
     BrowseQuery,
     ChangesPage,
@@ -238,6 +239,33 @@ class CatalogReader:
             return f"{self.api_prefix}/{instrument}/download?cal_id={record['id']}"
         return f"{self.api_prefix}/{instrument}/files/{record['id']}"
 
+    def records_by_id(self, instrument: str, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The records with these ids by id, ``ID_BATCH`` ids per statement."""
+        found: dict[str, dict[str, Any]] = {}
+        wanted = list(dict.fromkeys(ids))
+        for start in range(0, len(wanted), ID_BATCH):
+            statement = sa.select(records).where(
+                records.c.instrument == instrument,
+                records.c.id.in_(wanted[start : start + ID_BATCH]),
+            )
+            found.update((r["id"], r) for r in self._rows(statement))
+        return found
+
+    def live_at_times(
+        self, instrument: str, cal_type: str, times: Sequence[str]
+    ) -> list[dict[str, Any]]:
+        """The live records of ``cal_type`` at these times, ``ID_BATCH`` times per statement."""
+        found: list[dict[str, Any]] = []
+        wanted = list(dict.fromkeys(times))
+        for start in range(0, len(wanted), ID_BATCH):
+            statement = sa.select(records).where(
+                records.c.instrument == instrument,
+                records.c.cal_type == cal_type,
+                records.c.datetime_obs.in_(wanted[start : start + ID_BATCH]),
+                records.c.retracted_at.is_(None),
+            )
+            found.extend(self._rows(statement))
+        return found
     def open_file(
         self,
         instrument: str,

@@ -19,7 +19,7 @@ import base64
 import binascii
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Protocol, runtime_checkable
 
@@ -46,6 +46,8 @@ __all__ = [
 
 #: Columns a browse table may be sorted by (each a column of every record).
 SORTABLE = ("datetime_obs", "last_updated", "cal_type", "filename", "origin", "cal_version")
+#: Ids looked up per statement by ``records_by_id`` (well under SQLite's bound parameters).
+ID_BATCH = 500
 #: Filters of a browse query, named as the archive API's ``query`` parameters.
 FILTERS = (
     "cal_type",
@@ -293,6 +295,20 @@ class CalibrationReader(Protocol):
         ------
         NotImplementedError
             If the source does not write (a local cache: retract on the archive).
+        """
+        ...
+
+    def records_by_id(self, instrument: str, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The records with these ids (retracted or not) by id; an unknown id is left out."""
+        ...
+
+    def live_at_times(
+        self, instrument: str, cal_type: str, times: Sequence[str]
+    ) -> list[dict[str, Any]]:
+        """The live records of ``cal_type`` whose ``datetime_obs`` is one of ``times``.
+
+        What the version families of many records of one type hold, when their
+        family columns include ``datetime_obs`` (one indexed lookup per batch of times).
         """
         ...
 
