@@ -35,7 +35,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ..errors import InvalidRecordError
 from ..records import validate_cal_id
 from .coverage import build_coverage
-from .reader import BadQuery, BrowseQuery, CalibrationReader, decode_key
+from .reader import BadQuery, BrowseQuery, CalibrationReader, decode_key, profile_gap_nights
 from .rendering import CSV_COLUMNS, csv_line, environment, query_url
 from .sessions import LOGIN_COOKIE, SESSION_COOKIE, TokenGate, same
 
@@ -58,8 +58,8 @@ PAGE_ROWS, MAX_PAGE_ROWS = 50, 500
 EXPORT_STEP = 1000
 #: Changes per page of the activity list.
 CHANGES_ROWS = 100
-#: Nights of the coverage map by default, and the default gap threshold.
-COVERAGE_NIGHTS, GAP_NIGHTS = 120, 7
+#: Nights of the coverage map by default (the gap threshold is the profile's ``gap_nights``).
+COVERAGE_NIGHTS = 120
 #: Bytes of a login form body read at most.
 MAX_FORM_BYTES = 8192
 
@@ -191,7 +191,7 @@ class Pages:
 
     def _coverage(self, request: Request, inst: str) -> Any:
         params = request.query_params
-        gap = _int_param(params.get("gap_nights"), "gap_nights", GAP_NIGHTS, 0, 365)
+        gap = _int_param(params.get("gap_nights"), "gap_nights", profile_gap_nights(inst), 0, 365)
         span = self.reader.time_span(inst)
         if span is None:
             return None

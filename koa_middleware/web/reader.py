@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from ..errors import KOAError
-from ..profiles import DEFAULT_FAMILY, load_profile
+from ..profiles import DEFAULT_FAMILY, DEFAULT_GAP_NIGHTS, load_profile
 from ..records import normalize_version
 from ..timestamps import normalize_timestamp
 
@@ -42,6 +42,7 @@ __all__ = [
     "decode_key",
     "encode_key",
     "family_columns",
+    "profile_gap_nights",
 ]
 
 #: Columns a browse table may be sorted by (each a column of every record).
@@ -294,3 +295,11 @@ def family_columns(instrument: str, cal_type: str) -> list[str]:
     except KOAError:  # an unreadable profile file: the default family still shows something
         columns = list(DEFAULT_FAMILY)
     return [*columns, "origin"]
+
+
+def profile_gap_nights(instrument: str) -> int:
+    """The coverage map's gap threshold (nights) in the instrument's profile."""
+    try:
+        return load_profile(instrument).gap_nights
+    except KOAError:  # an unreadable profile file: the default threshold still shows gaps
+        return DEFAULT_GAP_NIGHTS
