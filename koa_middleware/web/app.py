@@ -34,6 +34,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..errors import InvalidRecordError
 from ..records import validate_cal_id
+from .column_filters import filterable
 from .coverage import build_coverage
 from .reader import BadQuery, BrowseQuery, CalibrationReader, decode_key, profile_gap_nights
 from .rendering import CSV_COLUMNS, csv_line, environment, query_url
@@ -212,8 +213,9 @@ class Pages:
         if refusal is not None:
             return refusal
         params = request.query_params
+        columns = self.reader.column_names(inst)
         try:
-            query = BrowseQuery.parse(params)
+            query = BrowseQuery.parse(params, columns)
             limit = _int_param(params.get("limit"), "limit", PAGE_ROWS, 1, MAX_PAGE_ROWS)
             after = decode_key(params["after"]) if params.get("after") else None
             page = self.reader.page(inst, query, after, limit)
@@ -230,6 +232,7 @@ class Pages:
             total=total,
             limit=limit,
             after=params.get("after"),
+            columns=filterable(columns),
             api_query=query_url(f"{api}/{inst}/query", query.api_params()) if api else None,
         )
 
@@ -239,7 +242,7 @@ class Pages:
         if refusal is not None:
             return refusal
         try:
-            query = BrowseQuery.parse(request.query_params)
+            query = BrowseQuery.parse(request.query_params, self.reader.column_names(inst))
         except BadQuery as exc:
             return self.problem(request, 400, str(exc))
         as_csv = request.url.path.endswith(".csv")

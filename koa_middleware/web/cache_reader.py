@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..database.local_database import BASE_COLUMNS
 from ..database.reading import quote_identifier
+from .column_filters import column_condition
 
 if TYPE_CHECKING:
     from ..cache.local_cache import LocalCache
@@ -146,8 +147,13 @@ class CacheReader:
     def _where(query: BrowseQuery) -> tuple[str, list[Any]]:
         parts, params = ["1 = 1"], []
         for name, value in query.filters.items():
-            parts.append(_FILTER_SQL[name])
-            params.append(value)
+            if name in _FILTER_SQL:
+                parts.append(_FILTER_SQL[name])
+                params.append(value)
+            else:  # a column filter: the name is one of the table's (BrowseQuery.parse)
+                sql, values = column_condition(name, value)
+                parts.append(sql)
+                params.extend(values)
         if not query.include_retracted:
             parts.append("r.id IS NULL")
         return " AND ".join(parts), params
@@ -215,6 +221,12 @@ class CacheReader:
     def download_url(self, instrument: str, record: Mapping[str, Any]) -> str | None:
         """None: files of a local cache are read where they are (``koa-cal get``)."""
         return None
+
+    def column_names(self, instrument: str) -> list[str]:
+        """The columns of the instrument's table in the cache."""
+        db = self.caches[instrument].db
+        with db._lock:
+            return sorted(db.columns, key=str.lower)
 
 
 def _record(row: dict[str, Any]) -> dict[str, Any]:

@@ -16,9 +16,10 @@ from typing import Any
 import sqlalchemy as sa
 
 from ..archive.catalog import Catalog
+from ..archive.columns import extra_column_names
 from ..archive.filters import conditions
 from ..archive.problems import BadRequest
-from ..archive.schema import records, row_to_record
+from ..archive.schema import RECORD_COLUMNS, record_columns, records, row_to_record
 from .reader import (
     BadQuery,
     BrowseQuery,
@@ -207,3 +208,14 @@ class CatalogReader:
         if self.protocol == 1:
             return f"{self.api_prefix}/{instrument}/download?cal_id={record['id']}"
         return f"{self.api_prefix}/{instrument}/files/{record['id']}"
+
+    def column_names(self, instrument: str) -> list[str]:
+        """The instrument's columns from the catalog's column registry (or its records)."""
+        statement = sa.select(record_columns.c.name).where(
+            record_columns.c.instrument == instrument
+        )
+        with self.catalog.engine.connect() as conn:
+            names = list(conn.execute(statement).scalars())
+            if not names:  # a catalog older than its registry: the records' own names
+                names = [*RECORD_COLUMNS, *extra_column_names(conn, instrument)]
+        return sorted(set(names), key=str.lower)

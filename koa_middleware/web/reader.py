@@ -19,7 +19,7 @@ import base64
 import binascii
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -27,6 +27,7 @@ from ..errors import KOAError
 from ..profiles import DEFAULT_FAMILY, DEFAULT_GAP_NIGHTS, load_profile
 from ..records import normalize_version
 from ..timestamps import normalize_timestamp
+from .column_filters import column_filters
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +70,8 @@ class BrowseQuery:
     Attributes
     ----------
     filters : dict
-        Normalized filter values by API parameter name (see :data:`FILTERS`).
+        Normalized filter values by API parameter name (see :data:`FILTERS`),
+        and equality filters on columns by column name (``spectrograph``).
     include_retracted : bool
         Show retracted records too.
     sort : str
@@ -84,19 +86,38 @@ class BrowseQuery:
     descending: bool = True
 
     @classmethod
-    def parse(cls, params: Mapping[str, str]) -> BrowseQuery:
+    def parse(cls, params: Mapping[str, str], columns: Iterable[str] | None = None) -> BrowseQuery:
         """Read the query from GET parameters; empty values are left out.
+
+        Parameters
+        ----------
+        params : Mapping[str, str]
+            The page's GET parameters.
+        columns : iterable of str | None
+            The source's columns (:meth:`CalibrationReader.column_names`): any other
+            parameter named after one is an equality filter on it, as in the API's
+            ``query``, and a parameter that names none is refused. None: only
+            :data:`FILTERS` are read.
 
         Raises
         ------
         BadQuery
-            If a value cannot be read (a time, a version, a sort column).
+            If a value cannot be read (a time, a version, a sort column), or a
+            parameter names no column.
         """
         filters: dict[str, str] = {}
         for name in FILTERS:
             value = (params.get(name) or "").strip()
             if value:
                 filters[name] = _normalize_filter(name, value)
+        if columns is not None:
+            try:
+                by_column = column_filters(params, columns, FILTERS)
+            except ValueError as exc:
+                raise BadQuery(str(exc)) from None
+            for name, value in by_column.items():
+                if filters.setdefault(name, value) != value:
+                    raise BadQuery(f"{name} is given two different values; keep one.")
         sort = params.get("sort") or "datetime_obs"
         if sort not in SORTABLE:
             raise BadQuery(f"sort must be one of {', '.join(SORTABLE)}, not {sort[:40]!r}.")
@@ -112,6 +133,10 @@ class BrowseQuery:
         if self.include_retracted:
             params["include_retracted"] = "1"
         return params
+
+    def column_filters(self) -> dict[str, str]:
+        """The equality filters on columns (those not in :data:`FILTERS`)."""
+        return {name: value for name, value in self.filters.items() if name not in FILTERS}
 
     def params(self) -> dict[str, str]:
         """Every GET parameter of this query (the page's permalink without ``after``)."""
@@ -264,6 +289,10 @@ class CalibrationReader(Protocol):
 
     def download_url(self, instrument: str, record: Mapping[str, Any]) -> str | None:
         """Where the record's file can be downloaded from this site, or None."""
+        ...
+
+    def column_names(self, instrument: str) -> list[str]:
+        """The columns of the instrument's records, as stored (what a filter may name)."""
         ...
 
 

@@ -1,4 +1,4 @@
-"""The coverage map's gap threshold comes from the instrument profile; ``gap_nights`` overrides it."""
+"""The coverage map's gap threshold is a profile setting; ``gap_nights`` overrides it."""
 
 from __future__ import annotations
 
