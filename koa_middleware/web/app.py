@@ -6,7 +6,7 @@ serves :func:`create_local_site` (the same pages under ``/ui``, ``/`` leading th
 
 Routes, under the mount point: ``/`` (instruments), ``/INST/`` (overview),
 ``/INST/browse`` (and ``browse.csv``, ``browse.json``: the same query, every match),
-``/INST/records/ID``, ``/INST/changes?since=N``, ``/login``, ``/logout``,
+``/INST/records/ID``, ``/INST/changes?since=N``, ``/INST/timeline``, ``/login``, ``/logout``,
 ``/static/...``. Every answer carries ``Content-Security-Policy: default-src 'self'``.
 
 Examples
@@ -39,6 +39,7 @@ from .coverage import build_coverage
 from .reader import BadQuery, BrowseQuery, CalibrationReader, decode_key, profile_gap_nights
 from .rendering import CSV_COLUMNS, csv_line, environment, query_url
 from .sessions import LOGIN_COOKIE, SESSION_COOKIE, TokenGate, same
+from .timeline_page import TimelinePage
 
 logger = logging.getLogger(__name__)
 
@@ -442,6 +443,7 @@ def create_ui(
         Route("/{instrument}/browse.json", pages.export, methods=["GET"]),
         Route("/{instrument}/records/{cal_id}", pages.record, methods=["GET"]),
         Route("/{instrument}/changes", pages.changes, methods=["GET"]),
+        Route("/{instrument}/timeline", TimelinePage(pages).render, methods=["GET"]),
     ]
     app = Starlette(routes=routes)
 

@@ -16,11 +16,13 @@ Examples
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from ..database.local_database import BASE_COLUMNS
 from ..database.reading import quote_identifier
+from .cache_timeline import CacheSource, cache_bins, cache_lanes, cache_marks
 from .column_filters import column_condition
 
 if TYPE_CHECKING:
@@ -35,6 +37,7 @@ from .reader import (
     family_columns,
     history_of,
 )
+from .timeline_data import BinCount, LaneCount, Mark
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +52,7 @@ _FILTER_SQL = {
     "cal_version_min": "t.cal_version >= ?",
     "cal_version_max": "t.cal_version <= ?",
 }
+_RETRACTIONS_JOIN = 'LEFT JOIN "_koa_retractions" r ON r.id = t.id'
 _LIFECYCLE_JOIN = (
     'LEFT JOIN "_koa_retractions" r ON r.id = t.id LEFT JOIN "_koa_published" p ON p.id = t.id'
 )
@@ -227,6 +231,35 @@ class CacheReader:
         db = self.caches[instrument].db
         with db._lock:
             return sorted(db.columns, key=str.lower)
+
+    def _timeline_source(self, instrument: str, query: BrowseQuery) -> CacheSource:
+        where, params = self._where(query)
+        db = self.caches[instrument].db
+        with db._lock:
+            columns = frozenset(db.columns)
+        from_sql = f"{self._table(instrument)} t {_RETRACTIONS_JOIN}"
+        return CacheSource(from_sql, where, params, columns)
+
+    def timeline_lanes(
+        self, instrument: str, query: BrowseQuery, facets: Sequence[str]
+    ) -> list[LaneCount]:
+        """The records of ``query`` per facet values and ``cal_type``."""
+        source = self._timeline_source(instrument, query)
+        return cache_lanes(partial(self._select, instrument), source, facets)
+
+    def timeline_marks(
+        self, instrument: str, query: BrowseQuery, facets: Sequence[str], limit: int
+    ) -> list[Mark]:
+        """The first ``limit`` records of ``query`` by time."""
+        source = self._timeline_source(instrument, query)
+        return cache_marks(partial(self._select, instrument), source, facets, limit)
+
+    def timeline_bins(
+        self, instrument: str, query: BrowseQuery, facets: Sequence[str], start: float, width: float
+    ) -> list[BinCount]:
+        """Records of ``query`` per lane and time bin."""
+        source = self._timeline_source(instrument, query)
+        return cache_bins(partial(self._select, instrument), source, facets, start, width)
 
 
 def _record(row: dict[str, Any]) -> dict[str, Any]:

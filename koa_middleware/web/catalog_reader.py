@@ -20,6 +20,7 @@ from ..archive.columns import extra_column_names
 from ..archive.filters import conditions
 from ..archive.problems import BadRequest
 from ..archive.schema import RECORD_COLUMNS, record_columns, records, row_to_record
+from .catalog_timeline import catalog_bins, catalog_lanes, catalog_marks
 from .reader import (
     BadQuery,
     BrowseQuery,
@@ -31,6 +32,7 @@ from .reader import (
     family_columns,
     history_of,
 )
+from .timeline_data import BinCount, LaneCount, Mark
 
 logger = logging.getLogger(__name__)
 
@@ -219,3 +221,22 @@ class CatalogReader:
             if not names:  # a catalog older than its registry: the records' own names
                 names = [*RECORD_COLUMNS, *extra_column_names(conn, instrument)]
         return sorted(set(names), key=str.lower)
+
+    def timeline_lanes(
+        self, instrument: str, query: BrowseQuery, facets: Sequence[str]
+    ) -> list[LaneCount]:
+        """The records of ``query`` per facet values and ``cal_type``."""
+        return catalog_lanes(self.catalog, self._where(instrument, query), facets)
+
+    def timeline_marks(
+        self, instrument: str, query: BrowseQuery, facets: Sequence[str], limit: int
+    ) -> list[Mark]:
+        """The first ``limit`` records of ``query`` by time."""
+        return catalog_marks(self.catalog, self._where(instrument, query), facets, limit)
+
+    def timeline_bins(
+        self, instrument: str, query: BrowseQuery, facets: Sequence[str], start: float, width: float
+    ) -> list[BinCount]:
+        """Records of ``query`` per lane and time bin."""
+        where = self._where(instrument, query)
+        return catalog_bins(self.catalog, where, facets, start, width)

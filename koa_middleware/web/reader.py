@@ -19,15 +19,18 @@ import base64
 import binascii
 import json
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from ..errors import KOAError
 from ..profiles import DEFAULT_FAMILY, DEFAULT_GAP_NIGHTS, load_profile
 from ..records import normalize_version
 from ..timestamps import normalize_timestamp
 from .column_filters import column_filters
+
+if TYPE_CHECKING:
+    from .timeline_data import BinCount, LaneCount, Mark
 
 logger = logging.getLogger(__name__)
 
@@ -293,6 +296,24 @@ class CalibrationReader(Protocol):
 
     def column_names(self, instrument: str) -> list[str]:
         """The columns of the instrument's records, as stored (what a filter may name)."""
+        ...
+
+    def timeline_lanes(
+        self, instrument: str, query: BrowseQuery, facets: Sequence[str]
+    ) -> list[LaneCount]:
+        """The records of ``query`` per values of the ``facets`` columns and ``cal_type``."""
+        ...
+
+    def timeline_marks(
+        self, instrument: str, query: BrowseQuery, facets: Sequence[str], limit: int
+    ) -> list[Mark]:
+        """The first ``limit`` records of ``query`` by ``datetime_obs``, then id."""
+        ...
+
+    def timeline_bins(
+        self, instrument: str, query: BrowseQuery, facets: Sequence[str], start: float, width: float
+    ) -> list[BinCount]:
+        """Records of ``query`` per lane and time bin of ``width`` seconds from ``start``."""
         ...
 
 
