@@ -56,7 +56,8 @@ LANE_H, LANE_STEP, PANEL_HEAD, PANEL_GAP, PAD = 16, 20, 20, 6, 6
 PLOT_W = WIDTH - LABEL_W - RIGHT
 #: Characters of a label drawn, and of a file name in a mark's title, at most.
 LABEL_CHARS, TITLE_CHARS = 26, 60
-#: A facet value longer than this is left out of a bar's zoom link (which stays short).
+#: A type or facet value longer than this is left out of a lane's and a bar's links, which
+#: stay short (such a link shows more than the lane: the other lanes of its bin too).
 LINK_VALUE_CHARS = 64
 TICKS = 6
 
@@ -231,7 +232,9 @@ def _facet_text(facets: Sequence[str], values: Sequence[str | None]) -> str:
 
 def _lane_params(view: Timeline, count: LaneCount, query: BrowseQuery) -> dict[str, str]:
     """The page's filters narrowed to one lane (a facet value too long for a link is left out)."""
-    params = {**query.api_params(), "cal_type": count.cal_type}
+    params = dict(query.api_params())
+    if len(count.cal_type) <= LINK_VALUE_CHARS:
+        params["cal_type"] = count.cal_type
     for name, value in zip(view.facets, count.facets, strict=True):
         if value is not None and len(value) <= LINK_VALUE_CHARS:
             params[name] = value
