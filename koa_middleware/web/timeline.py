@@ -7,7 +7,7 @@ circle when live, a cross when retracted (shape and colour). A larger view is
 counted per time bin in SQL and drawn as bars, the retracted part hatched; a bar
 links to the same view narrowed to its lane and bin, so a few clicks reach
 single marks. At most :data:`MAX_LANES` lanes and :data:`MAX_BARS` bars are
-drawn, which keeps the SVG far under 500 KB whatever the number of records; the
+drawn, which keeps the SVG under 500 KB whatever the number of records; the
 lanes left out are still counted in the tables.
 
 The layout holds numbers and record text only; the template writes it with
@@ -200,17 +200,22 @@ def draw_timeline(reader: CalibrationReader, instrument: str, query: BrowseQuery
     view.retracted = sum(c.retracted for c in counts)
     _place_lanes(view, counts, query)
     view.ticks = _ticks(start, end)
-    drawn = {(lane.count.facets, lane.count.cal_type): lane for lane in view.lanes}
+    by_key = {(lane.count.facets, lane.count.cal_type): lane for lane in view.lanes}
     if view.total <= MAX_MARKS:
         marks = reader.timeline_marks(instrument, query, facets, MAX_MARKS)
-        view.marks = [_mark(m, drawn[(m.facets, m.cal_type)], start, end) for m in marks]
+        # A lane published between the two reads is left for the next view.
+        view.marks = [
+            _mark(m, by_key[(m.facets, m.cal_type)], start, end)
+            for m in marks
+            if (m.facets, m.cal_type) in by_key
+        ]
         return view
     view.binned = True
     shown = len(view.lanes) - view.hidden
     view.bins = max(MIN_BINS, min(MAX_BINS, MAX_BARS // max(shown, 1)))
     view.bin_seconds = (end - start) / view.bins
     found = reader.timeline_bins(instrument, query, facets, start, view.bin_seconds)
-    view.bars = _bars(view, found, drawn, start)
+    view.bars = _bars(view, found, by_key, start)
     return view
 
 
@@ -312,7 +317,11 @@ def _bars(
         totals = merged.setdefault((count.facets, count.cal_type, index), [0, 0])
         totals[0] += count.records
         totals[1] += count.retracted
-    drawn = {key: totals for key, totals in merged.items() if lanes[key[:2]].y is not None}
+    drawn = {  # a lane published between the two reads is left for the next view
+        key: totals
+        for key, totals in merged.items()
+        if key[:2] in lanes and lanes[key[:2]].y is not None
+    }
     peak = max((records for records, _ in drawn.values()), default=1)
     step = PLOT_W / view.bins
     bars = []
