@@ -23,6 +23,7 @@ Examples
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -60,6 +61,12 @@ LABEL_CHARS, TITLE_CHARS = 26, 60
 #: stay short (such a link shows more than the lane: the other lanes of its bin too).
 LINK_VALUE_CHARS = 64
 TICKS = 6
+DAY = 86400
+#: Bin widths a view chooses from (seconds): round steps from a minute to a year, so
+#: bins begin on round times (midnight UTC from a day up) and their links read well.
+NICE_WIDTHS = (60, 300, 900, 1800, 3600, 3 * 3600, 6 * 3600, 12 * 3600,
+               DAY, 2 * DAY, 7 * DAY, 14 * DAY, 30 * DAY, 91 * DAY, 182 * DAY,
+               365 * DAY)  # fmt: skip
 
 
 def shorten(text: str, limit: int) -> str:
@@ -169,13 +176,12 @@ class Timeline:
 
     @property
     def bin_text(self) -> str:
-        """The width of a bin in words (``3.5 days``, ``6.0 hours``)."""
-        seconds = self.bin_seconds
-        if seconds >= 86400:
-            return f"{seconds / 86400:.1f} days"
-        if seconds >= 3600:
-            return f"{seconds / 3600:.1f} hours"
-        return f"{seconds / 60:.1f} minutes"
+        """The width of a bin in words (``7 days``, ``1 hour``)."""
+        for unit, size in (("day", DAY), ("hour", 3600), ("minute", 60)):
+            if self.bin_seconds >= size:
+                number = self.bin_seconds / size
+                return f"{number:g} {unit}{'' if number == 1 else 's'}"
+        return f"{self.bin_seconds:g} seconds"
 
 
 def draw_timeline(reader: CalibrationReader, instrument: str, query: BrowseQuery) -> Timeline:
@@ -212,11 +218,33 @@ def draw_timeline(reader: CalibrationReader, instrument: str, query: BrowseQuery
         return view
     view.binned = True
     shown = len(view.lanes) - view.hidden
-    view.bins = max(MIN_BINS, min(MAX_BINS, MAX_BARS // max(shown, 1)))
-    view.bin_seconds = (end - start) / view.bins
-    found = reader.timeline_bins(instrument, query, facets, start, view.bin_seconds)
-    view.bars = _bars(view, found, by_key, start)
+    most = max(MIN_BINS, min(MAX_BINS, MAX_BARS // max(shown, 1)))
+    low, view.bin_seconds, view.bins = bin_grid(start, end, most)
+    high = low + view.bins * view.bin_seconds
+    view.ticks = _ticks(low, high)
+    found = reader.timeline_bins(instrument, query, facets, low, view.bin_seconds)
+    view.bars = _bars(view, found, by_key, (low, high), (start, end))
     return view
+
+
+def bin_grid(start: float, end: float, most: int) -> tuple[float, float, int]:
+    """Round bins over ``start``..``end`` (s): ``(first bin's start, width, bins)``.
+
+    The width is the smallest of :data:`NICE_WIDTHS` (or whole years) that covers
+    the window in ``most`` bins; the first bin starts at a multiple of it, so one
+    more bin may be needed.
+
+    Examples
+    --------
+    >>> bin_grid(0.0, 10 * 86400.0, 10)
+    (0.0, 86400, 11)
+    """
+    wanted = (end - start) / most
+    width = next((w for w in NICE_WIDTHS if w >= wanted), None)
+    if width is None:
+        width = 365 * DAY * math.ceil(wanted / (365 * DAY))
+    low = math.floor(start / width) * width
+    return float(low), width, max(1, math.floor((end - low) / width) + 1)
 
 
 def _window(query: BrowseQuery, counts: Sequence[LaneCount]) -> tuple[float, float]:
@@ -308,9 +336,10 @@ def _bars(
     view: Timeline,
     found: Sequence[BinCount],
     lanes: dict[tuple, Lane],
-    start: float,
+    grid: tuple[float, float],
+    window: tuple[float, float],
 ) -> list[Bar]:
-    """Bars of the drawn lanes; the last instant of the window joins the last bin."""
+    """Bars of the drawn lanes on the bins' ``grid``; their links stay within ``window``."""
     merged: dict[tuple, list[int]] = {}
     for count in found:
         index = min(max(count.index, 0), view.bins - 1)
@@ -323,14 +352,17 @@ def _bars(
         if key[:2] in lanes and lanes[key[:2]].y is not None
     }
     peak = max((records for records, _ in drawn.values()), default=1)
-    step = PLOT_W / view.bins
+    low, high = grid
     bars = []
     for (facets, cal_type, index), (records, retracted) in sorted(drawn.items()):
         lane = lanes[(facets, cal_type)]
         assert lane.y is not None
         height = max(2.0, LANE_H * records / peak)
-        low = start + index * view.bin_seconds
-        first, last = from_epoch(low), from_epoch(low + view.bin_seconds - 0.001)
+        begins = low + index * view.bin_seconds
+        ends = begins + view.bin_seconds
+        first = from_epoch(max(begins, window[0]))
+        last = from_epoch(min(ends - 0.001, window[1]))
+        x, next_x = _x(begins, low, high), _x(ends, low, high)
         zoom = {**lane.params, "date_time_start": first, "date_time_end": last}
         bars.append(
             Bar(
@@ -338,9 +370,9 @@ def _bars(
                 lane,
                 first,
                 last,
-                round(LABEL_W + index * step, 1),
+                x,
                 round(lane.y + LANE_H - height, 1),
-                round(max(step - 1, 1.0), 1),
+                round(max(next_x - x - 1, 1.0), 1),
                 round(height, 1),
                 round(max(2.0, height * retracted / records), 1) if retracted else 0.0,
                 zoom,
