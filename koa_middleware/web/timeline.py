@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from .reader import BrowseQuery, CalibrationReader
+from .reader import BadQuery, BrowseQuery, CalibrationReader
 from .timeline_data import (
     BinCount,
     LaneCount,
@@ -195,7 +195,15 @@ def draw_timeline(reader: CalibrationReader, instrument: str, query: BrowseQuery
         A served instrument.
     query : BrowseQuery
         The page's filters (its order is not used: time runs left to right).
+
+    Raises
+    ------
+    BadQuery
+        If ``date_time_start`` comes after ``date_time_end``.
     """
+    low, high = query.filters.get("date_time_start"), query.filters.get("date_time_end")
+    if low and high and low > high:
+        raise BadQuery("date_time_start must come before date_time_end.")
     facets = facet_columns(instrument)
     counts = reader.timeline_lanes(instrument, query, facets)
     if not counts:

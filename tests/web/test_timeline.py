@@ -157,6 +157,11 @@ def test_filters_round_trip_through_the_url_and_the_browse_link(site):
     assert unknown.status_code == 400 and "No column &#39;colour&#39;" in unknown.text
     bad = site.get("/hispec/timeline", date_time_start="yesterday")
     assert bad.status_code == 400 and "date_time_start" in bad.text
+    backwards = site.get(
+        "/hispec/timeline", date_time_start="2024-03-01", date_time_end="2024-02-01"
+    )
+    assert backwards.status_code == 400
+    assert "date_time_start must come before date_time_end" in backwards.text
 
 
 def test_hostile_values_are_escaped_in_the_svg_and_the_tables(site):
@@ -230,3 +235,16 @@ def test_a_hundred_thousand_records_draw_under_500_kb(site):
     assert "2 lane(s) past the first 40 are not drawn" in response.text
     lane_table = response.text.split("<caption>Calibrations per lane", 1)[1].split("</table>")[0]
     assert lane_table.count('<th scope="row">wavecal</th>') == 6  # all 42 lanes listed
+
+
+def test_lanes_past_forty_are_listed_but_not_drawn(site):
+    site.add([make_record(filename=f"t{n:02d}.fits", cal_type=f"type{n:02d}",
+                          spectrograph="yJ", datetime_obs=f"2024-01-{1 + n % 28:02d}")
+              for n in range(43)])  # fmt: skip
+    html = site.get("/hispec/timeline").text
+    assert "3 lane(s) past the first 40 are not drawn" in html
+    labels = re.findall(r'class="label">([^<]*)<', svg_of(html))
+    assert labels == [f"type{n:02d}" for n in range(40)]
+    assert len(marks(html)) == 40  # one per drawn lane
+    table = html.split("<caption>Each calibration of the timeline", 1)[1].split("</table>")[0]
+    assert all(f"t{n:02d}.fits" in table for n in range(43))  # every mark in the table
