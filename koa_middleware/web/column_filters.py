@@ -91,6 +91,8 @@ def column_filters(
     value = (params.get(WHERE_VALUE) or "").strip()
     if where and not value:
         raise ValueError(f"{WHERE_VALUE} is empty: give the value {where[:40]!r} must equal.")
+    if value and not where:
+        raise ValueError(f"{WHERE_VALUE} is given without {WHERE_COLUMN}: choose the column.")
     if where:
         wanted.append((where, value))
     for name, text in wanted:

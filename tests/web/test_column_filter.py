@@ -74,6 +74,7 @@ def test_an_unknown_or_hostile_column_is_refused_with_a_clear_400(site):
         '/hispec/browse?x"%3B drop table records--=1': "is not a column name",
         "/hispec/browse?%3Cscript%3Ealert(1)%3C/script%3E=1": "is not a column name",
         "/hispec/browse?where.column=spectrograph": "where.value is empty",
+        "/hispec/browse?where.value=yJ": "where.value is given without where.column",
         "/hispec/browse?cal_type=dark&where.column=cal_type&where.value=flat": (
             "cal_type is given two different values"
         ),
