@@ -174,6 +174,9 @@ def _profile_source(name: str) -> str:
             or "none beyond the record rules"
         )
     )
+    lines.append(
+        f":Coverage gaps: more than {data['gap_nights']} nights without a record (``gap_nights``)"
+    )
     lines += [
         "",
         ".. list-table:: Header map: record column and the FITS keywords read for it, "

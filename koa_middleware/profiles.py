@@ -7,7 +7,9 @@ A profile says, for one instrument:
   shape of :data:`koa_middleware.fits.DEFAULT_HEADER_MAP`), and the type of
   the columns it names (``str``, ``int``, ``float`` or ``bool``);
 - the calibration types it knows (empty: any);
-- the columns a record of each type must have.
+- the columns a record of each type must have;
+- how many nights without a record make a gap in the coverage map of the
+  web pages (``gap_nights``).
 
 :func:`load_profile` finds the profile of an instrument, first match wins:
 
@@ -55,6 +57,7 @@ from .records import normalize_bool, validate_column_name
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "DEFAULT_GAP_NIGHTS",
     "DEFAULT_INSTRUMENTS",
     "ENTRY_POINT_GROUP",
     "PROFILE_ENV",
@@ -77,6 +80,10 @@ _TOML_BRACKETS = re.compile(r"[\[\]{}]")
 PROFILE_ENV = "KOA_INSTRUMENT_PROFILE"
 DEFAULT_SOURCE = "built-in default"
 DEFAULT_FAMILY = ("cal_type", "datetime_obs")
+#: Runs of more nights than this without a record are gaps, unless a profile says otherwise.
+DEFAULT_GAP_NIGHTS = 7
+#: The longest gap threshold a profile may set (a year).
+MAX_GAP_NIGHTS = 365
 _OWN_DISTRIBUTION = "koa_middleware"
 _TYPES: dict[str, Callable[[Any], Any]] = {
     "str": str,
@@ -125,6 +132,11 @@ class InstrumentProfile:
         The calibration types the instrument knows; empty accepts any.
     required : Mapping[str, tuple of str]
         ``cal_type`` -> the columns its records must have.
+    gap_nights : int
+        The coverage map of the web pages flags runs of more nights than this
+        (0 to :data:`MAX_GAP_NIGHTS`) without a record of a type as gaps; an
+        instrument observed only some nights a month sets a larger one. A page's
+        ``gap_nights`` parameter overrides it.
     source : str
         Where the profile came from (set by :func:`load_profile`).
 
@@ -147,6 +159,7 @@ class InstrumentProfile:
     column_types: Mapping[str, str] = field(default_factory=dict)
     cal_types: tuple[str, ...] = ()
     required: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    gap_nights: int = DEFAULT_GAP_NIGHTS
     source: str = DEFAULT_SOURCE
 
     def __post_init__(self) -> None:
@@ -192,6 +205,12 @@ class InstrumentProfile:
         set_(self, "required", {
             str(t).lower(): _columns(cols, f"required.{t}") for t, cols in self.required.items()
         })  # fmt: skip
+        gap = self.gap_nights
+        if isinstance(gap, bool) or not isinstance(gap, int) or not 0 <= gap <= MAX_GAP_NIGHTS:
+            raise ConfigurationError(
+                f"gap_nights must be a whole number of nights from 0 to {MAX_GAP_NIGHTS}, "
+                f"got {gap!r}."
+            )
 
     def family_columns_for(self, cal_type: str) -> list[str]:
         """The version-family columns of ``cal_type``.
@@ -297,7 +316,7 @@ def profile_from_mapping(data: Mapping[str, Any], source: str) -> InstrumentProf
     ``families`` (``default`` and ``<cal_type>``: lists of columns),
     ``header_map`` (column -> keyword, list of keywords, or
     ``{keywords = [...], type = "float"}``) and ``required`` (``<cal_type>``:
-    list of columns).
+    list of columns) and ``gap_nights`` (a whole number).
 
     Raises
     ------
@@ -313,7 +332,7 @@ def profile_from_mapping(data: Mapping[str, Any], source: str) -> InstrumentProf
     (['cal_type', 'ccd', 'datetime_obs'], {'ccd': ('CCDNAME',)}, 'example')
     """
     try:
-        known = {"instrument", "cal_types", "families", "header_map", "required"}
+        known = {"instrument", "cal_types", "families", "header_map", "required", "gap_nights"}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ConfigurationError(
@@ -349,6 +368,7 @@ def profile_from_mapping(data: Mapping[str, Any], source: str) -> InstrumentProf
             column_types=types,
             cal_types=tuple(cal_types),
             required=dict(data.get("required", {})),
+            gap_nights=data.get("gap_nights", DEFAULT_GAP_NIGHTS),
             source=source,
         )
     except (ConfigurationError, ValueError, TypeError) as exc:

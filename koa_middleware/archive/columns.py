@@ -31,7 +31,13 @@ from .schema import RECORD_COLUMNS, record_columns
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["MAX_COLUMNS_PER_INSTRUMENT", "load_columns", "plan_columns", "register_columns"]
+__all__ = [
+    "MAX_COLUMNS_PER_INSTRUMENT",
+    "extra_column_names",
+    "load_columns",
+    "plan_columns",
+    "register_columns",
+]
 
 #: Column names an instrument's records may use in all, the fixed ones (``id``,
 #: ``filename``, ..., ``seq``) included: well inside SQLite's 2,000 per table, with
@@ -184,3 +190,13 @@ def _text_error(index: int, record: Mapping[str, Any]) -> dict[str, Any] | None:
                     "and bidirectional overrides); send plain text (a tab is allowed).",
                 }
     return None
+
+
+def extra_column_names(conn: Connection, instrument: str) -> list[str]:
+    """The instrument columns (kept in ``extra``) of the stored records, read only.
+
+    For readers of a catalog whose column registry has no name for the
+    instrument yet (:func:`load_columns` fills it on the next write).
+    """
+    query = sa.text(_EXTRA_KEYS[conn.dialect.name])
+    return sorted(row[0] for row in conn.execute(query, {"instrument": instrument}))

@@ -36,7 +36,7 @@ def describe_profile(profile: InstrumentProfile) -> dict[str, Any]:
         ``column``, ``keywords`` tried in order, ``type`` or ``""``, ``from``:
         ``profile`` or ``default``; the default map with the profile's changes),
         ``column_types`` of columns the map does not name, and ``required``
-        (type -> columns).
+        (type -> columns), ``gap_nights`` (the coverage map's gap threshold).
     """
     merged: dict[str, tuple[str, ...]] = dict(DEFAULT_HEADER_MAP)
     for column, keywords in profile.header_map.items():
@@ -63,6 +63,7 @@ def describe_profile(profile: InstrumentProfile) -> dict[str, Any]:
         "header_map": header_map,
         "column_types": {c: t for c, t in profile.column_types.items() if c not in merged},
         "required": {cal_type: list(cols) for cal_type, cols in profile.required.items()},
+        "gap_nights": profile.gap_nights,
     }
 
 
@@ -83,6 +84,8 @@ def render_profile(data: dict[str, Any]) -> str:
     lines += [
         f"  {cal_type}: {', '.join(cols)}".rstrip(": ") for cal_type, cols in required.items()
     ]
+    if "gap_nights" in data:
+        lines.append(f"coverage gaps: more than {data['gap_nights']} nights without a record")
     lines.append("header map (record column <- FITS keywords, first present wins):")
     width = max(len(row["column"]) for row in data["header_map"]) if data["header_map"] else 0
     for row in data["header_map"]:

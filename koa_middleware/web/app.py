@@ -8,8 +8,8 @@ Routes, under the mount point: ``/`` (instruments), ``/INST/`` (overview),
 ``/INST/browse`` (and ``browse.csv``, ``browse.json``: the same query, every match),
 ``/INST/records/ID`` (:mod:`.record_page`; its retract and unretract forms:
 :mod:`.record_actions`), ``/INST/files/ID``, ``/INST/changes?since=N``,
-``/INST/manifest`` (check a run manifest), ``/INST/explain`` (``koa-cal ui`` only),
-``/login``, ``/logout``,
+``/INST/timeline``, ``/INST/manifest`` (check a run manifest), ``/INST/explain``
+(``koa-cal ui`` only), ``/login``, ``/logout``,
 ``/static/...``. Every answer carries ``Content-Security-Policy: default-src 'self'``.
 
 Examples
@@ -35,15 +35,17 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .column_filters import filterable
 from .coverage import build_coverage
 from .explain_pages import ExplainPages
 from .local_tools import LocalTools
 from .manifest_pages import ManifestPages
-from .reader import BadQuery, BrowseQuery, CalibrationReader, decode_key
+from .reader import BadQuery, BrowseQuery, CalibrationReader, decode_key, profile_gap_nights
 from .record_actions import RecordActions
 from .record_page import RecordPages
 from .rendering import CSV_COLUMNS, csv_line, environment, query_url
 from .sessions import LOGIN_COOKIE, SESSION_COOKIE, TokenGate, same
+from .timeline_page import TimelinePage
 
 logger = logging.getLogger(__name__)
 
@@ -64,8 +66,8 @@ PAGE_ROWS, MAX_PAGE_ROWS = 50, 500
 EXPORT_STEP = 1000
 #: Changes per page of the activity list.
 CHANGES_ROWS = 100
-#: Nights of the coverage map by default, and the default gap threshold.
-COVERAGE_NIGHTS, GAP_NIGHTS = 120, 7
+#: Nights of the coverage map by default (the gap threshold is the profile's ``gap_nights``).
+COVERAGE_NIGHTS = 120
 #: Bytes of a login form body read at most.
 MAX_FORM_BYTES = 8192
 
@@ -199,7 +201,7 @@ class Pages:
 
     def _coverage(self, request: Request, inst: str) -> Any:
         params = request.query_params
-        gap = _int_param(params.get("gap_nights"), "gap_nights", GAP_NIGHTS, 0, 365)
+        gap = _int_param(params.get("gap_nights"), "gap_nights", profile_gap_nights(inst), 0, 365)
         span = self.reader.time_span(inst)
         if span is None:
             return None
@@ -220,8 +222,9 @@ class Pages:
         if refusal is not None:
             return refusal
         params = request.query_params
+        columns = self.reader.column_names(inst)
         try:
-            query = BrowseQuery.parse(params)
+            query = BrowseQuery.parse(params, columns)
             limit = _int_param(params.get("limit"), "limit", PAGE_ROWS, 1, MAX_PAGE_ROWS)
             after = decode_key(params["after"]) if params.get("after") else None
             page = self.reader.page(inst, query, after, limit)
@@ -238,6 +241,7 @@ class Pages:
             total=total,
             limit=limit,
             after=params.get("after"),
+            columns=filterable(columns),
             api_query=query_url(f"{api}/{inst}/query", query.api_params()) if api else None,
         )
 
@@ -247,7 +251,7 @@ class Pages:
         if refusal is not None:
             return refusal
         try:
-            query = BrowseQuery.parse(request.query_params)
+            query = BrowseQuery.parse(request.query_params, self.reader.column_names(inst))
         except BadQuery as exc:
             return self.problem(request, 400, str(exc))
         as_csv = request.url.path.endswith(".csv")
@@ -436,6 +440,7 @@ def create_ui(
         Route("/{instrument}/records/{cal_id}/unretract", actions.unretract, methods=["POST"]),
         Route("/{instrument}/files/{cal_id}", record.file, methods=["GET"]),
         Route("/{instrument}/changes", pages.changes, methods=["GET"]),
+        Route("/{instrument}/timeline", TimelinePage(pages).render, methods=["GET"]),
         Route("/{instrument}/manifest", manifests.get, methods=["GET"]),
         Route("/{instrument}/manifest", manifests.post, methods=["POST"]),
         Route("/{instrument}/explain", explain.get, methods=["GET"]),

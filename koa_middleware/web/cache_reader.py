@@ -18,12 +18,15 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping, Sequence
+from functools import partial
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from ..bounded_read import FileRefused, open_regular_file
 from ..database.local_database import BASE_COLUMNS
 from ..database.reading import quote_identifier
 from ..errors import InvalidRecordError
+from .cache_timeline import CacheSource, cache_bins, cache_lanes, cache_marks
+from .column_filters import column_condition
 
 if TYPE_CHECKING:
     from ..cache.local_cache import LocalCache
@@ -38,6 +41,7 @@ from .reader import (
     family_columns,
     history_of,
 )
+from .timeline_data import BinCount, LaneCount, Mark
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +56,7 @@ _FILTER_SQL = {
     "cal_version_min": "t.cal_version >= ?",
     "cal_version_max": "t.cal_version <= ?",
 }
+_RETRACTIONS_JOIN = 'LEFT JOIN "_koa_retractions" r ON r.id = t.id'
 _LIFECYCLE_JOIN = (
     'LEFT JOIN "_koa_retractions" r ON r.id = t.id LEFT JOIN "_koa_published" p ON p.id = t.id'
 )
@@ -151,8 +156,13 @@ class CacheReader:
     def _where(query: BrowseQuery) -> tuple[str, list[Any]]:
         parts, params = ["1 = 1"], []
         for name, value in query.filters.items():
-            parts.append(_FILTER_SQL[name])
-            params.append(value)
+            if name in _FILTER_SQL:
+                parts.append(_FILTER_SQL[name])
+                params.append(value)
+            else:  # a column filter: the name is one of the table's (BrowseQuery.parse)
+                sql, values = column_condition(name, value)
+                parts.append(sql)
+                params.extend(values)
         if not query.include_retracted:
             parts.append("r.id IS NULL")
         return " AND ".join(parts), params
@@ -272,6 +282,7 @@ class CacheReader:
             "A local cache does not retract calibrations: retract them on the archive "
             "(its pages, or koa-cal retract), then sync."
         )
+
     def records_by_id(self, instrument: str, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         """The records with these ids by id, ``ID_BATCH`` ids per statement."""
         found: dict[str, dict[str, Any]] = {}
@@ -314,6 +325,41 @@ class CacheReader:
             finally:
                 if as_of is not None:
                     cache.lifecycle.release_view(as_of)
+
+    def column_names(self, instrument: str) -> list[str]:
+        """The columns of the instrument's table in the cache."""
+        db = self.caches[instrument].db
+        with db._lock:
+            return sorted(db.columns, key=str.lower)
+
+    def _timeline_source(self, instrument: str, query: BrowseQuery) -> CacheSource:
+        where, params = self._where(query)
+        db = self.caches[instrument].db
+        with db._lock:
+            columns = frozenset(db.columns)
+        from_sql = f"{self._table(instrument)} t {_RETRACTIONS_JOIN}"
+        return CacheSource(from_sql, where, params, columns)
+
+    def timeline_lanes(
+        self, instrument: str, query: BrowseQuery, facets: Sequence[str]
+    ) -> list[LaneCount]:
+        """The records of ``query`` per facet values and ``cal_type``."""
+        source = self._timeline_source(instrument, query)
+        return cache_lanes(partial(self._select, instrument), source, facets)
+
+    def timeline_marks(
+        self, instrument: str, query: BrowseQuery, facets: Sequence[str], limit: int
+    ) -> list[Mark]:
+        """The first ``limit`` records of ``query`` by time."""
+        source = self._timeline_source(instrument, query)
+        return cache_marks(partial(self._select, instrument), source, facets, limit)
+
+    def timeline_bins(
+        self, instrument: str, query: BrowseQuery, facets: Sequence[str], start: float, width: float
+    ) -> list[BinCount]:
+        """Records of ``query`` per lane and time bin."""
+        source = self._timeline_source(instrument, query)
+        return cache_bins(partial(self._select, instrument), source, facets, start, width)
 
 
 def _record(row: dict[str, Any]) -> dict[str, Any]:

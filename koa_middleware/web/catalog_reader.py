@@ -16,11 +16,13 @@ from typing import Any, BinaryIO
 import sqlalchemy as sa
 
 from ..archive.catalog import Catalog
+from ..archive.columns import extra_column_names
 from ..archive.filters import conditions
 from ..archive.problems import BadRequest
 from ..archive.retractions import check_ids, check_reason
-from ..archive.schema import records, row_to_record
+from ..archive.schema import RECORD_COLUMNS, record_columns, records, row_to_record
 from ..archive.storage_interface import FileStorage
+from .catalog_timeline import catalog_bins, catalog_lanes, catalog_marks
 from .reader import (
     ID_BATCH,
     BadQuery,
@@ -33,6 +35,7 @@ from .reader import (
     family_columns,
     history_with_events,
 )
+from .timeline_data import BinCount, LaneCount, Mark
 
 logger = logging.getLogger(__name__)
 
@@ -266,6 +269,7 @@ class CatalogReader:
             )
             found.extend(self._rows(statement))
         return found
+
     def open_file(
         self,
         instrument: str,
@@ -301,6 +305,36 @@ class CatalogReader:
         except BadRequest as exc:
             raise BadQuery(str(exc)) from None
         return self.catalog.set_lifecycle(instrument, checked, text)
+
+    def column_names(self, instrument: str) -> list[str]:
+        """The instrument's columns from the catalog's column registry (or its records)."""
+        statement = sa.select(record_columns.c.name).where(
+            record_columns.c.instrument == instrument
+        )
+        with self.catalog.engine.connect() as conn:
+            names = list(conn.execute(statement).scalars())
+            if not names:  # a catalog older than its registry: the records' own names
+                names = [*RECORD_COLUMNS, *extra_column_names(conn, instrument)]
+        return sorted(set(names), key=str.lower)
+
+    def timeline_lanes(
+        self, instrument: str, query: BrowseQuery, facets: Sequence[str]
+    ) -> list[LaneCount]:
+        """The records of ``query`` per facet values and ``cal_type``."""
+        return catalog_lanes(self.catalog, self._where(instrument, query), facets)
+
+    def timeline_marks(
+        self, instrument: str, query: BrowseQuery, facets: Sequence[str], limit: int
+    ) -> list[Mark]:
+        """The first ``limit`` records of ``query`` by time."""
+        return catalog_marks(self.catalog, self._where(instrument, query), facets, limit)
+
+    def timeline_bins(
+        self, instrument: str, query: BrowseQuery, facets: Sequence[str], start: float, width: float
+    ) -> list[BinCount]:
+        """Records of ``query`` per lane and time bin."""
+        where = self._where(instrument, query)
+        return catalog_bins(self.catalog, where, facets, start, width)
 
 
 def _superseded(record: Mapping[str, Any], event: Mapping[str, Any]) -> dict[str, Any]:

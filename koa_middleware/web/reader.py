@@ -19,14 +19,18 @@ import base64
 import binascii
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, runtime_checkable
 
 from ..errors import KOAError
-from ..profiles import DEFAULT_FAMILY, load_profile
+from ..profiles import DEFAULT_FAMILY, DEFAULT_GAP_NIGHTS, load_profile
 from ..records import normalize_version
 from ..timestamps import normalize_timestamp
+from .column_filters import column_filters
+
+if TYPE_CHECKING:
+    from .timeline_data import BinCount, LaneCount, Mark
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +46,7 @@ __all__ = [
     "decode_key",
     "encode_key",
     "family_columns",
+    "profile_gap_nights",
 ]
 
 #: Columns a browse table may be sorted by (each a column of every record).
@@ -70,7 +75,8 @@ class BrowseQuery:
     Attributes
     ----------
     filters : dict
-        Normalized filter values by API parameter name (see :data:`FILTERS`).
+        Normalized filter values by API parameter name (see :data:`FILTERS`),
+        and equality filters on columns by column name (``spectrograph``).
     include_retracted : bool
         Show retracted records too.
     sort : str
@@ -85,19 +91,38 @@ class BrowseQuery:
     descending: bool = True
 
     @classmethod
-    def parse(cls, params: Mapping[str, str]) -> BrowseQuery:
+    def parse(cls, params: Mapping[str, str], columns: Iterable[str] | None = None) -> BrowseQuery:
         """Read the query from GET parameters; empty values are left out.
+
+        Parameters
+        ----------
+        params : Mapping[str, str]
+            The page's GET parameters.
+        columns : iterable of str | None
+            The source's columns (:meth:`CalibrationReader.column_names`): any other
+            parameter named after one is an equality filter on it, as in the API's
+            ``query``, and a parameter that names none is refused. None: only
+            :data:`FILTERS` are read.
 
         Raises
         ------
         BadQuery
-            If a value cannot be read (a time, a version, a sort column).
+            If a value cannot be read (a time, a version, a sort column), or a
+            parameter names no column.
         """
         filters: dict[str, str] = {}
         for name in FILTERS:
             value = (params.get(name) or "").strip()
             if value:
                 filters[name] = _normalize_filter(name, value)
+        if columns is not None:
+            try:
+                by_column = column_filters(params, columns, FILTERS)
+            except ValueError as exc:
+                raise BadQuery(str(exc)) from None
+            for name, value in by_column.items():
+                if filters.setdefault(name, value) != value:
+                    raise BadQuery(f"{name} is given two different values; keep one.")
         sort = params.get("sort") or "datetime_obs"
         if sort not in SORTABLE:
             raise BadQuery(f"sort must be one of {', '.join(SORTABLE)}, not {sort[:40]!r}.")
@@ -113,6 +138,10 @@ class BrowseQuery:
         if self.include_retracted:
             params["include_retracted"] = "1"
         return params
+
+    def column_filters(self) -> dict[str, str]:
+        """The equality filters on columns (those not in :data:`FILTERS`)."""
+        return {name: value for name, value in self.filters.items() if name not in FILTERS}
 
     def params(self) -> dict[str, str]:
         """Every GET parameter of this query (the page's permalink without ``after``)."""
@@ -312,6 +341,28 @@ class CalibrationReader(Protocol):
         """
         ...
 
+    def column_names(self, instrument: str) -> list[str]:
+        """The columns of the instrument's records, as stored (what a filter may name)."""
+        ...
+
+    def timeline_lanes(
+        self, instrument: str, query: BrowseQuery, facets: Sequence[str]
+    ) -> list[LaneCount]:
+        """The records of ``query`` per values of the ``facets`` columns and ``cal_type``."""
+        ...
+
+    def timeline_marks(
+        self, instrument: str, query: BrowseQuery, facets: Sequence[str], limit: int
+    ) -> list[Mark]:
+        """The first ``limit`` records of ``query`` by ``datetime_obs``, then id."""
+        ...
+
+    def timeline_bins(
+        self, instrument: str, query: BrowseQuery, facets: Sequence[str], start: float, width: float
+    ) -> list[BinCount]:
+        """Records of ``query`` per lane and time bin of ``width`` seconds from ``start``."""
+        ...
+
 
 def history_of(record: Mapping[str, Any], published_at: str | None) -> list[HistoryEvent]:
     """The events of a record's life from its lifecycle fields, oldest first.
@@ -363,3 +414,11 @@ def history_with_events(
         seq = record.get("seq")
         found.append(HistoryEvent("changed", str(last), f"seq {seq}" if seq is not None else ""))
     return sorted(found, key=lambda event: event.at)
+
+
+def profile_gap_nights(instrument: str) -> int:
+    """The coverage map's gap threshold (nights) in the instrument's profile."""
+    try:
+        return load_profile(instrument).gap_nights
+    except KOAError:  # an unreadable profile file: the default threshold still shows gaps
+        return DEFAULT_GAP_NIGHTS
