@@ -18,7 +18,8 @@ import sqlalchemy as sa
 from ..archive.catalog import Catalog
 from ..archive.filters import conditions
 from ..archive.problems import BadRequest
-from ..archive.schema import records, row_to_record
+from ..archive.schema import records, row_to_record, seq_counters
+from .memo import VersionedMemo
 from .reader import (
     BadQuery,
     BrowseQuery,
@@ -64,6 +65,15 @@ class CatalogReader:
         self._instruments = list(instruments)
         self.api_prefix = api_prefix
         self.protocol = protocol
+        self._memo = VersionedMemo()
+
+    def _version(self, instrument: str) -> int | None:
+        """The instrument's ``seq`` counter: every change of its records moves it."""
+        statement = sa.select(seq_counters.c.last_seq).where(
+            seq_counters.c.instrument == instrument
+        )
+        with self.catalog.engine.connect() as conn:
+            return conn.execute(statement).scalar()
 
     def instruments(self) -> list[str]:
         """The instruments the archive serves."""
@@ -76,6 +86,12 @@ class CatalogReader:
 
     def counts(self, instrument: str) -> list[TypeCount]:
         """Records per ``cal_type`` and origin, live and retracted."""
+        # A whole-table scan: kept until the next change (web/memo.py).
+        return self._memo.get(
+            self._version(instrument), ("counts", instrument), lambda: self._counts(instrument)
+        )
+
+    def _counts(self, instrument: str) -> list[TypeCount]:
         retracted = sa.func.sum(sa.case((records.c.retracted_at.is_not(None), 1), else_=0))
         statement = (
             sa.select(records.c.cal_type, records.c.origin, sa.func.count(), retracted)
@@ -91,8 +107,12 @@ class CatalogReader:
         """The newest live record of each ``cal_type``."""
         live = sa.and_(records.c.instrument == instrument, records.c.retracted_at.is_(None))
         with self.catalog.engine.connect() as conn:
+            # Every type from the index alone; a type with no live record finds none below.
             types = conn.execute(
-                sa.select(records.c.cal_type).where(live).distinct().order_by(records.c.cal_type)
+                sa.select(records.c.cal_type)
+                .where(records.c.instrument == instrument)
+                .distinct()
+                .order_by(records.c.cal_type)
             ).scalars()
             types = list(types)
         found = []
@@ -108,11 +128,14 @@ class CatalogReader:
 
     def time_span(self, instrument: str) -> tuple[str, str] | None:
         """Oldest and newest ``datetime_obs`` of live records."""
-        statement = sa.select(
-            sa.func.min(records.c.datetime_obs), sa.func.max(records.c.datetime_obs)
-        ).where(records.c.instrument == instrument, records.c.retracted_at.is_(None))
+        # Each end walks the (instrument, datetime_obs) index to its first live record,
+        # where MIN/MAX with the retraction filter would read every row.
+        live = sa.select(records.c.datetime_obs).where(
+            records.c.instrument == instrument, records.c.retracted_at.is_(None)
+        )
         with self.catalog.engine.connect() as conn:
-            low, high = conn.execute(statement).one()
+            low = conn.execute(live.order_by(records.c.datetime_obs).limit(1)).scalar()
+            high = conn.execute(live.order_by(records.c.datetime_obs.desc()).limit(1)).scalar()
         return None if low is None else (low, high)
 
     def nights(self, instrument: str, start: str, end: str) -> list[tuple[str, str, int]]:
@@ -143,6 +166,12 @@ class CatalogReader:
 
     def count(self, instrument: str, query: BrowseQuery) -> int:
         """How many records match ``query``."""
+        key = ("count", instrument, tuple(sorted(query.filters.items())), query.include_retracted)
+        return self._memo.get(
+            self._version(instrument), key, lambda: self._count(instrument, query)
+        )
+
+    def _count(self, instrument: str, query: BrowseQuery) -> int:
         statement = sa.select(sa.func.count()).select_from(records)
         statement = statement.where(*self._where(instrument, query))
         with self.catalog.engine.connect() as conn:
