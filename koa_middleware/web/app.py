@@ -19,7 +19,8 @@ from __future__ import annotations
 import json
 import logging
 import secrets
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,9 @@ CHANGES_ROWS = 100
 COVERAGE_NIGHTS, GAP_NIGHTS = 120, 7
 #: Bytes of a login form body read at most.
 MAX_FORM_BYTES = 8192
+#: Pages rendered at once; more wait their turn. Rendering holds the interpreter, so a
+#: crowd of page viewers would otherwise take the API's time (bench/ui.py).
+PAGE_RENDERS = 1
 
 
 class SecurityHeaders:
@@ -427,18 +431,19 @@ def create_ui(
         With :data:`CSP` and its companion headers on every answer.
     """
     pages = Pages(reader, gate, site)
+    turn = _in_turn(threading.BoundedSemaphore(PAGE_RENDERS))
     routes = [
-        Route("/", pages.home, methods=["GET"]),
+        Route("/", turn(pages.home), methods=["GET"]),
         Route("/login", pages.login_form, methods=["GET"]),
         Route("/login", pages.login, methods=["POST"]),
         Route("/logout", pages.logout, methods=["POST"]),
         Mount("/static", app=StaticFiles(directory=STATIC_DIR), name="static"),
-        Route("/{instrument}/", pages.overview, methods=["GET"]),
-        Route("/{instrument}/browse", pages.browse, methods=["GET"]),
+        Route("/{instrument}/", turn(pages.overview), methods=["GET"]),
+        Route("/{instrument}/browse", turn(pages.browse), methods=["GET"]),
         Route("/{instrument}/browse.csv", pages.export, methods=["GET"]),
         Route("/{instrument}/browse.json", pages.export, methods=["GET"]),
-        Route("/{instrument}/records/{cal_id}", pages.record, methods=["GET"]),
-        Route("/{instrument}/changes", pages.changes, methods=["GET"]),
+        Route("/{instrument}/records/{cal_id}", turn(pages.record), methods=["GET"]),
+        Route("/{instrument}/changes", turn(pages.changes), methods=["GET"]),
     ]
     app = Starlette(routes=routes)
 
@@ -447,6 +452,21 @@ def create_ui(
 
     app.add_exception_handler(404, not_found)
     return SecurityHeaders(app)
+
+
+def _in_turn(renders: threading.BoundedSemaphore) -> Callable:
+    """Wrap a page handler (run in a worker thread) so it renders only in its turn."""
+
+    def wrap(handler: Callable[[Request], Response]) -> Callable[[Request], Response]:
+        def in_turn(request: Request) -> Response:
+            with renders:  # waiting threads hold no interpreter time
+                return handler(request)
+
+        in_turn.__name__ = in_turn.__qualname__ = handler.__name__
+        in_turn.__doc__ = handler.__doc__
+        return in_turn
+
+    return wrap
 
 
 def create_local_site(reader: CalibrationReader) -> ASGIApp:
