@@ -105,6 +105,12 @@ class CatalogReader:
 
     def newest(self, instrument: str) -> list[dict[str, Any]]:
         """The newest live record of each ``cal_type``."""
+        # Each type sorts its newest times by id too: kept until the next change.
+        return self._memo.get(
+            self._version(instrument), ("newest", instrument), lambda: self._newest(instrument)
+        )
+
+    def _newest(self, instrument: str) -> list[dict[str, Any]]:
         live = sa.and_(records.c.instrument == instrument, records.c.retracted_at.is_(None))
         with self.catalog.engine.connect() as conn:
             # Every type from the index alone; a type with no live record finds none below.
