@@ -20,6 +20,7 @@ import json
 import logging
 import secrets
 import threading
+import time
 from collections.abc import Callable, Iterator
 from datetime import date, timedelta
 from pathlib import Path
@@ -66,6 +67,9 @@ MAX_FORM_BYTES = 8192
 #: Pages rendered at once; more wait their turn. Rendering holds the interpreter, so a
 #: crowd of page viewers would otherwise take the API's time (bench/ui.py).
 PAGE_RENDERS = 1
+#: The share of the process's time a queue of pages may take: while pages queue, each
+#: waits twice as long as the one before took to render (see PageTurns).
+PAGE_SHARE = 1 / 3
 
 
 class SecurityHeaders:
@@ -431,7 +435,7 @@ def create_ui(
         With :data:`CSP` and its companion headers on every answer.
     """
     pages = Pages(reader, gate, site)
-    turn = _in_turn(threading.BoundedSemaphore(PAGE_RENDERS))
+    turn = PageTurns()
     routes = [
         Route("/", turn(pages.home), methods=["GET"]),
         Route("/login", pages.login_form, methods=["GET"]),
@@ -454,19 +458,53 @@ def create_ui(
     return SecurityHeaders(app)
 
 
-def _in_turn(renders: threading.BoundedSemaphore) -> Callable:
-    """Wrap a page handler (run in a worker thread) so it renders only in its turn."""
+class PageTurns:
+    """Page handlers (run in worker threads) render in turn; a queue of them is paced.
 
-    def wrap(handler: Callable[[Request], Response]) -> Callable[[Request], Response]:
+    One viewer's pages render at once. When pages queue up (many viewers, or a
+    script), each waits after the one before for ``1 / share - 1`` times that one's
+    render time, so the queue takes at most ``share`` of the process's time and the
+    API keeps the rest.
+
+    Parameters
+    ----------
+    renders : int
+        Pages rendered at once.
+    share : float
+        Of the process's time, what a queue of pages may take.
+    """
+
+    def __init__(self, renders: int = PAGE_RENDERS, share: float = PAGE_SHARE):
+        self._slots = threading.BoundedSemaphore(renders)
+        self._lock = threading.Lock()
+        self._queued = 0
+        self._next_start = 0.0
+        self._pause = 1 / share - 1
+
+    def __call__(self, handler: Callable[[Request], Response]) -> Callable[[Request], Response]:
+        """``handler``, rendering only in its turn."""
+
         def in_turn(request: Request) -> Response:
-            with renders:  # waiting threads hold no interpreter time
-                return handler(request)
+            with self._lock:
+                self._queued += 1
+            with self._slots:  # waiting threads hold no interpreter time
+                with self._lock:
+                    self._queued -= 1
+                    wait = self._next_start - time.monotonic()
+                if wait > 0:
+                    time.sleep(wait)
+                started = time.monotonic()
+                try:
+                    return handler(request)
+                finally:
+                    ended = time.monotonic()
+                    with self._lock:
+                        pause = (ended - started) * self._pause if self._queued else 0.0
+                        self._next_start = ended + pause
 
         in_turn.__name__ = in_turn.__qualname__ = handler.__name__
         in_turn.__doc__ = handler.__doc__
         return in_turn
-
-    return wrap
 
 
 def create_local_site(reader: CalibrationReader) -> ASGIApp:
