@@ -366,8 +366,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=100_000)
     parser.add_argument("--repeats", type=int, default=30, help="requests per page timed")
-    parser.add_argument("--seconds", type=float, default=5.0, help="of each load run")
-    parser.add_argument("--rounds", type=int, default=2, help="of alone and loaded runs")
+    parser.add_argument("--seconds", type=float, default=3.0, help="of each load run")
+    parser.add_argument("--rounds", type=int, default=4, help="of alone and loaded runs")
     parser.add_argument("--sources", nargs="+", default=["sqlite", "postgres", "cache"],
                         choices=["sqlite", "postgres", "cache"])  # fmt: skip
     args = parser.parse_args()

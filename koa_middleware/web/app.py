@@ -68,8 +68,8 @@ MAX_FORM_BYTES = 8192
 #: crowd of page viewers would otherwise take the API's time (bench/ui.py).
 PAGE_RENDERS = 1
 #: The share of the process's time a queue of pages may take: while pages queue, each
-#: waits twice as long as the one before took to render (see PageTurns).
-PAGE_SHARE = 1 / 3
+#: waits three times as long as the one before took to render (see PageTurns).
+PAGE_SHARE = 1 / 4
 
 
 class SecurityHeaders:
