@@ -2,7 +2,8 @@
 
 Each page of :data:`browser.pages.PAGES` loads without a console error or a failed
 request, carries the CSP, has no serious or critical axe violation, and is
-photographed; each of its keyboard checks runs from a fresh load.
+photographed; each of its keyboard checks runs from a fresh load. Signing in and
+out of the token-protected archive is done with the keyboard alone too.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from browser.pages import PAGES, PageCase, SiteUnderTest
+from browser.pages import PAGES, PageCase, SiteUnderTest, tab_to
 
 from koa_middleware.web import CSP
 from support.browser import VIEWPORT, PageWatch
@@ -83,3 +84,37 @@ def test_keyboard_alone(kind, case, check, sites, chromium):
         assert watch.problems == [], watch.problems
     finally:
         close_page(page, site)
+
+
+BROWSE = "/hispec/browse"
+
+
+def test_sign_in_with_a_token_and_out_again_by_keyboard(archive, fresh_context):
+    page = fresh_context.new_page()
+    first = page.goto(archive.pages + BROWSE)
+    assert first.status == 401  # the page asked for is behind the login form
+    assert page.locator("h1").inner_text() == "Sign in"
+
+    tab_to(page, "#token")
+    page.keyboard.type("not-a-token")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("p.problem")
+    assert "unknown or revoked" in page.locator("p.problem").inner_text()
+
+    tab_to(page, "#token")
+    page.keyboard.type(archive.tokens["read"])
+    page.keyboard.press("Enter")
+    page.wait_for_url(archive.pages + BROWSE)  # back to the page asked for
+    assert "Signed in with token reader" in page.locator("form.logout").inner_text()
+    assert page.locator("table.records tbody tr").count() == 50
+    cookies = fresh_context.cookies()
+    assert cookies and all(archive.tokens["read"] not in c["value"] for c in cookies)
+    session = next(c for c in cookies if c["name"] == "koa_ui_session")
+    assert session["httpOnly"] and session["sameSite"] == "Strict"
+
+    tab_to(page, "form.logout button")
+    page.keyboard.press("Enter")
+    page.wait_for_url(archive.pages + "/login")
+    again = page.goto(archive.pages + BROWSE)
+    assert again.status == 401 and page.locator("h1").inner_text() == "Sign in"
+    page.close()
