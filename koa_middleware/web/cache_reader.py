@@ -26,7 +26,7 @@ from ..records import LOCAL_REQUIRED_FIELDS
 if TYPE_CHECKING:
     from ..cache.local_cache import LocalCache
 
-from .memo import VersionedMemo
+from .memo import VersionedMemo, count_from_type_counts
 from .reader import (
     BrowseQuery,
     HistoryEvent,
@@ -182,6 +182,9 @@ class CacheReader:
 
     def count(self, instrument: str, query: BrowseQuery) -> int:
         """How many records match ``query``."""
+        shared = count_from_type_counts(self.counts(instrument), query)
+        if shared is not None:
+            return shared
         key = ("count", instrument, tuple(sorted(query.filters.items())), query.include_retracted)
         return self._memo.get(
             self._version(instrument), key, lambda: self._count(instrument, query)

@@ -19,7 +19,7 @@ from ..archive.catalog import Catalog
 from ..archive.filters import conditions
 from ..archive.problems import BadRequest
 from ..archive.schema import records, row_to_record, seq_counters
-from .memo import VersionedMemo
+from .memo import VersionedMemo, count_from_type_counts
 from .reader import (
     BadQuery,
     BrowseQuery,
@@ -172,6 +172,9 @@ class CatalogReader:
 
     def count(self, instrument: str, query: BrowseQuery) -> int:
         """How many records match ``query``."""
+        shared = count_from_type_counts(self.counts(instrument), query)
+        if shared is not None:
+            return shared
         key = ("count", instrument, tuple(sorted(query.filters.items())), query.include_retracted)
         return self._memo.get(
             self._version(instrument), key, lambda: self._count(instrument, query)

@@ -24,11 +24,14 @@ import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
+
+if TYPE_CHECKING:
+    from .reader import BrowseQuery, TypeCount
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["VersionedMemo"]
+__all__ = ["VersionedMemo", "count_from_type_counts"]
 
 T = TypeVar("T")
 
@@ -60,3 +63,18 @@ class VersionedMemo:
             while len(self._found) > self.size:
                 self._found.popitem(last=False)
         return value
+
+
+def count_from_type_counts(counts: list[TypeCount], query: BrowseQuery) -> int | None:
+    """A browse query's total from the counts per ``cal_type`` and origin, or None.
+
+    A query that filters by nothing but ``cal_type`` and ``origin`` counts what the
+    overview's counts hold already, so both pages share one scan of the table.
+    """
+    if not set(query.filters) <= {"cal_type", "origin"}:
+        return None
+    return sum(
+        c.live + (c.retracted if query.include_retracted else 0)
+        for c in counts
+        if all(getattr(c, name) == value for name, value in query.filters.items())
+    )
