@@ -112,21 +112,25 @@ class CatalogReader:
 
     def _newest(self, instrument: str) -> list[dict[str, Any]]:
         live = sa.and_(records.c.instrument == instrument, records.c.retracted_at.is_(None))
-        with self.catalog.engine.connect() as conn:
-            # Every type from the index alone; a type with no live record finds none below.
-            types = conn.execute(
-                sa.select(records.c.cal_type)
-                .where(records.c.instrument == instrument)
-                .distinct()
-                .order_by(records.c.cal_type)
-            ).scalars()
-            types = list(types)
+        # The types with live records are in the counts already (kept, web/memo.py).
+        types = sorted({c.cal_type for c in self.counts(instrument) if c.live})
         found = []
-        for cal_type in types:  # one indexed lookup per type (instrument, cal_type, datetime_obs)
+        for cal_type in types:
+            of_type = sa.and_(live, records.c.cal_type == cal_type)
+            # The newest time walks the (instrument, cal_type, datetime_obs) index from its
+            # end; only its records are then ordered by id (PostgreSQL would otherwise sort
+            # every record of the type for the id).
+            with self.catalog.engine.connect() as conn:
+                newest = conn.execute(
+                    sa.select(records.c.datetime_obs)
+                    .where(of_type)
+                    .order_by(records.c.datetime_obs.desc())
+                    .limit(1)
+                ).scalar()
             statement = (
                 sa.select(records)
-                .where(live, records.c.cal_type == cal_type)
-                .order_by(records.c.datetime_obs.desc(), records.c.id.desc())
+                .where(of_type, records.c.datetime_obs == newest)
+                .order_by(records.c.id.desc())
                 .limit(1)
             )
             found.extend(self._rows(statement))
