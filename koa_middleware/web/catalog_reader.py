@@ -118,8 +118,7 @@ class CatalogReader:
         for cal_type in types:
             of_type = sa.and_(live, records.c.cal_type == cal_type)
             # The newest time walks the (instrument, cal_type, datetime_obs) index from its
-            # end; only its records are then ordered by id (PostgreSQL would otherwise sort
-            # every record of the type for the id).
+            # end (PostgreSQL would otherwise sort every record of the type for the id).
             with self.catalog.engine.connect() as conn:
                 newest = conn.execute(
                     sa.select(records.c.datetime_obs)
@@ -127,13 +126,12 @@ class CatalogReader:
                     .order_by(records.c.datetime_obs.desc())
                     .limit(1)
                 ).scalar()
-            statement = (
-                sa.select(records)
-                .where(of_type, records.c.datetime_obs == newest)
-                .order_by(records.c.id.desc())
-                .limit(1)
+            # Its records (few) picked by id here: an ORDER BY id would lead SQLite to
+            # walk the primary key instead.
+            at_newest = self._rows(
+                sa.select(records).where(of_type, records.c.datetime_obs == newest)
             )
-            found.extend(self._rows(statement))
+            found.extend(sorted(at_newest, key=lambda record: record["id"])[-1:])
         return found
 
     def time_span(self, instrument: str) -> tuple[str, str] | None:
