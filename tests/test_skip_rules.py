@@ -20,15 +20,22 @@ BROKEN_BODY = (
 )
 
 
-def run_pytest(test: str, **settings: str) -> subprocess.CompletedProcess:
+def run_pytest(test: str, *options: str, **settings: str) -> subprocess.CompletedProcess:
     env = {
         k: v
         for k, v in os.environ.items()
-        if k not in ("KOA_STRICT_SKIPS", "KOA_REQUIRE_POSTGRES", "KOA_TEST_POSTGRES_URL")
+        if k
+        not in (
+            "KOA_STRICT_SKIPS",
+            "KOA_REQUIRE_POSTGRES",
+            "KOA_TEST_POSTGRES_URL",
+            "KOA_REQUIRE_BROWSER",
+            "KOA_CHROMIUM",
+        )
     }
     env.update(settings)
     return subprocess.run(
-        [sys.executable, "-m", "pytest", test, "-q", "-p", "no:cacheprovider"],
+        [sys.executable, "-m", "pytest", test, *options, "-q", "-p", "no:cacheprovider"],
         cwd=TESTS_DIR.parent,
         env=env,
         capture_output=True,
@@ -52,3 +59,17 @@ def test_an_unexpected_skip_fails_a_strict_session_and_is_named():
     lenient = run_pytest(f"{BROKEN_BODY}[postgres]")
     assert lenient.returncode == 0, lenient.stdout
     assert f"UNEXPECTED {BROKEN_BODY}[postgres]" in lenient.stdout  # listed all the same
+
+
+def test_browser_tests_skip_without_chromium_and_fail_when_it_is_required(tmp_path):
+    test = "tests/browser/test_pages.py"
+    missing = str(tmp_path / "no-chromium")
+    lenient = run_pytest(test, "-k", "archive-home and loads", KOA_CHROMIUM=missing)
+    assert lenient.returncode == 0, lenient.stdout
+    assert f"browser tests need Chromium at {missing}" in lenient.stdout
+    assert "1 skipped" in lenient.stdout
+    required = run_pytest(
+        test, "-k", "archive-home and loads", KOA_CHROMIUM=missing, KOA_REQUIRE_BROWSER="1"
+    )
+    assert required.returncode == 1, required.stdout
+    assert "KOA_REQUIRE_BROWSER=1, so browser tests may not be skipped" in required.stdout

@@ -169,8 +169,10 @@ def demo(state: State, keep: str | None) -> None:
     Starts a koa-archive on a free local port over a temporary folder,
     publishes synthetic calibrations, syncs a fresh cache, selects darks and
     flats for science frames, downloads and verifies them, and shuts down.
+    Prints the URL of the archive's web pages (/ui/), open while it runs.
     Needs no settings and leaves nothing behind (unless --keep, which ends
-    with three commands to try on the cache it kept).
+    with three commands to try on the cache it kept, and the one command
+    that serves the kept archive's web pages again).
 
     \b
     Examples:

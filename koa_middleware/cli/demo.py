@@ -16,6 +16,9 @@ It runs the whole job on small synthetic HISPEC data, on this machine only:
    prints what was chosen and why;
 6. shuts the archive down and removes everything, unless ``keep`` is given.
 
+While it runs, the archive's web pages (``/ui/``) are open for reading at the URL it
+prints; with ``keep``, it ends with the one command that serves them again.
+
 Examples
 --------
 >>> from koa_middleware.cli.demo import run_demo
@@ -28,6 +31,7 @@ import contextlib
 import logging
 import os
 import shlex
+import socket
 import subprocess
 import sys
 import tempfile
@@ -224,6 +228,7 @@ def _start_archive(root: Path, timeout: float = 30.0) -> _Archive:
                 "0",
                 "--instrument",
                 INSTRUMENT,
+                "--anonymous-read",  # the web pages open without a token while it runs
             ),  # fmt: skip
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -369,7 +374,9 @@ def run_demo(keep: Path | None = None, echo: Callable[[str], None] | None = None
     Returns
     -------
     dict
-        ``archive_url``, ``published``, ``synced``, ``selections`` (one dict
+        ``archive_url``, ``pages_url`` (the archive's web pages while it ran),
+        ``serve_command`` (with ``keep``: serves the kept archive and its pages again,
+        else None), ``published``, ``synced``, ``selections`` (one dict
         per frame and calibration type: ``chosen``, ``version``,
         ``time_distance_days``, ``reason``, ``verified``), ``verified_files``,
         ``seconds`` and ``kept`` (the folder, or None).
@@ -416,6 +423,37 @@ def next_commands(kept: Path) -> list[str]:
     ]
 
 
+def pages_url(base_url: str) -> str:
+    """The web pages of the archive whose API is at ``base_url``.
+
+    Examples
+    --------
+    >>> pages_url("http://127.0.0.1:8750/api/calibrations")
+    'http://127.0.0.1:8750/ui/hispec/'
+    """
+    return f"{base_url.split('/api/', 1)[0]}/ui/{INSTRUMENT}/"
+
+
+def serve_command(kept: Path, port: int) -> str:
+    """The command that serves the kept archive (and its web pages) on 127.0.0.1:``port``.
+
+    Examples
+    --------
+    >>> serve_command(Path("/k"), 8750)
+    'koa-archive serve --root /k/archive --instrument hispec --anonymous-read --port 8750'
+    """
+    root = shlex.quote(str(kept / "archive"))
+    return (
+        f"koa-archive serve --root {root} --instrument {INSTRUMENT} --anonymous-read --port {port}"
+    )
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def _run(work: Path, say: Callable[[str], None], started: float, kept: Path | None) -> dict:
     calibrations = write_calibrations(work / "incoming")
     frames = write_science_frames(work / "science")
@@ -425,6 +463,7 @@ def _run(work: Path, say: Callable[[str], None], started: float, kept: Path | No
     archive = _start_archive(work / "archive")
     try:
         say(f"Started koa-archive at {archive.base_url}")
+        say(f"Its web pages, open while the demo runs: {pages_url(archive.base_url)}")
         write_token = _create_token(work / "archive", "write")
         read_token = _create_token(work / "archive", "read")
         with _environment(KOA_PROGRESS="0"):
@@ -455,13 +494,21 @@ def _run(work: Path, say: Callable[[str], None], started: float, kept: Path | No
     seconds = round(time.monotonic() - started, 1)
     say("")
     say(f"Done in {seconds} s." + (f" Everything is kept in {kept}." if kept else ""))
+    port = _free_port()
+    serve = serve_command(kept, port) if kept else None
     if kept:
         say("")
         say("Try next, on the cache the demo kept:")
         for command in next_commands(kept):
             say(f"  {command}")
+        say("")
+        say("See the kept archive's web pages again (until Ctrl-C):")
+        say(f"  {serve}")
+        say(f"  then open http://127.0.0.1:{port}/ui/{INSTRUMENT}/")
     return {
         "archive_url": archive.base_url,
+        "pages_url": pages_url(archive.base_url),
+        "serve_command": serve,
         "published": len(pushed),
         "synced": len(synced),
         "selections": rows,

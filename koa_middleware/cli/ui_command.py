@@ -106,8 +106,11 @@ def _listen(port: int) -> socket.socket:
     click.ClickException
         If the port is taken or may not be used.
     """
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # proto=IPPROTO_TCP lets asyncio set TCP_NODELAY on accepted connections, as
+    # koa-archive does: without it each keep-alive answer waits ~40 ms for a delayed ACK.
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     try:
         listener.bind((HOST, port))
     except OSError as exc:

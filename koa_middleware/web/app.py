@@ -40,6 +40,7 @@ from .coverage import build_coverage
 from .explain_pages import ExplainPages
 from .local_tools import LocalTools
 from .manifest_pages import ManifestPages
+from .page_turns import PageTurns
 from .reader import BadQuery, BrowseQuery, CalibrationReader, decode_key, profile_gap_nights
 from .record_actions import RecordActions
 from .record_page import RecordPages
@@ -425,25 +426,26 @@ def create_ui(
     record, actions = RecordPages(pages), RecordActions(pages)
     manifests = ManifestPages(pages, tools)
     explain = ExplainPages(pages, tools)
+    turn = PageTurns()
     routes = [
-        Route("/", pages.home, methods=["GET"]),
+        Route("/", turn(pages.home), methods=["GET"]),
         Route("/login", pages.login_form, methods=["GET"]),
         Route("/login", pages.login, methods=["POST"]),
         Route("/logout", pages.logout, methods=["POST"]),
         Mount("/static", app=StaticFiles(directory=STATIC_DIR), name="static"),
-        Route("/{instrument}/", pages.overview, methods=["GET"]),
-        Route("/{instrument}/browse", pages.browse, methods=["GET"]),
+        Route("/{instrument}/", turn(pages.overview), methods=["GET"]),
+        Route("/{instrument}/browse", turn(pages.browse), methods=["GET"]),
         Route("/{instrument}/browse.csv", pages.export, methods=["GET"]),
         Route("/{instrument}/browse.json", pages.export, methods=["GET"]),
-        Route("/{instrument}/records/{cal_id}", record.show, methods=["GET"]),
+        Route("/{instrument}/records/{cal_id}", turn(record.show), methods=["GET"]),
         Route("/{instrument}/records/{cal_id}/retract", actions.retract, methods=["POST"]),
         Route("/{instrument}/records/{cal_id}/unretract", actions.unretract, methods=["POST"]),
         Route("/{instrument}/files/{cal_id}", record.file, methods=["GET"]),
-        Route("/{instrument}/changes", pages.changes, methods=["GET"]),
-        Route("/{instrument}/timeline", TimelinePage(pages).render, methods=["GET"]),
-        Route("/{instrument}/manifest", manifests.get, methods=["GET"]),
+        Route("/{instrument}/changes", turn(pages.changes), methods=["GET"]),
+        Route("/{instrument}/timeline", turn(TimelinePage(pages).render), methods=["GET"]),
+        Route("/{instrument}/manifest", turn(manifests.get), methods=["GET"]),
         Route("/{instrument}/manifest", manifests.post, methods=["POST"]),
-        Route("/{instrument}/explain", explain.get, methods=["GET"]),
+        Route("/{instrument}/explain", turn(explain.get), methods=["GET"]),
         Route("/{instrument}/explain", explain.post, methods=["POST"]),
         Route("/{instrument}/explain.json", explain.manifest, methods=["GET", "POST"]),
     ]

@@ -25,12 +25,14 @@ from ..bounded_read import FileRefused, open_regular_file
 from ..database.local_database import BASE_COLUMNS
 from ..database.reading import quote_identifier
 from ..errors import InvalidRecordError
+from ..records import LOCAL_REQUIRED_FIELDS
 from .cache_timeline import CacheSource, cache_bins, cache_lanes, cache_marks
 from .column_filters import column_condition
 
 if TYPE_CHECKING:
     from ..cache.local_cache import LocalCache
 
+from .memo import VersionedMemo, count_from_type_counts
 from .reader import (
     ID_BATCH,
     BrowseQuery,
@@ -79,6 +81,14 @@ class CacheReader:
 
     def __init__(self, caches: Mapping[str, LocalCache]):
         self.caches = dict(caches)
+        self._memo = VersionedMemo()
+
+    def _version(self, instrument: str) -> tuple[int, int]:
+        """What moves when the database changes: by another connection, or by this one."""
+        db = self.caches[instrument].db
+        with db._lock:
+            (data_version,) = db.conn.execute("PRAGMA data_version").fetchone()
+            return data_version, db.conn.total_changes
 
     def instruments(self) -> list[str]:
         """The instruments whose caches are open."""
@@ -106,6 +116,12 @@ class CacheReader:
 
     def counts(self, instrument: str) -> list[TypeCount]:
         """Records per ``cal_type`` and origin, live and retracted."""
+        # A whole-table scan: kept until the database changes (web/memo.py).
+        return self._memo.get(
+            self._version(instrument), ("counts", instrument), lambda: self._counts(instrument)
+        )
+
+    def _counts(self, instrument: str) -> list[TypeCount]:
         rows = self._select(
             instrument,
             "SELECT t.cal_type, COALESCE(t.origin, ''), COUNT(*), COUNT(r.id) "  # noqa: S608
@@ -116,6 +132,13 @@ class CacheReader:
 
     def newest(self, instrument: str) -> list[dict[str, Any]]:
         """The newest live record of each ``cal_type``."""
+        # Each type sorts its records by time (the cache indexes cal_type and datetime_obs
+        # apart): kept until the database changes.
+        return self._memo.get(
+            self._version(instrument), ("newest", instrument), lambda: self._newest(instrument)
+        )
+
+    def _newest(self, instrument: str) -> list[dict[str, Any]]:
         types = self._select(
             instrument,
             f"SELECT DISTINCT cal_type FROM {self._table(instrument)} ORDER BY 1",  # noqa: S608
@@ -134,12 +157,17 @@ class CacheReader:
 
     def time_span(self, instrument: str) -> tuple[str, str] | None:
         """Oldest and newest ``datetime_obs`` of live records."""
-        ((low, high),) = self._select(
-            instrument,
-            "SELECT MIN(t.datetime_obs), MAX(t.datetime_obs) "  # noqa: S608
-            f"FROM {self._table(instrument)} t {_LIFECYCLE_JOIN} WHERE r.id IS NULL",
-        )
-        return None if low is None else (low, high)
+        # Each end walks the datetime_obs index to its first live record.
+        ends = []
+        for direction in ("ASC", "DESC"):
+            found = self._select(
+                instrument,
+                f"SELECT t.datetime_obs FROM {self._table(instrument)} t "  # noqa: S608
+                f"{_LIFECYCLE_JOIN} WHERE r.id IS NULL AND t.datetime_obs IS NOT NULL "
+                f"ORDER BY t.datetime_obs {direction} LIMIT 1",
+            )
+            ends.append(found[0][0] if found else None)
+        return None if ends[0] is None else (ends[0], ends[1])
 
     def nights(self, instrument: str, start: str, end: str) -> list[tuple[str, str, int]]:
         """``(night, cal_type, records)`` of live records between ``start`` and ``end``."""
@@ -169,6 +197,15 @@ class CacheReader:
 
     def count(self, instrument: str, query: BrowseQuery) -> int:
         """How many records match ``query``."""
+        shared = count_from_type_counts(self.counts(instrument), query)
+        if shared is not None:
+            return shared
+        key = ("count", instrument, tuple(sorted(query.filters.items())), query.include_retracted)
+        return self._memo.get(
+            self._version(instrument), key, lambda: self._count(instrument, query)
+        )
+
+    def _count(self, instrument: str, query: BrowseQuery) -> int:
         where, params = self._where(query)
         ((found,),) = self._select(
             instrument,
@@ -183,8 +220,11 @@ class CacheReader:
     ) -> RecordPage:
         """The ``limit`` records after the key ``after``, in the query's order."""
         where, params = self._where(query)
-        # A column may be empty in a local record: sort it as an empty string.
-        key = f"COALESCE(t.{quote_identifier(query.sort)}, '')"
+        # A column may be empty in a local record: sort it as an empty string. The
+        # columns every local record holds are sorted bare, so their index serves.
+        key = f"t.{quote_identifier(query.sort)}"
+        if query.sort not in LOCAL_REQUIRED_FIELDS:
+            key = f"COALESCE({key}, '')"
         direction = "DESC" if query.descending else "ASC"
         if after is not None:
             where += f" AND ({key}, t.id) {'<' if query.descending else '>'} (?, ?)"

@@ -20,9 +20,10 @@ from ..archive.columns import extra_column_names
 from ..archive.filters import conditions
 from ..archive.problems import BadRequest
 from ..archive.retractions import check_ids, check_reason
-from ..archive.schema import RECORD_COLUMNS, record_columns, records, row_to_record
+from ..archive.schema import RECORD_COLUMNS, record_columns, records, row_to_record, seq_counters
 from ..archive.storage_interface import FileStorage
 from .catalog_timeline import catalog_bins, catalog_lanes, catalog_marks
+from .memo import VersionedMemo, count_from_type_counts
 from .reader import (
     ID_BATCH,
     BadQuery,
@@ -76,6 +77,15 @@ class CatalogReader:
         self._instruments = list(instruments)
         self.api_prefix = api_prefix
         self.protocol = protocol
+        self._memo = VersionedMemo()
+
+    def _version(self, instrument: str) -> int | None:
+        """The instrument's ``seq`` counter: every change of its records moves it."""
+        statement = sa.select(seq_counters.c.last_seq).where(
+            seq_counters.c.instrument == instrument
+        )
+        with self.catalog.engine.connect() as conn:
+            return conn.execute(statement).scalar()
 
     def instruments(self) -> list[str]:
         """The instruments the archive serves."""
@@ -88,6 +98,12 @@ class CatalogReader:
 
     def counts(self, instrument: str) -> list[TypeCount]:
         """Records per ``cal_type`` and origin, live and retracted."""
+        # A whole-table scan: kept until the next change (web/memo.py).
+        return self._memo.get(
+            self._version(instrument), ("counts", instrument), lambda: self._counts(instrument)
+        )
+
+    def _counts(self, instrument: str) -> list[TypeCount]:
         retracted = sa.func.sum(sa.case((records.c.retracted_at.is_not(None), 1), else_=0))
         statement = (
             sa.select(records.c.cal_type, records.c.origin, sa.func.count(), retracted)
@@ -101,30 +117,45 @@ class CatalogReader:
 
     def newest(self, instrument: str) -> list[dict[str, Any]]:
         """The newest live record of each ``cal_type``."""
+        # Each type sorts its newest times by id too: kept until the next change.
+        return self._memo.get(
+            self._version(instrument), ("newest", instrument), lambda: self._newest(instrument)
+        )
+
+    def _newest(self, instrument: str) -> list[dict[str, Any]]:
         live = sa.and_(records.c.instrument == instrument, records.c.retracted_at.is_(None))
-        with self.catalog.engine.connect() as conn:
-            types = conn.execute(
-                sa.select(records.c.cal_type).where(live).distinct().order_by(records.c.cal_type)
-            ).scalars()
-            types = list(types)
+        # The types with live records are in the counts already (kept, web/memo.py).
+        types = sorted({c.cal_type for c in self.counts(instrument) if c.live})
         found = []
-        for cal_type in types:  # one indexed lookup per type (instrument, cal_type, datetime_obs)
-            statement = (
-                sa.select(records)
-                .where(live, records.c.cal_type == cal_type)
-                .order_by(records.c.datetime_obs.desc(), records.c.id.desc())
-                .limit(1)
+        for cal_type in types:
+            of_type = sa.and_(live, records.c.cal_type == cal_type)
+            # The newest time walks the (instrument, cal_type, datetime_obs) index from its
+            # end (PostgreSQL would otherwise sort every record of the type for the id).
+            with self.catalog.engine.connect() as conn:
+                newest = conn.execute(
+                    sa.select(records.c.datetime_obs)
+                    .where(of_type)
+                    .order_by(records.c.datetime_obs.desc())
+                    .limit(1)
+                ).scalar()
+            # Its records (few) picked by id here: an ORDER BY id would lead SQLite to
+            # walk the primary key instead.
+            at_newest = self._rows(
+                sa.select(records).where(of_type, records.c.datetime_obs == newest)
             )
-            found.extend(self._rows(statement))
+            found.extend(sorted(at_newest, key=lambda record: record["id"])[-1:])
         return found
 
     def time_span(self, instrument: str) -> tuple[str, str] | None:
         """Oldest and newest ``datetime_obs`` of live records."""
-        statement = sa.select(
-            sa.func.min(records.c.datetime_obs), sa.func.max(records.c.datetime_obs)
-        ).where(records.c.instrument == instrument, records.c.retracted_at.is_(None))
+        # Each end walks the (instrument, datetime_obs) index to its first live record,
+        # where MIN/MAX with the retraction filter would read every row.
+        live = sa.select(records.c.datetime_obs).where(
+            records.c.instrument == instrument, records.c.retracted_at.is_(None)
+        )
         with self.catalog.engine.connect() as conn:
-            low, high = conn.execute(statement).one()
+            low = conn.execute(live.order_by(records.c.datetime_obs).limit(1)).scalar()
+            high = conn.execute(live.order_by(records.c.datetime_obs.desc()).limit(1)).scalar()
         return None if low is None else (low, high)
 
     def nights(self, instrument: str, start: str, end: str) -> list[tuple[str, str, int]]:
@@ -155,6 +186,15 @@ class CatalogReader:
 
     def count(self, instrument: str, query: BrowseQuery) -> int:
         """How many records match ``query``."""
+        shared = count_from_type_counts(self.counts(instrument), query)
+        if shared is not None:
+            return shared
+        key = ("count", instrument, tuple(sorted(query.filters.items())), query.include_retracted)
+        return self._memo.get(
+            self._version(instrument), key, lambda: self._count(instrument, query)
+        )
+
+    def _count(self, instrument: str, query: BrowseQuery) -> int:
         statement = sa.select(sa.func.count()).select_from(records)
         statement = statement.where(*self._where(instrument, query))
         with self.catalog.engine.connect() as conn:

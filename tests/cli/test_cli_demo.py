@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
+import shlex
+import subprocess
+import sys
 
 import astropy  # noqa: F401  (a dependency: missing, it must fail, not skip)
 import fastapi  # noqa: F401  (a dependency: missing, it must fail, not skip)
+import httpx
 import psutil
 
 from support.koa_cal import cli_env, koa_cal
@@ -52,6 +57,9 @@ def test_demo_runs_end_to_end_and_cleans_up(tmp_path):
         line = next(row for row in out.splitlines() if row.startswith(frame) and chosen in row)
         assert f" {version} " in line and line.rstrip().endswith("yes")
     assert "NO" not in out.split()
+    assert re.search(
+        r"Its web pages, open while the demo runs: http://127\.0\.0\.1:\d+/ui/hispec/\n", out
+    )
     # nothing left: no temporary folder, nothing in HOME or the working folder, no server
     assert list(scratch.iterdir()) == []
     assert list((tmp_path / "home").iterdir()) == []
@@ -80,3 +88,29 @@ def test_demo_json_and_keep(tmp_path):
     assert sorted(p.name for p in cached.iterdir()) == sorted({c for c, _ in chosen.values()})
     assert list(scratch.iterdir()) == []
     assert processes_mentioning(str(kept)) == []
+    assert summary["pages_url"].endswith("/ui/hispec/")
+    assert_serves_the_kept_pages(summary["serve_command"])
+
+
+def assert_serves_the_kept_pages(command: str) -> None:
+    """Run the command ``demo --keep`` printed; the kept archive's pages answer at its port."""
+    argv = shlex.split(command)
+    assert argv[:2] == ["koa-archive", "serve"] and "--anonymous-read" in argv
+    port = argv[argv.index("--port") + 1]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "koa_middleware.archive", *argv[1:]],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert process.stdout.readline().startswith(
+            f"koa-archive listening on http://127.0.0.1:{port}/"
+        )
+        page = httpx.get(f"http://127.0.0.1:{port}/ui/hispec/browse?cal_type=dark", timeout=30)
+        assert page.status_code == 200
+        assert "hispec_yj_dark_20250301_v001.fits" in page.text
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        process.stdout.close()

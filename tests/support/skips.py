@@ -17,7 +17,10 @@ __all__ = ["EXPECTED_SKIPS", "STRICT_ENV", "Skip", "SkipLedger"]
 
 STRICT_ENV = "KOA_STRICT_SKIPS"
 
-#: The reasons a test may skip in CI, each with why that skip hides nothing.
+#: The reasons a test may skip in CI, each with why that skip hides nothing. Tests whose
+#: skip CI forbids outright (``KOA_REQUIRE_POSTGRES``, ``KOA_REQUIRE_ROOT``,
+#: ``KOA_REQUIRE_BROWSER``: support.postgres, support.root, support.browser) fail there
+#: instead, so their reasons are not listed.
 EXPECTED_SKIPS: dict[str, str] = {
     "PostgreSQL only: a SQLite read cannot be broken from outside the server": (
         "the [sqlite] case of tests/archive/test_streamed_query.py's broken-read test: the "
