@@ -8,9 +8,10 @@ For each size N the catalog is filled up to N records through the catalog's own
 bulk path (:meth:`Catalog.add`, batches of 10,000, no HTTP), then a server is
 started on it and measured through real HTTP on loopback:
 
-- ``query?cal_id=``: one keep-alive client, p50 over a few hundred random ids;
-  then 32 concurrent keep-alive clients (requests/s and p99), as ``bench/archive.py``;
-- ``lastUpdated``: p50;
+- ``query?cal_id=``: one keep-alive client, p50 over 200 random ids (the lowest of
+  three rounds); then 32 concurrent keep-alive clients (requests/s and p99), as
+  ``bench/archive.py``;
+- ``lastUpdated``: p50 of 100 requests (the lowest of three rounds);
 - ``query?cal_type=dark`` paged with ``limit``/``offset`` as ``RemoteCalibrationDB``
   pages it (3,000 per page): time of the first page, the last page and the mean
   page, and the whole type (a third of the catalog) in microseconds per record;
@@ -127,13 +128,27 @@ def timed_get(client: httpx.Client, path: str, params: dict) -> tuple[float, htt
 
 
 def measure_lookups(client: httpx.Client, ids: list[str]) -> dict[str, float]:
-    """``query?cal_id=`` and ``lastUpdated`` p50, one request at a time."""
-    sample = random.sample(ids, min(300, len(ids)))
-    by_id = sorted(timed_get(client, f"{INSTRUMENT}/query", {"cal_id": i})[0] for i in sample)
-    newest = sorted(timed_get(client, f"{INSTRUMENT}/lastUpdated", {})[0] for _ in range(50))
+    """``query?cal_id=`` and ``lastUpdated`` p50, one request at a time.
+
+    The lowest p50 of three rounds, so that a burst of other work on a shared
+    machine does not pass for a slower catalog.
+    """
+    by_id, newest = [], []
+    for _ in range(3):
+        sample = random.sample(ids, min(200, len(ids)))
+        by_id.append(
+            statistics.median(
+                timed_get(client, f"{INSTRUMENT}/query", {"cal_id": i})[0] for i in sample
+            )
+        )
+        newest.append(
+            statistics.median(
+                timed_get(client, f"{INSTRUMENT}/lastUpdated", {})[0] for _ in range(100)
+            )
+        )
     return {
-        "query?cal_id= p50 (ms, one client)": _ms(statistics.median(by_id)),
-        "lastUpdated p50 (ms)": _ms(statistics.median(newest)),
+        "query?cal_id= p50 (ms, one client)": _ms(min(by_id)),
+        "lastUpdated p50 (ms)": _ms(min(newest)),
     }
 
 

@@ -107,8 +107,10 @@ def _read(catalog: Catalog, marks: PageMarks, offset: int, limit: int = 5) -> li
     return [part.split('"')[0] for part in text.decode().split('"id":"')[1:]]
 
 
-def test_a_page_mark_is_used_only_while_the_catalog_is_unchanged(tmp_path: Path):
-    catalog = Catalog.open(tmp_path, instruments=["hispec"])
+def test_a_page_mark_is_used_only_while_the_catalog_is_unchanged(
+    tmp_path: Path, catalog_url: str | None
+):
+    catalog = Catalog.open(tmp_path, catalog_url, instruments=["hispec"])
     try:
         catalog.add("hispec", records_of(20))
         ordered = [r["id"] for r in catalog.query("hispec", {})]
@@ -141,13 +143,13 @@ def test_marks_stay_few_and_small():
     assert marks.find("hispec", {"note": "x" * 5000}, False, 9) is None
 
 
-def test_an_older_catalog_gets_the_new_index_at_start(tmp_path: Path):
-    catalog = Catalog.open(tmp_path, instruments=["hispec"])
+def test_an_older_catalog_gets_the_new_index_at_start(tmp_path: Path, catalog_url: str | None):
+    catalog = Catalog.open(tmp_path, catalog_url, instruments=["hispec"])
     catalog.add("hispec", records_of(10))
     with catalog.engine.begin() as conn:
         conn.exec_driver_sql("DROP INDEX ix_records_cal_type_updated")
     catalog.close()
-    catalog = Catalog.open(tmp_path, instruments=["hispec"])
+    catalog = Catalog.open(tmp_path, catalog_url, instruments=["hispec"])
     try:
         names = {i["name"] for i in sa.inspect(catalog.engine).get_indexes("records")}
         assert "ix_records_cal_type_updated" in names
