@@ -42,9 +42,9 @@ the download through a second server started with ``--redirect-downloads``
 on the same catalog and bucket, connections handed out round-robin.
 
 With ``--sizes N,M,...`` the run is the scale run of ``bench/archive_scale.py``
-instead: the catalog filled to each size (on PostgreSQL in a database of its own,
-dropped afterwards), the per-request figures measured at each, printed side by side
-with their ratio (target: none over 2x from the smallest size to the largest).
+instead: a catalog filled to each size (on PostgreSQL each in a database of its
+own, dropped afterwards), the per-request figures measured at each, printed side by
+side with their ratio (target: none over 2x from the smallest size to the largest).
 
 Targets: at least 0.7 of curl's rate both ways; peak RSS under 150 MB during the
 upload; while the hostile add is refused, ``/healthz`` p99 under 100 ms and peak

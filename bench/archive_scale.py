@@ -4,9 +4,11 @@ Run from ``bench/archive.py --sizes 100000,1000000`` (SQLite) or with
 ``--db postgresql://...`` (a database of its own is created on that server for
 the run and dropped afterwards).
 
-For each size N the catalog is filled up to N records through the catalog's own
-bulk path (:meth:`Catalog.add`, batches of 10,000, no HTTP), then a server is
-started on it and measured through real HTTP on loopback:
+For each size N a catalog of its own is filled with N records through the
+catalog's own bulk path (:meth:`Catalog.add`, batches of 10,000, no HTTP) and a
+server started on it; all servers run at once and are measured in turns (two
+rounds, each figure its best round, so that other work on a shared machine
+weighs on every size alike), through real HTTP on loopback:
 
 - ``query?cal_id=``: one keep-alive client, p50 over 200 random ids (the lowest of
   three rounds); then 32 concurrent keep-alive clients (requests/s and p99), as
@@ -18,7 +20,6 @@ started on it and measured through real HTTP on loopback:
 - ``changes``: a page of 1,000 at the start, the middle and the end of the feed;
 - ``add`` of 10,000 new records in 10 requests of 1,000: seconds per request.
 
-The catalog grows from one size to the next, so each size is filled only once.
 Target: no figure at the largest size more than 2x its value at the smallest
 (the whole-type figure per record, so that a 10x larger type may take 10x longer).
 """
@@ -97,21 +98,24 @@ def analyze(catalog: Catalog) -> None:
 
 
 @contextmanager
-def bench_database(db_url: str | None) -> Iterator[str | None]:
-    """Yield the run's catalog URL: None (SQLite) or a fresh database on ``db_url``'s server."""
+def bench_databases(db_url: str | None, sizes: list[int]) -> Iterator[list[str | None]]:
+    """Yield a catalog URL per size: None (SQLite) or fresh databases on ``db_url``'s server."""
     if not db_url:
-        yield None
+        yield [None for _ in sizes]
         return
     url = sa.engine.make_url(db_url.replace("postgresql://", "postgresql+psycopg://", 1))
+    names = [f"{BENCH_DATABASE}_{size}" for size in sizes]
     admin = sa.create_engine(url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {BENCH_DATABASE}")
-        conn.exec_driver_sql(f"CREATE DATABASE {BENCH_DATABASE}")
     try:
-        yield url.set(database=BENCH_DATABASE).render_as_string(hide_password=False)
+        with admin.connect() as conn:
+            for name in names:
+                conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+                conn.exec_driver_sql(f"CREATE DATABASE {name}")
+        yield [url.set(database=name).render_as_string(hide_password=False) for name in names]
     finally:
         with admin.connect() as conn:
-            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {BENCH_DATABASE} WITH (FORCE)")
+            for name in names:
+                conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
         admin.dispose()
 
 
@@ -209,41 +213,60 @@ def measure_add(client: httpx.Client, first_index: int) -> dict[str, float]:
     }
 
 
-def measure_size(root: Path, db_url: str | None, token: str, size: int, seconds: float) -> dict:
-    """Every figure of one catalog size, through a server started for it."""
-    catalog = Catalog.open(root, db_url, instruments=[INSTRUMENT])
-    try:
-        with catalog.engine.connect() as conn:
-            ids = [
-                row[0]
-                for row in conn.exec_driver_sql(
-                    "SELECT id FROM records ORDER BY random() LIMIT 5000"
-                )
-            ]
-            darks = conn.exec_driver_sql(
-                "SELECT count(*) FROM records WHERE cal_type = 'dark'"
-            ).scalar()
-            last_seq = conn.exec_driver_sql("SELECT max(seq) FROM records").scalar()
-            total = conn.exec_driver_sql("SELECT count(*) FROM records").scalar()
-    finally:
-        catalog.close()
-    server, base = start_server(root, db_url)
-    figures: dict[str, float] = {}
-    try:
-        headers = {"Authorization": f"Bearer {token}"}
-        with httpx.Client(base_url=base + "/", headers=headers) as client:
-            client.get("healthz").raise_for_status()
-            figures.update(measure_lookups(client, ids))
-            many = bench_query(base, token, ids, seconds)
-            figures["query?cal_id= 32 clients (requests/s)"] = many["requests_per_second"]
-            figures["query?cal_id= 32 clients p99 (ms)"] = many["p99_ms"]
-            figures.update(measure_type_pages(client, darks))
-            figures.update(measure_changes(client, last_seq))
-            figures.update(measure_add(client, total))
-    finally:
-        server.terminate()
-        server.wait()
-    return figures
+class SizedArchive:
+    """A catalog of one size and the server started on it."""
+
+    def __init__(self, root: Path, db_url: str | None, size: int):
+        self.root, self.db_url, self.size = root, db_url, size
+        self.token = make_token(root, db_url)
+        catalog = Catalog.open(root, db_url, instruments=[INSTRUMENT])
+        try:
+            took = fill(catalog, 0, size)
+            with catalog.engine.connect() as conn:
+                self.ids = [
+                    row[0]
+                    for row in conn.exec_driver_sql(
+                        "SELECT id FROM records ORDER BY random() LIMIT 5000"
+                    )
+                ]
+        finally:
+            catalog.close()
+        print(
+            f"filled {size:,} records through Catalog.add (batches of {FILL_BATCH:,}) in "
+            f"{took:.1f} s = {size / max(took, 1e-9):,.0f} records/s"
+        )
+        #: Index of the next record made (file names are unique).
+        self.next_index = size
+        self.server, self.base = start_server(root, db_url)
+        self.client = httpx.Client(
+            base_url=self.base + "/", headers={"Authorization": f"Bearer {self.token}"}
+        )
+
+    def counts(self) -> tuple[int, int]:
+        """The catalog's dark records and its newest ``seq``.
+
+        Every record is a new one from :func:`make_record` (index ``i`` is a dark when
+        ``i % 3 == 0``) and takes one ``seq``.
+        """
+        return (self.next_index + 2) // 3, self.next_index
+
+    def measure(self, seconds: float) -> dict[str, float]:
+        """One round of every figure."""
+        darks, last_seq = self.counts()
+        figures = measure_lookups(self.client, self.ids)
+        many = bench_query(self.base, self.token, self.ids, seconds)
+        figures["query?cal_id= 32 clients (requests/s)"] = many["requests_per_second"]
+        figures["query?cal_id= 32 clients p99 (ms)"] = many["p99_ms"]
+        figures.update(measure_type_pages(self.client, darks))
+        figures.update(measure_changes(self.client, last_seq))
+        figures.update(measure_add(self.client, self.next_index))
+        self.next_index += ADD_RECORDS
+        return figures
+
+    def close(self) -> None:
+        self.client.close()
+        self.server.terminate()
+        self.server.wait()
 
 
 #: Figures where more is better: their growth is read the other way round.
@@ -266,31 +289,42 @@ def print_table(sizes: list[int], results: list[dict]) -> None:
     print("(for records/s and requests/s the ratio is smallest/largest: how much slower)")
 
 
-def run_scale(db_url: str | None, sizes: list[int], seconds: float) -> None:
-    """Fill, measure and print each catalog size in ``sizes`` (ascending)."""
+def best_of(rounds: list[dict[str, float]]) -> dict[str, float]:
+    """Each figure's best round: the lowest time, the highest rate."""
+    best = {}
+    for name in rounds[0]:
+        values = [figures[name] for figures in rounds]
+        higher = any(unit in name for unit in _HIGHER_IS_BETTER)
+        best[name] = max(values) if higher else min(values)
+    return best
+
+
+def run_scale(db_url: str | None, sizes: list[int], seconds: float, rounds: int = 2) -> None:
+    """Fill a catalog of each size in ``sizes``, measure them in turns, print side by side.
+
+    Every size has its catalog and server, all running at once, and the rounds
+    take the sizes in turns, so that other work on a shared machine weighs on
+    every size alike; each figure is its best round.
+    """
     sizes = sorted(sizes)
-    results = []
+    archives: list[SizedArchive] = []
     with (
-        bench_database(db_url) as url,
+        bench_databases(db_url, sizes) as urls,
         tempfile.TemporaryDirectory(prefix="koa-bench-scale-") as folder,
     ):
-        root = Path(folder) / "archive"
-        token = make_token(root, url)
-        present = 0
-        for size in sizes:
-            catalog = Catalog.open(root, url, instruments=[INSTRUMENT])
-            try:
-                with catalog.engine.connect() as conn:
-                    present = conn.exec_driver_sql("SELECT count(*) FROM records").scalar()
-                wanted = max(0, size - present)
-                took = fill(catalog, present, present + wanted)
-            finally:
-                catalog.close()
-            print(
-                f"filled {wanted:,} records through Catalog.add (batches of {FILL_BATCH:,}) in "
-                f"{took:.1f} s = {wanted / max(took, 1e-9):,.0f} records/s; catalog: {size:,}"
-            )
-            started = time.perf_counter()
-            results.append(measure_size(root, url, token, size, seconds))
-            print(f"measured {size:,} in {time.perf_counter() - started:.1f} s")
-    print_table(sizes, results)
+        try:
+            for size, url in zip(sizes, urls, strict=True):
+                archives.append(SizedArchive(Path(folder) / f"archive-{size}", url, size))
+            measured: list[list[dict]] = [[] for _ in sizes]
+            for number in range(rounds):
+                for archive, results in zip(archives, measured, strict=True):
+                    started = time.perf_counter()
+                    results.append(archive.measure(seconds))
+                    print(
+                        f"round {number + 1}: measured {archive.size:,} in "
+                        f"{time.perf_counter() - started:.1f} s"
+                    )
+        finally:
+            for archive in archives:
+                archive.close()
+    print_table(sizes, [best_of(results) for results in measured])
