@@ -8,6 +8,8 @@ Run::
     python3 bench/archive.py --db postgresql://postgres@127.0.0.1:5432/test \
         --storage s3://koa-bench/archive --s3-endpoint-url http://127.0.0.1:9000 --size 1G
     python3 bench/archive.py --db ... --storage s3://koa-bench/archive --start-moto --size 256M
+    python3 bench/archive.py --sizes 100000,1000000   # the catalog at scale (SQLite)
+    python3 bench/archive.py --sizes 100000,1000000 --db postgresql://postgres@127.0.0.1:5432/test
 
 It starts ``koa-archive serve`` in a temporary folder and prints:
 
@@ -38,6 +40,11 @@ archive next to ``curl`` against the store directly (presigned PUT and GET),
 the download through a second server started with ``--redirect-downloads``
 (``curl -L``), and the ``query?cal_id=`` rate of one server and of two servers
 on the same catalog and bucket, connections handed out round-robin.
+
+With ``--sizes N,M,...`` the run is the scale run of ``bench/archive_scale.py``
+instead: a catalog filled to each size (on PostgreSQL each in a database of its
+own, dropped afterwards), the per-request figures measured at each, printed side by
+side with their ratio (target: none over 2x from the smallest size to the largest).
 
 Targets: at least 0.7 of curl's rate both ways; peak RSS under 150 MB during the
 upload; while the hostile add is refused, ``/healthz`` p99 under 100 ms and peak
@@ -80,6 +87,7 @@ from archive_common import (
     write_random_file,
 )
 from archive_s3 import bench_object_storage, parse_size, start_moto
+from archive_scale import run_scale
 from machine import warm_memory
 
 logger = logging.getLogger(__name__)
@@ -500,6 +508,13 @@ def main() -> None:
     )
     parser.add_argument("--idle-connections", type=int, default=1000, metavar="N")
     parser.add_argument("--nofile", type=int, default=1024, help="the server's file limit")
+    parser.add_argument(
+        "--sizes",
+        type=lambda text: [int(n) for n in text.split(",")],
+        default=None,
+        metavar="N,M,...",
+        help="run only the scale run: the catalog filled to each size (e.g. 100000,1000000)",
+    )
     args = parser.parse_args()
     if args.size_mb is not None:
         args.size = args.size_mb << 20
@@ -509,6 +524,10 @@ def main() -> None:
         f"machine: {os.cpu_count()} CPUs, {psutil.virtual_memory().total / 2**30:.0f} GiB RAM; "
         f"catalog: {'PostgreSQL' if args.db else 'SQLite'}; files: {args.storage or 'folder'}"
     )
+    if args.sizes:
+        run_scale(args.db, args.sizes, min(args.seconds, 3.0))
+        print(f"command: {command.strip()}")
+        return
     if args.storage:
         moto = None
         if args.start_moto:

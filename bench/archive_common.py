@@ -109,10 +109,13 @@ async def _keep_alive_client(host, port, path_for, token, deadline, latencies, e
         writer.close()
 
 
-def bench_query(base: str | list[str], token: str, ids: list[str], seconds: float) -> None:
+def bench_query(
+    base: str | list[str], token: str, ids: list[str], seconds: float
+) -> dict[str, float]:
     """query?cal_id= at 32 concurrent keep-alive connections (a minimal raw HTTP/1.1 client).
 
-    With several servers the connections are handed out round-robin.
+    With several servers the connections are handed out round-robin. Prints the
+    figures and returns them (``requests_per_second``, ``p50_ms``, ``p99_ms``).
     """
     urls = [httpx.URL(b) for b in ([base] if isinstance(base, str) else base)]
     url = urls[0]
@@ -153,6 +156,7 @@ def bench_query(base: str | list[str], token: str, ids: list[str], seconds: floa
         f"{len(latencies) / elapsed:,.0f} requests/s, p50 {p50:.1f} ms, p99 {p99:.1f} ms"
         + (f", {len(errors)} non-200 answers" if errors else "")
     )
+    return {"requests_per_second": len(latencies) / elapsed, "p50_ms": p50, "p99_ms": p99}
 
 
 def write_random_file(path: Path, size: int) -> str:

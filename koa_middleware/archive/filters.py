@@ -25,11 +25,14 @@ from ..records import (
     validate_column_name,
 )
 from .problems import BadRequest, shorten
-from .schema import records
+from .schema import records, seq_counters
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["conditions", "query_statement"]
+__all__ = ["CATALOG_SEQ", "conditions", "query_statement"]
+
+#: Label of the column that :func:`query_statement` adds with ``with_catalog_seq``.
+CATALOG_SEQ = "koa_catalog_seq"
 
 _RANGES = {
     "date_time_start": ("datetime_obs", ">="),
@@ -65,22 +68,48 @@ def query_statement(
     limit: int | None = None,
     offset: int | None = None,
     include_retracted: bool = False,
+    *,
+    after: tuple[str, str] | None = None,
+    with_catalog_seq: bool = False,
 ) -> sa.Select:
     """Return the SELECT of the ``query`` route: matching rows by ``last_updated``, then ``id``.
 
     Retracted records match only with ``include_retracted`` (v2 ``include_retracted=1``);
     by default a query shows what may be used, as v1 clients expect.
 
+    Parameters
+    ----------
+    instrument, filters, is_postgres, limit, offset, include_retracted
+        The query.
+    after : (str, str) | None
+        Only the rows whose ``(last_updated, id)`` comes after this: where an earlier
+        page ended (:mod:`.page_marks`), found through an index rather than skipped.
+    with_catalog_seq : bool
+        Add the instrument's ``seq`` counter to every row (column :data:`CATALOG_SEQ`),
+        read in the statement's own snapshot.
+
     Raises
     ------
     BadRequest
         If a filter name or value is invalid.
     """
+    columns: list = [records]
+    if with_catalog_seq:
+        counter = (
+            sa.select(seq_counters.c.last_seq)
+            .where(seq_counters.c.instrument == instrument)
+            .scalar_subquery()
+        )
+        columns.append(counter.label(CATALOG_SEQ))
     statement = (
-        sa.select(records)
+        sa.select(*columns)
         .where(records.c.instrument == instrument, *conditions(filters, is_postgres))
         .order_by(records.c.last_updated, records.c.id)
     )
+    if after is not None:
+        statement = statement.where(
+            sa.tuple_(records.c.last_updated, records.c.id) > sa.tuple_(*after)
+        )
     if not include_retracted:
         statement = statement.where(records.c.retracted_at.is_(None))
     if limit is not None:

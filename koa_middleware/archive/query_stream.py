@@ -18,6 +18,10 @@ while reading later batches is logged and the connection is closed before the
 closing ``]``, so the client sees a broken body (and retries) rather than a
 short list.
 
+A page (``limit`` and ``offset``) that starts where an earlier page of the same
+query ended, with the catalog unchanged since, is read from that page's last row
+on rather than by skipping ``offset`` rows (:mod:`.page_marks`); the answer is the same.
+
 Examples
 --------
 >>> answer = stream_query(catalog, "hispec", {}, include_seq=True)  # doctest: +SKIP
@@ -32,12 +36,15 @@ import threading
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
+import sqlalchemy as sa
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from sqlalchemy.engine import Connection, CursorResult
 
 from .catalog import Catalog, row_to_record
-from .filters import query_statement
+from .filters import CATALOG_SEQ, query_statement
+from .page_marks import PageMark, PageMarks
+from .schema import seq_counters
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +83,9 @@ class RecordBatches:
         Rows fetched from the catalog at a time.
     include_retracted : bool
         Also send retracted records, every record with its lifecycle fields.
+    marks : PageMarks | None
+        Where earlier pages ended: a page with a ``limit`` remembers its end there,
+        and one that starts at a remembered end is read from it (the same rows).
 
     Notes
     -----
@@ -97,13 +107,19 @@ class RecordBatches:
         columns: Sequence[str] | None = None,
         batch_rows: int = DEFAULT_QUERY_BATCH,
         include_retracted: bool = False,
+        marks: PageMarks | None = None,
     ):
         if batch_rows < 1:
             raise ValueError(f"batch_rows must be at least 1, not {batch_rows}")
-        statement = query_statement(
-            instrument, filters, catalog.is_postgres, limit, offset, include_retracted
-        )
         self.instrument = instrument
+        self._filters = dict(filters)
+        self._offset = offset or 0
+        self._limit = limit
+        # Only pages (a limit) are remembered: a client asks for the next one.
+        self._marks = marks if limit else None
+        mark = None
+        if self._marks is not None and self._offset:
+            mark = self._marks.find(instrument, self._filters, include_retracted, self._offset)
         self.include_seq = include_seq
         self.lifecycle = include_retracted
         self.columns = tuple(columns) if columns else None
@@ -116,15 +132,58 @@ class RecordBatches:
         self._closed = False
         self._done = False
         self._result: CursorResult | None = None
+        #: The first batch, when it was read here to check a page mark.
+        self._pending: list | None = None
+
+        def statement(after: PageMark | None) -> sa.Select:
+            return query_statement(
+                instrument,
+                filters,
+                catalog.is_postgres,
+                limit,
+                None if after else offset,
+                include_retracted,
+                after=(after.last_updated, after.id) if after else None,
+                with_catalog_seq=self._marks is not None,
+            )
+
         self._conn: Connection | None = catalog.engine.connect()
         try:
             # yield_per: a server-side cursor on PostgreSQL, fetchmany on SQLite.
             self._conn = self._conn.execution_options(yield_per=batch_rows)
-            self._result = self._conn.execute(statement)
-            self._rows = self._result.mappings()
+            if mark is not None and not self._start_after(statement(mark), mark):
+                logger.debug("query %s: the catalog changed since the page mark", instrument)
+                self._result.close()
+                mark = None
+            if mark is None:
+                self._result = self._conn.execute(statement(None))
+                self._rows = self._result.mappings()
         except BaseException:
             self._release()
             raise
+
+    def _start_after(self, statement: sa.Select, mark: PageMark) -> bool:
+        """Run the page from ``mark``; whether the catalog is as it was when it was made.
+
+        The first batch is read here: its rows carry the ``seq`` counter of the
+        statement's snapshot. With no rows the counter is read afterwards: it only
+        grows, so if it still equals the mark's the snapshot (taken in between) did too.
+        """
+        self._result = self._conn.execute(statement)
+        self._rows = self._result.mappings()
+        first = self._rows.fetchmany(self.batch_rows)
+        if first:
+            seq = first[0][CATALOG_SEQ]
+        else:
+            seq = self._conn.execute(
+                sa.select(seq_counters.c.last_seq).where(
+                    seq_counters.c.instrument == self.instrument
+                )
+            ).scalar()
+        if seq != mark.seq:
+            return False
+        self._pending = first
+        return True
 
     def next_chunk(self) -> bytes:
         """Read the next batch and return its records as JSON text, ``b""`` after the last.
@@ -137,7 +196,10 @@ class RecordBatches:
                 return b""
             self._busy = True
         try:
-            rows = self._rows.fetchmany(self.batch_rows)
+            if self._pending is not None:
+                rows, self._pending = self._pending, None
+            else:
+                rows = self._rows.fetchmany(self.batch_rows)
         finally:
             with self._lock:
                 self._busy = False
@@ -152,6 +214,15 @@ class RecordBatches:
             return b""
         self.batches += 1
         self.rows += len(rows)
+        if self._marks is not None and self.rows == self._limit:
+            last = rows[-1]
+            self._marks.remember(
+                self.instrument,
+                self._filters,
+                self.lifecycle,
+                self._offset + self.rows,
+                PageMark(last[CATALOG_SEQ], last["last_updated"], last["id"]),
+            )
         logger.debug(
             "query %s: batch %d read (%d rows so far)", self.instrument, self.batches, self.rows
         )
@@ -196,6 +267,7 @@ def stream_query(
     columns: Sequence[str] | None = None,
     batch_rows: int = DEFAULT_QUERY_BATCH,
     include_retracted: bool = False,
+    marks: PageMarks | None = None,
 ) -> Response:
     """Answer ``GET INST/query`` with a JSON array of records sent batch by batch.
 
@@ -205,7 +277,9 @@ def stream_query(
 
     Parameters
     ----------
-    catalog, instrument, filters, limit, offset, include_seq, columns, batch_rows, include_retracted
+    catalog, instrument, filters, limit, offset, include_seq, columns, batch_rows
+        As for :class:`RecordBatches`.
+    include_retracted, marks
         As for :class:`RecordBatches`.
 
     Returns
@@ -228,6 +302,7 @@ def stream_query(
         columns=columns,
         batch_rows=batch_rows,
         include_retracted=include_retracted,
+        marks=marks,
     )
     try:
         first = batches.next_chunk()

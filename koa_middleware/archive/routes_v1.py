@@ -76,6 +76,7 @@ def query(request: Request, access: Access = Depends(read_access)) -> Response:
             columns=wanted,
             batch_rows=archive.settings.query_batch,
             include_retracted=include_retracted,
+            marks=archive.page_marks,
         )
     found = archive.catalog.query(
         instrument,

@@ -9,6 +9,7 @@ from pathlib import Path
 from ..profiles import DEFAULT_INSTRUMENTS
 from .bodies import DEFAULT_BODY_TIMEOUT, DEFAULT_MAX_ADD_BYTES, DEFAULT_MAX_ADD_RECORDS
 from .catalog import Catalog
+from .page_marks import PageMarks
 from .query_stream import DEFAULT_QUERY_BATCH
 from .storage_interface import FileStorage
 from .tokens import TokenStore
@@ -49,3 +50,5 @@ class Archive:
         self.catalog = catalog
         self.storage = storage
         self.tokens = TokenStore(catalog.engine)
+        #: Where recent pages of queries ended (the next page starts there).
+        self.page_marks = PageMarks()

@@ -5,6 +5,8 @@ columns ``published_at``, ``retracted_at`` and ``retract_reason``.
 :func:`upgrade_catalog` adds them at start-up (``ALTER TABLE ... ADD COLUMN``)
 and fills ``published_at`` of the records already there from their
 ``last_updated``, in one transaction, so an archive made before keeps working.
+Indexes of ``records`` added since (:func:`create_missing_indexes`) are built at
+start-up too (``CREATE INDEX IF NOT EXISTS``; a few seconds per million records).
 Several processes may start on one catalog at once: on SQLite the check and
 the change run under the write lock (``BEGIN IMMEDIATE``), on PostgreSQL
 ``ADD COLUMN IF NOT EXISTS`` under the table lock the first ``ALTER`` takes.
@@ -26,7 +28,7 @@ from .schema import records
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["upgrade_catalog"]
+__all__ = ["create_missing_indexes", "upgrade_catalog"]
 
 #: Columns added to ``records`` since the first catalogs, with their SQL types.
 _ADDED_COLUMNS = ("published_at", "retracted_at", "retract_reason")
@@ -54,6 +56,7 @@ def upgrade_catalog(engine: Engine) -> list[str]:
     list of str
         The columns added (empty when the catalog was current).
     """
+    create_missing_indexes(engine)
     with engine.connect() as conn:
         if set(_ADDED_COLUMNS) <= _present_columns(conn):
             return []
@@ -82,3 +85,32 @@ def upgrade_catalog(engine: Engine) -> list[str]:
             ", ".join(added),
         )
     return added
+
+
+def create_missing_indexes(engine: Engine) -> list[str]:
+    """Build the indexes of ``records`` that an older catalog lacks; return their names.
+
+    Parameters
+    ----------
+    engine : Engine
+        The catalog's engine (its tables created).
+
+    Returns
+    -------
+    list of str
+        The indexes built (empty when the catalog had them all).
+    """
+    with engine.connect() as conn:
+        present = {index["name"] for index in sa.inspect(conn).get_indexes("records")}
+    missing = [index for index in records.indexes if index.name not in present]
+    if not missing:
+        return []
+    with engine.connect() as conn:
+        conn = conn.execution_options(koa_write=True)  # BEGIN IMMEDIATE on SQLite
+        with conn.begin():
+            for index in missing:
+                # IF NOT EXISTS: another process starting on the catalog may have built it.
+                conn.execute(sa.schema.CreateIndex(index, if_not_exists=True))
+    names = [index.name for index in missing]
+    logger.warning("Upgraded the catalog: built the index(es) %s", ", ".join(names))
+    return names
