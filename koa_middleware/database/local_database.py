@@ -100,7 +100,10 @@ class LocalCalibrationDB(RecordReading, SideTables):
         #: connections of this process open (the selection view does); None for a file.
         self.memory_uri: str | None = None
         self.table_name = validate_column_name(table_name)
-        self._lock = threading.RLock()
+        #: Held while the connection is in use: threads of one process (a web server's
+        #: workers) share it, and take this lock around each use.
+        self.lock = threading.RLock()
+        self._lock = self.lock
         self._depth = 0
         if self.db_path == ":memory:":
             self.memory_uri = f"file:koa-{uuid.uuid4().hex}?mode=memory&cache=shared"

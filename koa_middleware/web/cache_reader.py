@@ -86,7 +86,7 @@ class CacheReader:
     def _version(self, instrument: str) -> tuple[int, int]:
         """What moves when the database changes: by another connection, or by this one."""
         db = self.caches[instrument].db
-        with db._lock:
+        with db.lock:
             (data_version,) = db.conn.execute("PRAGMA data_version").fetchone()
             return data_version, db.conn.total_changes
 
@@ -96,7 +96,7 @@ class CacheReader:
 
     def _select(self, instrument: str, sql: str, params: list[Any] | tuple = ()) -> list[tuple]:
         db = self.caches[instrument].db
-        with db._lock:  # one connection shared by the server's worker threads
+        with db.lock:  # one connection shared by the server's worker threads
             return db.conn.execute(sql, tuple(params)).fetchall()
 
     def _records(self, instrument: str, where: str, params: list[Any], tail: str = "") -> list:
@@ -105,7 +105,7 @@ class CacheReader:
             f"SELECT t.*, {_LIFECYCLE_COLUMNS} FROM {quote_identifier(db.table_name)} t "  # noqa: S608
             f"{_LIFECYCLE_JOIN} WHERE {where} {tail}"
         )
-        with db._lock:
+        with db.lock:
             cursor = db.conn.execute(sql, tuple(params))
             names = [d[0] for d in cursor.description or ()]
             rows = cursor.fetchall()
@@ -359,7 +359,7 @@ class CacheReader:
         after another do not keep a connection each.
         """
         cache = self.caches[instrument]
-        with cache.db._lock:
+        with cache.db.lock:
             try:
                 return cache.lifecycle.explain(input, selector, as_of)
             finally:
@@ -369,13 +369,13 @@ class CacheReader:
     def column_names(self, instrument: str) -> list[str]:
         """The columns of the instrument's table in the cache."""
         db = self.caches[instrument].db
-        with db._lock:
+        with db.lock:
             return sorted(db.columns, key=str.lower)
 
     def _timeline_source(self, instrument: str, query: BrowseQuery) -> CacheSource:
         where, params = self._where(query)
         db = self.caches[instrument].db
-        with db._lock:
+        with db.lock:
             columns = frozenset(db.columns)
         from_sql = f"{self._table(instrument)} t {_RETRACTIONS_JOIN}"
         return CacheSource(from_sql, where, params, columns)
