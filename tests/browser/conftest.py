@@ -2,7 +2,9 @@
 
 The sites are real processes on 127.0.0.1: a ``koa-archive serve`` that needs a token
 to read, holding records of three ``cal_type`` (one retracted, with its reason), and a
-``koa-cal ui`` over a local cache that ``koa-cal sync`` filled from that archive.
+``koa-cal ui --manifests DIR`` over a local cache that ``koa-cal sync`` filled from that
+archive. DIR holds the run manifest ``koa-cal explain --manifest`` recorded on that
+cache before the retraction: it pins the record retracted since.
 Screenshots go to the folder ``KOA_SCREENSHOTS`` names, else to a temporary one.
 """
 

@@ -58,6 +58,8 @@ class KeyCheck:
     name: str
     run: Callable[[Any, SiteUnderTest], None]
     sites: tuple[str, ...] = SITES
+    #: True: the page it ends on is photographed too (a result worth showing in docs/ui.rst).
+    photograph: bool = False
 
 
 @dataclass(frozen=True)
@@ -281,12 +283,12 @@ PAGES = (
     PageCase(
         "manifest",
         "/{instrument}/manifest",
-        (SKIP_LINK, KeyCheck("pick", manifest_pick, sites=("cache",))),
+        (SKIP_LINK, KeyCheck("pick", manifest_pick, sites=("cache",), photograph=True)),
     ),
     PageCase(
         "explain",
         "/{instrument}/explain",
-        (SKIP_LINK, KeyCheck("choice", explain_choice)),
+        (SKIP_LINK, KeyCheck("choice", explain_choice, photograph=True)),
         sites=("cache",),
     ),
     PageCase("login", "/login", (SKIP_LINK,), sites=("archive",), signed_in=False),
