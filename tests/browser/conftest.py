@@ -2,7 +2,9 @@
 
 The sites are real processes on 127.0.0.1: a ``koa-archive serve`` that needs a token
 to read, holding records of three ``cal_type`` (one retracted, with its reason), and a
-``koa-cal ui`` over a local cache that ``koa-cal sync`` filled from that archive.
+``koa-cal ui --manifests DIR`` over a local cache that ``koa-cal sync`` filled from that
+archive. DIR holds the run manifest ``koa-cal explain --manifest`` recorded on that
+cache before the retraction: it pins the record retracted since.
 Screenshots go to the folder ``KOA_SCREENSHOTS`` names, else to a temporary one.
 """
 
@@ -21,9 +23,9 @@ import httpx
 import pytest
 from browser.pages import SiteUnderTest
 
-from support.archive import ArchiveServer, create_token, make_record
+from support.archive import ArchiveServer, create_token, make_record, md5_hex, upload
 from support.browser import VIEWPORT, launch_chromium, require_browser
-from support.koa_cal import cli_env, koa_cal
+from support.koa_cal import cli_env, koa_cal, write_cal
 
 SCREENSHOTS_ENV = "KOA_SCREENSHOTS"
 INSTRUMENT = "hispec"
@@ -33,6 +35,8 @@ FIRST_NIGHT = date(2025, 3, 1)
 #: Nights without an arc, so that the coverage map shows a gap.
 ARC_GAP = range(20, 31)
 RETRACT_REASON = "hot pixels in the flat field"
+#: The run manifest ``koa-cal ui --manifests`` lists: it pins the record retracted later.
+RUN_MANIFEST = "run-before-retraction.json"
 
 
 def _records() -> tuple[list[dict[str, Any]], dict[str, Any]]:
@@ -67,7 +71,16 @@ def _records() -> tuple[list[dict[str, Any]], dict[str, Any]]:
     ]
     found += versions
     flats = sum(r["cal_type"] == "flat" for r in found) - 1  # the retracted one is hidden
-    return found, {"instrument": INSTRUMENT, "record": versions[0]["id"], "flats": flats}
+    names = {
+        "instrument": INSTRUMENT,
+        "record": versions[0]["id"],
+        "flats": flats,
+        "reason": RETRACT_REASON,
+        "manifest": RUN_MANIFEST,
+        # A live dark of the last night: the one the retract test retracts and makes live again.
+        "spare": next(r["id"] for r in reversed(found) if r["cal_type"] == "dark"),
+    }
+    return found, names
 
 
 @pytest.fixture(scope="session")
@@ -92,12 +105,33 @@ def screenshots(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 class Archive:
-    """The running archive of a module: its server, tokens and what it holds."""
+    """The running archive of a module: its server, tokens and what it holds.
 
-    def __init__(self, server: ArchiveServer, tokens: dict[str, str], names: dict[str, Any]):
+    ``cache_home`` is the folder of a ``koa-cal`` cache synced from it before the
+    retraction, and ``manifests`` the folder of the run manifest recorded there.
+    """
+
+    def __init__(
+        self,
+        server: ArchiveServer,
+        tokens: dict[str, str],
+        names: dict[str, Any],
+        cache_home: Path,
+        manifests: Path,
+    ):
         self.server = server
         self.tokens = tokens
         self.names = names
+        self.cache_home = cache_home
+        self.manifests = manifests
+
+    def cache_env(self) -> dict[str, str]:
+        """The environment of ``koa-cal`` on the cache, reading from this archive."""
+        return cli_env(
+            self.cache_home,
+            KOA_CALIBRATIONS_URL=self.server.base_url,
+            KOA_API_TOKEN=self.tokens["read"],
+        )
 
     @property
     def pages(self) -> str:
@@ -114,31 +148,56 @@ def archive(chromium: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         "write": create_token(root, "write", name="publisher"),
     }
     records, names = _records()
+    newest = records.pop()  # the third version, published after the run below
     with ArchiveServer(root, instruments=(INSTRUMENT,)) as server:
+        archive = Archive(
+            server, tokens, names, tmp_path_factory.mktemp("koa-cal"), root / "manifests"
+        )
         headers = {"Authorization": f"Bearer {tokens['write']}"}
         with httpx.Client(base_url=server.base_url + "/", headers=headers, timeout=60) as client:
+            _upload_file_of(client, next(r for r in records if r["id"] == names["record"]), root)
             client.post(f"{INSTRUMENT}/add", json=records).raise_for_status()
+            _record_run(archive, records)
+            client.post(f"{INSTRUMENT}/add", json=[newest]).raise_for_status()
             retraction = {"ids": [names["record"]], "reason": RETRACT_REASON}
             client.post(f"{INSTRUMENT}/retract", json=retraction).raise_for_status()
-        yield Archive(server, tokens, names)
+        yield archive
+
+
+def _upload_file_of(client: httpx.Client, record: dict[str, Any], root: Path) -> None:
+    """Upload a FITS file for ``record`` and note its MD5 and size (a manifest pins them)."""
+    data = write_cal(root / record["filename"], DATE_OBS=record["datetime_obs"]).read_bytes()
+    record.update(file_md5=md5_hex(data), file_size=len(data))
+    upload(client, record["id"], data, INSTRUMENT).raise_for_status()
+
+
+def _record_run(archive: Archive, records: list[dict[str, Any]]) -> None:
+    """A run that chose the record retracted later: ``koa-cal explain --manifest``."""
+    chosen = next(r for r in records if r["id"] == archive.names["record"])
+    env = archive.cache_env()
+    synced = koa_cal("sync", env=env)
+    assert synced.returncode == 0, synced.stderr
+    archive.manifests.mkdir()
+    explained = koa_cal(
+        *("explain", "--selector", "latest", "--option", "cal_type=flat"),
+        *("--meta", f"datetime_obs={chosen['datetime_obs']}"),
+        *("--meta", f"spectrograph={chosen['spectrograph']}"),
+        *("--meta", f"instrument_era={chosen['instrument_era']}"),
+        *("--manifest", str(archive.manifests / RUN_MANIFEST)),
+        env=env,
+    )
+    assert explained.returncode == 0, explained.stderr
+    assert chosen["filename"] in explained.stdout, explained.stdout
 
 
 @pytest.fixture(scope="module")
-def local_pages(archive: Archive, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """``koa-cal ui`` over a cache synced from the archive; yields its pages' URL (``/ui``)."""
-    home = tmp_path_factory.mktemp("koa-cal")
-    synced = koa_cal(
-        "sync",
-        env=cli_env(
-            home,
-            KOA_CALIBRATIONS_URL=archive.server.base_url,
-            KOA_API_TOKEN=archive.tokens["read"],
-        ),
-    )
+def local_pages(archive: Archive) -> Iterator[str]:
+    """``koa-cal ui --manifests`` over a cache synced from the archive; yields ``.../ui``."""
+    synced = koa_cal("sync", env=archive.cache_env())
     assert synced.returncode == 0, synced.stderr
     process = subprocess.Popen(
-        [sys.executable, "-m", "koa_middleware.cli", "ui"],
-        env=cli_env(home),
+        [sys.executable, "-m", "koa_middleware.cli", "ui", "--manifests", str(archive.manifests)],
+        env=cli_env(archive.cache_home),
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         stdin=subprocess.DEVNULL,

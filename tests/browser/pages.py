@@ -40,7 +40,9 @@ class SiteUnderTest:
         Signed in where the site needs a token.
     names : dict
         What page paths are filled in with: ``instrument``, ``record`` (a record with
-        several versions, one retracted), ``flats`` (how many live flat records).
+        several versions, one retracted), ``reason`` (why it was retracted), ``flats``
+        (how many live flat records), ``manifest`` (the run manifest that pinned the
+        retracted record, in ``koa-cal ui --manifests``), ``spare`` (a live dark).
     """
 
     kind: str
@@ -56,6 +58,8 @@ class KeyCheck:
     name: str
     run: Callable[[Any, SiteUnderTest], None]
     sites: tuple[str, ...] = SITES
+    #: True: the page it ends on is photographed too (a result worth showing in docs/ui.rst).
+    photograph: bool = False
 
 
 @dataclass(frozen=True)
@@ -191,6 +195,62 @@ def changes_later(page: Any, site: SiteUnderTest) -> None:
     assert page.locator("tbody th[scope=row]").first.inner_text() == str(int(shown[-1]) + 1)
 
 
+def timeline_mark(page: Any, site: SiteUnderTest) -> None:
+    """Tab to the first mark of the drawing (an SVG link), press Enter: its record's page."""
+    mark = "svg.timeline a[href*='/records/']"
+    href = page.locator(mark).first.get_attribute("href")
+    tab_to(page, mark)
+    _press_enter_and_wait(page, lambda url: url.endswith(href))
+    assert page.locator("h1").inner_text().endswith(".fits")
+    assert page.locator("table").first.is_visible()
+
+
+def timeline_filter(page: Any, site: SiteUnderTest) -> None:
+    """Tab to the cal_type filter, type ``arc``, press Enter: only the arcs are drawn."""
+    tab_to(page, "#f-type")
+    page.keyboard.type("arc")
+    _press_enter_and_wait(page, lambda url: "cal_type=arc" in url)
+    lanes = page.locator("table:not(.records) tbody th[scope=row]").all_inner_texts()
+    assert lanes and set(lanes) == {"arc"}, lanes  # one lane per spectrograph
+    marks = page.locator("svg.timeline a[href*='/records/']").count()
+    assert page.locator("#timeline-summary strong").inner_text() == str(marks) and marks > 0
+
+
+def manifest_pick(page: Any, site: SiteUnderTest) -> None:
+    """Tab to the manifests list, pick the run by typing its name, send: a retracted pin."""
+    tab_to(page, "#pick")
+    page.keyboard.type(site.names["manifest"][:6])
+    assert page.locator("#pick").input_value() == site.names["manifest"]
+    tab_to(page, "section[aria-labelledby=pick-title] button")
+    _press_enter_and_wait(page, lambda url: "pick=" in url)
+    assert page.locator("#check-title").inner_text() == site.names["manifest"]
+    assert "1 of 1 pins must be redone" in page.locator("p.summary").inner_text()
+    status = page.locator("section[aria-labelledby=check-title] tbody td:nth-of-type(2)")
+    assert status.inner_text().startswith("Retracted on "), status.inner_text()
+    assert site.names["reason"] in status.inner_text()
+
+
+def explain_choice(page: Any, site: SiteUnderTest) -> None:
+    """Fill the selection and the frame with the keyboard, press Enter: the choice shown."""
+    tab_to(page, "#g-selector")
+    page.keyboard.type("latest")
+    tab_to(page, "#g-cal_type")
+    page.keyboard.type("flat")
+    for name, value in (
+        ("datetime_obs", "2025-03-01T03:00:00"),
+        ("spectrograph", "yJ"),
+        ("instrument_era", "era1"),
+    ):
+        tab_to(page, f"#m-{name}")
+        page.keyboard.type(value)
+    _press_enter_and_wait(page, lambda url: "cal_type=flat" in url)
+    chosen = page.locator("#result-title + p.summary").inner_text()
+    # The second version is retracted: the third is chosen, the second listed as skipped.
+    assert chosen.startswith("Chosen: ") and "_v003.fits" in chosen, chosen
+    skipped = page.locator("table", has_text="Skipped: retracted").inner_text()
+    assert "_v002.fits" in skipped and site.names["reason"] in skipped
+
+
 SKIP_LINK = KeyCheck("skip link", skip_link)
 
 #: Every page the browser tests open. Add a page here, with its keyboard checks.
@@ -214,6 +274,22 @@ PAGES = (
         "changes",
         "/{instrument}/changes",
         (SKIP_LINK, KeyCheck("later", changes_later, sites=("archive",))),
+    ),
+    PageCase(
+        "timeline",
+        "/{instrument}/timeline",
+        (SKIP_LINK, KeyCheck("mark", timeline_mark), KeyCheck("filter", timeline_filter)),
+    ),
+    PageCase(
+        "manifest",
+        "/{instrument}/manifest",
+        (SKIP_LINK, KeyCheck("pick", manifest_pick, sites=("cache",), photograph=True)),
+    ),
+    PageCase(
+        "explain",
+        "/{instrument}/explain",
+        (SKIP_LINK, KeyCheck("choice", explain_choice, photograph=True)),
+        sites=("cache",),
     ),
     PageCase("login", "/login", (SKIP_LINK,), sites=("archive",), signed_in=False),
 )

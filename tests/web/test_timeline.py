@@ -99,8 +99,8 @@ def test_one_lane_per_type_in_each_facet_each_mark_linking_to_its_record(site):
     assert '<circle id="tl-live"' in svg and '<path id="tl-retracted"' in svg
     assert "RETRACTED</title>" in svg
     assert '<span class="flag">Retracted</span>' in html.split("</svg>", 1)[1]
-    # Accessible: named and described, a summary, tables with captions.
-    assert 'role="img" aria-labelledby="tl-title tl-desc"' in svg
+    # Accessible: named and described (a group, as its marks are links), a summary, tables.
+    assert 'role="group" aria-labelledby="tl-title" aria-describedby="tl-desc"' in svg
     assert (
         '<title id="tl-title">' in svg and '<desc id="tl-desc">5 calibrations, 1 retracted' in svg
     )
