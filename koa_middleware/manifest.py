@@ -375,7 +375,8 @@ def _check_entry(path: str | os.PathLike, number: int, entry: Any) -> None:
         if "filename" not in chosen:
             raise ValueError("its chosen calibration has no 'filename'")
         validate_filename(chosen["filename"])
-        validate_md5(chosen.get("file_md5"))
+        if chosen.get("file_md5") is not None:  # a record without a file pins no bytes
+            validate_md5(chosen["file_md5"])
         if not isinstance(entry.get("input"), dict) or not isinstance(entry.get("call"), str):
             raise ValueError("it lacks 'call' or 'input'")
         if not isinstance(entry["input"].get("metadata") or {}, dict):
@@ -480,12 +481,17 @@ def check_pinned(chosen: Mapping[str, Any], record: Mapping[str, Any], manifest:
     ChecksumMismatchError
         If the record's MD5 differs from the manifest's.
     """
-    if str(record.get("file_md5") or "").lower() != str(chosen["file_md5"]).lower():
+    if str(record.get("file_md5") or "").lower() != _pinned_md5(chosen):
         raise ChecksumMismatchError(
             f"{chosen['filename']} (id {chosen['id']}) has MD5 {record.get('file_md5')} now, "
             f"but {manifest.name} pinned {chosen['file_md5']}; the calibration changed since "
             "the run was recorded, so the run cannot be reproduced with it."
         )
+
+
+def _pinned_md5(chosen: Mapping[str, Any]) -> str:
+    """The MD5 a pin recorded, lower case; empty for a record that had none."""
+    return str(chosen.get("file_md5") or "").lower()
 
 
 def _pinned(path: str | os.PathLike) -> dict[str, dict]:
@@ -545,7 +551,7 @@ def _pin_problem(cache: Any, chosen: Mapping[str, Any], record: Mapping[str, Any
     """
     from .hashing import file_md5
 
-    pinned_md5 = str(chosen["file_md5"]).lower()
+    pinned_md5 = _pinned_md5(chosen)
     if chosen["filename"] != record["filename"]:
         return (
             f"the pin names the file {chosen['filename']}, but calibration {record['id']} is "
@@ -559,7 +565,7 @@ def _pin_problem(cache: Any, chosen: Mapping[str, Any], record: Mapping[str, Any
     where = cache.locate(record)
     if not where.present or not where.path.is_file():
         return "not downloaded"
-    if file_md5(where.path) != pinned_md5:
+    if pinned_md5 and file_md5(where.path) != pinned_md5:
         return f"the cached file's MD5 is not the pinned {chosen['file_md5']}"
     return None
 
