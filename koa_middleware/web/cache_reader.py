@@ -32,7 +32,7 @@ from .column_filters import column_condition
 if TYPE_CHECKING:
     from ..cache.local_cache import LocalCache
 
-from .memo import VersionedMemo, count_from_type_counts
+from .memo import VersionedMemo, count_from_type_counts, query_key
 from .reader import (
     ID_BATCH,
     BrowseQuery,
@@ -384,6 +384,16 @@ class CacheReader:
         self, instrument: str, query: BrowseQuery, facets: Sequence[str]
     ) -> list[LaneCount]:
         """The records of ``query`` per facet values and ``cal_type``."""
+        # Whole-table groupings: kept until the source changes (web/memo.py).
+        return self._memo.get(
+            self._version(instrument),
+            ("lanes", instrument, query_key(query), tuple(facets)),
+            lambda: self._timeline_lanes(instrument, query, facets),
+        )
+
+    def _timeline_lanes(
+        self, instrument: str, query: BrowseQuery, facets: Sequence[str]
+    ) -> list[LaneCount]:
         source = self._timeline_source(instrument, query)
         return cache_lanes(partial(self._select, instrument), source, facets)
 
@@ -398,6 +408,15 @@ class CacheReader:
         self, instrument: str, query: BrowseQuery, facets: Sequence[str], start: float, width: float
     ) -> list[BinCount]:
         """Records of ``query`` per lane and time bin."""
+        return self._memo.get(
+            self._version(instrument),
+            ("bins", instrument, query_key(query), tuple(facets), start, width),
+            lambda: self._timeline_bins(instrument, query, facets, start, width),
+        )
+
+    def _timeline_bins(
+        self, instrument: str, query: BrowseQuery, facets: Sequence[str], start: float, width: float
+    ) -> list[BinCount]:
         source = self._timeline_source(instrument, query)
         return cache_bins(partial(self._select, instrument), source, facets, start, width)
 

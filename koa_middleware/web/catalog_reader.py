@@ -23,7 +23,7 @@ from ..archive.retractions import check_ids, check_reason
 from ..archive.schema import RECORD_COLUMNS, record_columns, records, row_to_record, seq_counters
 from ..archive.storage_interface import FileStorage
 from .catalog_timeline import catalog_bins, catalog_lanes, catalog_marks
-from .memo import VersionedMemo, count_from_type_counts
+from .memo import VersionedMemo, count_from_type_counts, query_key
 from .reader import (
     ID_BATCH,
     BadQuery,
@@ -361,6 +361,16 @@ class CatalogReader:
         self, instrument: str, query: BrowseQuery, facets: Sequence[str]
     ) -> list[LaneCount]:
         """The records of ``query`` per facet values and ``cal_type``."""
+        # Whole-table groupings: kept until the source changes (web/memo.py).
+        return self._memo.get(
+            self._version(instrument),
+            ("lanes", instrument, query_key(query), tuple(facets)),
+            lambda: self._timeline_lanes(instrument, query, facets),
+        )
+
+    def _timeline_lanes(
+        self, instrument: str, query: BrowseQuery, facets: Sequence[str]
+    ) -> list[LaneCount]:
         return catalog_lanes(self.catalog, self._where(instrument, query), facets)
 
     def timeline_marks(
@@ -373,6 +383,15 @@ class CatalogReader:
         self, instrument: str, query: BrowseQuery, facets: Sequence[str], start: float, width: float
     ) -> list[BinCount]:
         """Records of ``query`` per lane and time bin."""
+        return self._memo.get(
+            self._version(instrument),
+            ("bins", instrument, query_key(query), tuple(facets), start, width),
+            lambda: self._timeline_bins(instrument, query, facets, start, width),
+        )
+
+    def _timeline_bins(
+        self, instrument: str, query: BrowseQuery, facets: Sequence[str], start: float, width: float
+    ) -> list[BinCount]:
         where = self._where(instrument, query)
         return catalog_bins(self.catalog, where, facets, start, width)
 

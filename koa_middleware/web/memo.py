@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["VersionedMemo", "count_from_type_counts"]
+__all__ = ["VersionedMemo", "count_from_type_counts", "query_key"]
 
 T = TypeVar("T")
 
@@ -78,3 +78,8 @@ def count_from_type_counts(counts: list[TypeCount], query: BrowseQuery) -> int |
         for c in counts
         if all(getattr(c, name) == value for name, value in query.filters.items())
     )
+
+
+def query_key(query: BrowseQuery) -> tuple[tuple[str, str], ...]:
+    """A browse query as a key of the memo: every parameter that can change an answer."""
+    return tuple(sorted(query.params().items()))

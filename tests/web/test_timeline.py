@@ -248,3 +248,21 @@ def test_lanes_past_forty_are_listed_but_not_drawn(site):
     assert len(marks(html)) == 40  # one per drawn lane
     table = html.split("<caption>Each calibration of the timeline", 1)[1].split("</table>")[0]
     assert all(f"t{n:02d}.fits" in table for n in range(43))  # every mark in the table
+
+
+def test_kept_lanes_and_bins_follow_a_publication_and_a_retraction(site):
+    """The lanes and bars are kept between loads, and every change shows at once."""
+    batch = many_records(MAX_MARKS + 1, ["dark"], {"spectrograph": ["yJ"]})
+    bulk_add(site, batch)
+    view = {"include_retracted": "1"}
+    first = site.get("/hispec/timeline", **view).text
+    assert summary_total(first) == MAX_MARKS + 1
+    assert not [t for _, inner, t in BAR.findall(svg_of(first)) if "bar-retracted" in inner]
+    assert site.get("/hispec/timeline", **view).text == first  # kept: the same answer
+    site.add([make_record(filename="flat_new.fits", cal_type="flat", spectrograph="yJ")])
+    site.retract(batch[0]["id"], "bad")
+    after = site.get("/hispec/timeline", **view).text
+    assert summary_total(after) == MAX_MARKS + 2
+    hatched = [t for _, inner, t in BAR.findall(svg_of(after)) if "bar-retracted" in inner]
+    assert len(hatched) == 1 and "1 retracted" in hatched[0]
+    assert summary_total(site.get("/hispec/timeline").text) == MAX_MARKS + 1
