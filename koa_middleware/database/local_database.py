@@ -198,7 +198,12 @@ class LocalCalibrationDB(RecordReading, SideTables):
         >>> db = LocalCalibrationDB(":memory:", "hispec")
         >>> db.ensure_index(["cal_type", "datetime_obs"])
         """
-        known = self._read_columns()
+        columns = list(columns)
+        with self._lock:
+            # The remembered columns serve while they know every column asked for.
+            if not all(c in self._columns for c in columns):
+                self.refresh_columns()  # another process may have added them
+            known = self._columns
         names = [validate_column_name(c) for c in columns if c in known]
         if not names:
             return
@@ -209,11 +214,19 @@ class LocalCalibrationDB(RecordReading, SideTables):
                 + "_"
                 + hashlib.md5(index.encode(), usedforsecurity=False).hexdigest()[:8]
             )
+        if self._has_index(index):
+            return  # a read: the write lock is taken only to create the index
         with self.write_transaction():
             self.conn.execute(
                 f'CREATE INDEX IF NOT EXISTS "{index}" ON {self._quoted_table} '
                 f"({', '.join(quote_identifier(n) for n in names)})"
             )
+
+    def _has_index(self, name: str) -> bool:
+        """Whether the database holds an index of this name (compared without case, as SQLite)."""
+        sql = "SELECT 1 FROM sqlite_master WHERE type = 'index' AND lower(name) = lower(?)"
+        with self._lock:
+            return self.conn.execute(sql, (name,)).fetchone() is not None
 
     def _add_missing_columns(self, runs: list[list[dict]], alter: bool) -> None:
         """Add columns that the records bring, inside the current write transaction.

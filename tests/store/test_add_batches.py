@@ -8,6 +8,7 @@ other, at the edges of a column, in runs of different fields.
 from __future__ import annotations
 
 import math
+import sqlite3
 
 import pytest
 
@@ -187,3 +188,23 @@ def test_a_batch_with_some_records_undated_stamps_only_those_with_one_time(db):
     assert [row["last_updated"] for row in stored_rows(db)] == [
         rec["last_updated"] for rec in stored
     ]
+
+
+def test_an_index_already_there_is_found_without_the_write_lock(tmp_path):
+    path = tmp_path / "locked.db"
+    db = LocalCalibrationDB(path, "hispec", timeout=0.2)
+    db.add([record(0)])
+    db.ensure_index(["cal_type", "mjd_start"])
+    writer = sqlite3.connect(path, isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")  # another process writing for a long time
+    try:
+        db.ensure_index(["cal_type", "mjd_start"])  # there: no wait, no "database is locked"
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            db.ensure_index(["cal_type", "datetime_obs", "mjd_start"])  # missing: it must write
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+    db.ensure_index(["cal_type", "datetime_obs", "mjd_start"])
+    indexes = {row[0] for row in db.conn.execute("SELECT name FROM sqlite_master")}
+    assert "ix_hispec_cal_type_datetime_obs_mjd_start" in indexes
+    db.close()
