@@ -12,6 +12,7 @@ calibrations are allowed (``KOA_ALLOW_RETRACTED=1``), and then it warns.
 from __future__ import annotations
 
 import logging
+import sqlite3
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -154,6 +155,19 @@ class Lifecycle:
         view = self._selection_views.pop(normalize_timestamp(as_of, "as_of"), None)
         if view is not None:
             view.close()
+
+    def open_selection(self) -> None:
+        """Open the view of the live records now, so that the first selection finds it open.
+
+        Opening it is a second connection and a temporary view, most of the
+        cost of a first selection; a store opens it as it opens. If it cannot
+        be opened now, it is opened at the first selection, which then raises
+        what it meets, as it would have anyway.
+        """
+        try:
+            self.selection_db()
+        except (sqlite3.Error, OSError) as exc:
+            logger.debug("The selection view of %s opens at the first selection: %s", self.db, exc)
 
     def close(self) -> None:
         """Close the selection views (the database itself is its owner's to close)."""

@@ -193,9 +193,11 @@ class LocalCache:
         except BaseException:
             db.close()
             raise
-        return cls(
+        cache = cls(
             layout, db, readonly, origin=config.origin, allow_retracted=config.allow_retracted
         )
+        cache.lifecycle.open_selection()
+        return cache
 
     def __repr__(self) -> str:
         return f"LocalCache({str(self.layout.root)!r}, instrument={self.layout.instrument!r})"

@@ -15,7 +15,7 @@ import threading
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from itertools import groupby
+from itertools import chain, groupby
 from operator import itemgetter
 from pathlib import Path
 from typing import Any
@@ -31,10 +31,11 @@ from ..errors import InvalidRecordError
 from ..records import (
     LIFECYCLE_FIELDS,
     LOCAL_REQUIRED_FIELDS,
+    RecordRun,
     split_lifecycle,
     validate_cal_id,
     validate_column_name,
-    validate_records,
+    validate_runs,
 )
 from ..sqlite_wal import connect
 from ..timestamps import utc_now
@@ -200,7 +201,12 @@ class LocalCalibrationDB(RecordReading, SideTables):
         >>> db = LocalCalibrationDB(":memory:", "hispec")
         >>> db.ensure_index(["cal_type", "datetime_obs"])
         """
-        known = self._read_columns()
+        columns = list(columns)
+        with self._lock:
+            # The remembered columns serve while they know every column asked for.
+            if not all(c in self._columns for c in columns):
+                self.refresh_columns()  # another process may have added them
+            known = self._columns
         names = [validate_column_name(c) for c in columns if c in known]
         if not names:
             return
@@ -211,11 +217,19 @@ class LocalCalibrationDB(RecordReading, SideTables):
                 + "_"
                 + hashlib.md5(index.encode(), usedforsecurity=False).hexdigest()[:8]
             )
+        if self._has_index(index):
+            return  # a read: the write lock is taken only to create the index
         with self.write_transaction():
             self.conn.execute(
                 f'CREATE INDEX IF NOT EXISTS "{index}" ON {self._quoted_table} '
                 f"({', '.join(quote_identifier(n) for n in names)})"
             )
+
+    def _has_index(self, name: str) -> bool:
+        """Whether the database holds an index of this name (compared without case, as SQLite)."""
+        sql = "SELECT 1 FROM sqlite_master WHERE type = 'index' AND lower(name) = lower(?)"
+        with self._lock:
+            return self.conn.execute(sql, (name,)).fetchone() is not None
 
     def _add_missing_columns(self, runs: list[list[dict]], alter: bool) -> None:
         """Add columns that the records bring, inside the current write transaction.
@@ -389,7 +403,8 @@ class LocalCalibrationDB(RecordReading, SideTables):
         Returns
         -------
         dict | list[dict]
-            The record as stored for one record, the list of them for many.
+            The record as stored for one record, the list of them for many:
+            new dicts (the records given are left as they were).
 
         Raises
         ------
@@ -405,13 +420,15 @@ class LocalCalibrationDB(RecordReading, SideTables):
         '2024-01-01T00:00:00.000'
         """
         single = isinstance(cals, Mapping)
-        records = validate_records([cals] if single else cals, LOCAL_REQUIRED_FIELDS, shared)
+        # Ids stay the caller's strings: a CalId each would cost more than the rest of the
+        # checks of a large batch, and nothing here looks them up again.
+        runs = validate_runs(
+            [cals] if single else cals, LOCAL_REQUIRED_FIELDS, shared, mark_ids=shared is not None
+        )
         # One time for the whole batch, as the reference does, for records without one.
         stamp = utc_now()
-        for record in records:
-            if not record.get("last_updated"):
-                record["last_updated"] = stamp
-        records = self.add_validated(records, alter)
+        runs = [_with_last_updated(run, stamp) for run in runs]
+        records = self._store_runs(runs, alter)
         return records[0] if single else records
 
     def add_validated(self, records: list[dict], alter: bool = True) -> list[dict]:
@@ -440,14 +457,18 @@ class LocalCalibrationDB(RecordReading, SideTables):
         InvalidRecordError
             If two records claim one file name; then nothing is written.
         """
+        return self._store_runs(_runs_of_same_keys(records), alter)
+
+    def _store_runs(self, runs: list[RecordRun], alter: bool) -> list[dict]:
+        """Store runs of validated records with the same fields; return the records as stored."""
         lifecycle: dict[str, dict] = {}
-        runs = _runs_of_same_keys(records)
-        if any(name in run[0] for run in runs for name in LIFECYCLE_FIELDS):
+        records = list(chain.from_iterable(run.records for run in runs))
+        if any(name in run.fields for run in runs for name in LIFECYCLE_FIELDS):
             records = [self._split_lifecycle(record, lifecycle) for record in records]
             runs = _runs_of_same_keys(records)
         if records:
             with self.write_transaction():
-                self._add_missing_columns(runs, alter)
+                self._add_missing_columns([run.records for run in runs], alter)
                 for run in runs:
                     self._upsert(run)
                 if lifecycle:
@@ -461,8 +482,8 @@ class LocalCalibrationDB(RecordReading, SideTables):
             lifecycle[rest["id"]] = info
         return rest
 
-    def _upsert(self, records: list[dict]) -> None:
-        keys = list(records[0])
+    def _upsert(self, run: RecordRun) -> None:
+        keys = run.fields
         names = ", ".join(quote_identifier(k) for k in keys)
         marks = ", ".join("?" for _ in keys)
         updates = ", ".join(
@@ -470,10 +491,14 @@ class LocalCalibrationDB(RecordReading, SideTables):
         )
         sql = f"INSERT INTO {self._quoted_table} ({names}) VALUES ({marks}) ON CONFLICT(id) DO "
         sql += f"UPDATE SET {updates}" if updates else "NOTHING"
-        # One prepared statement for the run; rows are read straight from the dicts.
-        rows = (
-            map(itemgetter(*keys), records) if len(keys) > 1 else ((r[keys[0]],) for r in records)
-        )
+        # One prepared statement for the run; rows are read straight from its columns, or
+        # from the dicts.
+        if run.columns is not None:
+            rows = zip(*run.columns, strict=True)
+        elif len(keys) > 1:
+            rows = map(itemgetter(*keys), run.records)
+        else:
+            rows = ((record[keys[0]],) for record in run.records)
         try:
             self.conn.executemany(sql, rows)
         except sqlite3.IntegrityError as exc:
@@ -556,9 +581,26 @@ def _connect_memory(uri: str, timeout: float) -> sqlite3.Connection:
     return conn
 
 
-def _runs_of_same_keys(records: list[dict]) -> list[list[dict]]:
+def _runs_of_same_keys(records: list[dict]) -> list[RecordRun]:
     """Split records into consecutive runs with the same fields (one executemany each).
 
     Runs keep the records' order, so rowids follow the order they were given in.
     """
-    return [list(run) for _, run in groupby(records, key=dict.keys)]
+    runs = (list(run) for _, run in groupby(records, key=dict.keys))
+    return [RecordRun(run, tuple(run[0]), None) for run in runs]
+
+
+def _with_last_updated(run: RecordRun, stamp: str) -> RecordRun:
+    """``run`` with ``stamp`` as the ``last_updated`` of its records that have none.
+
+    The records of a run share their fields, so they still do after this.
+    """
+    if "last_updated" in run.fields:
+        index = run.fields.index("last_updated")
+        values = run.columns[index] if run.columns is not None else None
+        if values is not None and all(values):
+            return run
+    for record in run.records:
+        if not record.get("last_updated"):
+            record["last_updated"] = stamp
+    return RecordRun(run.records, tuple(run.records[0]), None)
