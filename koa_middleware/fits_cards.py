@@ -34,9 +34,9 @@ __all__ = ["BLOCK", "HeaderRefused", "read_primary_header"]
 #: Bytes of a FITS block; a header is a whole number of them.
 BLOCK = 2880
 _CARD = 80
-_INTEGER = re.compile(r"^[+-]?\d+$")
-_REAL = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([ED][+-]?\d+)?$")
-_KEYWORD = re.compile(r"^[A-Z0-9_-]{1,8}$")
+_INTEGER = re.compile(r"^[+-]?\d+\Z")
+_REAL = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([ED][+-]?\d+)?\Z")
+_KEYWORD = re.compile(r"^[A-Z0-9_-]{1,8}\Z")
 
 
 class HeaderRefused(KOAError, ValueError):

@@ -217,7 +217,7 @@ def _normalize_cal_type(value: Any) -> str:
     return CAL_TYPE_ALIASES.get(text, text)
 
 
-_DATE_ONLY_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_DATE_ONLY_RE = re.compile(r"^\d{4}-\d{2}-\d{2}\Z")
 
 
 def _combine_date_time(date: Any, time: Any) -> Any:

@@ -51,10 +51,10 @@ BOOLEAN_COLUMNS = frozenset({"master_cal"})
 MAX_VERSION = 999
 MAX_FILENAME_BYTES = 255
 
-_COLUMN_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
-_MD5_RE = re.compile(r"^[0-9a-f]{32}$")
-_UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-_VERSION_RE = re.compile(r"^\d{3}$")
+_COLUMN_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}\Z")
+_MD5_RE = re.compile(r"^[0-9a-f]{32}\Z")
+_UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z")
+_VERSION_RE = re.compile(r"^\d{3}\Z")
 # C0 and C1 controls, DEL, and the bidirectional overrides and isolates that make a
 # name display as another.
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")

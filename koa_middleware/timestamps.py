@@ -22,7 +22,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["normalize_timestamp", "utc_now"]
 
-_ISO_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}$")
+_ISO_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}\Z")
 
 
 def normalize_timestamp(value: Any, field: str = "timestamp") -> str:

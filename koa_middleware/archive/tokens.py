@@ -34,7 +34,7 @@ __all__ = ["SCOPES", "TokenInfo", "TokenStore", "scope_allows"]
 
 #: Scopes from least to most powerful; each includes those before it.
 SCOPES = ("read", "write", "admin")
-_NAME_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,128}$")
+_NAME_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,128}\Z")
 # Checked on every request: built once, so that only the parameter changes.
 _CHECK = sa.select(tokens.c.name, tokens.c.scope).where(
     tokens.c.token_hash == sa.bindparam("token_hash")

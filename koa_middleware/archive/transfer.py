@@ -45,7 +45,7 @@ BLOCK = 1 << 20
 SMALL_FILE = 2 * BLOCK
 #: Blocks of an upload that may wait for the writer thread.
 WRITE_AHEAD = 4
-_RANGE_RE = re.compile(r"^bytes=([0-9]+)-([0-9]*)$")
+_RANGE_RE = re.compile(r"^bytes=([0-9]+)-([0-9]*)\Z")
 
 
 async def receive_file(

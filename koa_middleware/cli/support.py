@@ -57,7 +57,7 @@ SELECTOR_ALIASES = {
     "latest": "koa_middleware.selectors:LatestVersionSelector",
 }
 
-_DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}\Z")
 
 
 @dataclass

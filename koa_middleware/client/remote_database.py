@@ -55,7 +55,7 @@ logger = logging.getLogger(__name__)
 # reference implementation's callers look for it.
 __all__ = ["RemoteCalibrationDB", "DEFAULT_URL"]
 
-_INSTRUMENT_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+_INSTRUMENT_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}\Z")
 _TIMESTAMP_FILTERS = frozenset(
     {"date_time_start", "date_time_end", "last_updated_start", "last_updated_end"}
 )

@@ -36,7 +36,7 @@ _NEAREST_RE = re.compile(
     r"|:(?P<param2>[A-Za-z_]\w*)\s*-\s*(?P<col2>[A-Za-z_]\w*))\s*\)\s*(?:ASC)?\s*$",
     re.IGNORECASE,
 )
-_PLAIN_ORDER_RE = re.compile(r"^\s*([A-Za-z_]\w*)(?:\s+(?:ASC|DESC))?\s*$", re.IGNORECASE)
+_PLAIN_ORDER_RE = re.compile(r"^\s*([A-Za-z_]\w*)(?:\s+(?:ASC|DESC))?\s*\Z", re.IGNORECASE)
 _EQUALITY_RE = re.compile(
     r"\b([A-Za-z_]\w*)\s*=\s*(?::[A-Za-z_]\w*|\?|'[^']*'|-?\d+(?:\.\d+)?)(?!\w)"
 )

@@ -47,7 +47,7 @@ RESERVED = frozenset({"selector", "cal_type", "options", "as_of", "extra", "csrf
 MAX_VALUE, MAX_LINES = 500, 50
 #: Bytes of a frame given as JSON (the "save as manifest" form of an uploaded header).
 MAX_FRAME_JSON = 64 << 10
-_DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}\Z")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 

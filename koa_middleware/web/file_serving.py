@@ -27,7 +27,7 @@ __all__ = ["RangeRefused", "byte_range", "file_response"]
 
 #: Bytes read and sent per step.
 CHUNK_BYTES = 1 << 16
-_RANGE_RE = re.compile(r"^bytes=(\d{0,19})-(\d{0,19})$")
+_RANGE_RE = re.compile(r"^bytes=(\d{0,19})-(\d{0,19})\Z")
 
 
 class RangeRefused(ValueError):

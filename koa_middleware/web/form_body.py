@@ -51,7 +51,7 @@ __all__ = [
 FORM_COOKIE = "koa_ui_form"
 #: Parts of a form read at most (the fields of these forms are few).
 MAX_PARTS = 16
-_BOUNDARY = re.compile(r"^[0-9A-Za-z'()+_,./:=? -]{1,70}$")
+_BOUNDARY = re.compile(r"^[0-9A-Za-z'()+_,./:=? -]{1,70}\Z")
 _PARAM = re.compile(r';\s*([A-Za-z*]+)="((?:[^"\\]|\\.)*)"|;\s*([A-Za-z*]+)=([^;\s]*)')
 
 

@@ -201,3 +201,19 @@ def test_numbers_that_are_not_finite_are_refused(value):
 def test_fields_that_differ_only_by_case_are_refused(extra):
     with pytest.raises(InvalidRecordError, match="differ only by case"):
         validate_record(good_record(**extra))
+
+
+@pytest.mark.parametrize("tail", ["\n", "\r\n", " "])
+def test_a_trailing_newline_is_not_part_of_a_valid_id_column_or_md5(tail):
+    """``$`` would match before a final newline: each rule must see the whole value."""
+    from koa_middleware.records import validate_md5
+
+    with pytest.raises(InvalidRecordError):
+        validate_cal_id(GOOD_ID + tail)
+    with pytest.raises(InvalidRecordError):
+        validate_column_name("spectrograph" + tail)
+    with pytest.raises(InvalidRecordError):
+        validate_md5("0" * 32 + tail)
+    record = {"filename": "d.fits", "cal_type": "dark", "datetime_obs": "2024-01-01T00:00:00"}
+    with pytest.raises(InvalidRecordError):
+        validate_record({**record, "id": GOOD_ID + tail})
