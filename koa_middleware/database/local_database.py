@@ -28,14 +28,13 @@ from sqlite_utils import Database  # noqa: F401
 from sqlite_utils.db import NotFoundError  # noqa: F401
 
 from ..errors import InvalidRecordError
+from ..record_batches import RecordRun, validate_runs
 from ..records import (
     LIFECYCLE_FIELDS,
     LOCAL_REQUIRED_FIELDS,
-    RecordRun,
     split_lifecycle,
     validate_cal_id,
     validate_column_name,
-    validate_runs,
 )
 from ..sqlite_wal import connect
 from ..timestamps import utc_now
@@ -397,7 +396,7 @@ class LocalCalibrationDB(RecordReading, SideTables):
         shared : dict | None
             Make equal field names and short repeated values of the records
             returned share one object, through this dict (see
-            :func:`~koa_middleware.records.validate_records`): a sync that
+            :func:`~koa_middleware.record_batches.validate_records`): a sync that
             returns many records keeps them small.
 
         Returns

@@ -14,7 +14,8 @@ import pytest
 
 from koa_middleware import LocalCalibrationDB
 from koa_middleware.errors import InvalidRecordError
-from koa_middleware.records import LOCAL_REQUIRED_FIELDS, validate_record, validate_records
+from koa_middleware.record_batches import validate_records
+from koa_middleware.records import LOCAL_REQUIRED_FIELDS, validate_record
 
 
 def record(index: int, **fields) -> dict:
