@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -42,6 +43,8 @@ from local import (  # noqa: E402 - the benchmark next to this one
 from koa_middleware import CalibrationStore  # noqa: E402
 
 LOOKUPS = 1_000
+#: The groups of figures ``--only`` chooses from.
+PARTS = {"local", "prune"}
 
 
 def fill(cache: Path, root: Path, n: int) -> float:
@@ -97,29 +100,38 @@ def command_seconds(cache: Path, *args: str) -> float:
     return time.perf_counter() - t0
 
 
-def measure(root: Path, n: int) -> dict[str, float]:
+def measure(root: Path, n: int, parts: set[str]) -> dict[str, float]:
     cache = root / f"n{n}"
     figures = {"bulk add s": fill(cache, root, n)}
     figures["add us/record"] = figures["bulk add s"] / n * 1e6
-    figures.update(lookups(cache, n))
-    figures["open ms"] = open_ms(cache)
-    figures["status s"] = command_seconds(cache, "status")
-    figures["verify s"] = command_seconds(cache, "verify")
+    if "local" in parts:
+        figures.update(lookups(cache, n))
+        figures["open ms"] = open_ms(cache)
+        figures["status s"] = command_seconds(cache, "status")
+        figures["verify s"] = command_seconds(cache, "verify")
     figures["prune s"] = command_seconds(cache, "prune", "--max-size", str(n * 512))
     database = cache / "database" / "hispec_calibrations.db"
     figures["db bytes/record"] = database.stat().st_size / n
+    shutil.rmtree(cache)
     return figures
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1_000, 10_000, 100_000, 1_000_000])
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=sorted(PARTS),
+        default=sorted(PARTS),
+        help="Which figures to take (default: all). 'prune' fills the cache and prunes it.",
+    )
     args = parser.parse_args()
     print("command:", " ".join([os.path.basename(sys.executable), *sys.argv]))
     results: dict[int, dict[str, float]] = {}
     with tempfile.TemporaryDirectory(prefix="koa_scale_") as tmp:
         for n in args.sizes:
-            results[n] = measure(Path(tmp), n)
+            results[n] = measure(Path(tmp), n, set(args.only))
             line = " | ".join(f"{k} {v:.4g}" for k, v in results[n].items())
             print(f"N={n:>9,}: {line}", flush=True)
     sizes = list(results)

@@ -55,7 +55,9 @@ __all__ = [
     "is_own_file",
     "leads_to",
     "locked_file",
+    "release",
     "remove_planted",
+    "try_lock",
 ]
 
 _NOFOLLOW = os.O_NOFOLLOW | os.O_CLOEXEC
@@ -106,10 +108,7 @@ def held_lock(
     try:
         yield
     finally:
-        try:
-            _remove_if_locked(path, fd, dir_fd)
-        finally:
-            os.close(fd)  # releases the lock
+        release(path, fd, dir_fd=dir_fd)
 
 
 def is_locked(path: Path, *, dir_fd: int | None = None) -> bool:
@@ -196,34 +195,79 @@ def locked_file(
     LockTimeoutError
         If another process held the lock for longer than ``timeout``.
     """
+    fd = _lock_name(path, write, dir_fd, _Wait(path, timeout))
+    assert fd is not None  # a wait never gives up without raising
+    return fd
+
+
+def try_lock(path: Path, *, dir_fd: int | None = None) -> int | None:
+    """:func:`locked_file` (read-only) without waiting: None when another holder has it.
+
+    Parameters
+    ----------
+    path : Path
+        The lock file's name (created when missing, never through a link).
+    dir_fd : int | None
+        An open descriptor of ``path``'s folder: the name is taken relative to it.
+
+    Returns
+    -------
+    int | None
+        The locked descriptor (closing it releases the lock; remove the name
+        first with :func:`release`), or None while a running process holds it.
+
+    Raises
+    ------
+    UnsafeCachePathError
+        If the name keeps being replaced.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> name = Path(tempfile.mkdtemp()) / "x.lock"
+    >>> fd = try_lock(name)
+    >>> try_lock(name) is None  # a second open file description: refused, not waited for
+    True
+    >>> release(name, fd)
+    >>> name.exists()
+    False
+    """
+    return _lock_name(path, False, dir_fd, None)
+
+
+def release(path: Path, fd: int, *, dir_fd: int | None = None) -> None:
+    """Remove the lock file ``path`` (if it is still ``fd``'s) and let go of ``fd``'s lock."""
+    try:
+        _remove_if_locked(path, fd, dir_fd)
+    finally:
+        os.close(fd)
+
+
+def _lock_name(path: Path, write: bool, dir_fd: int | None, wait: _Wait | None) -> int | None:
+    """The protocol of :func:`locked_file`; with no ``wait``, None when the lock is held."""
     access = os.O_RDWR if write else os.O_RDONLY
     name = _name(path, dir_fd)
-    wait = _Wait(path, timeout)
     for _ in range(1000):
-        created = False
+        created = True
         try:
-            fd = os.open(name, access | os.O_NONBLOCK | _NOFOLLOW, dir_fd=dir_fd)
-        except FileNotFoundError:
+            # A lock file exists only while in use: creating it is the usual case.
+            fd = os.open(
+                name,
+                access | os.O_CREAT | os.O_EXCL | os.O_NONBLOCK | _NOFOLLOW,
+                FILE_MODE,
+                dir_fd=dir_fd,
+            )
+        except FileExistsError:  # held (or a planted link): open what is there
+            created = False
             try:
-                fd = os.open(
-                    name,
-                    access | os.O_CREAT | os.O_EXCL | os.O_NONBLOCK | _NOFOLLOW,
-                    FILE_MODE,
-                    dir_fd=dir_fd,
-                )
-                created = True
-            except FileExistsError:
-                continue  # another process made it first: open that one
+                fd = os.open(name, access | os.O_NONBLOCK | _NOFOLLOW, dir_fd=dir_fd)
+            except FileNotFoundError:
+                continue  # its holder removed it meanwhile: make it again
             except OSError as exc:
                 if exc.errno != errno.ELOOP:
                     raise
                 remove_planted(path, "a lock file", dir_fd=dir_fd)
                 continue
-        except OSError as exc:
-            if exc.errno != errno.ELOOP:
-                raise
-            remove_planted(path, "a lock file", dir_fd=dir_fd)
-            continue
         try:
             if created:
                 match_folder_group(fd, path.parent if dir_fd is None else dir_fd)
@@ -234,7 +278,13 @@ def locked_file(
                 if leads_to(path, fd, dir_fd=dir_fd):  # a second name of another file
                     remove_planted(path, "a lock file", dir_fd=dir_fd)
                 continue
-            wait.lock(fd)
+            if wait is not None:
+                wait.lock(fd)
+            else:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    return None
             if leads_to(path, fd, dir_fd=dir_fd):
                 result, fd = fd, -1
                 return result
