@@ -11,7 +11,8 @@ record) is filled with one ``local_db.add`` and measured:
 - open time (median of 20 opens, import excluded);
 - ``koa-cal status``, ``koa-cal verify`` (every file present) and
   ``koa-cal prune`` down to half the files, each as a command (wall time,
-  a Python start-up included);
+  a Python start-up included; for prune also its CPU seconds, steadier on a
+  shared machine);
 - the database's size per record.
 
 After the table, each figure's growth from one size to the next is printed
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -84,12 +86,16 @@ def open_ms(cache: Path, opens: int = 20) -> float:
     return statistics.median(times) * 1e3
 
 
-def command_seconds(cache: Path, *args: str) -> float:
-    """Wall time of ``koa-cal --instrument hispec --cache-dir cache ARGS``."""
+def command_seconds(cache: Path, *args: str) -> tuple[float, float]:
+    """Wall and CPU (user + system) seconds of ``koa-cal ... --cache-dir cache ARGS``.
+
+    On a shared machine the CPU seconds move less than the wall time.
+    """
     env = {**os.environ, "KOA_PROGRESS": "0"}
     for name in ("KOA_CALIBRATIONS_URL", "KOA_API_TOKEN", "KOA_CALIBRATION_CACHE_READONLY"):
         env.pop(name, None)
     command = [sys.executable, "-m", "koa_middleware.cli", "--instrument", "hispec"]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     subprocess.run(
         [*command, "--cache-dir", str(cache), *args],
@@ -97,7 +103,10 @@ def command_seconds(cache: Path, *args: str) -> float:
         env=env,
         stdout=subprocess.DEVNULL,
     )
-    return time.perf_counter() - t0
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    return wall, cpu
 
 
 def measure(root: Path, n: int, parts: set[str]) -> dict[str, float]:
@@ -107,9 +116,11 @@ def measure(root: Path, n: int, parts: set[str]) -> dict[str, float]:
     if "local" in parts:
         figures.update(lookups(cache, n))
         figures["open ms"] = open_ms(cache)
-        figures["status s"] = command_seconds(cache, "status")
-        figures["verify s"] = command_seconds(cache, "verify")
-    figures["prune s"] = command_seconds(cache, "prune", "--max-size", str(n * 512))
+        figures["status s"] = command_seconds(cache, "status")[0]
+        figures["verify s"] = command_seconds(cache, "verify")[0]
+    figures["prune s"], figures["prune cpu s"] = command_seconds(
+        cache, "prune", "--max-size", str(n * 512)
+    )
     database = cache / "database" / "hispec_calibrations.db"
     figures["db bytes/record"] = database.stat().st_size / n
     shutil.rmtree(cache)
