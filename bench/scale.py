@@ -13,7 +13,15 @@ record) is filled with one ``local_db.add`` and measured:
   ``koa-cal prune`` down to half the files, each as a command (wall time,
   a Python start-up included; for prune also its CPU seconds, steadier on a
   shared machine);
-- the database's size per record.
+- the database's size per record;
+- with ``sync``: against a ``koa-archive`` on 127.0.0.1 started here (SQLite
+  catalog, records only, grown to N records), the first v2
+  ``sync_records_from_remote()`` into an empty cache (seconds, and the client
+  process's peak RSS) and then an incremental sync of 100 new records (ms),
+  each in a fresh process (``bench/sync.py``'s client). Targets at 1,000,000
+  records: first sync < 40 s at peak RSS < 400 MB, incremental < 100 ms.
+
+``--only sync`` (or ``prune``, ``local``) takes one group of figures.
 
 After the table, each figure's growth from one size to the next is printed
 beside the growth of N: a ratio well above N's means worse than linear.
@@ -22,6 +30,7 @@ beside the growth of N: a ratio well above N's means worse than linear.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import resource
 import shutil
@@ -41,12 +50,19 @@ from local import (  # noqa: E402 - the benchmark next to this one
     percentile,
     time_selections,
 )
+from sync import INSTRUMENT, load_records, run_client, verdict  # noqa: E402
 
 from koa_middleware import CalibrationStore  # noqa: E402
+from koa_middleware.client.remote_database import RemoteCalibrationDB  # noqa: E402
+from support.archive import ArchiveServer, create_token  # noqa: E402
 
 LOOKUPS = 1_000
 #: The groups of figures ``--only`` chooses from.
-PARTS = {"local", "prune"}
+PARTS = {"local", "prune", "sync"}
+#: New records of the incremental sync.
+NEW_RECORDS = 100
+#: At 1,000,000 records: first sync seconds, its peak RSS (MB), incremental sync seconds.
+SYNC_TARGETS = (40.0, 400.0, 0.1)
 
 
 def fill(cache: Path, root: Path, n: int) -> float:
@@ -127,6 +143,77 @@ def measure(root: Path, n: int, parts: set[str]) -> dict[str, float]:
     return figures
 
 
+class SyncArchive:
+    """An archive on 127.0.0.1 (SQLite catalog) grown size after size, and syncs from it.
+
+    Parameters
+    ----------
+    work : Path
+        A folder for the archive and the clients' caches.
+    """
+
+    def __init__(self, work: Path):
+        self.work = work
+        self.loaded = 0
+        root = work / "archive"
+        token = create_token(root, "write")
+        self.env = dict(os.environ, KOA_API_TOKEN=token, KOA_PROGRESS="0")
+        for name in ("KECK_OBSERVER_EMAIL", "KECK_OBSERVER_PASSWORD", "KOA_CALIBRATION_CACHE"):
+            self.env.pop(name, None)
+        self.server = ArchiveServer(root, instruments=(INSTRUMENT,))
+        self.remote: RemoteCalibrationDB | None = None
+        self.token = token
+
+    def __enter__(self) -> SyncArchive:
+        self.server.__enter__()
+        self.env["KOA_CALIBRATIONS_URL"] = self.server.base_url
+        self.remote = RemoteCalibrationDB(INSTRUMENT, url=self.server.base_url, token=self.token)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.remote.close()
+        self.server.__exit__(*exc_info)
+
+    def grow(self, count: int) -> float:
+        """Add records until the archive holds ``count``; return the seconds taken."""
+        t0 = time.perf_counter()
+        load_records(self.remote, count - self.loaded, start=self.loaded)
+        self.loaded = max(self.loaded, count)
+        return time.perf_counter() - t0
+
+    def measure(self, n: int) -> dict[str, float]:
+        """First sync of ``n`` records into an empty cache, then of :data:`NEW_RECORDS` more."""
+        loading = self.grow(n)
+        cache = self.work / f"sync{n}"
+        first = run_client(self.env, "sync", str(cache))
+        self.grow(n + NEW_RECORDS)
+        again = run_client(self.env, "sync", str(cache))
+        shutil.rmtree(cache)
+        if (first["added"], again["added"]) != (n, NEW_RECORDS):
+            raise SystemExit(f"sync brought {first['added']} then {again['added']} records")
+        print(f"  (archive grown to {n:,} records in {loading:.1f} s)", flush=True)
+        return {
+            "first sync s": first["seconds"],
+            "first sync peak MB": first["peak_rss_mb"],
+            "incremental sync ms": again["seconds"] * 1e3,
+        }
+
+
+def sync_verdicts(results: dict[int, dict[str, float]]) -> None:
+    """The sync targets, judged at 1,000,000 records when measured there."""
+    figures = results.get(1_000_000)
+    if not figures or "first sync s" not in figures:
+        return
+    seconds, megabytes, incremental = SYNC_TARGETS
+    first_ok = figures["first sync s"] < seconds and figures["first sync peak MB"] < megabytes
+    print(
+        f"at 1,000,000: first sync {figures['first sync s']:.1f} s, peak RSS "
+        f"{figures['first sync peak MB']:.0f} MB [target < {seconds:g} s and < {megabytes:g} MB: "
+        f"{verdict(first_ok)}]; incremental {figures['incremental sync ms']:.0f} ms "
+        f"[target < {incremental * 1e3:g} ms: {verdict(figures['incremental sync ms'] < 100)}]"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1_000, 10_000, 100_000, 1_000_000])
@@ -135,14 +222,19 @@ def main() -> None:
         nargs="+",
         choices=sorted(PARTS),
         default=sorted(PARTS),
-        help="Which figures to take (default: all). 'prune' fills the cache and prunes it.",
+        help="Which figures to take (default: all). 'prune' fills a cache and prunes it; "
+        "'sync' syncs from an archive started here.",
     )
     args = parser.parse_args()
     print("command:", " ".join([os.path.basename(sys.executable), *sys.argv]))
+    parts = set(args.only)
     results: dict[int, dict[str, float]] = {}
-    with tempfile.TemporaryDirectory(prefix="koa_scale_") as tmp:
+    with tempfile.TemporaryDirectory(prefix="koa_scale_") as tmp, contextlib.ExitStack() as stack:
+        archive = stack.enter_context(SyncArchive(Path(tmp))) if "sync" in parts else None
         for n in args.sizes:
-            results[n] = measure(Path(tmp), n, set(args.only))
+            results[n] = measure(Path(tmp), n, parts) if parts & {"local", "prune"} else {}
+            if archive is not None:
+                results[n].update(archive.measure(n))
             line = " | ".join(f"{k} {v:.4g}" for k, v in results[n].items())
             print(f"N={n:>9,}: {line}", flush=True)
     sizes = list(results)
@@ -151,6 +243,7 @@ def main() -> None:
             f"{k} x{results[large][k] / results[small][k]:.2f}" for k in results[large]
         )
         print(f"{small:,} -> {large:,} (N x{large / small:.0f}): {growth}")
+    sync_verdicts(results)
 
 
 if __name__ == "__main__":
