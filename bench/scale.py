@@ -18,7 +18,8 @@ record) is filled with one ``local_db.add`` and measured:
   catalog, records only, grown to N records), the first v2
   ``sync_records_from_remote()`` into an empty cache (seconds, and the client
   process's peak RSS) and then an incremental sync of 100 new records (ms),
-  each in a fresh process (``bench/sync.py``'s client). Targets at 1,000,000
+  each in a fresh process (``bench/sync.py``'s client), with the client's CPU
+  time beside each. Targets at 1,000,000
   records: first sync < 40 s at peak RSS < 400 MB, incremental < 100 ms.
 
 ``--only sync`` (or ``prune``, ``local``) takes one group of figures.
@@ -194,8 +195,10 @@ class SyncArchive:
         print(f"  (archive grown to {n:,} records in {loading:.1f} s)", flush=True)
         return {
             "first sync s": first["seconds"],
+            "first sync cpu s": first["cpu_seconds"],
             "first sync peak MB": first["peak_rss_mb"],
             "incremental sync ms": again["seconds"] * 1e3,
+            "incremental sync cpu ms": again["cpu_seconds"] * 1e3,
         }
 
 
