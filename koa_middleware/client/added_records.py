@@ -47,7 +47,7 @@ class AddedRecords(Sequence[dict]):
 
     def __init__(self) -> None:
         #: Compressed blocks, or the records themselves when they cannot be marshalled.
-        self._blocks: list[bytes | list[dict]] = []
+        self._blocks: list[_Block | list[dict]] = []
         #: The number of records before each block (for finding the block of an index).
         self._starts: list[int] = []
         self._length = 0
@@ -57,13 +57,9 @@ class AddedRecords(Sequence[dict]):
         """Add a batch of records at the end (kept as one block)."""
         if not records:
             return
-        block: bytes | list[dict]
+        block: _Block | list[dict]
         try:
-            runs = [
-                (tuple(keys), [tuple(record.values()) for record in run])
-                for keys, run in groupby(records, key=lambda record: tuple(record))
-            ]
-            block = zlib.compress(marshal.dumps(runs), _LEVEL)
+            block = _Block(records)
         except ValueError:  # a value marshal cannot write: keep this batch as it is
             block = [dict(record) for record in records]
         self._starts.append(self._length)
@@ -76,11 +72,7 @@ class AddedRecords(Sequence[dict]):
         block = self._blocks[number]
         if isinstance(block, list):
             return [dict(record) for record in block]
-        records = [
-            dict(zip(keys, values, strict=True))
-            for keys, rows in marshal.loads(zlib.decompress(block))
-            for values in rows
-        ]
+        records = block.records()
         self._decoded = (number, records)
         return records
 
@@ -115,3 +107,48 @@ class AddedRecords(Sequence[dict]):
 
     def __repr__(self) -> str:
         return f"AddedRecords({self._length} record(s); list(...) gives them as dicts)"
+
+
+class _Block:
+    """One batch of records: per run of records with the same fields, its columns.
+
+    Marshal writes only plain types, so a column of a ``str`` subclass (the ids,
+    :class:`~koa_middleware.records.CalId`) is written as plain strings and
+    made that subclass again when read.
+
+    Raises
+    ------
+    ValueError
+        If a value is of a type marshal cannot write.
+    """
+
+    __slots__ = ("data", "kinds")
+
+    def __init__(self, records: Sequence[dict]):
+        runs = []
+        #: Per run: position -> the str subclass of that column.
+        self.kinds: list[dict[int, type]] = []
+        for keys, run in groupby(records, key=tuple):
+            columns = list(zip(*map(dict.values, run), strict=True))
+            kinds = {}
+            for position, column in enumerate(columns):
+                kind = type(column[0])
+                if kind is not str and issubclass(kind, str):
+                    kinds[position] = kind
+                    columns[position] = tuple(map(str, column))
+            runs.append((keys, columns))
+            self.kinds.append(kinds)
+        self.data = zlib.compress(marshal.dumps(runs), _LEVEL)
+
+    def records(self) -> list[dict]:
+        """The records, as new dicts."""
+        records: list[dict] = []
+        for (keys, columns), kinds in zip(
+            marshal.loads(zlib.decompress(self.data)), self.kinds, strict=True
+        ):
+            for position, kind in kinds.items():
+                columns[position] = tuple(map(kind, columns[position]))
+            records.extend(
+                dict(zip(keys, values, strict=True)) for values in zip(*columns, strict=True)
+            )
+        return records
