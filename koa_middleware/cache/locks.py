@@ -9,7 +9,9 @@ many calibrations a cache has seen. The protocol that makes removal safe:
 2. once locked, check that the name still leads to the locked file (same
    device and inode). A waiter whose file was removed (or replaced) by the
    previous holder finds it is not, lets go, and starts again on what the name
-   leads to now;
+   leads to now. A waiter checks the name between tries too, since a prune
+   takes the name away from a file it keeps holding
+   (:mod:`~koa_middleware.cache.lock_slots`);
 3. remove the name only while holding the lock on the file it leads to.
 
 So at any moment at most one process holds a lock on the file the name leads
@@ -63,7 +65,7 @@ __all__ = [
 _NOFOLLOW = os.O_NOFOLLOW | os.O_CLOEXEC
 #: Seconds a waiter waits before it logs which lock is held, and by what.
 NOTICE_AFTER = 5.0
-#: Longest pause between two tries of a lock waited for with a limit (seconds).
+#: Longest pause between two tries of a lock waited for (seconds).
 _MAX_POLL = 0.05
 
 
@@ -279,7 +281,8 @@ def _lock_name(path: Path, write: bool, dir_fd: int | None, wait: _Wait | None) 
                     remove_planted(path, "a lock file", dir_fd=dir_fd)
                 continue
             if wait is not None:
-                wait.lock(fd)
+                if not wait.lock(fd, dir_fd):
+                    continue  # the name was taken away from this file: open what it is now
             else:
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -312,8 +315,19 @@ class _Wait:
         self.noticed = False
         self.notice_after = NOTICE_AFTER if timeout is None else min(NOTICE_AFTER, timeout / 2)
 
-    def lock(self, fd: int) -> None:
+    def lock(self, fd: int, dir_fd: int | None = None) -> bool:
         """Take the exclusive lock of ``fd``, waiting as the settings say.
+
+        Between tries, the name is checked: a holder may take it away from the
+        file while still holding that file's lock (a prune gives back the lock
+        files it reuses, :mod:`koa_middleware.cache.lock_slots`), and then
+        waiting on that file would never end.
+
+        Returns
+        -------
+        bool
+            True once locked; False when the name no longer leads to ``fd``
+            (start again on what it leads to now).
 
         Raises
         ------
@@ -322,7 +336,7 @@ class _Wait:
         """
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return
+            return True
         except BlockingIOError:
             pass
         if self.start is None:
@@ -333,18 +347,16 @@ class _Wait:
             if self.timeout is not None and waited >= self.timeout:
                 raise self._timed_out(fd, waited)
             if not self.noticed and waited >= self.notice_after:
-                self._notice(fd, waited)
-                if self.timeout is None:
-                    fcntl.flock(fd, fcntl.LOCK_EX)  # said once; now wait without polling
-                    return
+                self._notice(fd, waited)  # said once
             # flock has no timeout: try again after a pause that grows to _MAX_POLL
             time.sleep(pause)
             pause = min(pause * 2, _MAX_POLL)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return
+                return True
             except BlockingIOError:
-                continue
+                if not leads_to(self.path, fd, dir_fd=dir_fd):
+                    return False
 
     def _notice(self, fd: int, waited: float) -> None:
         self.noticed = True

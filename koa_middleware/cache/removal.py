@@ -3,9 +3,11 @@
 :class:`FileRemoval` opens the cache's ``calibrations/<instrument>/`` and
 ``locks/<instrument>/`` folders once (as
 :meth:`~koa_middleware.cache.layout.CacheLayout.open_folder` does: one level at
-a time, never through a link) and takes every name relative to them. A prune of
-tens of thousands of files then costs one ``open`` per file (its lock file)
-instead of a walk from the cache's root for each lock, each test and each file.
+a time, never through a link) and takes every name relative to them, instead of
+walking from the cache's root for each lock, each test and each file. The
+locks are taken without waiting (a file in use is kept), through the reused
+lock files of :mod:`koa_middleware.cache.lock_slots` where the system allows,
+so that a prune of tens of thousands of files creates no file per file.
 
 A file is removed only while its calibration's lock is held, the lock
 :mod:`koa_middleware.cache.locks` describes, which every process that writes,
@@ -22,9 +24,10 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
-from ..records import validate_cal_id
+from ..records import validate_cal_id, validate_filename
+from .lock_slots import LockSlots
 from .locks import held_lock, release, try_lock
 
 if TYPE_CHECKING:
@@ -64,31 +67,51 @@ class FileRemoval:
         self.layout = layout
         self.files_fd = -1
         self.locks_fd = -1
+        self.tmp_fd = -1
+        self._slots: LockSlots | None = None
 
     def __repr__(self) -> str:
         return f"FileRemoval({self.layout.calibrations_dir})"
 
     def __enter__(self) -> FileRemoval:
         self.layout.check_folders()  # missing folders are made, links out refused
-        self.files_fd = self.layout.open_folder(self.layout.calibrations_dir)
-        try:
-            self.locks_fd = self.layout.open_folder(self.layout.locks_dir)
-        except BaseException:
-            os.close(self.files_fd)
-            raise
+        with contextlib.ExitStack() as opened:
+            folders = []
+            for folder in (
+                self.layout.calibrations_dir,
+                self.layout.locks_dir,
+                self.layout.tmp_dir,
+            ):
+                fd = self.layout.open_folder(folder)
+                opened.callback(os.close, fd)
+                folders.append(fd)
+            self.files_fd, self.locks_fd, self.tmp_fd = folders
+            self._slots = LockSlots(self.tmp_fd, self.locks_fd, self.layout.tmp_dir, BATCH)
+            opened.pop_all()
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        os.close(self.locks_fd)
-        os.close(self.files_fd)
-        self.files_fd = self.locks_fd = -1
+        try:
+            self._slots.close()
+        finally:
+            for fd in (self.tmp_fd, self.locks_fd, self.files_fd):
+                os.close(fd)
+            self.files_fd = self.locks_fd = self.tmp_fd = -1
 
     def _lock_name(self, cal_id: str) -> Path:
         return self.layout.locks_dir / f"{validate_cal_id(cal_id)}.lock"
 
-    def _file_name(self, filename: str) -> str:
-        """The record's file name, refused unless a plain name (see ``safe_path``)."""
-        return self.layout.path_for(filename).name
+    @staticmethod
+    def _file_name(filename: str) -> str:
+        """The record's file name, refused unless a plain name: taken relative to the folder.
+
+        Raises
+        ------
+        InvalidRecordError
+            If it holds a separator, is ``.`` or ``..``, or breaks another rule of
+            :func:`~koa_middleware.records.validate_filename`.
+        """
+        return validate_filename(filename)
 
     @contextmanager
     def locked(self, cal_id: str) -> Iterator[None]:
@@ -101,7 +124,7 @@ class FileRemoval:
     def unlink(self, filename: str) -> None:
         """Remove the record's file from the cache (a link is removed itself; none: nothing)."""
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(self._file_name(filename), dir_fd=self.files_fd)
+            os.unlink(validate_filename(filename), dir_fd=self.files_fd)
 
     def remove_unless_in_use(
         self, records: Iterable[dict], forget: Callable[[list[str]], None]
@@ -127,41 +150,60 @@ class FileRemoval:
         """
         removed: list[dict] = []
         in_use: list[dict] = []
-        batch: list[tuple[dict, Path, int]] = []
+        batch: list[_Held] = []
         try:
             for record in records:
                 self._file_name(record["filename"])  # a name that leaves: refused before any lock
-                lock = self._lock_name(record["id"])
-                fd = try_lock(lock, dir_fd=self.locks_fd)
-                if fd is None:
+                held = self._try_lock(record)
+                if held is None:
                     in_use.append(record)
                     continue
-                batch.append((record, lock, fd))
+                batch.append(held)
                 if len(batch) >= BATCH:
                     removed += self._remove_batch(batch, forget)
-                    batch = []
             if batch:
                 removed += self._remove_batch(batch, forget)
-                batch = []
         finally:
-            for _, lock, fd in batch:  # an error part way: let go of what is still held
-                release(lock, fd, dir_fd=self.locks_fd)
+            self._release(batch)  # an error part way: let go of what is still held
         return removed, in_use
 
-    def _remove_batch(
-        self, batch: list[tuple[dict, Path, int]], forget: Callable[[list[str]], None]
-    ) -> list[dict]:
+    def _try_lock(self, record: dict) -> _Held | None:
+        """Take the record's lock without waiting (through a slot where it can); None: in use."""
+        lock = f"{validate_cal_id(record['id'])}.lock"
+        slot = self._slots.take(lock)
+        if slot is not None:
+            return _Held(record, lock, slot[1], slot)
+        fd = try_lock(self.layout.locks_dir / lock, dir_fd=self.locks_fd)
+        return None if fd is None else _Held(record, lock, fd, None)
+
+    def _release(self, batch: list[_Held]) -> None:
+        held = list(batch)
+        batch.clear()
+        for entry in held:
+            if entry.slot is not None:
+                self._slots.give_back(entry.lock, entry.slot)
+            else:
+                release(self.layout.locks_dir / entry.lock, entry.fd, dir_fd=self.locks_fd)
+
+    def _remove_batch(self, batch: list[_Held], forget: Callable[[list[str]], None]) -> list[dict]:
         """Forget, remove and let go of one batch of locked records' files."""
+        records = [entry.record for entry in batch]
         try:
-            forget([record["id"] for record, _, _ in batch])
-            for record, _, _ in batch:
+            forget([record["id"] for record in records])
+            for record in records:
                 self.unlink(record["filename"])
                 logger.debug(
                     "Removed %s (calibration %s) from the cache", record["filename"], record["id"]
                 )
         finally:
-            held = list(batch)
-            batch.clear()
-            for _, lock, fd in held:
-                release(lock, fd, dir_fd=self.locks_fd)
-        return [record for record, _, _ in held]
+            self._release(batch)
+        return records
+
+
+class _Held(NamedTuple):
+    """A record whose lock a removal holds: by a created lock file, or through a slot."""
+
+    record: dict
+    lock: str  # the lock file's name in the locks folder
+    fd: int
+    slot: tuple[str, int] | None
