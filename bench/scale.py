@@ -11,8 +11,18 @@ record) is filled with one ``local_db.add`` and measured:
 - open time (median of 20 opens, import excluded);
 - ``koa-cal status``, ``koa-cal verify`` (every file present) and
   ``koa-cal prune`` down to half the files, each as a command (wall time,
-  a Python start-up included);
-- the database's size per record.
+  a Python start-up included; for prune also its CPU seconds, steadier on a
+  shared machine);
+- the database's size per record;
+- with ``sync``: against a ``koa-archive`` on 127.0.0.1 started here (SQLite
+  catalog, records only, grown to N records), the first v2
+  ``sync_records_from_remote()`` into an empty cache (seconds, and the client
+  process's peak RSS) and then an incremental sync of 100 new records (ms),
+  each in a fresh process (``bench/sync.py``'s client), with the client's CPU
+  time beside each. Targets at 1,000,000
+  records: first sync < 40 s at peak RSS < 400 MB, incremental < 100 ms.
+
+``--only sync`` (or ``prune``, ``local``) takes one group of figures.
 
 After the table, each figure's growth from one size to the next is printed
 beside the growth of N: a ratio well above N's means worse than linear.
@@ -21,7 +31,10 @@ beside the growth of N: a ratio well above N's means worse than linear.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -38,10 +51,19 @@ from local import (  # noqa: E402 - the benchmark next to this one
     percentile,
     time_selections,
 )
+from sync import INSTRUMENT, load_records, run_client, verdict  # noqa: E402
 
 from koa_middleware import CalibrationStore  # noqa: E402
+from koa_middleware.client.remote_database import RemoteCalibrationDB  # noqa: E402
+from support.archive import ArchiveServer, create_token  # noqa: E402
 
 LOOKUPS = 1_000
+#: The groups of figures ``--only`` chooses from.
+PARTS = {"local", "prune", "sync"}
+#: New records of the incremental sync.
+NEW_RECORDS = 100
+#: At 1,000,000 records: first sync seconds, its peak RSS (MB), incremental sync seconds.
+SYNC_TARGETS = (40.0, 400.0, 0.1)
 
 
 def fill(cache: Path, root: Path, n: int) -> float:
@@ -81,12 +103,16 @@ def open_ms(cache: Path, opens: int = 20) -> float:
     return statistics.median(times) * 1e3
 
 
-def command_seconds(cache: Path, *args: str) -> float:
-    """Wall time of ``koa-cal --instrument hispec --cache-dir cache ARGS``."""
+def command_seconds(cache: Path, *args: str) -> tuple[float, float]:
+    """Wall and CPU (user + system) seconds of ``koa-cal ... --cache-dir cache ARGS``.
+
+    On a shared machine the CPU seconds move less than the wall time.
+    """
     env = {**os.environ, "KOA_PROGRESS": "0"}
     for name in ("KOA_CALIBRATIONS_URL", "KOA_API_TOKEN", "KOA_CALIBRATION_CACHE_READONLY"):
         env.pop(name, None)
     command = [sys.executable, "-m", "koa_middleware.cli", "--instrument", "hispec"]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     subprocess.run(
         [*command, "--cache-dir", str(cache), *args],
@@ -94,32 +120,124 @@ def command_seconds(cache: Path, *args: str) -> float:
         env=env,
         stdout=subprocess.DEVNULL,
     )
-    return time.perf_counter() - t0
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    return wall, cpu
 
 
-def measure(root: Path, n: int) -> dict[str, float]:
+def measure(root: Path, n: int, parts: set[str]) -> dict[str, float]:
     cache = root / f"n{n}"
     figures = {"bulk add s": fill(cache, root, n)}
     figures["add us/record"] = figures["bulk add s"] / n * 1e6
-    figures.update(lookups(cache, n))
-    figures["open ms"] = open_ms(cache)
-    figures["status s"] = command_seconds(cache, "status")
-    figures["verify s"] = command_seconds(cache, "verify")
-    figures["prune s"] = command_seconds(cache, "prune", "--max-size", str(n * 512))
+    if "local" in parts:
+        figures.update(lookups(cache, n))
+        figures["open ms"] = open_ms(cache)
+        figures["status s"] = command_seconds(cache, "status")[0]
+        figures["verify s"] = command_seconds(cache, "verify")[0]
+    figures["prune s"], figures["prune cpu s"] = command_seconds(
+        cache, "prune", "--max-size", str(n * 512)
+    )
     database = cache / "database" / "hispec_calibrations.db"
     figures["db bytes/record"] = database.stat().st_size / n
+    shutil.rmtree(cache)
     return figures
+
+
+class SyncArchive:
+    """An archive on 127.0.0.1 (SQLite catalog) grown size after size, and syncs from it.
+
+    Parameters
+    ----------
+    work : Path
+        A folder for the archive and the clients' caches.
+    """
+
+    def __init__(self, work: Path):
+        self.work = work
+        self.loaded = 0
+        root = work / "archive"
+        token = create_token(root, "write")
+        self.env = dict(os.environ, KOA_API_TOKEN=token, KOA_PROGRESS="0")
+        for name in ("KECK_OBSERVER_EMAIL", "KECK_OBSERVER_PASSWORD", "KOA_CALIBRATION_CACHE"):
+            self.env.pop(name, None)
+        self.server = ArchiveServer(root, instruments=(INSTRUMENT,))
+        self.remote: RemoteCalibrationDB | None = None
+        self.token = token
+
+    def __enter__(self) -> SyncArchive:
+        self.server.__enter__()
+        self.env["KOA_CALIBRATIONS_URL"] = self.server.base_url
+        self.remote = RemoteCalibrationDB(INSTRUMENT, url=self.server.base_url, token=self.token)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.remote.close()
+        self.server.__exit__(*exc_info)
+
+    def grow(self, count: int) -> float:
+        """Add records until the archive holds ``count``; return the seconds taken."""
+        t0 = time.perf_counter()
+        load_records(self.remote, count - self.loaded, start=self.loaded)
+        self.loaded = max(self.loaded, count)
+        return time.perf_counter() - t0
+
+    def measure(self, n: int) -> dict[str, float]:
+        """First sync of ``n`` records into an empty cache, then of :data:`NEW_RECORDS` more."""
+        loading = self.grow(n)
+        cache = self.work / f"sync{n}"
+        first = run_client(self.env, "sync", str(cache))
+        self.grow(n + NEW_RECORDS)
+        again = run_client(self.env, "sync", str(cache))
+        shutil.rmtree(cache)
+        if (first["added"], again["added"]) != (n, NEW_RECORDS):
+            raise SystemExit(f"sync brought {first['added']} then {again['added']} records")
+        print(f"  (archive grown to {n:,} records in {loading:.1f} s)", flush=True)
+        return {
+            "first sync s": first["seconds"],
+            "first sync cpu s": first["cpu_seconds"],
+            "first sync peak MB": first["peak_rss_mb"],
+            "incremental sync ms": again["seconds"] * 1e3,
+            "incremental sync cpu ms": again["cpu_seconds"] * 1e3,
+        }
+
+
+def sync_verdicts(results: dict[int, dict[str, float]]) -> None:
+    """The sync targets, judged at 1,000,000 records when measured there."""
+    figures = results.get(1_000_000)
+    if not figures or "first sync s" not in figures:
+        return
+    seconds, megabytes, incremental = SYNC_TARGETS
+    first_ok = figures["first sync s"] < seconds and figures["first sync peak MB"] < megabytes
+    print(
+        f"at 1,000,000: first sync {figures['first sync s']:.1f} s, peak RSS "
+        f"{figures['first sync peak MB']:.0f} MB [target < {seconds:g} s and < {megabytes:g} MB: "
+        f"{verdict(first_ok)}]; incremental {figures['incremental sync ms']:.0f} ms "
+        f"[target < {incremental * 1e3:g} ms: {verdict(figures['incremental sync ms'] < 100)}]"
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1_000, 10_000, 100_000, 1_000_000])
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=sorted(PARTS),
+        default=sorted(PARTS),
+        help="Which figures to take (default: all). 'prune' fills a cache and prunes it; "
+        "'sync' syncs from an archive started here.",
+    )
     args = parser.parse_args()
     print("command:", " ".join([os.path.basename(sys.executable), *sys.argv]))
+    parts = set(args.only)
     results: dict[int, dict[str, float]] = {}
-    with tempfile.TemporaryDirectory(prefix="koa_scale_") as tmp:
+    with tempfile.TemporaryDirectory(prefix="koa_scale_") as tmp, contextlib.ExitStack() as stack:
+        archive = stack.enter_context(SyncArchive(Path(tmp))) if "sync" in parts else None
         for n in args.sizes:
-            results[n] = measure(Path(tmp), n)
+            results[n] = measure(Path(tmp), n, parts) if parts & {"local", "prune"} else {}
+            if archive is not None:
+                results[n].update(archive.measure(n))
             line = " | ".join(f"{k} {v:.4g}" for k, v in results[n].items())
             print(f"N={n:>9,}: {line}", flush=True)
     sizes = list(results)
@@ -128,6 +246,7 @@ def main() -> None:
             f"{k} x{results[large][k] / results[small][k]:.2f}" for k in results[large]
         )
         print(f"{small:,} -> {large:,} (N x{large / small:.0f}): {growth}")
+    sync_verdicts(results)
 
 
 if __name__ == "__main__":

@@ -87,9 +87,10 @@ task, cache = sys.argv[1], sys.argv[2]
 store = CalibrationStore(instrument_name="hispec", cache_dir=cache, sync_on_init=False)
 out = {"rss_before_mb": psutil.Process().memory_info().rss / 2**20}
 if task == "sync":
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     added = store.sync_records_from_remote()
     out["seconds"] = time.perf_counter() - start
+    out["cpu_seconds"] = time.process_time() - cpu
     out["added"] = len(added)
 elif task == "prefetch":
     store.sync_records_from_remote()

@@ -23,6 +23,7 @@ from ..errors import (
     RetractedCalibrationError,
 )
 from ..records import normalize_timestamp, retraction_reason, utc_now, validate_cal_id
+from .removal import FileRemoval
 
 if TYPE_CHECKING:
     from ..database.local_database import LocalCalibrationDB
@@ -347,13 +348,14 @@ class Lifecycle:
                     "pass force=True (koa-cal remove --force) to remove the local copy anyway."
                 )
             records.append(record)
-        for record in records:
-            with self.layout.lock(record["id"]):
-                with self.db.write_transaction():
-                    self.db.delete(record["id"])
-                    self.db.forget(record["id"])
-                self.layout.path_for(record["filename"]).unlink(missing_ok=True)
-            logger.info("Removed calibration %s and %s", record["id"], record["filename"])
+        with FileRemoval(self.layout) as removal:
+            for record in records:
+                with removal.locked(record["id"]):
+                    with self.db.write_transaction():
+                        self.db.delete(record["id"])
+                        self.db.forget(record["id"])
+                    removal.unlink(record["filename"])
+                logger.info("Removed calibration %s and %s", record["id"], record["filename"])
         return records
 
     def check_retraction(self, record: dict, allow: bool | None = None) -> None:

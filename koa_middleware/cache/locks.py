@@ -9,7 +9,9 @@ many calibrations a cache has seen. The protocol that makes removal safe:
 2. once locked, check that the name still leads to the locked file (same
    device and inode). A waiter whose file was removed (or replaced) by the
    previous holder finds it is not, lets go, and starts again on what the name
-   leads to now;
+   leads to now. A waiter checks the name between tries too, since a prune
+   takes the name away from a file it keeps holding
+   (:mod:`~koa_middleware.cache.lock_slots`);
 3. remove the name only while holding the lock on the file it leads to.
 
 So at any moment at most one process holds a lock on the file the name leads
@@ -55,13 +57,15 @@ __all__ = [
     "is_own_file",
     "leads_to",
     "locked_file",
+    "release",
     "remove_planted",
+    "try_lock",
 ]
 
 _NOFOLLOW = os.O_NOFOLLOW | os.O_CLOEXEC
 #: Seconds a waiter waits before it logs which lock is held, and by what.
 NOTICE_AFTER = 5.0
-#: Longest pause between two tries of a lock waited for with a limit (seconds).
+#: Longest pause between two tries of a lock waited for (seconds).
 _MAX_POLL = 0.05
 
 
@@ -106,10 +110,7 @@ def held_lock(
     try:
         yield
     finally:
-        try:
-            _remove_if_locked(path, fd, dir_fd)
-        finally:
-            os.close(fd)  # releases the lock
+        release(path, fd, dir_fd=dir_fd)
 
 
 def is_locked(path: Path, *, dir_fd: int | None = None) -> bool:
@@ -196,34 +197,79 @@ def locked_file(
     LockTimeoutError
         If another process held the lock for longer than ``timeout``.
     """
+    fd = _lock_name(path, write, dir_fd, _Wait(path, timeout))
+    assert fd is not None  # a wait never gives up without raising
+    return fd
+
+
+def try_lock(path: Path, *, dir_fd: int | None = None) -> int | None:
+    """:func:`locked_file` (read-only) without waiting: None when another holder has it.
+
+    Parameters
+    ----------
+    path : Path
+        The lock file's name (created when missing, never through a link).
+    dir_fd : int | None
+        An open descriptor of ``path``'s folder: the name is taken relative to it.
+
+    Returns
+    -------
+    int | None
+        The locked descriptor (closing it releases the lock; remove the name
+        first with :func:`release`), or None while a running process holds it.
+
+    Raises
+    ------
+    UnsafeCachePathError
+        If the name keeps being replaced.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> name = Path(tempfile.mkdtemp()) / "x.lock"
+    >>> fd = try_lock(name)
+    >>> try_lock(name) is None  # a second open file description: refused, not waited for
+    True
+    >>> release(name, fd)
+    >>> name.exists()
+    False
+    """
+    return _lock_name(path, False, dir_fd, None)
+
+
+def release(path: Path, fd: int, *, dir_fd: int | None = None) -> None:
+    """Remove the lock file ``path`` (if it is still ``fd``'s) and let go of ``fd``'s lock."""
+    try:
+        _remove_if_locked(path, fd, dir_fd)
+    finally:
+        os.close(fd)
+
+
+def _lock_name(path: Path, write: bool, dir_fd: int | None, wait: _Wait | None) -> int | None:
+    """The protocol of :func:`locked_file`; with no ``wait``, None when the lock is held."""
     access = os.O_RDWR if write else os.O_RDONLY
     name = _name(path, dir_fd)
-    wait = _Wait(path, timeout)
     for _ in range(1000):
-        created = False
+        created = True
         try:
-            fd = os.open(name, access | os.O_NONBLOCK | _NOFOLLOW, dir_fd=dir_fd)
-        except FileNotFoundError:
+            # A lock file exists only while in use: creating it is the usual case.
+            fd = os.open(
+                name,
+                access | os.O_CREAT | os.O_EXCL | os.O_NONBLOCK | _NOFOLLOW,
+                FILE_MODE,
+                dir_fd=dir_fd,
+            )
+        except FileExistsError:  # held (or a planted link): open what is there
+            created = False
             try:
-                fd = os.open(
-                    name,
-                    access | os.O_CREAT | os.O_EXCL | os.O_NONBLOCK | _NOFOLLOW,
-                    FILE_MODE,
-                    dir_fd=dir_fd,
-                )
-                created = True
-            except FileExistsError:
-                continue  # another process made it first: open that one
+                fd = os.open(name, access | os.O_NONBLOCK | _NOFOLLOW, dir_fd=dir_fd)
+            except FileNotFoundError:
+                continue  # its holder removed it meanwhile: make it again
             except OSError as exc:
                 if exc.errno != errno.ELOOP:
                     raise
                 remove_planted(path, "a lock file", dir_fd=dir_fd)
                 continue
-        except OSError as exc:
-            if exc.errno != errno.ELOOP:
-                raise
-            remove_planted(path, "a lock file", dir_fd=dir_fd)
-            continue
         try:
             if created:
                 match_folder_group(fd, path.parent if dir_fd is None else dir_fd)
@@ -234,7 +280,14 @@ def locked_file(
                 if leads_to(path, fd, dir_fd=dir_fd):  # a second name of another file
                     remove_planted(path, "a lock file", dir_fd=dir_fd)
                 continue
-            wait.lock(fd)
+            if wait is not None:
+                if not wait.lock(fd, dir_fd):
+                    continue  # the name was taken away from this file: open what it is now
+            else:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    return None
             if leads_to(path, fd, dir_fd=dir_fd):
                 result, fd = fd, -1
                 return result
@@ -262,8 +315,19 @@ class _Wait:
         self.noticed = False
         self.notice_after = NOTICE_AFTER if timeout is None else min(NOTICE_AFTER, timeout / 2)
 
-    def lock(self, fd: int) -> None:
+    def lock(self, fd: int, dir_fd: int | None = None) -> bool:
         """Take the exclusive lock of ``fd``, waiting as the settings say.
+
+        Between tries, the name is checked: a holder may take it away from the
+        file while still holding that file's lock (a prune gives back the lock
+        files it reuses, :mod:`koa_middleware.cache.lock_slots`), and then
+        waiting on that file would never end.
+
+        Returns
+        -------
+        bool
+            True once locked; False when the name no longer leads to ``fd``
+            (start again on what it leads to now).
 
         Raises
         ------
@@ -272,7 +336,7 @@ class _Wait:
         """
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return
+            return True
         except BlockingIOError:
             pass
         if self.start is None:
@@ -283,18 +347,16 @@ class _Wait:
             if self.timeout is not None and waited >= self.timeout:
                 raise self._timed_out(fd, waited)
             if not self.noticed and waited >= self.notice_after:
-                self._notice(fd, waited)
-                if self.timeout is None:
-                    fcntl.flock(fd, fcntl.LOCK_EX)  # said once; now wait without polling
-                    return
+                self._notice(fd, waited)  # said once
             # flock has no timeout: try again after a pause that grows to _MAX_POLL
             time.sleep(pause)
             pause = min(pause * 2, _MAX_POLL)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return
+                return True
             except BlockingIOError:
-                continue
+                if not leads_to(self.path, fd, dir_fd=dir_fd):
+                    return False
 
     def _notice(self, fd: int, waited: float) -> None:
         self.noticed = True

@@ -20,7 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from ..errors import ConfigurationError, KOAError
+from ..errors import ConfigurationError
+from .removal import FileRemoval
 
 if TYPE_CHECKING:
     from .local_cache import LocalCache
@@ -91,15 +92,27 @@ class PruneReport:
 
 
 def present_files(cache: LocalCache) -> list[tuple[dict, int, float]]:
-    """``(record, size, mtime)`` of each calibration whose file is in the cache's own folder."""
-    found = []
-    for record in cache.db.rows:
-        try:
-            info = os.lstat(cache.layout.path_for(record["filename"]))
-        except (FileNotFoundError, KOAError):
-            continue
-        found.append((record, info.st_size, info.st_mtime))
-    return found
+    """``(record, size, mtime)`` of each calibration whose file is in the cache's own folder.
+
+    The folder is read once, through its descriptor (never through a link), and
+    only the names that are both a record's file and in the folder are looked at.
+    """
+    try:
+        with cache.layout.opened_folder(cache.layout.calibrations_dir) as folder:
+            entries = {entry.name: entry for entry in os.scandir(folder)}
+            found = []
+            for record in cache.db.rows:
+                entry = entries.get(record.get("filename"))
+                if entry is None:
+                    continue
+                try:
+                    info = entry.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue
+                found.append((record, info.st_size, info.st_mtime))
+            return found
+    except FileNotFoundError:
+        return []
 
 
 def prune_cache(
@@ -138,17 +151,26 @@ def prune_cache(
     uses = cache.db.last_uses()
     # least recently served first; a file never served counts from when it was placed
     present.sort(key=lambda item: uses.get(item[0]["id"], item[2]))
-    for record, size, _ in present:
-        if report.size_after <= max_size:
-            break
-        if record["id"] in kept:
-            report.kept_local.append(record["id"])
-            continue
-        if not _remove_unless_in_use(cache, record):
-            report.kept_in_use.append(record["id"])
-            continue
-        report.removed.append({k: record.get(k) for k in ("id", "filename", "file_size")})
-        report.size_after -= size
+    position = 0
+    with FileRemoval(cache.layout) as removal:
+        # rounds: a file found in use frees nothing, so the next ones in line are tried
+        while report.size_after > max_size and position < len(present):
+            chosen, sizes, projected = [], {}, report.size_after
+            while projected > max_size and position < len(present):
+                record, size, _ = present[position]
+                position += 1
+                if record["id"] in kept:
+                    report.kept_local.append(record["id"])
+                    continue
+                chosen.append(record)
+                sizes[record["id"]] = size
+                projected -= size
+            # pruned, not lost: verify then counts a removed file as not downloaded yet
+            removed, in_use = removal.remove_unless_in_use(chosen, cache.db.forget_file_stats)
+            report.kept_in_use += [record["id"] for record in in_use]
+            for record in removed:
+                report.removed.append({k: record.get(k) for k in ("id", "filename", "file_size")})
+                report.size_after -= sizes[record["id"]]
     logger.info(
         "Pruned %d file(s), %d bytes; the cache's files now take %d bytes (limit %d).",
         len(report.removed),
@@ -157,23 +179,6 @@ def prune_cache(
         max_size,
     )
     return report
-
-
-def _remove_unless_in_use(cache: LocalCache, record: dict) -> bool:
-    """Remove the record's file under its lock; False when a process is using it."""
-    layout = cache.layout
-    if layout.in_use(record["id"]):
-        return False
-    with layout.lock(record["id"]):
-        path = layout.path_for(record["filename"])
-        try:
-            path.unlink()
-        except FileNotFoundError:
-            pass
-        # pruned, not lost: verify then counts it as not downloaded yet
-        cache.db.forget_file_stat(record["id"])
-    logger.debug("Removed %s (calibration %s) from the cache", path, record["id"])
-    return True
 
 
 class CacheBounds:

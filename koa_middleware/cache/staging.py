@@ -30,7 +30,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from ..errors import CalibrationSaveError, InvalidRecordError
+from ..errors import CalibrationSaveError, InvalidRecordError, UnsafeCachePathError
 from ..hashing import file_digest
 from ..records import safe_path
 from .layout import cache_full_error, create_private_file, is_disk_full
@@ -189,8 +189,14 @@ class Staging:
         """Remove the private folders of this store's registrations (when the store closes)."""
         with self._folders_lock:
             folders, self._folders = self._folders, []
-        for folder in folders:
-            shutil.rmtree(folder, ignore_errors=True)
+        if not folders:
+            return
+        try:
+            with self.layout.opened_folder(self.layout.tmp_dir) as tmp:
+                for folder in folders:  # by name in tmp/<instrument>, never through a link
+                    shutil.rmtree(folder.name, ignore_errors=True, dir_fd=tmp)
+        except (FileNotFoundError, UnsafeCachePathError) as exc:
+            logger.debug("Left the private folders of registrations alone: %s", exc)
 
 
 def fresh_folder(folder: Path) -> None:

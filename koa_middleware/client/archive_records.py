@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import InvalidRecordError
 from ..records import LOCAL_REQUIRED_FIELDS, is_cal_id, validate_record
+from .added_records import AddedRecords
 
 if TYPE_CHECKING:
     from ..database.local_database import LocalCalibrationDB
@@ -178,14 +179,15 @@ class SyncReport:
 
     Attributes
     ----------
-    added : list[dict]
-        The records added or updated locally, as stored.
+    added : AddedRecords
+        The records added or updated locally, as stored: a sequence of dicts,
+        kept compressed (a first sync may bring a million).
     set_aside : dict[str, str]
         The records the archive sent that could not be stored: id -> reason.
         The next sync tries them again.
     """
 
-    added: list[dict] = field(default_factory=list)
+    added: AddedRecords = field(default_factory=AddedRecords)
     set_aside: dict[str, str] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
@@ -228,24 +230,21 @@ class ArchiveIntake:
         self.pending = load_set_aside(local_db.get_meta(self.key))
         self._saved = dict(self.pending)
         self.report = SyncReport()
-        #: Ids stored or set aside by this sync.
+        #: Ids set aside by this sync (those it stored are in the local database; a set
+        #: of a million ids would be the largest thing a first sync keeps).
         self.handled: set[str] = set()
-        self._interned: dict[str, str] = {}
 
     def store(self, records: list) -> None:
         """Store a batch (inside ``local_db.write_transaction()``)."""
         if self.strict:
-            stored = add_strictly(self.local_db, self.remote_db, records, self._interned)
+            stored = add_strictly(self.local_db, self.remote_db, records)
             aside: dict[str, str] = {}
         else:
-            stored, aside = store_what_fits(self.local_db, records, self._interned)
-        ids = [rec["id"] for rec in stored]
-        self.handled.update(ids)
+            stored, aside = store_what_fits(self.local_db, records)
         if self.pending:
-            for cal_id in ids:
-                self.pending.pop(cal_id, None)
-        # Stored with their names and short values shared (see share_values).
-        self.report.added.extend(stored)
+            for rec in stored:
+                self.pending.pop(rec["id"], None)
+        self.report.added.extend(stored)  # compressed: the dicts are let go
         for key, reason in aside.items():
             logger.warning(
                 "Set aside record %s from %s: %s The other records are stored; the next "

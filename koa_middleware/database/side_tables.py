@@ -240,5 +240,11 @@ class SideTables:
 
     def forget_file_stat(self, cal_id: str) -> None:
         """Drop the recorded stat of a file removed on purpose (pruned), so it is not "lost"."""
+        self.forget_file_stats([cal_id])
+
+    def forget_file_stats(self, ids: Iterable[str]) -> None:
+        """:meth:`forget_file_stat` of many files, in one transaction."""
         with self.write_transaction():
-            self.conn.execute('DELETE FROM "_koa_files" WHERE id = ?', (cal_id,))
+            self.conn.executemany(
+                'DELETE FROM "_koa_files" WHERE id = ?', [(cal_id,) for cal_id in ids]
+            )

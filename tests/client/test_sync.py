@@ -36,6 +36,17 @@ def test_first_and_incremental_pull(remote, publisher, local_db, protocol, tmp_p
     assert (cursor is not None) == (protocol == 2)
 
 
+def test_a_pull_returns_each_record_as_stored(remote, publisher, local_db, tmp_path):
+    publish(publisher, tmp_path / "a", 7)
+    added = pull_records(local_db, remote)
+    assert len(added) == 7 and added[-1] == list(added)[6] and added[1:3] == list(added)[1:3]
+    for record in added:
+        stored = local_db.query_id(record["id"])
+        assert record == {key: stored[key] for key in record}
+    added[0]["filename"] = "changed.fits"  # a copy: the report is unchanged
+    assert added[0]["filename"] == local_db.query_id(added[0]["id"])["filename"]
+
+
 @pytest.mark.parametrize("protocol", [2], ids=["v2"])
 def test_incremental_pull_reads_only_the_new_changes(remote, publisher, local_db, tmp_path):
     publish(publisher, tmp_path / "a", 4)

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from koa_middleware.cache.prune import parse_size
+from koa_middleware.cache.removal import BATCH
 from koa_middleware.cache.report import verify_cache
-from koa_middleware.errors import ConfigurationError
+from koa_middleware.errors import ConfigurationError, UnsafeCachePathError
 from koa_middleware.hashing import file_md5
 from support.models import FileModel, dark
 
@@ -160,3 +161,57 @@ def test_prune_under_concurrent_gets_from_another_process(archive, open_store, i
     for record in records:  # whatever is left is whole; whatever went comes back whole
         path, _ = store.get_calibration(record["id"])
         assert file_md5(path) == record["file_md5"]
+
+
+def test_a_file_in_use_makes_way_for_the_next_in_line(archive, open_store):
+    records = publish(open_store, archive, 4)
+    store = open_store(archive.url(2), archive.tokens["read"], name="next-in-line")
+    for record in records:  # 0 is the least recently used, then 1, 2, 3
+        store.get_calibration(record["id"])
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with store.layout.lock(records[0]["id"]):
+            held.set()
+            release.wait(30)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert held.wait(30)
+        report = store.prune(2 * SIZE)
+    finally:
+        release.set()
+        holder.join()
+    assert report.kept_in_use == [records[0]["id"]]
+    assert [r["id"] for r in report.removed] == [records[1]["id"], records[2]["id"]]
+    assert files_in(store) == {records[0]["filename"], records[3]["filename"]}
+    assert report.size_after == 2 * SIZE
+    assert os.listdir(store.layout.locks_dir) == []  # prune's locks are gone with it
+
+
+def test_prune_enters_no_files_folder_that_leads_out_of_the_cache(open_store, tmp_path):
+    store = open_store("http://127.0.0.1:9/", None, name="swapped", connect_remote=False)
+    for i in range(2):
+        store.register_calibration(FileModel(dark(i), os.urandom(SIZE)), origin="KECK")
+    outside = tmp_path / "elsewhere"
+    store.layout.calibrations_dir.rename(outside)  # the files, moved out of the cache
+    store.layout.calibrations_dir.symlink_to(outside)
+    with pytest.raises(UnsafeCachePathError, match="outside the cache"):
+        store.prune(0)
+    assert len(list(outside.iterdir())) == 2  # nothing outside the cache was removed
+
+
+def test_many_files_are_pruned_in_batches_and_verify_finds_them_not_downloaded(open_store):
+    store = open_store("http://127.0.0.1:9/", None, name="batches", connect_remote=False)
+    count = BATCH + 30  # more than one batch of locks
+    for i in range(count):  # one family per file: none is a version of another
+        record = dark(i, datetime_obs=f"2024-{1 + i // 28:02d}-{1 + i % 28:02d}T00:00:00.000")
+        store.register_calibration(FileModel(record, os.urandom(100)), origin="KECK")
+    report = store.prune(10 * 100)
+    assert len(report.removed) == count - 10
+    assert len(files_in(store)) == 10
+    checked = verify_cache(store.cache)
+    assert checked["problems"] == []
+    assert len(checked["not_downloaded"]) == count - 10
+    assert os.listdir(store.layout.locks_dir) == []
