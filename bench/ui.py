@@ -40,7 +40,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlencode, urlsplit, urlunsplit
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -73,6 +73,8 @@ NOT_PAGES = (
     "/static",
     "/{instrument}/browse.csv",
     "/{instrument}/browse.json",
+    "/{instrument}/explain.json",  # the explain page's manifest, a download
+    "/{instrument}/files/",  # a stored file (the records here have none)
 )
 
 
@@ -180,8 +182,11 @@ def page_routes(catalog: Catalog) -> list[str]:
     return found
 
 
-def page_paths(routes: list[str], cal_id: str, deep_after: str) -> dict[str, str]:
+def page_paths(routes: list[str], record: dict, deep_after: str) -> dict[str, str]:
     """Name -> path under /ui of every page to time; routes with unknown parameters skipped."""
+    cal_id = record["id"]
+    frame = {name: record[name] for name in ("cal_type", "datetime_obs", "spectrograph",
+                                             "instrument_era")}  # fmt: skip
     named = {
         "overview": f"/{INSTRUMENT}/",
         "browse first page": f"/{INSTRUMENT}/browse",
@@ -189,9 +194,11 @@ def page_paths(routes: list[str], cal_id: str, deep_after: str) -> dict[str, str
         "record": f"/{INSTRUMENT}/records/{cal_id}",
         "changes": f"/{INSTRUMENT}/changes",
         "changes (late)": f"/{INSTRUMENT}/changes?since=90000",
+        # What the nearest selector picks for a frame at that record's time (koa-cal ui).
+        "explain": f"/{INSTRUMENT}/explain?" + urlencode({"selector": "nearest", **frame}),
     }
     covered = {"/{instrument}/", "/{instrument}/browse", "/{instrument}/records/{cal_id}",
-               "/{instrument}/changes"}  # fmt: skip
+               "/{instrument}/changes", "/{instrument}/explain"}  # fmt: skip
     for route in routes:
         if route in covered:
             continue
@@ -326,9 +333,8 @@ def bench_archive(source: str, root: Path, db_url: str | None, records: list[dic
         routes = page_routes(catalog)
     finally:
         catalog.close()
-    paths = page_paths(
-        routes, records[5]["id"], deep_key_catalog(root, db_url, len(records) * 9 // 10)
-    )
+    paths = page_paths(routes, records[5], deep_key_catalog(root, db_url, len(records) * 9 // 10))
+    paths.pop("explain")  # selectors live in koa-cal ui: the archive's page says so (404)
     token = make_token(root, db_url)
     process, base_url = start_server(root, db_url, ("--anonymous-read", "--instrument", INSTRUMENT))
     try:
@@ -381,9 +387,7 @@ def bench_cache(
     try:
         line = process.stdout.readline()
         pages = line[line.index("http://") :].split()[0].rstrip("/")
-        paths = page_paths(
-            routes, records[5]["id"], deep_key_cache(records, len(records) * 9 // 10)
-        )
+        paths = page_paths(routes, records[5], deep_key_cache(records, len(records) * 9 // 10))
         paths.pop("changes (late)")  # a local cache has no changes feed
         return print_pages("cache", time_pages(pages, paths, args.repeats))
     finally:

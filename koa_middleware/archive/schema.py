@@ -56,6 +56,9 @@ records = sa.Table(
     # previous page ended (page_marks.py), without sorting the whole type per page.
     sa.Index("ix_records_cal_type_updated", "instrument", "cal_type", "last_updated", "id"),
     sa.Index("ix_records_datetime_obs", "instrument", "datetime_obs"),
+    # The pages' counts per type and origin, live and retracted, read from the index
+    # alone (the overview right after a change, web/memo.py).
+    sa.Index("ix_records_counts", "instrument", "cal_type", "origin", "retracted_at"),
 )
 
 #: Columns of ``records`` that hold record fields, in the order records are shown.
