@@ -6,25 +6,11 @@ import csv
 import io
 import json
 import re
-from html import unescape
 
 from koa_middleware.web import CSP
 from support.archive import make_record
+from support.web_html import links, row_files
 from support.web_sites import open_site
-
-
-def links(html: str, text: str) -> list[str]:
-    """The targets of the links whose text is ``text``, unescaped."""
-    return [unescape(href) for href, label in re.findall(r'href="([^"]*)"[^>]*>([^<]*)<', html)
-            if label.strip() == text]  # fmt: skip
-
-
-def row_files(html: str) -> list[str]:
-    """The file names of a browse table's rows, in order."""
-    body = html.split("<tbody>", 1)[1].split("</tbody>", 1)[0]
-    return [
-        unescape(name) for name in re.findall(r'<th scope="row"><a href="[^"]*">([^<]*)</a>', body)
-    ]
 
 
 def test_every_page_answers_with_its_content_and_the_csp(site):
