@@ -56,7 +56,12 @@ def upgrade_catalog(engine: Engine) -> list[str]:
     list of str
         The columns added (empty when the catalog was current).
     """
-    create_missing_indexes(engine)
+    added = _add_missing_columns(engine)
+    create_missing_indexes(engine)  # after the columns: an index may name an added one
+    return added
+
+
+def _add_missing_columns(engine: Engine) -> list[str]:
     with engine.connect() as conn:
         if set(_ADDED_COLUMNS) <= _present_columns(conn):
             return []

@@ -91,6 +91,8 @@ def make_old_catalog(root: Path, db_url: str | None) -> None:
     engine = sa.create_engine(url)
     try:
         with engine.begin() as conn:
+            # Indexes naming those columns came later too (SQLite refuses the drop first).
+            conn.exec_driver_sql("DROP INDEX IF EXISTS ix_records_counts")
             for name in LIFECYCLE:
                 conn.exec_driver_sql(f"ALTER TABLE records DROP COLUMN {name}")
         with engine.connect() as conn:
