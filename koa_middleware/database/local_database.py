@@ -140,6 +140,7 @@ class LocalCalibrationDB(RecordReading, SideTables):
             *(("table", name) for name in _SIDE_TABLES),
         }
         wanted.update(("index", f"ix_{self.table_name}_{name}") for name in INDEXED_COLUMNS)
+        wanted.update(("trigger", name) for name in self._deletion_triggers())
         return {(kind, name.lower()) for kind, name in wanted}
 
     def _schema_names(self) -> set[tuple[str, str]]:
@@ -148,7 +149,7 @@ class LocalCalibrationDB(RecordReading, SideTables):
         Names are compared without case, as SQLite does.
         """
         rows = self.conn.execute(
-            "SELECT type, name FROM sqlite_master WHERE type IN ('table', 'index')"
+            "SELECT type, name FROM sqlite_master WHERE type IN ('table', 'index', 'trigger')"
         )
         return {(kind, name.lower()) for kind, name in rows}
 
@@ -188,6 +189,15 @@ class LocalCalibrationDB(RecordReading, SideTables):
             self.conn.execute(
                 f'CREATE TABLE IF NOT EXISTS "{USES_TABLE}" (id TEXT PRIMARY KEY, last_used REAL)'
             )
+            for name, watched in self._deletion_triggers().items():
+                # Counts deletions, whoever makes them, for :meth:`change_mark`; an
+                # upsert deletes nothing, so a sync's inserts do not run it.
+                key = f"deletions {watched}"
+                self.conn.execute(
+                    f'CREATE TRIGGER IF NOT EXISTS "{name}" AFTER DELETE ON "{watched}" BEGIN '
+                    f"INSERT INTO \"{META_TABLE}\" (key, value) VALUES ('{key}', 1) "
+                    "ON CONFLICT(key) DO UPDATE SET value = value + 1; END"
+                )
 
     def ensure_index(self, columns: Iterable[str]) -> None:
         """Create an index over ``columns`` (in order) if there is none yet.
@@ -530,6 +540,11 @@ class LocalCalibrationDB(RecordReading, SideTables):
     def __len__(self) -> int:
         return self.conn.execute(f"SELECT COUNT(*) FROM {self._quoted_table}").fetchone()[0]
 
+    def __bool__(self) -> bool:
+        # Whether any record is here, without counting a large table.
+        sql = f"SELECT EXISTS (SELECT 1 FROM {self._quoted_table})"
+        return bool(self.conn.execute(sql).fetchone()[0])
+
     def count_published(self) -> int:
         """Return how many records here an archive published (it sent their ``published_at``).
 
@@ -545,6 +560,40 @@ class LocalCalibrationDB(RecordReading, SideTables):
         sql = f'SELECT COUNT(*) FROM {self._quoted_table} JOIN "{PUBLISHED_TABLE}" USING (id)'
         with self._lock:
             return self.conn.execute(sql).fetchone()[0]
+
+    def _deletion_triggers(self) -> dict[str, str]:
+        """The name of each trigger that counts deletions, and the table it watches."""
+        watched = (self.table_name, PUBLISHED_TABLE)
+        return {f"tr_{table}_deleted": table for table in watched}
+
+    def change_mark(self) -> str:
+        """A short string that changes whenever a record or a publication time is added or deleted.
+
+        Cheap at any size (no counting): the largest rowid of the records and
+        of the publication times, which grows with each row added, and the
+        number of rows deleted from each, which triggers keep in the database.
+        A record changed in place (same id) leaves it as it was.
+
+        Examples
+        --------
+        >>> db = LocalCalibrationDB(":memory:", "hispec")
+        >>> before = db.change_mark()
+        >>> _ = db.add({"id": "1b4e28ba-2fa1-4d2b-883f-0016d3cca427", "filename": "d.fits",
+        ...             "cal_type": "dark", "datetime_obs": "2024-01-01"})
+        >>> db.change_mark() != before
+        True
+        """
+        tables = tuple(self._deletion_triggers().values())
+        parts = [f"SELECT MAX(rowid) FROM {quote_identifier(table)}" for table in tables]
+        keys = ", ".join("?" * len(tables))
+        sql = f'SELECT key, value FROM "{META_TABLE}" WHERE key IN ({keys})'
+        with self._lock:
+            highest = [self.conn.execute(part).fetchone()[0] for part in parts]
+            deleted = dict(self.conn.execute(sql, [f"deletions {t}" for t in tables]).fetchall())
+        return " ".join(
+            f"{top or 0}-{deleted.get(f'deletions {t}', 0)}"
+            for top, t in zip(highest, tables, strict=True)
+        )
 
     def release_memory(self) -> None:
         """Give back the memory of SQLite's page cache (``PRAGMA shrink_memory``).
