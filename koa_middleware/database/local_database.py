@@ -28,11 +28,10 @@ from sqlite_utils import Database  # noqa: F401
 from sqlite_utils.db import NotFoundError  # noqa: F401
 
 from ..errors import InvalidRecordError
-from ..record_batches import RecordRun, validate_runs
+from ..record_batches import RecordRun, split_run_lifecycle, validate_runs
 from ..records import (
     LIFECYCLE_FIELDS,
     LOCAL_REQUIRED_FIELDS,
-    split_lifecycle,
     validate_cal_id,
     validate_column_name,
 )
@@ -471,10 +470,9 @@ class LocalCalibrationDB(RecordReading, SideTables):
     def _store_runs(self, runs: list[RecordRun], alter: bool) -> list[dict]:
         """Store runs of validated records with the same fields; return the records as stored."""
         lifecycle: dict[str, dict] = {}
-        records = list(chain.from_iterable(run.records for run in runs))
         if any(name in run.fields for run in runs for name in LIFECYCLE_FIELDS):
-            records = [self._split_lifecycle(record, lifecycle) for record in records]
-            runs = _runs_of_same_keys(records)
+            runs = [split_run_lifecycle(run, lifecycle) for run in runs]
+        records = list(chain.from_iterable(run.records for run in runs))
         if records:
             with self.write_transaction():
                 self._add_missing_columns([run.records for run in runs], alter)
@@ -483,13 +481,6 @@ class LocalCalibrationDB(RecordReading, SideTables):
                 if lifecycle:
                     self.apply_lifecycle(lifecycle)
         return records
-
-    @staticmethod
-    def _split_lifecycle(record: dict, lifecycle: dict[str, dict]) -> dict:
-        rest, info = split_lifecycle(record)
-        if info:
-            lifecycle[rest["id"]] = info
-        return rest
 
     def _upsert(self, run: RecordRun) -> None:
         keys = run.fields
