@@ -56,6 +56,9 @@ _STREAM_BATCH = 10_000
 # few thousand random ids dirties about as many index pages of a large table as ten
 # pages do, so grouping pages cuts what the commits write. The cursor moves with them.
 _CHANGES_BATCH = 30_000
+# SQLite's page cache while the changes are stored (MiB): room for the id indexes a
+# batch touches at 1,000,000 records, within the sync's memory budget.
+_CHANGES_CACHE_MB = 128
 
 
 def cursor_key(remote_db: RemoteCalibrationDB) -> str:
@@ -418,7 +421,10 @@ def _pull_changes(intake: ArchiveIntake, progress: bool | None) -> None:
     if since and was_empty:
         logger.info("The local database is empty; reading the changes feed from the start.")
         since = 0
-    with progress_bar(None, "sync", progress, unit="record") as bar:
+    with (
+        progress_bar(None, "sync", progress, unit="record") as bar,
+        local_db.larger_page_cache(_CHANGES_CACHE_MB),
+    ):
         pages = remote_db.iter_change_pages(since)
         group = _ChangesGroup(local_db)
         try:

@@ -586,6 +586,23 @@ class LocalCalibrationDB(RecordReading, SideTables):
             for top, t in zip(highest, tables, strict=True)
         )
 
+    @contextmanager
+    def larger_page_cache(self, mebibytes: int) -> Iterator[None]:
+        """Let SQLite's page cache grow to ``mebibytes`` for the enclosed block (a large sync).
+
+        Inserting random ids into the indexes of a large table touches most of
+        their pages in each batch; a cache that holds them spares reading them
+        again. The former size is set back after the block.
+        """
+        with self._lock:
+            former = self.conn.execute("PRAGMA cache_size").fetchone()[0]
+            self.conn.execute(f"PRAGMA cache_size = {-int(mebibytes) * 1024}")
+        try:
+            yield
+        finally:
+            with self._lock:
+                self.conn.execute(f"PRAGMA cache_size = {int(former)}")
+
     def release_memory(self) -> None:
         """Give back the memory of SQLite's page cache (``PRAGMA shrink_memory``).
 
