@@ -34,12 +34,15 @@ from .records import (
     _VALID_COLUMNS,
     _VERSION_RE,
     BOOLEAN_COLUMNS,
+    LIFECYCLE_FIELDS,
     LOCAL_REQUIRED_FIELDS,
     MAX_FILENAME_BYTES,
     MAX_INTEGER,
+    MAX_REASON_CHARS,
     MIN_INTEGER,
     CalId,
     _normalize_value,
+    split_lifecycle,
     validate_column_name,
     validate_record,
 )
@@ -453,3 +456,49 @@ _COLUMN_CHECKS: dict[str, Callable[[list, set[type]], Sequence[Any] | None]] = {
 }
 #: The same, leaving canonical ids the strings they are (``validate_runs(mark_ids=False)``).
 _UNMARKED_COLUMN_CHECKS = {**_COLUMN_CHECKS, "id": _unmarked_ids_column}
+
+
+def split_run_lifecycle(run: RecordRun, lifecycle: dict[str, dict]) -> RecordRun:
+    """``run`` without its lifecycle fields, which go into ``lifecycle`` (id -> info).
+
+    The same as :func:`~koa_middleware.records.split_lifecycle` on each record,
+    checked by column when the run's columns are at hand and their times are
+    already canonical (an archive's answer): a time in another form, or a
+    reason that is not short text, takes the record-by-record path, which
+    normalizes or refuses it.
+
+    Raises
+    ------
+    InvalidRecordError
+        As :func:`~koa_middleware.records.split_lifecycle`.
+    """
+    names = [name for name in run.fields if name in LIFECYCLE_FIELDS]
+    if not names:
+        return run
+    if run.columns is None or not all(_lifecycle_column_normal(run, name) for name in names):
+        records = []
+        for record in run.records:
+            rest, info = split_lifecycle(record)
+            if info:
+                lifecycle[rest["id"]] = info
+            records.append(rest)
+        return RecordRun(records, tuple(records[0]), None)
+    kept = [i for i, name in enumerate(run.fields) if name not in LIFECYCLE_FIELDS]
+    fields = tuple(run.fields[i] for i in kept)
+    columns = [run.columns[i] for i in kept]
+    ids = run.columns[run.fields.index("id")]
+    moved = [run.columns[run.fields.index(name)] for name in names]
+    for cal_id, values in zip(ids, zip(*moved, strict=True), strict=True):
+        lifecycle[cal_id] = dict(zip(names, values, strict=True))
+    records = [dict(zip(fields, row, strict=True)) for row in zip(*columns, strict=True)]
+    return RecordRun(records, fields, columns)
+
+
+def _lifecycle_column_normal(run: RecordRun, name: str) -> bool:
+    """Whether :func:`~koa_middleware.records.split_lifecycle` keeps this column as it is."""
+    values = [value for value in run.columns[run.fields.index(name)] if value is not None]
+    if not values:
+        return True
+    if name == "retract_reason":
+        return all(type(value) is str and len(value) <= MAX_REASON_CHARS for value in values)
+    return _timestamps_column(values, set(map(type, values))) is not None

@@ -16,8 +16,9 @@ fast and small in memory.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..errors import (
@@ -51,6 +52,13 @@ _PER_ID_LIMIT = 200
 # Records stored per transaction from a streamed answer (at least): fewer commits of a
 # large sync, each rewriting the index pages it touched, at a few MB of records in hand.
 _STREAM_BATCH = 10_000
+# Records of the changes feed stored per transaction (at least one page): a page of a
+# few thousand random ids dirties about as many index pages of a large table as ten
+# pages do, so grouping pages cuts what the commits write. The cursor moves with them.
+_CHANGES_BATCH = 30_000
+# SQLite's page cache while the changes are stored (MiB): room for the id indexes a
+# batch touches at 1,000,000 records, within the sync's memory budget.
+_CHANGES_CACHE_MB = 128
 
 
 def cursor_key(remote_db: RemoteCalibrationDB) -> str:
@@ -331,12 +339,14 @@ def _checked_key(remote_db: RemoteCalibrationDB) -> str:
 
 
 def _count_mark(local_db: LocalCalibrationDB, remote_db: RemoteCalibrationDB) -> str:
-    """The changes cursor, the number of records and of publication times, as one string.
+    """The changes cursor and the local database's change mark, as one string.
 
-    Both numbers are cheap to count; a record added or deleted here changes one of them.
+    A record or publication time added or deleted here changes the mark
+    (:meth:`~koa_middleware.database.local_database.LocalCalibrationDB.change_mark`),
+    which costs no counting of a large table.
     """
     cursor = local_db.get_meta(cursor_key(remote_db))
-    return f"{cursor} {len(local_db)} {local_db.count_publications()}"
+    return f"{cursor} {local_db.change_mark()}"
 
 
 def _pull_missing_ids(
@@ -407,12 +417,16 @@ def _pull_changes(intake: ArchiveIntake, progress: bool | None) -> None:
     key = cursor_key(remote_db)
     stored = local_db.get_meta(key)
     since = int(stored) if stored is not None and str(stored).isdigit() else 0
-    was_empty = len(local_db) == 0
+    was_empty = not local_db
     if since and was_empty:
         logger.info("The local database is empty; reading the changes feed from the start.")
         since = 0
-    with progress_bar(None, "sync", progress, unit="record") as bar:
+    with (
+        progress_bar(None, "sync", progress, unit="record") as bar,
+        local_db.larger_page_cache(_CHANGES_CACHE_MB),
+    ):
         pages = remote_db.iter_change_pages(since)
+        group = _ChangesGroup(local_db)
         try:
             for page in pages:
                 records = page["records"]
@@ -430,14 +444,55 @@ def _pull_changes(intake: ArchiveIntake, progress: bool | None) -> None:
                         if not _held_unchanged(rec, known.get(cal_id))
                     ]
                 # The records, the set-aside ids and the cursor are stored together.
-                with local_db.write_transaction():
+                with group.transaction(len(records)):
                     if fresh:
                         intake.store(fresh)
                     if page["next"] != since:
                         local_db.set_meta(key, str(page["next"]))
                 since = page["next"]
-                local_db.release_memory()
                 bar.update(len(records))
+            group.commit()
         finally:
-            pages.close()
+            try:
+                pages.close()
+            finally:
+                group.close()
     logger.debug("Read the changes of %s up to %d.", remote_db.display_url, since)
+
+
+class _ChangesGroup:
+    """Pages of the changes feed stored in one transaction, up to :data:`_CHANGES_BATCH` records.
+
+    Each page is stored in a savepoint of the group's transaction, so a page
+    that fails leaves the pages before it to be committed by :meth:`close`;
+    a sync killed mid-group loses only the uncommitted pages, and its cursor
+    with them.
+    """
+
+    def __init__(self, local_db: LocalCalibrationDB):
+        self.local_db = local_db
+        self.records = 0
+        self._outer: Any = None
+
+    @contextlib.contextmanager
+    def transaction(self, count: int) -> Iterator[None]:
+        """Store one page: in the group's transaction, committed once it holds enough."""
+        if self._outer is None:
+            self._outer = self.local_db.write_transaction()
+            self._outer.__enter__()
+        with self.local_db.savepoint():
+            yield
+        self.records += count
+        if self.records >= _CHANGES_BATCH:
+            self.commit()
+
+    def commit(self) -> None:
+        """Commit the pages stored so far, and give back the page cache's memory."""
+        outer, self._outer, self.records = self._outer, None, 0
+        if outer is not None:
+            outer.__exit__(None, None, None)
+            self.local_db.release_memory()
+
+    def close(self) -> None:
+        """Commit the pages stored before an error (each page is whole or absent)."""
+        self.commit()

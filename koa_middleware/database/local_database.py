@@ -28,11 +28,10 @@ from sqlite_utils import Database  # noqa: F401
 from sqlite_utils.db import NotFoundError  # noqa: F401
 
 from ..errors import InvalidRecordError
-from ..record_batches import RecordRun, validate_runs
+from ..record_batches import RecordRun, split_run_lifecycle, validate_runs
 from ..records import (
     LIFECYCLE_FIELDS,
     LOCAL_REQUIRED_FIELDS,
-    split_lifecycle,
     validate_cal_id,
     validate_column_name,
 )
@@ -140,6 +139,7 @@ class LocalCalibrationDB(RecordReading, SideTables):
             *(("table", name) for name in _SIDE_TABLES),
         }
         wanted.update(("index", f"ix_{self.table_name}_{name}") for name in INDEXED_COLUMNS)
+        wanted.update(("trigger", name) for name in self._deletion_triggers())
         return {(kind, name.lower()) for kind, name in wanted}
 
     def _schema_names(self) -> set[tuple[str, str]]:
@@ -148,7 +148,7 @@ class LocalCalibrationDB(RecordReading, SideTables):
         Names are compared without case, as SQLite does.
         """
         rows = self.conn.execute(
-            "SELECT type, name FROM sqlite_master WHERE type IN ('table', 'index')"
+            "SELECT type, name FROM sqlite_master WHERE type IN ('table', 'index', 'trigger')"
         )
         return {(kind, name.lower()) for kind, name in rows}
 
@@ -188,6 +188,15 @@ class LocalCalibrationDB(RecordReading, SideTables):
             self.conn.execute(
                 f'CREATE TABLE IF NOT EXISTS "{USES_TABLE}" (id TEXT PRIMARY KEY, last_used REAL)'
             )
+            for name, watched in self._deletion_triggers().items():
+                # Counts deletions, whoever makes them, for :meth:`change_mark`; an
+                # upsert deletes nothing, so a sync's inserts do not run it.
+                key = f"deletions {watched}"
+                self.conn.execute(
+                    f'CREATE TRIGGER IF NOT EXISTS "{name}" AFTER DELETE ON "{watched}" BEGIN '
+                    f"INSERT INTO \"{META_TABLE}\" (key, value) VALUES ('{key}', 1) "
+                    "ON CONFLICT(key) DO UPDATE SET value = value + 1; END"
+                )
 
     def ensure_index(self, columns: Iterable[str]) -> None:
         """Create an index over ``columns`` (in order) if there is none yet.
@@ -461,10 +470,9 @@ class LocalCalibrationDB(RecordReading, SideTables):
     def _store_runs(self, runs: list[RecordRun], alter: bool) -> list[dict]:
         """Store runs of validated records with the same fields; return the records as stored."""
         lifecycle: dict[str, dict] = {}
-        records = list(chain.from_iterable(run.records for run in runs))
         if any(name in run.fields for run in runs for name in LIFECYCLE_FIELDS):
-            records = [self._split_lifecycle(record, lifecycle) for record in records]
-            runs = _runs_of_same_keys(records)
+            runs = [split_run_lifecycle(run, lifecycle) for run in runs]
+        records = list(chain.from_iterable(run.records for run in runs))
         if records:
             with self.write_transaction():
                 self._add_missing_columns([run.records for run in runs], alter)
@@ -473,13 +481,6 @@ class LocalCalibrationDB(RecordReading, SideTables):
                 if lifecycle:
                     self.apply_lifecycle(lifecycle)
         return records
-
-    @staticmethod
-    def _split_lifecycle(record: dict, lifecycle: dict[str, dict]) -> dict:
-        rest, info = split_lifecycle(record)
-        if info:
-            lifecycle[rest["id"]] = info
-        return rest
 
     def _upsert(self, run: RecordRun) -> None:
         keys = run.fields
@@ -530,6 +531,11 @@ class LocalCalibrationDB(RecordReading, SideTables):
     def __len__(self) -> int:
         return self.conn.execute(f"SELECT COUNT(*) FROM {self._quoted_table}").fetchone()[0]
 
+    def __bool__(self) -> bool:
+        # Whether any record is here, without counting a large table.
+        sql = f"SELECT EXISTS (SELECT 1 FROM {self._quoted_table})"
+        return bool(self.conn.execute(sql).fetchone()[0])
+
     def count_published(self) -> int:
         """Return how many records here an archive published (it sent their ``published_at``).
 
@@ -545,6 +551,57 @@ class LocalCalibrationDB(RecordReading, SideTables):
         sql = f'SELECT COUNT(*) FROM {self._quoted_table} JOIN "{PUBLISHED_TABLE}" USING (id)'
         with self._lock:
             return self.conn.execute(sql).fetchone()[0]
+
+    def _deletion_triggers(self) -> dict[str, str]:
+        """The name of each trigger that counts deletions, and the table it watches."""
+        watched = (self.table_name, PUBLISHED_TABLE)
+        return {f"tr_{table}_deleted": table for table in watched}
+
+    def change_mark(self) -> str:
+        """A short string that changes whenever a record or a publication time is added or deleted.
+
+        Cheap at any size (no counting): the largest rowid of the records and
+        of the publication times, which grows with each row added, and the
+        number of rows deleted from each, which triggers keep in the database.
+        A record changed in place (same id) leaves it as it was.
+
+        Examples
+        --------
+        >>> db = LocalCalibrationDB(":memory:", "hispec")
+        >>> before = db.change_mark()
+        >>> _ = db.add({"id": "1b4e28ba-2fa1-4d2b-883f-0016d3cca427", "filename": "d.fits",
+        ...             "cal_type": "dark", "datetime_obs": "2024-01-01"})
+        >>> db.change_mark() != before
+        True
+        """
+        tables = tuple(self._deletion_triggers().values())
+        parts = [f"SELECT MAX(rowid) FROM {quote_identifier(table)}" for table in tables]
+        keys = ", ".join("?" * len(tables))
+        sql = f'SELECT key, value FROM "{META_TABLE}" WHERE key IN ({keys})'
+        with self._lock:
+            highest = [self.conn.execute(part).fetchone()[0] for part in parts]
+            deleted = dict(self.conn.execute(sql, [f"deletions {t}" for t in tables]).fetchall())
+        return " ".join(
+            f"{top or 0}-{deleted.get(f'deletions {t}', 0)}"
+            for top, t in zip(highest, tables, strict=True)
+        )
+
+    @contextmanager
+    def larger_page_cache(self, mebibytes: int) -> Iterator[None]:
+        """Let SQLite's page cache grow to ``mebibytes`` for the enclosed block (a large sync).
+
+        Inserting random ids into the indexes of a large table touches most of
+        their pages in each batch; a cache that holds them spares reading them
+        again. The former size is set back after the block.
+        """
+        with self._lock:
+            former = self.conn.execute("PRAGMA cache_size").fetchone()[0]
+            self.conn.execute(f"PRAGMA cache_size = {-int(mebibytes) * 1024}")
+        try:
+            yield
+        finally:
+            with self._lock:
+                self.conn.execute(f"PRAGMA cache_size = {int(former)}")
 
     def release_memory(self) -> None:
         """Give back the memory of SQLite's page cache (``PRAGMA shrink_memory``).

@@ -152,6 +152,20 @@ def test_mode_id_brings_back_a_record_deleted_locally(remote, publisher, local_d
     assert pull_records(local_db, remote) == []
 
 
+def test_mode_id_brings_back_a_record_deleted_behind_the_stores_back(
+    remote, publisher, local_db, tmp_path
+):
+    """A row deleted with another SQLite client is missed by no sync (triggers count it)."""
+    records = publish(publisher, tmp_path / "files", 4)
+    pull_records(local_db, remote)
+    assert pull_records(local_db, remote) == []  # the counts are now known to be equal
+    gone = records[1]["id"]
+    with sqlite3.connect(local_db.db_path) as other:
+        other.execute(f'DELETE FROM "{local_db.table_name}" WHERE id = ?', (gone,))  # noqa: S608
+    assert [rec["id"] for rec in pull_records(local_db, remote)] == [gone]
+    assert len(local_db) == 4
+
+
 def test_mode_id_after_a_sync_with_new_records_and_a_deleted_one(
     remote, publisher, local_db, tmp_path
 ):

@@ -223,3 +223,32 @@ def test_more_columns_than_sqlite_allows_is_refused_and_changes_nothing(db):
     with pytest.raises(InvalidRecordError, match="Could not add column"):
         db.add(wide)
     assert db.columns == before and len(db) == 1
+
+
+def test_change_mark_follows_rows_added_and_deleted_not_records_changed_in_place(db):
+    empty = db.change_mark()
+    db.add([rec(i) for i in range(3)])
+    added = db.change_mark()
+    assert added != empty
+    db.add(rec(1, cal_version="002"))  # the same id, changed in place
+    assert db.change_mark() == added
+    db.set_published({rec(0)["id"]: "2025-01-01T00:00:00.000"})
+    published = db.change_mark()
+    assert published != added
+    # A deletion through another connection is seen too, though it leaves as many rows
+    # as an addition would have.
+    with sqlite3.connect(db.db_path) as other:
+        other.execute('DELETE FROM "hispec" WHERE id = ?', (rec(2)["id"],))
+    deleted = db.change_mark()
+    assert deleted != published
+    db.add(rec(2))
+    assert db.change_mark() not in (published, deleted)
+    assert len(db) == 3 and bool(db)
+
+
+def test_an_empty_database_is_false_and_one_with_records_true(db):
+    assert not db
+    db.add(rec(0))
+    assert db
+    db.delete(rec(0)["id"])
+    assert not db
