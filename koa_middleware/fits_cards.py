@@ -29,11 +29,12 @@ from .errors import KOAError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["BLOCK", "HeaderRefused", "read_primary_header"]
+__all__ = ["BLOCK", "CARD", "HeaderRefused", "read_primary_header", "split_quoted"]
 
 #: Bytes of a FITS block; a header is a whole number of them.
 BLOCK = 2880
-_CARD = 80
+#: Characters of a card.
+CARD = 80
 _INTEGER = re.compile(r"^[+-]?\d+\Z")
 _REAL = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([ED][+-]?\d+)?\Z")
 _KEYWORD = re.compile(r"^[A-Z0-9_-]{1,8}\Z")
@@ -73,11 +74,11 @@ def read_primary_header(data: bytes, max_blocks: int = 100) -> dict[str, Any]:
         )
     header: dict[str, Any] = {}
     continued: str | None = None  # the keyword whose string CONTINUE cards extend
-    for start in range(0, min(len(data), limit) - _CARD + 1, _CARD):
-        raw = data[start : start + _CARD]
+    for start in range(0, min(len(data), limit) - CARD + 1, CARD):
+        raw = data[start : start + CARD]
         if any(byte < 0x20 or byte > 0x7E for byte in raw):
             raise HeaderRefused(
-                f"card {start // _CARD + 1} holds bytes that are not printable ASCII, which a "
+                f"card {start // CARD + 1} holds bytes that are not printable ASCII, which a "
                 "FITS header never does; the file is not a FITS file or is damaged."
             )
         card = raw.decode("ascii")
@@ -110,9 +111,10 @@ def _value(text: str) -> tuple[Any, bool]:
     """A card's value and whether it is a string ending in ``&`` (continued); None: none."""
     text = text.strip()
     if text.startswith("'"):
-        found = _string(text)
-        if found is None:
+        quoted = split_quoted(text)
+        if quoted is None:
             return None, False
+        found = quoted[0]
         return (found[:-1], True) if found.endswith("&") else (found.rstrip(), False)
     token = text.split("/", 1)[0].strip()
     if token in ("T", "F"):
@@ -124,8 +126,16 @@ def _value(text: str) -> tuple[Any, bool]:
     return None, False
 
 
-def _string(text: str) -> str | None:
-    """The string a quoted value holds (``''`` is one quote), or None when it is unclosed."""
+def split_quoted(text: str) -> tuple[str, str] | None:
+    """The string a quoted value holds (``''`` is one quote), and the text after it.
+
+    ``text`` starts with the opening quote; None when the string is never closed.
+
+    Examples
+    --------
+    >>> split_quoted("'it''s' / a comment")
+    ("it's", ' / a comment')
+    """
     chars, index = [], 1
     while index < len(text):
         char = text[index]
@@ -134,7 +144,7 @@ def _string(text: str) -> str | None:
                 chars.append("'")
                 index += 2
                 continue
-            return "".join(chars)
+            return "".join(chars), text[index + 1 :]
         chars.append(char)
         index += 1
     return None

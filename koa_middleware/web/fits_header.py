@@ -23,6 +23,8 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from ..fits_cards import BLOCK, CARD, split_quoted
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -38,8 +40,8 @@ __all__ = [
     "parse_header",
 ]
 
-#: Bytes of a FITS block and of a card.
-BLOCK_BYTES, CARD_BYTES = 2880, 80
+#: Bytes of a FITS block and of a card (:mod:`koa_middleware.fits_cards`).
+BLOCK_BYTES, CARD_BYTES = BLOCK, CARD
 #: Blocks of a primary header read at most (36 cards each): 1,296 cards.
 MAX_HEADER_BLOCKS = 36
 #: Bytes read from a file at most to show its header.
@@ -141,20 +143,10 @@ def _value_and_comment(rest: str) -> tuple[str, str]:
     """Split ``value / comment``; a quoted string may hold ``/`` and doubled quotes."""
     stripped = rest.lstrip()
     if stripped.startswith("'"):
-        chars, index = [], 1
-        while index < len(stripped):
-            char = stripped[index]
-            if char == "'":
-                if stripped[index + 1 : index + 2] == "'":
-                    chars.append("'")
-                    index += 2
-                    continue
-                break
-            chars.append(char)
-            index += 1
-        after = stripped[index + 1 :]
+        # An unclosed string is shown as the rest of the card, without a comment.
+        string, after = split_quoted(stripped) or (stripped[1:].replace("''", "'"), "")
         comment = after.split("/", 1)[1].strip() if "/" in after else ""
-        return "".join(chars).rstrip(), comment
+        return string.rstrip(), comment
     value, _, comment = rest.partition("/")
     return value.strip(), comment.strip()
 
