@@ -62,7 +62,7 @@ def test_an_unexpected_skip_fails_a_strict_session_and_is_named():
 
 
 def test_browser_tests_skip_without_chromium_and_fail_when_it_is_required(tmp_path):
-    test = "tests/browser/test_pages.py"
+    test = "tests/browser/test_browser_pages.py"
     missing = str(tmp_path / "no-chromium")
     lenient = run_pytest(test, "-k", "archive-home and loads", KOA_CHROMIUM=missing)
     assert lenient.returncode == 0, lenient.stdout

@@ -4,7 +4,7 @@
 ``/ui`` (with ``{instrument}`` and the ids of :class:`SiteUnderTest.names`), the
 sites that serve it, and its keyboard checks. Every page listed is loaded on each
 of its sites, checked for console errors, failed requests, the CSP header and axe
-violations, and photographed (tests/browser/test_pages.py); each keyboard check
+violations, and photographed (tests/browser/test_browser_pages.py); each keyboard check
 runs on its own fresh page.
 
 A keyboard check is a function ``(page, site)`` that moves only with the keyboard
