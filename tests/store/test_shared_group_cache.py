@@ -97,6 +97,45 @@ def test_a_second_account_of_the_group_registers_and_syncs(archive, setgid_root,
         assert not list((cache / "locks" / "hispec").iterdir()), "lock files were left"
 
 
+def test_an_account_prunes_what_another_account_of_the_group_fetched(archive):
+    """Prune's batched locks and reused lock files, in a cache two accounts share."""
+    server, token = archive
+    uid1, uid2, gid = unused_ids(3)
+    with (
+        reachable_folder() as shared,
+        httpx.Client(
+            base_url=server.base_url + "/", headers={"Authorization": f"Bearer {token}"}
+        ) as client,
+    ):
+        cache = shared / "cache"
+        cache.mkdir()
+        os.chown(cache, 0, gid)
+        cache.chmod(0o2775)
+
+        def run(uid, steps):
+            home = shared / f"home-{uid}"
+            if not home.exists():
+                account_folder(shared, uid, gid)
+            env = {"HOME": str(home), "XDG_STATE_HOME": str(home / "state"),
+                   "KOA_CALIBRATIONS_URL": server.base_url, "KOA_API_TOKEN": token}  # fmt: skip
+            return run_as(uid, gid, [gid], 0o002, cache, steps, env=env)
+
+        published = {publish(client, os.urandom(5000))["filename"] for _ in range(3)}
+        fetched = run(uid1, [["sync", None]])["sync"]
+        assert published <= {Path(p).name for p in fetched}
+        assert all(Path(p).is_file() for p in fetched)
+        removed = run(uid2, [["prune", 0]])["prune"]
+        assert published <= set(removed)  # the other account's files, all on the archive
+        assert not any((cache / "calibrations" / "hispec" / name).exists() for name in removed)
+        # The first account gets them again, and reads every file of the cache.
+        again = run(uid1, [["sync", None], ["read_all", None]])
+        assert again["read_all"] == len(again["sync"]) >= len(published)
+        for path in everything_in(cache):
+            info = path.lstat()
+            assert info.st_gid == gid, f"{path} has group {info.st_gid}, not the cache's"
+        assert not list((cache / "locks" / "hispec").iterdir()), "lock files were left"
+
+
 def test_the_database_follows_the_umask(tmp_path):
     """SQLite alone would make it rw-r--r--; the group may write it under umask 002."""
     from koa_middleware import CalibrationStore

@@ -13,6 +13,7 @@ Steps (a list of ``[name, argument]``):
 ``["get", [ids]]``             ``get_calibration`` of each id, return the paths
 ``["read_all", null]``         read every file of the local database, return their count
 ``["lock", cal_id]``           take and release the lock of ``cal_id``
+``["prune", max_size]``        prune the cache to ``max_size`` bytes, return the removed files
 
 Examples
 --------
@@ -213,6 +214,8 @@ def _run(spec: dict[str, Any]) -> dict[str, Any]:
                     Path(path).read_bytes()
                     count += 1
                 results[name] = count
+            elif name == "prune":
+                results[name] = [item["filename"] for item in store.prune(argument).removed]
             elif name == "lock":
                 with store.layout.lock(argument):
                     results[name] = store.layout.in_use(argument)
