@@ -241,9 +241,12 @@ class LocalCache:
         info = lstat_or_none(path)
         if info is None:
             return FileLocation(path, in_place=False, present=False, problem=None)
-        return FileLocation(
-            path, in_place=False, present=True, problem=self.files.problem(record, path, info)
-        )
+        try:
+            problem = self.files.problem(record, path, info)
+        except FileNotFoundError:
+            # Pruned by another process between the stat and the read: fetch it again.
+            return FileLocation(path, in_place=False, present=False, problem=None)
+        return FileLocation(path, in_place=False, present=True, problem=problem)
 
     def missing_files(self) -> list[dict]:
         """Records whose file is neither in the own folder nor in a read-only cache."""

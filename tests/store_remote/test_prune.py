@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from koa_middleware.cache import check
 from koa_middleware.cache.prune import parse_size
 from koa_middleware.cache.removal import BATCH
 from koa_middleware.cache.report import verify_cache
@@ -161,6 +162,30 @@ def test_prune_under_concurrent_gets_from_another_process(archive, open_store, i
     for record in records:  # whatever is left is whole; whatever went comes back whole
         path, _ = store.get_calibration(record["id"])
         assert file_md5(path) == record["file_md5"]
+
+
+def test_a_file_pruned_between_its_stat_and_its_check_is_fetched_again(
+    archive, open_store, monkeypatch
+):
+    records = publish(open_store, archive, 2)
+    store = open_store(archive.url(2), archive.tokens["read"], name="raced")
+    pruner = open_store(archive.url(2), archive.tokens["read"], name="raced", sync_on_init=False)
+    for record in records:
+        store.get_calibration(record["id"])
+    path = store.layout.path_for(records[0]["filename"])
+    os.utime(path, ns=(10**9, 10**9))  # a stat not seen before: the next get reads the file
+    real_md5 = check.file_md5
+
+    def prune_first(target):  # the other process's prune lands right after the stat
+        if Path(target) == path:
+            pruner.prune(0)
+        return real_md5(target)
+
+    monkeypatch.setattr(check, "file_md5", prune_first)
+    got, _ = store.get_calibration(records[0]["id"])
+    monkeypatch.setattr(check, "file_md5", real_md5)
+    assert file_md5(got) == records[0]["file_md5"]  # fetched again, whole
+    assert files_in(store) == {records[0]["filename"]}
 
 
 def test_a_file_in_use_makes_way_for_the_next_in_line(archive, open_store):
