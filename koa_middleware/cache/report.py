@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -102,40 +102,60 @@ def cache_status(cache: LocalCache, max_size: int | None = None) -> dict[str, An
         ``{id, filename, datetime_obs}``, by time) and ``cache_bytes``
         (``calibrations``, ``database``, ``total``).
 
+    Notes
+    -----
+    Nothing here opens or measures a calibration's file: the folders are
+    listed, and a file counts for the size its record gives (``koa-cal
+    verify`` checks the bytes). So the status of a million-record cache
+    takes about a second.
+
     Examples
     --------
     >>> cache_status(store.cache)["files_not_downloaded"]  # doctest: +SKIP
     0
     """
     db = cache.db
-    counts = Counter(zip(db.get_column("cal_type"), db.get_column("origin"), strict=True))
     by_type = [
         {"cal_type": cal_type, "origin": origin, "count": count}
-        for (cal_type, origin), count in sorted(counts.items(), key=lambda kv: str(kv[0]))
+        for cal_type, origin, count in sorted(_counts_by_type_and_origin(db), key=str)
     ]
+    census = cache.file_census()
     missing = [
         {"id": rec["id"], "filename": rec["filename"], "datetime_obs": rec.get("datetime_obs")}
-        for rec in sorted(cache.missing_files(), key=time_order)
+        for rec in sorted(db.rows_of_files(census.missing), key=time_order)
     ]
-    calibrations = folder_size(cache.layout.calibrations_dir)
     database = folder_size(cache.layout.database_dir)
     return {
         "instrument": cache.layout.instrument,
         "cache_dir": str(cache.layout.root),
         "database": db.db_path,
-        "records": len(db),
+        "records": sum(row["count"] for row in by_type),
         "by_type_origin": by_type,
         "local_last_updated": db.get_last_updated(),
         "files_not_downloaded": len(missing),
         "missing_files": missing,
         "cache_bytes": {
-            "calibrations": calibrations,
+            "calibrations": census.own_bytes,
             "database": database,
-            "total": calibrations + database,
+            "total": census.own_bytes + database,
             "limit": max_size,
         },
         "retracted": len(db.retractions()),
     }
+
+
+def _counts_by_type_and_origin(db: LocalCalibrationDB) -> list[tuple]:
+    """``(cal_type, origin, count)`` of every pair present.
+
+    Where every record has one origin (as a cache synced from one archive
+    does), the counts per ``cal_type`` are read from its index alone, which is
+    several times faster at a million records than grouping by both.
+    """
+    origins = db.count_by("origin")
+    if len(origins) == 1:
+        ((origin, _),) = origins
+        return [(cal_type, origin, count) for cal_type, count in db.count_by("cal_type")]
+    return db.count_by("cal_type", "origin")
 
 
 def archive_comparison(db: LocalCalibrationDB, remote_db: Any) -> dict[str, int]:

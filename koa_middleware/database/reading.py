@@ -440,6 +440,104 @@ class RecordReading:
         sql = f"SELECT {quote_identifier(column)} FROM {self._quoted_table} ORDER BY rowid"
         return [row[0] for row in self.conn.execute(sql)]
 
+    def file_names(self) -> set[str]:
+        """The file name of every record, read from the file-name index alone.
+
+        Examples
+        --------
+        >>> from koa_middleware import LocalCalibrationDB
+        >>> LocalCalibrationDB(":memory:", "hispec").file_names()
+        set()
+        """
+        sql = f"SELECT filename FROM {self._quoted_table}"
+        with self._lock:
+            return {name for (name,) in self.conn.execute(sql)}
+
+    def file_bytes(self, filenames: Iterable[str] | None = None) -> tuple[int, list[str]]:
+        """The bytes the records' files hold by their records, and the files of unknown size.
+
+        Parameters
+        ----------
+        filenames : iterable of str, optional
+            Only the records of these file names (read by name); all when None
+            (one pass, summed in SQL).
+
+        Returns
+        -------
+        tuple[int, list[str]]
+            The sum of ``file_size``, and the file names whose record gives none.
+
+        Examples
+        --------
+        >>> from koa_middleware import LocalCalibrationDB
+        >>> LocalCalibrationDB(":memory:", "hispec").file_bytes()
+        (0, [])
+        """
+        if filenames is None:
+            sql = f"SELECT SUM(file_size), COUNT(*) - COUNT(file_size) FROM {self._quoted_table}"
+            with self._lock:
+                total, unsized = self.conn.execute(sql).fetchone()
+                if unsized:
+                    where = f"SELECT filename FROM {self._quoted_table} WHERE file_size IS NULL"
+                    return total or 0, [name for (name,) in self.conn.execute(where)]
+            return total or 0, []
+        total, unknown = 0, []
+        names = list(filenames)
+        for start in range(0, len(names), 500):
+            chunk = names[start : start + 500]
+            sql = (
+                f"SELECT filename, file_size FROM {self._quoted_table} "
+                f"WHERE filename IN ({', '.join('?' * len(chunk))})"
+            )
+            with self._lock:
+                for name, size in self.conn.execute(sql, chunk):
+                    if size is None:
+                        unknown.append(name)
+                    else:
+                        total += size
+        return total, unknown
+
+    def rows_of_files(self, filenames: Iterable[str]) -> list[dict]:
+        """The records of these file names, whole, in the order they were added.
+
+        Examples
+        --------
+        >>> from koa_middleware import LocalCalibrationDB
+        >>> LocalCalibrationDB(":memory:", "hispec").rows_of_files(["dark_001.fits"])
+        []
+        """
+        names = list(filenames)
+        found: list[tuple[int, dict]] = []
+        for start in range(0, len(names), 500):
+            chunk = names[start : start + 500]
+            where = f"filename IN ({', '.join('?' * len(chunk))})"
+            for row in self.rows_where(where, chunk, select="rowid AS _rowid, *"):
+                found.append((row.pop("_rowid"), row))
+        return [row for _, row in sorted(found, key=lambda pair: pair[0])]
+
+    def count_by(self, *columns: str) -> list[tuple]:
+        """How many records share each combination of ``columns``' values, counted in SQL.
+
+        Examples
+        --------
+        >>> from koa_middleware import LocalCalibrationDB
+        >>> db = LocalCalibrationDB(":memory:", "hispec")
+        >>> db.count_by("cal_type", "origin")
+        []
+        """
+        known = self._read_columns()
+        unknown = [c for c in columns if validate_column_name(c) not in known]
+        if not columns or unknown:
+            raise InvalidRecordError(
+                f"Cannot count records by {', '.join(map(repr, unknown)) or 'no column'}; "
+                f"name one or more of the columns of {self.table_name!r}: "
+                f"{', '.join(sorted(known))}."
+            )
+        names = ", ".join(quote_identifier(c) for c in columns)
+        sql = f"SELECT {names}, COUNT(*) FROM {self._quoted_table} GROUP BY {names}"
+        with self._lock:
+            return [tuple(row) for row in self.conn.execute(sql)]
+
     def _equal_to(self, values: Mapping[str, Any]) -> tuple[list[str], list[Any]] | None:
         """SQL conditions for columns equal to ``values`` (None: IS NULL).
 
