@@ -490,8 +490,11 @@ def split_run_lifecycle(run: RecordRun, lifecycle: dict[str, dict]) -> RecordRun
     moved = [run.columns[run.fields.index(name)] for name in names]
     for cal_id, values in zip(ids, zip(*moved, strict=True), strict=True):
         lifecycle[cal_id] = dict(zip(names, values, strict=True))
-    records = [dict(zip(fields, row, strict=True)) for row in zip(*columns, strict=True)]
-    return RecordRun(records, fields, columns)
+    # The run's records are its own copies (see validate_runs): the fields go from them.
+    for record in run.records:
+        for name in names:
+            del record[name]
+    return RecordRun(run.records, fields, columns)
 
 
 def _lifecycle_column_normal(run: RecordRun, name: str) -> bool:

@@ -344,7 +344,8 @@ def add_strictly(
     ``shared``: as for :func:`store_what_fits`.
     """
     try:
-        return local_db.add(records, shared=shared)
+        with local_db.savepoint():  # all or nothing, also inside a larger transaction
+            return local_db.add(records, shared=shared)
     except InvalidRecordError as exc:
         raise InvalidRecordError(
             f"The archive at {remote_db.display_url} sent an invalid record: {exc} Nothing "
