@@ -11,6 +11,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from support.children import TESTS_DIR
 
 #: A test whose [sqlite] case skips for an expected reason; its [postgres] case skips,
@@ -20,7 +22,9 @@ BROKEN_BODY = (
 )
 
 
-def run_pytest(test: str, *options: str, **settings: str) -> subprocess.CompletedProcess:
+def run_pytest(
+    test: str, *options: str, workers: str = "0", **settings: str
+) -> subprocess.CompletedProcess:
     env = {
         k: v
         for k, v in os.environ.items()
@@ -35,7 +39,18 @@ def run_pytest(test: str, *options: str, **settings: str) -> subprocess.Complete
     }
     env.update(settings)
     return subprocess.run(
-        [sys.executable, "-m", "pytest", test, *options, "-q", "-p", "no:cacheprovider"],
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            test,
+            *options,
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-n",
+            workers,
+        ],
         cwd=TESTS_DIR.parent,
         env=env,
         capture_output=True,
@@ -51,8 +66,9 @@ def test_an_expected_skip_is_listed_and_passes():
     assert f"expected   {BROKEN_BODY}[sqlite]: PostgreSQL only" in result.stdout
 
 
-def test_an_unexpected_skip_fails_a_strict_session_and_is_named():
-    result = run_pytest(f"{BROKEN_BODY}[postgres]", KOA_STRICT_SKIPS="1")
+@pytest.mark.parametrize("workers", ["0", "2"])  # in one process, and as the suite runs
+def test_an_unexpected_skip_fails_a_strict_session_and_is_named(workers):
+    result = run_pytest(f"{BROKEN_BODY}[postgres]", workers=workers, KOA_STRICT_SKIPS="1")
     assert result.returncode == 1, result.stdout
     assert f"UNEXPECTED {BROKEN_BODY}[postgres]: PostgreSQL tests need" in result.stdout
     assert "1 test(s) skipped for a reason not in" in result.stdout
