@@ -280,23 +280,22 @@ class LocalCache:
         download) is measured on disk.
         """
         own = _names_in(self.layout.calibrations_dir)
-        present = set(own)
-        for cache in self.readonly.caches:
-            present |= _names_in(cache.layout.calibrations_dir)
         recorded = self.db.file_names()
-        missing = sorted(recorded - present)
-        elsewhere = recorded - own  # the records whose file is not in the own folder
-        if len(elsewhere) * 2 < len(recorded):  # most files are here: sum all, take the rest out
+        away = recorded - own  # the records whose file is not in the own folder
+        missing = away
+        for cache in self.readonly.caches:
+            if missing:
+                missing = missing - _names_in(cache.layout.calibrations_dir)
+        if len(away) * 2 < len(recorded):  # most files are here: sum all, take the rest out
             total, unsized = self.db.file_bytes()
-            away, away_unsized = self.db.file_bytes(elsewhere)
-            total -= away
+            away_bytes, away_unsized = self.db.file_bytes(away)
+            total -= away_bytes
             unsized = set(unsized) - set(away_unsized)
         else:
-            total, unsized = self.db.file_bytes(recorded & own)
-        strays = own - recorded
-        total += sum(
-            _size_on_disk(self.layout.calibrations_dir / name) for name in [*unsized, *strays]
-        )
+            total, unsized = self.db.file_bytes(recorded - away)
+        others = [*unsized, *(own - recorded)]  # measured on disk: no size, or no record
+        total += sum(_size_on_disk(self.layout.calibrations_dir / name) for name in others)
+        missing = sorted(missing)
         return FileCensus(missing, total)
 
     def close(self) -> None:
