@@ -20,14 +20,15 @@ from __future__ import annotations
 
 import logging
 import os
-import stat
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from ..database.file_reads import rows_of_files
 from ..database.local_database import LocalCalibrationDB
 from ..datamodel_protocol import record_of
 from ..errors import ConfigurationError, InvalidRecordError
 from ..records import CalId, validate_cal_id
+from .census import FileCensus, take_census
 from .check import CachedFiles, lstat_or_none
 from .layout import CacheLayout
 from .lifecycle import Lifecycle
@@ -36,7 +37,7 @@ from .readonly import ReadOnlyCaches
 logger = logging.getLogger(__name__)
 
 
-__all__ = ["CalibrationRef", "FileCensus", "FileLocation", "LocalCache"]
+__all__ = ["CalibrationRef", "FileLocation", "LocalCache"]
 
 
 class CalibrationRef(NamedTuple):
@@ -111,22 +112,6 @@ class FileLocation(NamedTuple):
     def usable(self) -> bool:
         """Whether the file may be served as it is."""
         return self.present and self.problem is None
-
-
-class FileCensus(NamedTuple):
-    """The files of a cache, as :meth:`LocalCache.file_census` counted them.
-
-    Attributes
-    ----------
-    missing : list[str]
-        The file names of the records with no file in the cache (nor in a
-        read-only cache).
-    own_bytes : int
-        The bytes of the files in the cache's own folder.
-    """
-
-    missing: list[str]
-    own_bytes: int
 
 
 class LocalCache:
@@ -268,35 +253,12 @@ class LocalCache:
 
     def missing_files(self) -> list[dict]:
         """Records whose file is neither in the own folder nor in a read-only cache."""
-        return self.db.rows_of_files(self.file_census().missing)
+        return rows_of_files(self.db, self.file_census().missing)
 
     def file_census(self) -> FileCensus:
-        """Which records have no file, and the bytes of the own folder, from one listing.
-
-        Each folder (the own one and each read-only cache's) is listed once and
-        the records' file names are read from their index; no file is opened. A
-        record's file counts for the size its record gives (``koa-cal verify``
-        checks that it holds it); a file no record names (a stray, a partial
-        download) is measured on disk.
-        """
-        own = _names_in(self.layout.calibrations_dir)
-        recorded = self.db.file_names()
-        away = recorded - own  # the records whose file is not in the own folder
-        missing = away
-        for cache in self.readonly.caches:
-            if missing:
-                missing = missing - _names_in(cache.layout.calibrations_dir)
-        if len(away) * 2 < len(recorded):  # most files are here: sum all, take the rest out
-            total, unsized = self.db.file_bytes()
-            away_bytes, away_unsized = self.db.file_bytes(away)
-            total -= away_bytes
-            unsized = set(unsized) - set(away_unsized)
-        else:
-            total, unsized = self.db.file_bytes(recorded - away)
-        others = [*unsized, *(own - recorded)]  # measured on disk: no size, or no record
-        total += sum(_size_on_disk(self.layout.calibrations_dir / name) for name in others)
-        missing = sorted(missing)
-        return FileCensus(missing, total)
+        """Which records have no file, and the bytes of the own folder (see :mod:`.census`)."""
+        folders = [cache.layout.calibrations_dir for cache in self.readonly.caches]
+        return take_census(self.db, self.layout.calibrations_dir, folders)
 
     def close(self) -> None:
         """Save what was noted of the files, close the views and the database."""
@@ -331,28 +293,6 @@ def _open_database(layout: CacheLayout, filename: str, table_name: str) -> Local
         db.close()
         raise
     return db
-
-
-def _size_on_disk(path: Path) -> int:
-    """The bytes of a file, or of every file under a folder; 0 if it is gone."""
-    info = lstat_or_none(path)
-    if info is None:
-        return 0
-    if not stat.S_ISDIR(info.st_mode):
-        return info.st_size
-    total = 0
-    for folder, _, files in os.walk(path):
-        for name in files:
-            found = lstat_or_none(Path(folder, name))
-            total += found.st_size if found is not None else 0
-    return total
-
-
-def _names_in(folder: Path) -> set[str]:
-    try:
-        return set(os.listdir(folder))
-    except FileNotFoundError:
-        return set()
 
 
 def _check_writable(layout: CacheLayout, config: Any) -> None:

@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..database.file_reads import rows_of_files
 from ..errors import (
     ArchiveError,
     AuthenticationError,
@@ -122,7 +123,7 @@ def cache_status(cache: LocalCache, max_size: int | None = None) -> dict[str, An
     census = cache.file_census()
     missing = [
         {"id": rec["id"], "filename": rec["filename"], "datetime_obs": rec.get("datetime_obs")}
-        for rec in sorted(db.rows_of_files(census.missing), key=time_order)
+        for rec in sorted(rows_of_files(db, census.missing), key=time_order)
     ]
     database = folder_size(cache.layout.database_dir)
     return {

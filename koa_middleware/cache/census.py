@@ -1,0 +1,104 @@
+"""What a cache holds, counted without reading a calibration file.
+
+``koa-cal status`` asks which records have no file, and how many bytes the
+cache's own folder holds, of caches of a million records. The answer comes
+from one listing of each folder and one read of the records' file names (from
+their index); a record's file counts for the size its record gives, and only
+files no record names (a download cut short, a stray) are measured on disk.
+``koa-cal verify`` is what checks the files' bytes.
+
+Examples
+--------
+>>> from koa_middleware.cache.census import take_census  # doctest: +SKIP
+>>> take_census(store.local_db, store.layout.calibrations_dir, []).missing  # doctest: +SKIP
+[]
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple
+
+from ..database.file_reads import file_bytes, file_names
+from .check import lstat_or_none
+
+if TYPE_CHECKING:
+    from ..database.local_database import LocalCalibrationDB
+
+__all__ = ["FileCensus", "names_in", "size_on_disk", "take_census"]
+
+
+class FileCensus(NamedTuple):
+    """The files of a cache, as :func:`take_census` counted them.
+
+    Attributes
+    ----------
+    missing : list[str]
+        The file names of the records with no file in the cache (nor in a
+        read-only cache), sorted.
+    own_bytes : int
+        The bytes of the files in the cache's own folder.
+    """
+
+    missing: list[str]
+    own_bytes: int
+
+
+def take_census(
+    db: LocalCalibrationDB, folder: Path, readonly_folders: Sequence[Path]
+) -> FileCensus:
+    """Count the records without a file, and the bytes of ``folder``.
+
+    Parameters
+    ----------
+    db : LocalCalibrationDB
+        The cache's database.
+    folder : Path
+        The cache's own calibrations folder.
+    readonly_folders : sequence of Path
+        The calibrations folders of its read-only caches: a file there is
+        present too, but not counted in :attr:`FileCensus.own_bytes`.
+    """
+    own = names_in(folder)
+    recorded = file_names(db)
+    away = recorded - own  # the records whose file is not in the own folder
+    missing = away
+    for other in readonly_folders:
+        if missing:
+            missing = missing - names_in(other)
+    if len(away) * 2 < len(recorded):  # most files are here: sum all, take the rest out
+        total, unsized = file_bytes(db)
+        away_bytes, away_unsized = file_bytes(db, away)
+        total -= away_bytes
+        unsized = sorted(set(unsized) - set(away_unsized))
+    else:
+        total, unsized = file_bytes(db, recorded - away)
+    others = [*unsized, *(own - recorded)]  # measured on disk: no size, or no record
+    total += sum(size_on_disk(folder / name) for name in others)
+    return FileCensus(sorted(missing), total)
+
+
+def names_in(folder: Path) -> set[str]:
+    """The names in ``folder`` (none if it does not exist)."""
+    try:
+        return set(os.listdir(folder))
+    except FileNotFoundError:
+        return set()
+
+
+def size_on_disk(path: Path) -> int:
+    """The bytes of a file, or of every file under a folder; 0 if it is gone."""
+    info = lstat_or_none(path)
+    if info is None:
+        return 0
+    if not stat.S_ISDIR(info.st_mode):
+        return info.st_size
+    total = 0
+    for folder, _, files in os.walk(path):
+        for name in files:
+            found = lstat_or_none(Path(folder, name))
+            total += found.st_size if found is not None else 0
+    return total
