@@ -123,6 +123,10 @@ class PageWatch:
             self.problems.append(f"console {message.type}: {message.text} ({where})")
 
     def _failed(self, request: Any) -> None:
+        if request.failure == "net::ERR_ABORTED" and not request.is_navigation_request():
+            # The browser cancelled it: the page it belonged to was left (a link followed
+            # from the keyboard while its favicon loaded). No server or page fault.
+            return
         self.problems.append(f"request failed: {request.url} ({request.failure})")
 
     def _response(self, response: Any) -> None:
