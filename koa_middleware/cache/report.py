@@ -108,7 +108,7 @@ def cache_status(cache: LocalCache, max_size: int | None = None) -> dict[str, An
     Nothing here opens or measures a calibration's file: the folders are
     listed, and a file counts for the size its record gives (``koa-cal
     verify`` checks the bytes). So the status of a million-record cache
-    takes about a second.
+    takes about two seconds.
 
     Examples
     --------
