@@ -28,7 +28,7 @@ from .check import lstat_or_none
 if TYPE_CHECKING:
     from ..database.local_database import LocalCalibrationDB
 
-__all__ = ["FileCensus", "names_in", "size_on_disk", "take_census"]
+__all__ = ["FileCensus", "folder_size", "names_in", "size_on_disk", "take_census"]
 
 
 class FileCensus(NamedTuple):
@@ -73,7 +73,7 @@ def take_census(
         total, unsized = file_bytes(db)
         away_bytes, away_unsized = file_bytes(db, away)
         total -= away_bytes
-        unsized = sorted(set(unsized) - set(away_unsized))
+        unsized = list(set(unsized) - set(away_unsized))
     else:
         total, unsized = file_bytes(db, recorded - away)
     others = [*unsized, *(own - recorded)]  # measured on disk: no size, or no record
@@ -94,11 +94,22 @@ def size_on_disk(path: Path) -> int:
     info = lstat_or_none(path)
     if info is None:
         return 0
-    if not stat.S_ISDIR(info.st_mode):
-        return info.st_size
+    return folder_size(path) if stat.S_ISDIR(info.st_mode) else info.st_size
+
+
+def folder_size(path: str | os.PathLike) -> int:
+    """Total size in bytes of the files under ``path`` (0 if it does not exist).
+
+    Examples
+    --------
+    >>> folder_size("/nonexistent/folder")
+    0
+    """
     total = 0
     for folder, _, files in os.walk(path):
         for name in files:
-            found = lstat_or_none(Path(folder, name))
-            total += found.st_size if found is not None else 0
+            try:
+                total += os.stat(os.path.join(folder, name), follow_symlinks=False).st_size
+            except FileNotFoundError:
+                continue  # removed while walking
     return total

@@ -31,6 +31,7 @@ from ..errors import (
     RemoteUnavailableError,
 )
 from ..hashing import verify_file
+from .census import folder_size
 
 if TYPE_CHECKING:
     from ..database.local_database import LocalCalibrationDB
@@ -63,24 +64,6 @@ def time_order(record: Mapping[str, Any]) -> tuple[str, str, str]:
         str(record.get("cal_version") or ""),
         str(record.get("filename") or ""),
     )
-
-
-def folder_size(path: str | os.PathLike) -> int:
-    """Total size in bytes of the files under ``path`` (0 if it does not exist).
-
-    Examples
-    --------
-    >>> folder_size("/nonexistent/folder")
-    0
-    """
-    total = 0
-    for folder, _, files in os.walk(path):
-        for name in files:
-            try:
-                total += os.stat(os.path.join(folder, name), follow_symlinks=False).st_size
-            except FileNotFoundError:
-                continue  # removed while walking
-    return total
 
 
 def cache_status(cache: LocalCache, max_size: int | None = None) -> dict[str, Any]:

@@ -7,6 +7,7 @@ never what makes a test pass: every store runs as one of those accounts.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 from pathlib import Path
@@ -31,38 +32,49 @@ def everything_in(cache: Path) -> list[Path]:
     return [cache, *sorted(cache.rglob("*"))]
 
 
-@pytest.mark.parametrize("setgid_root", [True, False], ids=["setgid_root", "plain_root"])
-@pytest.mark.parametrize("primary", ["shared", "own"], ids=["group_primary", "own_primary"])
-def test_a_second_account_of_the_group_registers_and_syncs(archive, setgid_root, primary):
+@contextlib.contextmanager
+def group_cache(archive, gid: int, mode: int):
+    """``(shared, cache, client)``: a cache folder of group ``gid`` with ``mode``, in a
+    folder every account reaches, and a client of the archive with a write token."""
     server, token = archive
-    uid1, uid2, gid, own1, own2 = unused_ids(5)
+    headers = {"Authorization": f"Bearer {token}"}
     with (
         reachable_folder() as shared,
-        httpx.Client(
-            base_url=server.base_url + "/", headers={"Authorization": f"Bearer {token}"}
-        ) as client,
+        httpx.Client(base_url=server.base_url + "/", headers=headers) as client,
     ):
         cache = shared / "cache"
         cache.mkdir()
         os.chown(cache, 0, gid)
-        cache.chmod(0o2775 if setgid_root else 0o775)
+        cache.chmod(mode)
+        yield shared, cache, client
+
+
+def account_env(archive, shared: Path, uid: int, gid: int) -> dict[str, str]:
+    """The environment of account ``uid``: a home of its own, and the archive."""
+    server, token = archive
+    home = shared / f"home-{uid}"
+    if not home.exists():
+        account_folder(shared, uid, gid)
+    return {
+        "HOME": str(home),
+        "XDG_STATE_HOME": str(home / "state"),
+        "KOA_CALIBRATIONS_URL": server.base_url,
+        "KOA_API_TOKEN": token,
+    }
+
+
+@pytest.mark.parametrize("setgid_root", [True, False], ids=["setgid_root", "plain_root"])
+@pytest.mark.parametrize("primary", ["shared", "own"], ids=["group_primary", "own_primary"])
+def test_a_second_account_of_the_group_registers_and_syncs(archive, setgid_root, primary):
+    uid1, uid2, gid, own1, own2 = unused_ids(5)
+    with group_cache(archive, gid, 0o2775 if setgid_root else 0o775) as (shared, cache, client):
         # The group's accounts, with the group as their primary one or as a second one.
         first = (uid1, gid, [gid]) if primary == "shared" else (uid1, own1, [own1, gid])
         second = (uid2, gid, [gid]) if primary == "shared" else (uid2, own2, [own2, gid])
 
-        def env(account):
-            home = shared / f"home-{account[0]}"
-            if not home.exists():
-                account_folder(shared, account[0], account[1])
-            return {
-                "HOME": str(home),
-                "XDG_STATE_HOME": str(home / "state"),
-                "KOA_CALIBRATIONS_URL": server.base_url,
-                "KOA_API_TOKEN": token,
-            }
-
         def run(account, steps):
-            return run_as(*account, 0o002, cache, steps, env=env(account))
+            env = account_env(archive, shared, account[0], account[1])
+            return run_as(*account, 0o002, cache, steps, env=env)
 
         made = run(first, [["register", ["first", 2]]])["register"]
         assert len(made) == 2
@@ -99,25 +111,11 @@ def test_a_second_account_of_the_group_registers_and_syncs(archive, setgid_root,
 
 def test_an_account_prunes_what_another_account_of_the_group_fetched(archive):
     """Prune's batched locks and reused lock files, in a cache two accounts share."""
-    server, token = archive
     uid1, uid2, gid = unused_ids(3)
-    with (
-        reachable_folder() as shared,
-        httpx.Client(
-            base_url=server.base_url + "/", headers={"Authorization": f"Bearer {token}"}
-        ) as client,
-    ):
-        cache = shared / "cache"
-        cache.mkdir()
-        os.chown(cache, 0, gid)
-        cache.chmod(0o2775)
+    with group_cache(archive, gid, 0o2775) as (shared, cache, client):
 
         def run(uid, steps):
-            home = shared / f"home-{uid}"
-            if not home.exists():
-                account_folder(shared, uid, gid)
-            env = {"HOME": str(home), "XDG_STATE_HOME": str(home / "state"),
-                   "KOA_CALIBRATIONS_URL": server.base_url, "KOA_API_TOKEN": token}  # fmt: skip
+            env = account_env(archive, shared, uid, gid)
             return run_as(uid, gid, [gid], 0o002, cache, steps, env=env)
 
         published = {publish(client, os.urandom(5000))["filename"] for _ in range(3)}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -13,7 +14,7 @@ import pytest
 from koa_middleware.cache import check
 from koa_middleware.cache.prune import parse_size
 from koa_middleware.cache.removal import BATCH
-from koa_middleware.cache.report import verify_cache
+from koa_middleware.cache.report import cache_status, folder_size, verify_cache
 from koa_middleware.errors import ConfigurationError, UnsafeCachePathError
 from koa_middleware.hashing import file_md5
 from support.models import FileModel, dark
@@ -38,6 +39,26 @@ def files_in(store) -> set[str]:
     return {p.name for p in store.layout.calibrations_dir.iterdir()}
 
 
+@contextlib.contextmanager
+def lock_held_by_another_thread(store, cal_id: str):
+    """While the block runs, another thread holds ``cal_id``'s lock (its file is in use)."""
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with store.layout.lock(cal_id):
+            held.set()
+            release.wait(30)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert held.wait(30)
+        yield
+    finally:
+        release.set()
+        holder.join()
+
+
 def test_the_least_recently_used_files_go_and_their_records_stay(archive, open_store):
     records = publish(open_store, archive, 4)
     store = open_store(archive.url(2), archive.tokens["read"], name="reader")
@@ -53,6 +74,19 @@ def test_the_least_recently_used_files_go_and_their_records_stay(archive, open_s
     assert [r["id"] for r in checked["not_downloaded"]] == [records[2]["id"]]
     path, _ = store.get_calibration(records[2]["id"])  # fetched again, intact
     assert file_md5(path) == records[2]["file_md5"]
+
+
+def test_status_after_a_prune_counts_what_is_left_and_lists_what_went(archive, open_store):
+    records = publish(open_store, archive, 4)
+    store = open_store(archive.url(2), archive.tokens["read"], name="status")
+    for record in records:
+        store.get_calibration(record["id"])
+    report = store.prune(2 * SIZE)
+    status = cache_status(store.cache)
+    assert status["cache_bytes"]["calibrations"] == folder_size(store.layout.calibrations_dir)
+    assert status["cache_bytes"]["calibrations"] == report.size_after == 2 * SIZE
+    assert {m["id"] for m in status["missing_files"]} == {r["id"] for r in report.removed}
+    assert status["records"] == len(records)
 
 
 def test_uses_are_remembered_across_stores(archive, open_store):
@@ -102,21 +136,8 @@ def test_a_file_in_use_is_not_removed(archive, open_store):
     store = open_store(archive.url(2), archive.tokens["read"], name="busy")
     for record in records:
         store.get_calibration(record["id"])
-    held, release = threading.Event(), threading.Event()
-
-    def hold() -> None:
-        with store.layout.lock(records[0]["id"]):
-            held.set()
-            release.wait(30)
-
-    holder = threading.Thread(target=hold)
-    holder.start()
-    try:
-        assert held.wait(30)
+    with lock_held_by_another_thread(store, records[0]["id"]):
         report = store.prune(0)
-    finally:
-        release.set()
-        holder.join()
     assert report.kept_in_use == [records[0]["id"]]
     assert files_in(store) == {records[0]["filename"]}
 
@@ -193,21 +214,8 @@ def test_a_file_in_use_makes_way_for_the_next_in_line(archive, open_store):
     store = open_store(archive.url(2), archive.tokens["read"], name="next-in-line")
     for record in records:  # 0 is the least recently used, then 1, 2, 3
         store.get_calibration(record["id"])
-    held, release = threading.Event(), threading.Event()
-
-    def hold() -> None:
-        with store.layout.lock(records[0]["id"]):
-            held.set()
-            release.wait(30)
-
-    holder = threading.Thread(target=hold)
-    holder.start()
-    try:
-        assert held.wait(30)
+    with lock_held_by_another_thread(store, records[0]["id"]):
         report = store.prune(2 * SIZE)
-    finally:
-        release.set()
-        holder.join()
     assert report.kept_in_use == [records[0]["id"]]
     assert [r["id"] for r in report.removed] == [records[1]["id"], records[2]["id"]]
     assert files_in(store) == {records[0]["filename"], records[3]["filename"]}
