@@ -5,7 +5,9 @@ cache's own folder holds, of caches of a million records. The answer comes
 from one listing of each folder and one read of the records' file names (from
 their index); a record's file counts for the size its record gives, and only
 files no record names (a download cut short, a stray) are measured on disk.
-``koa-cal verify`` is what checks the files' bytes.
+``koa-cal verify`` is what checks the files' bytes. What was counted is kept
+for the next run, which lists nothing while nothing counted has changed
+(:mod:`.census_memo`).
 
 Examples
 --------
@@ -18,17 +20,19 @@ from __future__ import annotations
 
 import os
 import stat
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
 from ..database.file_reads import file_bytes, file_names
+from .census_memo import CensusMemo, KeptCount
 from .check import lstat_or_none
 
 if TYPE_CHECKING:
     from ..database.local_database import LocalCalibrationDB
 
-__all__ = ["FileCensus", "folder_size", "names_in", "size_on_disk", "take_census"]
+__all__ = ["FileCensus", "count_files", "folder_size", "names_in", "size_on_disk", "take_census"]
 
 
 class FileCensus(NamedTuple):
@@ -48,7 +52,10 @@ class FileCensus(NamedTuple):
 
 
 def take_census(
-    db: LocalCalibrationDB, folder: Path, readonly_folders: Sequence[Path]
+    db: LocalCalibrationDB,
+    folder: Path,
+    readonly_folders: Sequence[Path],
+    memo: CensusMemo | None = None,
 ) -> FileCensus:
     """Count the records without a file, and the bytes of ``folder``.
 
@@ -61,7 +68,26 @@ def take_census(
     readonly_folders : sequence of Path
         The calibrations folders of its read-only caches: a file there is
         present too, but not counted in :attr:`FileCensus.own_bytes`.
+    memo : CensusMemo, optional
+        Where a count is kept between runs: one kept while nothing it counted
+        has changed serves instead of listing the folders again
+        (:mod:`.census_memo`).
     """
+    looked_ns = time.time_ns()
+    key = memo.key([folder, *readonly_folders]) if memo is not None else None
+    count = memo.read(key) if memo is not None else None
+    if count is None:
+        count = count_files(db, folder, readonly_folders)
+        if memo is not None:
+            memo.keep(key, count, looked_ns)
+    measured = sum(size_on_disk(folder / name) for name in count.measured)
+    return FileCensus(count.missing, count.recorded_bytes + measured)
+
+
+def count_files(
+    db: LocalCalibrationDB, folder: Path, readonly_folders: Sequence[Path]
+) -> KeptCount:
+    """Count from the folders' listings and the records' names (see :func:`take_census`)."""
     own = names_in(folder)
     recorded = file_names(db)
     away = recorded - own  # the records whose file is not in the own folder
@@ -76,9 +102,8 @@ def take_census(
         unsized = list(set(unsized) - set(away_unsized))
     else:
         total, unsized = file_bytes(db, recorded - away)
-    others = [*unsized, *(own - recorded)]  # measured on disk: no size, or no record
-    total += sum(size_on_disk(folder / name) for name in others)
-    return FileCensus(sorted(missing), total)
+    measured = sorted({*unsized, *(own - recorded)})  # no size, or no record
+    return KeptCount(sorted(missing), total, measured)
 
 
 def names_in(folder: Path) -> set[str]:

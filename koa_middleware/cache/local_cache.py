@@ -29,6 +29,7 @@ from ..datamodel_protocol import record_of
 from ..errors import ConfigurationError, InvalidRecordError
 from ..records import CalId, validate_cal_id
 from .census import FileCensus, take_census
+from .census_memo import CensusMemo
 from .check import CachedFiles, lstat_or_none
 from .layout import CacheLayout
 from .lifecycle import Lifecycle
@@ -258,7 +259,8 @@ class LocalCache:
     def file_census(self) -> FileCensus:
         """Which records have no file, and the bytes of the own folder (see :mod:`.census`)."""
         folders = [cache.layout.calibrations_dir for cache in self.readonly.caches]
-        return take_census(self.db, self.layout.calibrations_dir, folders)
+        memo = CensusMemo.beside(self.db, self.layout) if self.writable else None
+        return take_census(self.db, self.layout.calibrations_dir, folders, memo)
 
     def close(self) -> None:
         """Save what was noted of the files, close the views and the database."""

@@ -91,7 +91,8 @@ def cache_status(cache: LocalCache, max_size: int | None = None) -> dict[str, An
     Nothing here opens or measures a calibration's file: the folders are
     listed, and a file counts for the size its record gives (``koa-cal
     verify`` checks the bytes). So the status of a million-record cache
-    takes about two seconds.
+    takes about two seconds, and well under one when asked again of a cache
+    that did not change (:mod:`.census_memo`).
 
     Examples
     --------

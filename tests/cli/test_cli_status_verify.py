@@ -4,6 +4,9 @@ telling files not downloaded yet from files lost or damaged."""
 from __future__ import annotations
 
 import json
+import os
+import time
+from pathlib import Path
 
 import astropy  # noqa: F401  (a dependency: missing, it must fail, not skip)
 import fastapi  # noqa: F401  (a dependency: missing, it must fail, not skip)
@@ -83,3 +86,31 @@ def test_verify_tells_not_downloaded_yet_from_lost_or_damaged(tmp_path, env, arc
     repaired = koa_cal("verify", "--repair", env=env)
     assert repaired.returncode == 0, repaired.stderr
     assert cached_files(tmp_path / "cache") == {r["filename"] for r in archive.records}
+
+
+def test_status_asked_again_answers_from_its_kept_count_until_a_file_goes(tmp_path, env, archive):
+    assert koa_cal("sync", "--files", env=env).returncode == 0
+    cache = tmp_path / "cache"
+    past = time.time_ns() - 10 * 10**9  # as if the cache were left alone since
+    database = cache / "database" / "hispec_calibrations.db"
+    for path in (cache / "calibrations" / "hispec", database, Path(f"{database}-wal")):
+        if path.exists():
+            os.utime(path, ns=(past, past))
+    first = json.loads(koa_cal("--json", "status", env=env).stdout)
+    assert first["files_not_downloaded"] == 0
+    kept = Path(f"{database}.census")
+    memo = json.loads(kept.read_text())
+    memo["recorded_bytes"] += 7  # marked, to see that the next status reads it
+    kept.write_text(json.dumps(memo))
+    again = json.loads(koa_cal("--json", "status", env=env).stdout)
+    marked = first["cache_bytes"]["calibrations"] + 7
+    assert again["cache_bytes"]["calibrations"] == marked
+    assert {**again, "cache_bytes": first["cache_bytes"]} == first
+    gone = by_time(archive.records)[4]
+    (cache / "calibrations" / "hispec" / gone["filename"]).unlink()
+    after = json.loads(koa_cal("--json", "status", env=env).stdout)
+    assert [m["id"] for m in after["missing_files"]] == [gone["id"]]
+    assert (
+        after["cache_bytes"]["calibrations"]
+        == first["cache_bytes"]["calibrations"] - (gone["file_size"])
+    )
