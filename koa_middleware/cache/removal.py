@@ -123,8 +123,12 @@ class FileRemoval:
 
     def unlink(self, filename: str) -> None:
         """Remove the record's file from the cache (a link is removed itself; none: nothing)."""
+        self._unlink_checked(validate_filename(filename))
+
+    def _unlink_checked(self, name: str) -> None:
+        """:meth:`unlink` of a name already checked to be a plain file name."""
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(validate_filename(filename), dir_fd=self.files_fd)
+            os.unlink(name, dir_fd=self.files_fd)
 
     def remove_unless_in_use(
         self, records: Iterable[dict], forget: Callable[[list[str]], None]
@@ -153,8 +157,8 @@ class FileRemoval:
         batch: list[_Held] = []
         try:
             for record in records:
-                self._file_name(record["filename"])  # a name that leaves: refused before any lock
-                held = self._try_lock(record)
+                # a name that leaves: refused before any lock; checked once, removed as checked
+                held = self._try_lock(record, self._file_name(record["filename"]))
                 if held is None:
                     in_use.append(record)
                     continue
@@ -167,14 +171,14 @@ class FileRemoval:
             self._release(batch)  # an error part way: let go of what is still held
         return removed, in_use
 
-    def _try_lock(self, record: dict) -> _Held | None:
+    def _try_lock(self, record: dict, filename: str) -> _Held | None:
         """Take the record's lock without waiting (through a slot where it can); None: in use."""
         lock = f"{validate_cal_id(record['id'])}.lock"
         slot = self._slots.take(lock)
         if slot is not None:
-            return _Held(record, lock, slot[1], slot)
+            return _Held(record, filename, lock, slot[1], slot)
         fd = try_lock(self.layout.locks_dir / lock, dir_fd=self.locks_fd)
-        return None if fd is None else _Held(record, lock, fd, None)
+        return None if fd is None else _Held(record, filename, lock, fd, None)
 
     def _release(self, batch: list[_Held]) -> None:
         held = list(batch)
@@ -190,11 +194,9 @@ class FileRemoval:
         records = [entry.record for entry in batch]
         try:
             forget([record["id"] for record in records])
-            for record in records:
-                self.unlink(record["filename"])
-                logger.debug(
-                    "Removed %s (calibration %s) from the cache", record["filename"], record["id"]
-                )
+            for entry in batch:
+                self._unlink_checked(entry.filename)
+                logger.debug("Removed %s (calibration %s)", entry.filename, entry.record["id"])
         finally:
             self._release(batch)
         return records
@@ -204,6 +206,7 @@ class _Held(NamedTuple):
     """A record whose lock a removal holds: by a created lock file, or through a slot."""
 
     record: dict
+    filename: str  # the record's file name, checked to be a plain name
     lock: str  # the lock file's name in the locks folder
     fd: int
     slot: tuple[str, int] | None
