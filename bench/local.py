@@ -131,6 +131,7 @@ def bench_size(root: Path, n: int, lookups: int) -> None:
     with CalibrationStore("hispec", str(cache), connect_remote=False) as store:
         md5, size = file_digest_of_payload(root)
         records = cached_records(store, n, md5, size)
+        os.sync()  # the files are written out before the adds are timed, not during them
         floors = [plain_executemany(root / f"floor{n}-1.sqlite", records)]
         t0 = time.perf_counter()
         store.local_db.add(records)
