@@ -8,8 +8,10 @@ never what makes a test pass: every store runs as one of those accounts.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import stat
+import time
 from pathlib import Path
 
 import httpx
@@ -132,6 +134,39 @@ def test_an_account_prunes_what_another_account_of_the_group_fetched(archive):
             info = path.lstat()
             assert info.st_gid == gid, f"{path} has group {info.st_gid}, not the cache's"
         assert not list((cache / "locks" / "hispec").iterdir()), "lock files were left"
+
+
+def test_a_count_one_account_kept_serves_the_other_until_the_cache_changes(archive):
+    """The status count kept beside the database, in a cache two accounts share."""
+    uid1, uid2, gid = unused_ids(3)
+    with group_cache(archive, gid, 0o2775) as (shared, cache, client):
+
+        def run(uid, steps):
+            env = account_env(archive, shared, uid, gid)
+            return run_as(uid, gid, [gid], 0o002, cache, steps, env=env)
+
+        for _ in range(3):
+            publish(client, os.urandom(5000))
+        fetched = run(uid1, [["sync", None]])["sync"]
+        database = cache / "database" / "hispec_calibrations.db"
+        past = time.time_ns() - 10 * 10**9  # left alone since
+        for path in (cache / "calibrations" / "hispec", database, Path(f"{database}-wal")):
+            if path.exists():
+                os.utime(path, ns=(past, past))
+        first = run(uid1, [["census", None]])["census"]
+        held = sum(p.stat().st_size for p in (cache / "calibrations" / "hispec").iterdir())
+        assert first == {"missing": [], "own_bytes": held} and held >= 3 * 5000
+        kept = Path(f"{database}.census")
+        info = kept.lstat()
+        assert (info.st_uid, info.st_gid) == (uid1, gid)
+        assert stat.S_IMODE(info.st_mode) & 0o060 == 0o060, "not the group's to replace"
+        memo = json.loads(kept.read_text())
+        memo["recorded_bytes"] += 7  # marked, to see that the other account reads it
+        kept.write_text(json.dumps(memo))
+        assert run(uid2, [["census", None]])["census"]["own_bytes"] == held + 7
+        # The other account prunes: its next count lists the folder again.
+        after = run(uid2, [["prune", 0], ["census", None]])["census"]
+        assert after == {"missing": sorted(Path(p).name for p in fetched), "own_bytes": 0}
 
 
 def test_the_database_follows_the_umask(tmp_path):

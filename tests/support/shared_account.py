@@ -14,6 +14,7 @@ Steps (a list of ``[name, argument]``):
 ``["read_all", null]``         read every file of the local database, return their count
 ``["lock", cal_id]``           take and release the lock of ``cal_id``
 ``["prune", max_size]``        prune the cache to ``max_size`` bytes, return the removed files
+``["census", null]``           the records without a file, and the bytes the cache holds
 
 Examples
 --------
@@ -216,6 +217,9 @@ def _run(spec: dict[str, Any]) -> dict[str, Any]:
                 results[name] = count
             elif name == "prune":
                 results[name] = [item["filename"] for item in store.prune(argument).removed]
+            elif name == "census":
+                census = store.cache.file_census()
+                results[name] = {"missing": census.missing, "own_bytes": census.own_bytes}
             elif name == "lock":
                 with store.layout.lock(argument):
                     results[name] = store.layout.in_use(argument)
