@@ -65,6 +65,16 @@ def account_env(archive, shared: Path, uid: int, gid: int) -> dict[str, str]:
     }
 
 
+def member_runner(archive, shared: Path, cache: Path, gid: int):
+    """``run(uid, steps)``: ``steps`` on ``cache`` as account ``uid`` of group ``gid``."""
+
+    def run(uid: int, steps: list) -> dict:
+        env = account_env(archive, shared, uid, gid)
+        return run_as(uid, gid, [gid], 0o002, cache, steps, env=env)
+
+    return run
+
+
 @pytest.mark.parametrize("setgid_root", [True, False], ids=["setgid_root", "plain_root"])
 @pytest.mark.parametrize("primary", ["shared", "own"], ids=["group_primary", "own_primary"])
 def test_a_second_account_of_the_group_registers_and_syncs(archive, setgid_root, primary):
@@ -115,11 +125,7 @@ def test_an_account_prunes_what_another_account_of_the_group_fetched(archive):
     """Prune's batched locks and reused lock files, in a cache two accounts share."""
     uid1, uid2, gid = unused_ids(3)
     with group_cache(archive, gid, 0o2775) as (shared, cache, client):
-
-        def run(uid, steps):
-            env = account_env(archive, shared, uid, gid)
-            return run_as(uid, gid, [gid], 0o002, cache, steps, env=env)
-
+        run = member_runner(archive, shared, cache, gid)
         published = {publish(client, os.urandom(5000))["filename"] for _ in range(3)}
         fetched = run(uid1, [["sync", None]])["sync"]
         assert published <= {Path(p).name for p in fetched}
@@ -140,11 +146,7 @@ def test_a_count_one_account_kept_serves_the_other_until_the_cache_changes(archi
     """The status count kept beside the database, in a cache two accounts share."""
     uid1, uid2, gid = unused_ids(3)
     with group_cache(archive, gid, 0o2775) as (shared, cache, client):
-
-        def run(uid, steps):
-            env = account_env(archive, shared, uid, gid)
-            return run_as(uid, gid, [gid], 0o002, cache, steps, env=env)
-
+        run = member_runner(archive, shared, cache, gid)
         for _ in range(3):
             publish(client, os.urandom(5000))
         fetched = run(uid1, [["sync", None]])["sync"]
