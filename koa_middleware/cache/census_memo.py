@@ -25,9 +25,11 @@ verify`` finds.
 
 A count naming more than :data:`MEMO_NAMES` files is not kept: its reading
 would cost what it spares. A kept count that is not as written here (another
-program's, or damaged) is ignored and counted again. Nothing is kept where
-the database folder cannot be written (a cache opened by another account);
-the count is then taken each time.
+program's, or damaged, or not a file) is ignored and counted again. It is
+written in the cache's temporary folder and renamed beside the database, so
+it is read whole or not at all. Nothing is kept where those folders cannot be
+written (a cache opened by another account); the count is then taken each
+time.
 """
 
 from __future__ import annotations
@@ -36,7 +38,6 @@ import json
 import logging
 import os
 import stat
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
@@ -178,31 +179,36 @@ class CensusMemo:
             os.close(fd)
 
     def _read_file(self) -> str:
+        # O_NONBLOCK: a pipe planted at the name is refused below instead of waited on.
+        flags = os.O_RDONLY | os.O_NONBLOCK | _OPEN_FLAGS
         with self.layout.opened_folder(self.layout.database_dir) as folder:
-            fd = os.open(self.name, os.O_RDONLY | _OPEN_FLAGS, dir_fd=folder)
-        try:
-            info = os.fstat(fd)
+            fd = os.open(self.name, flags, dir_fd=folder)
+        with os.fdopen(fd, "rb") as handle:
+            info = os.fstat(handle.fileno())
             if not stat.S_ISREG(info.st_mode) or info.st_size > MEMO_BYTES:
                 raise ValueError(f"{self.name} is not a kept census")
-            return os.read(fd, MEMO_BYTES + 1).decode()
-        finally:
-            os.close(fd)
+            return handle.read(MEMO_BYTES + 1).decode()
 
     def _write_file(self, data: bytes) -> None:
-        """Write a new file and rename it into place, in the database folder's descriptor."""
-        partial = f".{self.name}.{uuid.uuid4().hex}.part"
-        with self.layout.opened_folder(self.layout.database_dir) as folder:
+        """Write a new file in the temporary folder and rename it beside the database.
+
+        A file left by a process killed in between is a leftover of the
+        temporary folder, which the next store to start removes.
+        """
+        partial = self.layout.temp_path(".census").name
+        with (
+            self.layout.opened_folder(self.layout.tmp_dir) as tmp,
+            self.layout.opened_folder(self.layout.database_dir) as folder,
+        ):
             flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _OPEN_FLAGS
-            fd = os.open(partial, flags, FILE_MODE, dir_fd=folder)
+            fd = os.open(partial, flags, FILE_MODE, dir_fd=tmp)
+            with os.fdopen(fd, "wb") as handle:
+                match_folder_group(handle.fileno(), folder)
+                handle.write(data)
             try:
-                match_folder_group(fd, folder)
-                os.write(fd, data)
-            finally:
-                os.close(fd)
-            try:
-                os.replace(partial, self.name, src_dir_fd=folder, dst_dir_fd=folder)
+                os.replace(partial, self.name, src_dir_fd=tmp, dst_dir_fd=folder)
             except OSError:
-                os.unlink(partial, dir_fd=folder)
+                os.unlink(partial, dir_fd=tmp)
                 raise
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import threading
 import time
 
 import pytest
@@ -297,5 +298,20 @@ def test_a_folder_at_the_kept_count_s_name_leaves_the_count_unkept(store):
     missing, own_bytes = truth(store)
     again = census_of(store)
     assert (again.missing, again.own_bytes) == (missing, own_bytes)
-    leftovers = [p.name for p in store.layout.database_dir.iterdir() if p.name.endswith(".part")]
-    assert leftovers == []
+    folders = (store.layout.database_dir, store.layout.tmp_dir)
+    assert [p for folder in folders for p in folder.iterdir() if p.name.endswith(".part")] == []
+
+
+def test_a_pipe_planted_at_the_kept_count_s_name_is_not_waited_on(store):
+    register(store, 2)
+    os.mkfifo(store.layout.database_dir / MEMO)
+    settle_all(store)
+    missing, own_bytes = truth(store)
+    answers = []
+    # Opening a pipe to read waits for a writer: a daemon thread, so that a wait fails the test.
+    counting = threading.Thread(target=lambda: answers.append(census_of(store)), daemon=True)
+    counting.start()
+    counting.join(timeout=20)
+    assert answers, "the census waited on the pipe"
+    assert (answers[0].missing, answers[0].own_bytes) == (missing, own_bytes)
+    assert json.loads(kept(store))["missing"] == []  # replaced by a kept count
