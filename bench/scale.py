@@ -141,12 +141,14 @@ def command_seconds(cache: Path, *args: str) -> tuple[float, float]:
 def status_again(cache: Path) -> float:
     """``koa-cal status`` asked again of the unchanged cache (its count kept), in seconds.
 
-    A count is kept only of folders unchanged for two seconds
-    (``census_memo.SETTLED_NS``); at small sizes the files were just written, so
-    this waits that long, asks once (which keeps the count), and times the next.
+    A count is kept only of a folder and database unchanged for two seconds
+    (``census_memo.SETTLED_NS``); at small sizes they were just written, so this
+    waits that long, asks once (which keeps the count), and times the next.
     """
-    folder = cache / "calibrations" / "hispec"
-    settled_at = folder.stat().st_mtime + census_memo.SETTLED_NS / 1e9 + 0.1
+    database = cache / "database" / "hispec_calibrations.db"
+    watched = (cache / "calibrations" / "hispec", database, Path(f"{database}-wal"))
+    changed = max(path.stat().st_mtime for path in watched if path.exists())
+    settled_at = changed + census_memo.SETTLED_NS / 1e9 + 0.1
     time.sleep(max(0.0, settled_at - time.time()))
     command_seconds(cache, "status")
     return command_seconds(cache, "status")[0]

@@ -42,6 +42,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
+from ..errors import InvalidRecordError
+from ..records import validate_filename
 from .permissions import FILE_MODE, match_folder_group
 
 if TYPE_CHECKING:
@@ -167,7 +169,8 @@ class CensusMemo:
         with self.layout.opened_folder(self.layout.database_dir) as folder:
             database = _times(lambda name: os.stat(name, dir_fd=folder), self.database)
             try:
-                fd = os.open(f"{self.database}-wal", os.O_RDONLY | _OPEN_FLAGS, dir_fd=folder)
+                flags = os.O_RDONLY | os.O_NONBLOCK | _OPEN_FLAGS
+                fd = os.open(f"{self.database}-wal", flags, dir_fd=folder)
             except FileNotFoundError:
                 return [database, None]
         try:
@@ -179,7 +182,7 @@ class CensusMemo:
             os.close(fd)
 
     def _read_file(self) -> str:
-        # O_NONBLOCK: a pipe planted at the name is refused below instead of waited on.
+        # O_NONBLOCK (here and for the log): a pipe planted at the name is never waited on.
         flags = os.O_RDONLY | os.O_NONBLOCK | _OPEN_FLAGS
         with self.layout.opened_folder(self.layout.database_dir) as folder:
             fd = os.open(self.name, flags, dir_fd=folder)
@@ -231,7 +234,7 @@ def _settled(key: list, looked_ns: int) -> bool:
 def _well_formed(count: KeptCount) -> bool:
     """Whether a kept count holds what :meth:`CensusMemo.keep` writes: plain names, a size."""
     names_ok = all(
-        isinstance(names, list) and all(_plain_name(name) for name in names)
+        isinstance(names, list) and all(map(_plain_name, names))
         for names in (count.missing, count.measured)
     )
     size = count.recorded_bytes
@@ -239,10 +242,9 @@ def _well_formed(count: KeptCount) -> bool:
 
 
 def _plain_name(name: object) -> bool:
-    """A file name alone (no folder, nothing that leads out of one)."""
-    return (
-        isinstance(name, str)
-        and name not in ("", ".", "..")
-        and "/" not in name
-        and "\0" not in name
-    )
+    """Whether ``name`` is a file name alone, by the rule of every record's file name."""
+    try:
+        validate_filename(name)
+    except InvalidRecordError:
+        return False
+    return True

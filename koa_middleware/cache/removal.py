@@ -123,7 +123,7 @@ class FileRemoval:
 
     def unlink(self, filename: str) -> None:
         """Remove the record's file from the cache (a link is removed itself; none: nothing)."""
-        self._unlink_checked(validate_filename(filename))
+        self._unlink_checked(self._file_name(filename))
 
     def _unlink_checked(self, name: str) -> None:
         """:meth:`unlink` of a name already checked to be a plain file name."""

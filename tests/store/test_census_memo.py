@@ -14,6 +14,7 @@ value, a link planted at its name).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -74,17 +75,16 @@ def truth(store):
 def no_listing(monkeypatch):
     """Make listing a folder fail the test for the length of a block."""
 
-    class Forbid:
-        def __enter__(self):
-            def listed(folder):
-                raise AssertionError(f"{folder} was listed")
+    def listed(folder):
+        raise AssertionError(f"{folder} was listed")
 
-            monkeypatch.setattr(census, "names_in", listed)
+    @contextlib.contextmanager
+    def forbid():
+        with monkeypatch.context() as patch:  # undoes this patch only, not the fixtures'
+            patch.setattr(census, "names_in", listed)
+            yield
 
-        def __exit__(self, *exc):
-            monkeypatch.undo()
-
-    return Forbid()
+    return forbid()
 
 
 def test_an_unchanged_cache_is_counted_once(store, no_listing):
