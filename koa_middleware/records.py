@@ -188,6 +188,17 @@ def validate_filename(name: Any) -> str:
     return name
 
 
+def is_filename(value: Any) -> bool:
+    """Return True when ``value`` is a plain file name (see :func:`validate_filename`).
+
+    Examples
+    --------
+    >>> is_filename("dark_001.fits"), is_filename("../x.fits")
+    (True, False)
+    """
+    return _filename_problem(value) is None
+
+
 def _filename_problem(name: Any) -> str | None:
     if not isinstance(name, str):
         return "it is not a string"

@@ -42,8 +42,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
-from ..errors import InvalidRecordError
-from ..records import validate_filename
+from ..records import is_filename
 from .permissions import FILE_MODE, match_folder_group
 
 if TYPE_CHECKING:
@@ -234,17 +233,8 @@ def _settled(key: list, looked_ns: int) -> bool:
 def _well_formed(count: KeptCount) -> bool:
     """Whether a kept count holds what :meth:`CensusMemo.keep` writes: plain names, a size."""
     names_ok = all(
-        isinstance(names, list) and all(map(_plain_name, names))
+        isinstance(names, list) and all(map(is_filename, names))
         for names in (count.missing, count.measured)
     )
     size = count.recorded_bytes
     return names_ok and isinstance(size, int) and not isinstance(size, bool) and size >= 0
-
-
-def _plain_name(name: object) -> bool:
-    """Whether ``name`` is a file name alone, by the rule of every record's file name."""
-    try:
-        validate_filename(name)
-    except InvalidRecordError:
-        return False
-    return True
