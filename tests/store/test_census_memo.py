@@ -315,3 +315,17 @@ def test_a_pipe_planted_at_the_kept_count_s_name_is_not_waited_on(store):
     assert answers, "the census waited on the pipe"
     assert (answers[0].missing, answers[0].own_bytes) == (missing, own_bytes)
     assert json.loads(kept(store))["missing"] == []  # replaced by a kept count
+
+
+def test_a_retraction_after_a_kept_count_is_seen_by_status(store):
+    records = register(store, 3)
+    (store.layout.calibrations_dir / records[2]["filename"]).unlink()
+    settle_all(store)
+    before = cache_status(store.cache)
+    assert kept(store) is not None and before["retracted"] == 0
+    store.retract(records[0]["id"], "hot pixels")
+    settle_all(store)  # as if the retraction were long ago: the database's key still differs
+    after = cache_status(store.cache)
+    assert after["retracted"] == 1
+    assert [m["id"] for m in after["missing_files"]] == [records[2]["id"]]
+    assert after["cache_bytes"]["calibrations"] == folder_size(store.layout.calibrations_dir)
