@@ -98,12 +98,15 @@ class RecordRun(NamedTuple):
     """Consecutive validated records with the same set of fields (see :func:`validate_runs`).
 
     ``columns`` holds the values of each field of ``fields``, as the records
-    hold them, when they are at hand (else None); one statement stores a run.
+    hold them, when they are at hand (else None); ``rows`` holds the same
+    values record by record, when no rule changed any (else None). One
+    statement stores a run.
     """
 
     records: list[dict[str, Any]]
     fields: tuple[str, ...]
     columns: list[Sequence[Any]] | None
+    rows: list[tuple[Any, ...]] | None = None
 
 
 def validate_runs(
@@ -165,8 +168,8 @@ def validate_runs(
     checks = _COLUMN_CHECKS if mark_ids else _UNMARKED_COLUMN_CHECKS
     runs = []
     # Shared records are built anew in the order of their run's fields: a run keeps one order.
-    for keys, run, columns in _runs_of_same_fields(records, same_order=shared is not None):
-        checked = _checked_run(keys, run, columns, required, shared, checks)
+    for keys, run, rows, columns in _runs_of_same_fields(records, rebuilt=shared is not None):
+        checked = _checked_run(keys, run, rows, columns, required, shared, checks)
         if checked is None:
             return _validate_one_by_one(records, required, shared)
         runs.append(checked)
@@ -174,35 +177,45 @@ def validate_runs(
 
 
 def _runs_of_same_fields(
-    records: list[dict], same_order: bool
-) -> Iterator[tuple[tuple[str, ...], list[dict], list[list[Any]]]]:
-    """The runs of consecutive records with the same set of fields, each with its columns.
+    records: list[dict], rebuilt: bool
+) -> Iterator[tuple[tuple[str, ...], list[dict], list[tuple] | None, list[list[Any]]]]:
+    """The runs of consecutive records with the same set of fields, with their rows and columns.
 
-    A run's columns are its records' values, one list per field of ``keys``.
+    A run's rows and columns are its records' values (see :func:`_rows_and_columns`).
     The usual batch, whose records all have one set of fields, is one run,
     found without grouping: every record has as many fields as the first, and
-    all of its fields. With ``same_order``, the records of a run also have
-    their fields in one order.
+    all of its fields. When the records are ``rebuilt`` from their columns
+    (``validate_runs(shared=...)``), the records of a run also have their
+    fields in one order, and no rows are taken.
     """
     keys = tuple(records[0])
-    if not same_order and set(map(len, records)) == {len(keys)}:
+    if not rebuilt and set(map(len, records)) == {len(keys)}:
         try:
-            return iter([(keys, records, _columns(keys, records))])
+            return iter([(keys, records, *_rows_and_columns(keys, records, with_rows=True))])
         except KeyError:
             pass  # another set of fields of the same size: the runs are looked for
     return (
-        (keys, run, _columns(keys, run))
+        (keys, run, *_rows_and_columns(keys, run, with_rows=not rebuilt))
         for keys, run in ((keys, list(run)) for keys, run in groupby(records, key=tuple))
     )
 
 
-def _columns(keys: tuple[str, ...], run: list[dict]) -> list[list[Any]]:
-    """The values of each field of ``keys``, one list per field.
+def _rows_and_columns(
+    keys: tuple[str, ...], run: list[dict], with_rows: bool
+) -> tuple[list[tuple] | None, list[list[Any]]]:
+    """The values of the fields of ``keys``: a tuple per record (or None), and a list per field.
 
-    Taken column by column, with no tuple per record: a large batch makes
-    fewer objects for the garbage collector to follow.
+    With rows, each record is read once, into its tuple, and the columns are
+    taken from the tuples, which lie together in memory: about half the time
+    of reading every record once per field, and the rows are what one
+    statement stores. Without, the columns are read from the records, and
+    no tuple per record adds to the memory a large sync holds at its peak.
+    A single field has no rows.
     """
-    return [list(map(itemgetter(key), run)) for key in keys]
+    if not with_rows or len(keys) == 1:
+        return None, [list(map(itemgetter(key), run)) for key in keys]
+    rows = list(map(itemgetter(*keys), run))
+    return rows, [list(map(itemgetter(index), rows)) for index in range(len(keys))]
 
 
 def _validate_one_by_one(
@@ -235,6 +248,7 @@ _UNSHARED = frozenset({"id", "filename", "file_md5"})
 def _checked_run(
     keys: tuple[str, ...],
     run: list[dict],
+    rows: list[tuple] | None,
     columns: list[list[Any]],
     required: tuple[str, ...],
     shared: dict[str, str] | None,
@@ -259,12 +273,13 @@ def _checked_run(
         normals.append(normal)
     if shared is not None:
         return RecordRun(_shared_records(keys, normals, shared), keys, None)
-    copies = list(map(dict, run))
+    copies = list(map(dict.copy, run))
     for key, column, normal in zip(keys, columns, normals, strict=True):
         if normal is not column:  # write back only what a rule changed
+            rows = None
             for copy, value in zip(copies, normal, strict=True):
                 copy[key] = value
-    return RecordRun(copies, keys, normals)
+    return RecordRun(copies, keys, normals, rows)
 
 
 def _shared_records(

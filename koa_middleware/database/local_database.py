@@ -38,6 +38,7 @@ from ..records import (
 from ..sqlite_wal import connect
 from ..timestamps import utc_now
 from ..utils import datetime_to_isot_ms, postgres_http_date_to_iso  # noqa: F401
+from .bulk_load import indexes_built_after
 from .calibration_table import CalibrationTable
 from .reading import RecordReading, quote_identifier
 from .side_tables import (
@@ -476,8 +477,15 @@ class LocalCalibrationDB(RecordReading, SideTables):
         if records:
             with self.write_transaction():
                 self._add_missing_columns([run.records for run in runs], alter)
-                for run in runs:
-                    self._upsert(run)
+                try:
+                    with indexes_built_after(self.conn, self.table_name, len(records)):
+                        for run in runs:
+                            self._upsert(run)
+                except sqlite3.IntegrityError as exc:
+                    raise InvalidRecordError(
+                        f"Could not store the records: {exc}. Each calibration file name may "
+                        "belong to one calibration id only; rename the file or reuse the id."
+                    ) from exc
                 if lifecycle:
                     self.apply_lifecycle(lifecycle)
         return records
@@ -493,19 +501,15 @@ class LocalCalibrationDB(RecordReading, SideTables):
         sql += f"UPDATE SET {updates}" if updates else "NOTHING"
         # One prepared statement for the run; rows are read straight from its columns, or
         # from the dicts.
-        if run.columns is not None:
+        if run.rows is not None:
+            rows = run.rows
+        elif run.columns is not None:
             rows = zip(*run.columns, strict=True)
         elif len(keys) > 1:
             rows = map(itemgetter(*keys), run.records)
         else:
             rows = ((record[keys[0]],) for record in run.records)
-        try:
-            self.conn.executemany(sql, rows)
-        except sqlite3.IntegrityError as exc:
-            raise InvalidRecordError(
-                f"Could not store the records: {exc}. Each calibration file name may "
-                "belong to one calibration id only; rename the file or reuse the id."
-            ) from exc
+        self.conn.executemany(sql, rows)
 
     def delete(self, cal_id: str) -> bool:
         """Delete the record with this id; return True if there was one.

@@ -19,10 +19,15 @@ from .web_sites import Site
 STEP = 20_000
 
 
-def many_records(count: int, cal_types: list[str], facets: dict[str, list[str]]) -> list[dict]:
-    """``count`` valid records spread over five years, the types and facet values in turn."""
+def many_records(
+    count: int, cal_types: list[str], facets: dict[str, list[str]], start: int = 0
+) -> list[dict]:
+    """``count`` valid records spread over five years, the types and facet values in turn.
+
+    Record ``n`` (from ``start``) has the id ``UUID(int=n + 1)`` and the file ``cal_<n>.fits``.
+    """
     found = []
-    for n in range(count):
+    for n in range(start, start + count):
         record: dict[str, Any] = {
             "id": str(uuid.UUID(int=n + 1, version=4)),
             "filename": f"cal_{n:07d}.fits",

@@ -256,6 +256,34 @@ def die_between_rename_and_commit(cache: str) -> None:
     store.register_calibration(FileModel(record))
 
 
+def die_in_bulk_add(db_path: str, moment: str, count: str) -> None:
+    """Add ``count`` records to ``db_path`` in one call; SIGKILL this process at ``moment``.
+
+    ``dropped``: once the table's indexes are dropped; ``rows``: once every
+    row is written, before the indexes are made again. Neither is committed.
+    """
+    import koa_middleware.database.bulk_load as bulk_load
+    from koa_middleware import LocalCalibrationDB
+    from support.bulk_records import many_records
+
+    def die(real):
+        def call_then_die(*args, **kwargs):
+            real(*args, **kwargs)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+        return call_then_die
+
+    if moment == "dropped":
+        bulk_load._dropped = die(bulk_load._dropped)
+    elif moment == "rows":
+        LocalCalibrationDB._upsert = die(LocalCalibrationDB._upsert)
+    else:
+        raise SystemExit(f"unknown moment {moment!r}: dropped or rows")
+    records = many_records(int(count), ["dark", "flat"], {}, start=1_000_000)
+    LocalCalibrationDB(db_path, "hispec").add(records)
+    raise SystemExit("the add ended without reaching the moment")
+
+
 def pause_between_rename_and_commit(cache: str, ready: str, go: str) -> None:
     """Register one dark, pausing once its file is in place and before the commit.
 
@@ -399,6 +427,7 @@ CHILDREN: dict[str, Callable[..., None]] = {
         fits_record_without_astropy,
         imported_modules,
         hold_lock,
+        die_in_bulk_add,
     )
 }
 
