@@ -41,7 +41,6 @@ from .cache.staging import Staging
 from .cache.versions import find_version_issues
 from .client.archive_link import ArchiveLink
 from .client.connect import connect_archive
-from .client.remote_database import RemoteCalibrationDB  # noqa: F401  (the reference's name)
 from .config import resolve_config
 from .database.local_database import LocalCalibrationDB  # noqa: F401  (the reference's name)
 from .datamodel_protocol import SupportsCalibrationModelIO, record_of
@@ -60,6 +59,17 @@ from .utils import (  # noqa: F401  (names the reference's module carries)
 logger = logging.getLogger(__name__)
 
 __all__ = ["CalibrationStore"]
+
+
+def __getattr__(name: str) -> Any:
+    # The reference's module carries RemoteCalibrationDB too; it is imported on first use,
+    # so that a store working from its cache alone starts without the HTTP client.
+    if name == "RemoteCalibrationDB":
+        from .client.remote_database import RemoteCalibrationDB
+
+        globals()[name] = RemoteCalibrationDB
+        return RemoteCalibrationDB
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class CalibrationStore(RegistrationSteps):

@@ -16,12 +16,13 @@ from typing import TYPE_CHECKING, Any
 
 from ..cache.local_cache import CalibrationRef, LocalCache
 from ..errors import CalibrationNotFoundError, KOAError, RemoteUnavailableError
-from .downloads import fetch_to_cache, prefetch
-from .push import push_records, push_retractions
-from .sync import SyncReport, missing_records, sync_from_archive
 
 if TYPE_CHECKING:
     from .remote_database import RemoteCalibrationDB
+    from .sync import SyncReport
+
+# The modules that talk to an archive (and the HTTP client under them) are imported where an
+# archive is first used: a command that works from the cache alone starts without them.
 
 logger = logging.getLogger(__name__)
 
@@ -170,6 +171,8 @@ class ArchiveLink:
             If no archive is configured or reachable.
         """
         remote = self.require(f"fetch {record['filename']}")
+        from .downloads import fetch_to_cache
+
         path = fetch_to_cache(
             remote, record, self.cache.layout, progress=self.progress, force=force
         )
@@ -200,6 +203,8 @@ class ArchiveLink:
             The paths of the calibrations not skipped, in the order of ``records``.
         """
         remote = self.require("prefetch calibrations")
+        from .downloads import prefetch
+
         records, skipped = self._live_for_prefetch(records, allow_retracted)
         found = [self.cache.locate(record) for record in records]
         wanted = [record for record, where in zip(records, found, strict=True) if not where.usable]
@@ -270,6 +275,8 @@ class ArchiveLink:
             cals, mode = None, cals
         check_mode(mode)
         remote = self.require("sync from the archive")
+        from .sync import sync_from_archive
+
         self.last_sync = sync_from_archive(
             self.cache.db, remote, cals=cals, mode=mode, progress=self.progress
         )
@@ -279,6 +286,8 @@ class ArchiveLink:
         """Upload what the archive lacks (files, then records), then the retractions made here."""
         check_mode(mode)
         remote = self.require("push to the archive")
+        from .push import push_records, push_retractions
+
         pushed = push_records(
             self.cache.db, remote, self.cache.layout, mode=mode, progress=self.progress
         )
@@ -293,6 +302,8 @@ class ArchiveLink:
         if source not in ("remote", "local"):
             raise ValueError(f"Invalid source {source!r}: use 'remote' or 'local'.")
         remote = self.require("compare with the archive")
+        from .sync import missing_records
+
         return missing_records(self.cache.db, remote, source=source, mode=mode)
 
     def only_here(self, records: Iterable[dict], origin: str) -> set[str]:

@@ -12,10 +12,12 @@ variables).
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from ..config import StoreConfig
-from .http import redact_url
-from .remote_database import RemoteCalibrationDB
+
+if TYPE_CHECKING:
+    from .remote_database import RemoteCalibrationDB
 
 logger = logging.getLogger(__name__)
 
@@ -62,9 +64,13 @@ def connect_archive(
         logger.info(
             "Not connecting to %s: no KOA_API_TOKEN or KECK_OBSERVER_EMAIL/"
             "KECK_OBSERVER_PASSWORD is set; working from the local cache.",
-            redact_url(config.url),
+            config.url,  # the public archive's own URL (any other is connected): no secret in it
         )
         return None
+    # The client and the HTTP library under it are imported only to connect: a store that
+    # works from its cache alone starts without them.
+    from .remote_database import RemoteCalibrationDB
+
     options = {}
     if config.max_answer_bytes is not None:
         options["max_answer_bytes"] = config.max_answer_bytes
