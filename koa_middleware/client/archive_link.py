@@ -21,8 +21,9 @@ if TYPE_CHECKING:
     from .remote_database import RemoteCalibrationDB
     from .sync import SyncReport
 
-# The modules that talk to an archive (and the HTTP client under them) are imported where an
-# archive is first used: a command that works from the cache alone starts without them.
+# The modules that talk to an archive (and the HTTP client under them) are imported when an
+# archive is connected or first used: a command that works from the cache alone starts
+# without them.
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +96,10 @@ class ArchiveLink:
         self.last_pushed_retractions: Sequence[str] = ()
         #: What the last :meth:`prefetch` did, or None.
         self.last_prefetch: PrefetchReport | None = None
+        if remote_db is not None:
+            # Connected: what talks to the archive is loaded now, with its client, not in
+            # the middle of the first sync or download.
+            from . import downloads, push, sync  # noqa: F401
 
     def __repr__(self) -> str:
         return f"ArchiveLink({getattr(self.remote_db, 'display_url', None)!r})"
