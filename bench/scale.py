@@ -14,7 +14,8 @@ record) is filled with one ``local_db.add`` and measured:
   beside the first, its floor: a bare Python process that reads the records'
   file names and lists the folder, which is what any status of a changed
   cache must do (``STATUS_FLOOR``);
-  ``koa-cal verify`` (every file present) and
+  ``koa-cal verify`` (every file present) beside its floor (every file opened
+  and put through MD5, plain, in this process) and
   ``koa-cal prune`` down to half the files, each as a command (wall time,
   a Python start-up included; for prune also its CPU seconds, steadier on a
   shared machine, and its floor: the same number of plain ``os.unlink`` calls
@@ -39,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import os
 import resource
 import shutil
@@ -193,6 +195,28 @@ def status_floor(cache: Path, runs: int = 2) -> float:
     return min(times)
 
 
+def verify_floor(folder: Path) -> float:
+    """Seconds to read and hash every file of ``folder``, plain: what a verify cannot go below.
+
+    Each file opened, its size looked at and its bytes put through MD5, as
+    ``koa-cal verify`` does for each record's file; taken just after the
+    verify, on a cache as warm.
+    """
+    t0 = time.perf_counter()
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for name in os.listdir(fd):
+            file = os.open(name, os.O_RDONLY, dir_fd=fd)
+            try:
+                os.fstat(file)
+                hashlib.md5(os.read(file, 1 << 20), usedforsecurity=False).hexdigest()
+            finally:
+                os.close(file)
+    finally:
+        os.close(fd)
+    return time.perf_counter() - t0
+
+
 def unlink_floor(folder: Path, n: int) -> float:
     """Seconds to remove the older half of ``n`` files of 1 KiB from one folder, plain.
 
@@ -227,6 +251,7 @@ def measure(root: Path, n: int, parts: set[str]) -> dict[str, float]:
         figures["status floor s"] = status_floor(cache)
         figures["status again s"] = status_again(cache)
         figures["verify s"] = command_seconds(cache, "verify")[0]
+        figures["verify floor s"] = verify_floor(cache / "calibrations" / "hispec")
     os.sync()  # the prune meets files already written out, as in a cache filled long ago
     figures["prune s"], figures["prune cpu s"] = command_seconds(
         cache, "prune", "--max-size", str(n * 512)

@@ -24,8 +24,10 @@ Against a local ``koa-archive`` on SQLite (started here, protocol 2) it prints:
   next to ``curl`` fetching the same file from the archive, in the same run.
 
 Each client measurement runs in a fresh Python process, so its peak RSS is
-the client's own. The archive runs in its own process too. Before the file
-measurements, memory is warmed (``bench/machine.py``).
+the client's own (``VmHWM``: ``ru_maxrss`` keeps the resident size of the
+process that started it, when that was larger). The archive runs in its own
+process too. Before the file measurements, memory is warmed
+(``bench/machine.py``).
 """
 
 from __future__ import annotations
@@ -110,7 +112,14 @@ elif task == "get":
     path, record = store.get_calibration(sys.argv[3])
     out["seconds"] = time.perf_counter() - start
     out["path"] = path
-out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+# The peak of this process's own memory: Linux's VmHWM. ru_maxrss would also hold the
+# resident size of the process that started this one, carried over its exec.
+try:
+    with open("/proc/self/status") as status:
+        hwm = [line.split()[1] for line in status if line.startswith("VmHWM:")]
+    out["peak_rss_mb"] = int(hwm[0]) / 1024
+except (OSError, IndexError, ValueError):
+    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 store.close()
 print(json.dumps(out))
 """

@@ -499,8 +499,8 @@ class LocalCalibrationDB(RecordReading, SideTables):
         )
         sql = f"INSERT INTO {self._quoted_table} ({names}) VALUES ({marks}) ON CONFLICT(id) DO "
         sql += f"UPDATE SET {updates}" if updates else "NOTHING"
-        # One prepared statement for the run; rows are read straight from its columns, or
-        # from the dicts.
+        # One prepared statement for the run, given its rows as they were checked, or rows
+        # read from its columns or from the dicts.
         if run.rows is not None:
             rows = run.rows
         elif run.columns is not None:
