@@ -217,6 +217,10 @@ def fresh_process_open(cache: Path, n: int) -> tuple[float, float]:
     return float(opened), float(selected)
 
 
+#: Rounds of the bulk add and of its floor, in turns; the best of each is compared.
+ROUNDS = 3
+
+
 def bench_bulk_add(root: Path, n: int, store: CalibrationStore, records: list[dict]) -> float:
     """Seconds of ``store.local_db.add(records)`` beside its floor; prints both and the ratio.
 
@@ -251,9 +255,6 @@ def bench_bulk_add(root: Path, n: int, store: CalibrationStore, records: list[di
         f"{after:.3f} s; ratio of the add to it {add_s / after:.2f}"
     )
     return add_s
-
-
-ROUNDS = 3
 
 
 def timed_add(store: CalibrationStore, records: list[dict]) -> float:

@@ -35,6 +35,7 @@ from contextlib import contextmanager
 
 from ..errors import InvalidRecordError
 from .reading import quote_identifier
+from .transactions import savepoint
 
 logger = logging.getLogger(__name__)
 
@@ -82,18 +83,12 @@ def indexes_built_after(conn: sqlite3.Connection, table: str, rows: int) -> Iter
     if not indexes:
         yield False
         return
-    conn.execute(f"SAVEPOINT {_SAVEPOINT}")
-    try:
+    with savepoint(conn, _SAVEPOINT):
         dropped = _dropped(conn, table, indexes)
         yield dropped
         for name, sql in indexes if dropped else ():
             logger.debug("Building index %s of %s after %d rows", name, table, rows)
             conn.execute(sql)
-    except BaseException:
-        conn.execute(f"ROLLBACK TO {_SAVEPOINT}")
-        conn.execute(f"RELEASE {_SAVEPOINT}")
-        raise
-    conn.execute(f"RELEASE {_SAVEPOINT}")
 
 
 _SAVEPOINT = "koa_bulk_load"

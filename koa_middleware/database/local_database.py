@@ -49,6 +49,7 @@ from .side_tables import (
     USES_TABLE,
     SideTables,
 )
+from .transactions import savepoint
 
 logger = logging.getLogger(__name__)
 
@@ -352,16 +353,13 @@ class LocalCalibrationDB(RecordReading, SideTables):
         ('1', None)
         """
         with self.write_transaction():
-            self.conn.execute(f"SAVEPOINT {_SAVEPOINT}")
             try:
-                yield
+                with savepoint(self.conn, _SAVEPOINT):
+                    yield
             except BaseException:
-                self.conn.execute(f"ROLLBACK TO {_SAVEPOINT}")
-                self.conn.execute(f"RELEASE {_SAVEPOINT}")
                 # An undone ALTER TABLE must not stay in the remembered columns.
                 self.refresh_columns()
                 raise
-            self.conn.execute(f"RELEASE {_SAVEPOINT}")
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
