@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sqlite3
 import stat
 import time
 from pathlib import Path
@@ -17,6 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from koa_middleware.database.bulk_load import BULK_ROWS
 from support.archive import ArchiveServer, create_token, publish
 from support.shared_account import account_folder, reachable_folder, run_as, unused_ids
 
@@ -169,6 +171,27 @@ def test_a_count_one_account_kept_serves_the_other_until_the_cache_changes(archi
         # The other account prunes: its next count lists the folder again.
         after = run(uid2, [["prune", 0], ["census", None]])["census"]
         assert after == {"missing": sorted(Path(p).name for p in fetched), "own_bytes": 0}
+
+
+def test_an_account_bulk_adds_into_the_database_another_account_made(archive):
+    """A bulk write (indexes made after the rows) by the second account of the group."""
+    uid1, uid2, gid = unused_ids(3)
+    with group_cache(archive, gid, 0o2775) as (shared, cache, _client):
+        run = member_runner(archive, shared, cache, gid)
+        assert len(run(uid1, [["register", ["first", 2]]])["register"]) == 2
+        database = cache / "database" / "hispec_calibrations.db"
+        indexes = "SELECT name, sql FROM sqlite_master WHERE type = 'index' ORDER BY name"
+        with sqlite3.connect(database) as conn:
+            before = conn.execute(indexes).fetchall()
+        assert run(uid2, [["bulk_add", [0, BULK_ROWS]]])["bulk_add"] == BULK_ROWS
+        # The first account reads every record, and the table has its indexes as before.
+        assert run(uid1, [["bulk_add", [BULK_ROWS, 5]]])["bulk_add"] == 5
+        with sqlite3.connect(database) as conn:
+            assert conn.execute(indexes).fetchall() == before
+            assert conn.execute("SELECT count(*) FROM hispec").fetchone() == (BULK_ROWS + 7,)
+            assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        for path in everything_in(cache):
+            assert path.lstat().st_gid == gid, f"{path} has group {path.lstat().st_gid}"
 
 
 def test_the_database_follows_the_umask(tmp_path):

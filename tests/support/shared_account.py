@@ -15,6 +15,7 @@ Steps (a list of ``[name, argument]``):
 ``["lock", cal_id]``           take and release the lock of ``cal_id``
 ``["prune", max_size]``        prune the cache to ``max_size`` bytes, return the removed files
 ``["census", null]``           the records without a file, and the bytes the cache holds
+``["bulk_add", [start, n]]``   add ``n`` records (from ``start``) in one ``local_db.add``
 
 Examples
 --------
@@ -33,6 +34,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -220,6 +222,13 @@ def _run(spec: dict[str, Any]) -> dict[str, Any]:
             elif name == "census":
                 census = store.cache.file_census()
                 results[name] = {"missing": census.missing, "own_bytes": census.own_bytes}
+            elif name == "bulk_add":
+                start, count = argument
+                records = [
+                    dark(i, id=str(uuid.UUID(int=i + 1, version=4)), filename=f"bulk_{i:07d}.fits")
+                    for i in range(start, start + count)
+                ]
+                results[name] = len(store.local_db.add(records))
             elif name == "lock":
                 with store.layout.lock(argument):
                     results[name] = store.layout.in_use(argument)
